@@ -1,0 +1,1 @@
+"""qgate's one internal queue-service API: every protocol translates into this."""

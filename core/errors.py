@@ -1,0 +1,100 @@
+"""Typed errors of the queue core.
+
+Every error names the field it is about (when there is one) and says why, so each protocol
+can turn it into its own error form (an HTTP JSON body, a STOMP ERROR frame, an Avro error)
+without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class QGateError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    #: A short, stable title, used as the HTTP error title.
+    title = "Error"
+
+    def __init__(self, description: str, field: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class InvalidArgument(QGateError):
+    """A request parameter or body is malformed or out of bounds."""
+
+    title = "Invalid API request"
+
+
+class TooLarge(InvalidArgument):
+    """A body or a batch is larger than allowed."""
+
+    title = "Request entity too large"
+
+
+class NotFound(QGateError):
+    title = "Not found"
+
+
+class QueueNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Queue {name!r} does not exist", field="queue_name")
+        self.name = name
+
+
+class MessageNotFound(NotFound):
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"Message {message_id!r} does not exist", field="message_id")
+        self.message_id = message_id
+
+
+class ClaimNotFound(NotFound):
+    def __init__(self, claim_id: str) -> None:
+        super().__init__(f"Claim {claim_id!r} does not exist or has expired", field="claim_id")
+        self.claim_id = claim_id
+
+
+class Conflict(QGateError):
+    title = "Conflict"
+
+
+class QueueExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Queue {name!r} already exists", field="queue_name")
+        self.name = name
+
+
+class QueueFull(Conflict):
+    """A bounded queue with the ``reject`` overflow policy refused a publish."""
+
+    title = "Queue full"
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"Queue {name!r} is full: {why}", field="messages")
+        self.name = name
+
+
+class MessageClaimed(QGateError):
+    """A claimed message was touched without (the right) claim id."""
+
+    title = "Message claimed"
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"Message {message_id!r} is claimed; pass its claim id to delete it",
+            field="claim_id",
+        )
+        self.message_id = message_id
+
+
+class Unauthorized(QGateError):
+    title = "Unauthorized"
+
+
+class StorageUnavailable(QGateError):
+    """The backend cannot be reached; the caller may retry later."""
+
+    title = "Service unavailable"

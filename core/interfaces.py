@@ -1,0 +1,221 @@
+"""The contracts between the layers, as zope.interface interfaces.
+
+``IQueueService`` is what every protocol calls; ``IQueueStorage`` is what every storage
+backend implements. Both return Deferreds. Storage methods take ``now`` from the service's
+injected clock, so expiry, delays and leases are exact under ``task.Clock`` in tests.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+# Methods below are documented in the style of zope.interface: no ``self``; every method
+# returns a Deferred firing with the value named after "->".
+
+
+class IQueueStorage(Interface):
+    """A backend that stores queues and their messages (memory or SQL).
+
+    Methods fail with the typed errors of ``core.errors``. Domain checks (queue exists,
+    bounds) happen before anything is written, so a failed call changes nothing.
+    """
+
+    def create_queue(tenant, name, options, metadata, now):
+        """-> Queue; fails with QueueExists."""
+
+    def get_queue(tenant, name):
+        """-> Queue or None."""
+
+    def update_queue(tenant, name, options, metadata):
+        """-> Queue; replaces options and metadata; fails with QueueNotFound."""
+
+    def delete_queue(tenant, name):
+        """-> bool (whether it existed); deletes its messages, claims and cursors."""
+
+    def list_queues(tenant, marker, limit):
+        """-> list[Queue] whose names sort after ``marker`` (or from the start), by name."""
+
+    def queue_stats(tenant, name, now):
+        """-> QueueStats; fails with QueueNotFound."""
+
+    def purge_queue(tenant, name):
+        """-> int, the number of messages deleted; claims and cursors go too."""
+
+    def publish(tenant, name, messages, now):
+        """-> list[int], the markers of the new messages, in order; all or nothing.
+
+        ``ttl``/``delay`` of ``None`` take the queue's defaults. Fails with QueueNotFound or
+        QueueFull (overflow policy ``reject``); ``drop_oldest`` deletes the oldest messages
+        to make room.
+        """
+
+    def get_messages(tenant, name, markers, now):
+        """-> list[Message] for the markers that exist and have not expired."""
+
+    def delete_messages(tenant, name, markers, claim_id, now):
+        """-> list[int] deleted. With a claim id, only messages held by that claim go;
+        without one, a message held by a live claim fails the call with MessageClaimed."""
+
+    def pop_messages(tenant, name, limit, now):
+        """-> list[Message] claimed and deleted in one step, in claim order."""
+
+    def observe(
+        tenant, name, after, limit, include_claimed, include_delayed, exclude_producer, now
+    ):
+        """-> list[Message] with markers above ``after``, in marker order, unchanged."""
+
+    def claim(tenant, name, claim_id, limit, ttl, grace, now):
+        """-> list[Message] leased to ``claim_id`` until ``now + ttl``.
+
+        Highest priority first, FIFO within a priority. A message that has already been
+        claimed ``max_claim_count`` times moves to the dead-letter queue instead. Messages
+        live at least ``ttl + grace`` from now.
+        """
+
+    def get_claim(tenant, name, claim_id, now):
+        """-> Claim (with its live messages) or None when unknown or expired."""
+
+    def renew_claim(tenant, name, claim_id, ttl, grace, now):
+        """-> bool; extends the lease of a live claim to ``now + ttl``."""
+
+    def release(tenant, name, claim_id, markers, delay, now):
+        """-> int released; makes messages of the claim (all, or ``markers``) available
+        again at ``now + delay``."""
+
+    def ack(tenant, name, claim_id, markers, now):
+        """-> list[int] deleted, of ``markers`` still held by ``claim_id``."""
+
+    def next_wake(tenant, name, now):
+        """-> float or None: the earliest future time a delayed or leased message becomes
+        available, for waiters that found nothing."""
+
+    def reap(now, limit):
+        """-> int: deletes up to ``limit`` expired messages (and expired claims)."""
+
+    def get_cursor(tenant, name, subscription):
+        """-> int or None: the stored marker of a durable subscription."""
+
+    def set_cursor(tenant, name, subscription, marker):
+        """-> None; stores (or with ``marker`` None, forgets) a subscription's marker."""
+
+    def close():
+        """-> None once pending writes are committed and resources released."""
+
+
+class ITransientStorage(IQueueStorage):
+    """A storage that lives in this process and can answer membership synchronously."""
+
+    def has_queue(tenant, name):
+        """bool, synchronously: whether this storage holds the queue."""
+
+
+class IWakeupSource(Interface):
+    """Something that learns of publishes made elsewhere (other processes)."""
+
+    def start_wakeups(callback):
+        """Call ``callback(tenant, name)`` whenever a queue may have new messages."""
+
+
+class IQueueService(Interface):
+    """The one internal queue-service API. Every call is scoped to a tenant and returns a
+    Deferred; errors are the typed ``core.errors``. ``wait`` (seconds) makes claim and
+    observe wait for a publish or release when nothing is there; cancelling the Deferred
+    gives up the wait at once."""
+
+    clock = Attribute("The IReactorTime the service takes its time from.")
+    limits = Attribute("The core.limits.Limits the service enforces.")
+
+    def create_queue(tenant, name, options=None, metadata=None):
+        """-> (Queue, created: bool); an existing queue is returned unchanged."""
+
+    def get_queue(tenant, name):
+        """-> Queue; fails with QueueNotFound."""
+
+    def update_queue(tenant, name, options=None, metadata=None):
+        """-> Queue with new options and/or metadata (durability cannot change)."""
+
+    def delete_queue(tenant, name):
+        """-> bool; deleting a missing queue is not an error."""
+
+    def list_queues(tenant, marker=None, limit=10):
+        """-> list[Queue], by name, after ``marker``."""
+
+    def queue_stats(tenant, name):
+        """-> QueueStats."""
+
+    def purge_queue(tenant, name):
+        """-> int deleted."""
+
+    def publish(tenant, name, messages, create=True):
+        """-> list[str] message ids; a batch is stored whole or not at all. With ``create``
+        a missing queue is created with the service's default options."""
+
+    def get_messages(tenant, name, ids):
+        """-> list[Message]."""
+
+    def get_message(tenant, name, message_id):
+        """-> Message; fails with MessageNotFound."""
+
+    def delete_messages(tenant, name, ids, claim_id=None):
+        """-> list[str] deleted ids."""
+
+    def pop_messages(tenant, name, limit):
+        """-> list[Message] removed from the queue."""
+
+    def observe(
+        tenant,
+        name,
+        after=None,
+        limit=10,
+        include_claimed=False,
+        include_delayed=False,
+        exclude_producer=None,
+        wait=0,
+    ):
+        """-> list[Message] after the marker ``after`` (a message id), unchanged."""
+
+    def claim(tenant, name, limit=10, ttl=60, grace=0, wait=0):
+        """-> Claim, or None when nothing was available within ``wait``."""
+
+    def get_claim(tenant, name, claim_id):
+        """-> Claim; fails with ClaimNotFound."""
+
+    def renew_claim(tenant, name, claim_id, ttl, grace=0):
+        """-> None; fails with ClaimNotFound."""
+
+    def release(tenant, name, claim_id, ids=None, delay=0):
+        """-> int; returns claimed messages to the queue (NACK), counted for dead-lettering."""
+
+    def ack(tenant, name, claim_id, ids):
+        """-> list[str] ids acknowledged (deleted)."""
+
+    def get_cursor(tenant, name, subscription):
+        """-> str or None: the marker a durable subscription has acknowledged up to."""
+
+    def set_cursor(tenant, name, subscription, marker):
+        """-> None."""
+
+    def wait_for_messages(tenant, name, timeout):
+        """-> bool: True when the queue was woken (a publish or release) within ``timeout``."""
+
+
+class ITenantStore(Interface):
+    """Tenants and their API keys (only hashes of the secrets are stored)."""
+
+    def create_tenant(name, now):
+        """-> (Tenant, created: bool)."""
+
+    def get_tenant(name):
+        """-> Tenant or None."""
+
+    def list_tenants():
+        """-> list[Tenant] by name."""
+
+    def add_key(tenant, key_id, secret_hash, now):
+        """-> None."""
+
+    def find_key(key_id):
+        """-> (tenant, secret_hash) of a key that is not revoked, or None."""
+
+    def revoke_key(key_id, now):
+        """-> bool, whether a live key was revoked."""

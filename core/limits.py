@@ -1,0 +1,156 @@
+"""Bounds the core enforces, and the checks that name the field they reject."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import InvalidArgument, TooLarge
+from core.model import NewMessage, Overflow, QueueOptions
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+TENANT_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}\Z")
+SUBSCRIPTION_RE = re.compile(r"[^\x00-\x1f]{1,255}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The numeric bounds of the core; protocols may be stricter, never looser."""
+
+    max_body: int = 256 * 1024
+    max_batch: int = 100
+    max_claim: int = 100
+    max_page: int = 100
+    min_ttl: float = 1.0
+    max_ttl: float = 14 * 86400.0
+    max_delay: float = 14 * 86400.0
+    min_lease: float = 1.0
+    max_lease: float = 12 * 3600.0
+    max_grace: float = 12 * 3600.0
+    max_wait: float = 3600.0
+    max_headers: int = 64
+    max_header_length: int = 4096
+    max_content_type: int = 255
+
+
+def check_name(name: object, field: str = "queue_name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidArgument(
+            f"{field} must be 1 to 64 characters of A-Z a-z 0-9 _ . - (got {name!r:.80})",
+            field=field,
+        )
+    return name
+
+
+def check_tenant(tenant: object) -> str:
+    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+        raise InvalidArgument(
+            f"tenant must be 1 to 128 characters of A-Z a-z 0-9 _ . : @ - (got {tenant!r:.80})",
+            field="tenant",
+        )
+    return tenant
+
+
+def check_number(
+    value: object, field: str, low: float, high: float, *, integer: bool = False
+) -> float:
+    """``value`` as a number in [low, high], or InvalidArgument naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{field} must be a number (got {value!r:.80})", field=field)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(f"{field} must be finite", field=field)
+    if integer and not float(value).is_integer():
+        raise InvalidArgument(f"{field} must be a whole number (got {value!r})", field=field)
+    if not low <= value <= high:
+        raise InvalidArgument(
+            f"{field} must be between {_fmt(low)} and {_fmt(high)} (got {_fmt(value)})",
+            field=field,
+        )
+    return value
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def check_options(options: QueueOptions, limits: Limits) -> QueueOptions:
+    check_number(options.default_ttl, "default_ttl", limits.min_ttl, limits.max_ttl)
+    check_number(options.default_delay, "default_delay", 0, limits.max_delay)
+    if options.max_messages is not None:
+        check_number(options.max_messages, "max_messages", 1, 2**62, integer=True)
+    if options.max_bytes is not None:
+        check_number(options.max_bytes, "max_bytes", 1, 2**62, integer=True)
+    if not isinstance(options.overflow, Overflow):
+        raise InvalidArgument("overflow must be 'reject' or 'drop_oldest'", field="overflow")
+    if options.max_claim_count is not None:
+        check_number(options.max_claim_count, "max_claim_count", 1, 2**31, integer=True)
+    if options.dead_letter_queue is not None:
+        check_name(options.dead_letter_queue, "dead_letter_queue")
+    if options.dead_letter_ttl is not None:
+        check_number(options.dead_letter_ttl, "dead_letter_ttl", limits.min_ttl, limits.max_ttl)
+    return options
+
+
+def check_metadata(metadata: object) -> Mapping[str, Any]:
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidArgument("metadata must be an object with string keys", field="metadata")
+    return metadata
+
+
+def check_messages(messages: Sequence[NewMessage], limits: Limits) -> None:
+    """Check a whole batch before anything is stored; the first bad one names its index."""
+    if not messages:
+        raise InvalidArgument("a batch needs at least one message", field="messages")
+    if len(messages) > limits.max_batch:
+        raise TooLarge(
+            f"a batch holds at most {limits.max_batch} messages (got {len(messages)})",
+            field="messages",
+        )
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, NewMessage):
+            raise InvalidArgument(f"{where} is not a message", field=where)
+        if not isinstance(m.body, bytes):
+            raise InvalidArgument(f"{where}.body must be bytes", field=f"{where}.body")
+        if len(m.body) > limits.max_body:
+            raise TooLarge(
+                f"{where}.body is {len(m.body)} bytes; the limit is {limits.max_body}",
+                field=f"{where}.body",
+            )
+        if m.ttl is not None:
+            check_number(m.ttl, f"{where}.ttl", limits.min_ttl, limits.max_ttl)
+        if m.delay is not None:
+            check_number(m.delay, f"{where}.delay", 0, limits.max_delay)
+        check_number(m.priority, f"{where}.priority", 0, 9, integer=True)
+        if not isinstance(m.content_type, str) or len(m.content_type) > limits.max_content_type:
+            raise InvalidArgument(
+                f"{where}.content_type must be a string of at most "
+                f"{limits.max_content_type} characters",
+                field=f"{where}.content_type",
+            )
+        if len(m.headers) > limits.max_headers:
+            raise InvalidArgument(
+                f"{where}.headers: at most {limits.max_headers} headers",
+                field=f"{where}.headers",
+            )
+        for k, v in m.headers.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k:
+                raise InvalidArgument(
+                    f"{where}.headers must map non-empty strings to strings",
+                    field=f"{where}.headers",
+                )
+            if len(k) + len(v) > limits.max_header_length:
+                raise InvalidArgument(
+                    f"{where}.headers[{k!r:.40}] is longer than {limits.max_header_length}",
+                    field=f"{where}.headers",
+                )
+
+
+def resolve_times(message: NewMessage, options: QueueOptions, now: float) -> tuple[float, float]:
+    """(expires_at, available_at) of a new message under its queue's defaults."""
+    ttl = options.default_ttl if message.ttl is None else message.ttl
+    delay = options.default_delay if message.delay is None else message.delay
+    return now + ttl, now + delay

@@ -1,0 +1,140 @@
+"""Plain, immutable values that cross the core's boundaries (never ORM rows)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+#: Priority a message gets when the publisher names none (the JMS convention: 0-9, 4 default).
+DEFAULT_PRIORITY = 4
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class Overflow(enum.StrEnum):
+    """What a bounded queue does with a publish that does not fit."""
+
+    REJECT = "reject"
+    DROP_OLDEST = "drop_oldest"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    """How a queue behaves. ``None`` bounds mean unbounded."""
+
+    durable: bool = True
+    default_ttl: float = 3600.0
+    default_delay: float = 0.0
+    max_messages: int | None = None
+    max_bytes: int | None = None
+    overflow: Overflow = Overflow.REJECT
+    max_claim_count: int | None = None
+    dead_letter_queue: str | None = None
+    dead_letter_ttl: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "durable": self.durable,
+            "default_ttl": self.default_ttl,
+            "default_delay": self.default_delay,
+            "max_messages": self.max_messages,
+            "max_bytes": self.max_bytes,
+            "overflow": self.overflow.value,
+            "max_claim_count": self.max_claim_count,
+            "dead_letter_queue": self.dead_letter_queue,
+            "dead_letter_ttl": self.dead_letter_ttl,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueueOptions:
+        values = dict(data)
+        if "overflow" in values:
+            values["overflow"] = Overflow(values["overflow"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    tenant: str
+    name: str
+    options: QueueOptions
+    metadata: Mapping[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message as a publisher hands it over; ttl/delay ``None`` take the queue's defaults."""
+
+    body: bytes
+    content_type: str = "application/octet-stream"
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    ttl: float | None = None
+    delay: float | None = None
+    priority: int = DEFAULT_PRIORITY
+    producer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message. ``id`` is the queue-local marker as a string."""
+
+    marker: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+    producer: str | None
+    priority: int
+    created_at: float
+    expires_at: float
+    available_at: float
+    claim_id: str | None
+    claim_expires: float | None
+    claim_count: int
+
+    @property
+    def id(self) -> str:
+        return str(self.marker)
+
+    @property
+    def ttl(self) -> float:
+        return self.expires_at - self.created_at
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.created_at)
+
+    def is_claimed(self, now: float) -> bool:
+        return self.claim_id is not None and (self.claim_expires or 0.0) > now
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    id: str
+    queue: str
+    ttl: float
+    grace: float
+    created_at: float
+    expires_at: float
+    messages: tuple[Message, ...]
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    total: int
+    available: int
+    claimed: int
+    delayed: int
+    oldest: Message | None
+    newest: Message | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    created_at: float

@@ -1,0 +1,498 @@
+"""``QueueService``: the one internal queue-service API, over a durable and a transient store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from core.errors import ClaimNotFound, InvalidArgument, MessageNotFound, QueueExists, QueueNotFound
+from core.interfaces import IQueueService, IQueueStorage, ITransientStorage, IWakeupSource
+from core.limits import (
+    SUBSCRIPTION_RE,
+    Limits,
+    check_messages,
+    check_metadata,
+    check_name,
+    check_number,
+    check_options,
+    check_tenant,
+)
+from core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
+from core.wakeup import WakeupRegistry
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = Logger()
+
+
+def _as_deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
+    """Expose a coroutine method as a Deferred-returning one (cancellable)."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+
+    wrapper.__name__ = f.__name__
+    wrapper.__doc__ = f.__doc__
+    return wrapper
+
+
+def _marker(message_id: object) -> int | None:
+    """The marker behind a message id, or None for an id that cannot exist."""
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        return message_id if message_id > 0 else None
+    if isinstance(message_id, str) and message_id.isdigit() and len(message_id) < 20:
+        return int(message_id)
+    return None
+
+
+def _markers(ids: Sequence[object]) -> list[int]:
+    return [m for m in map(_marker, ids) if m is not None]
+
+
+@implementer(IQueueService)
+class QueueService:
+    """Routes each queue to its store (transient queues in memory, durable ones in SQL),
+    checks every argument against ``limits``, and owns waiting: waiters park on a per-queue
+    wakeup registry and are woken by publishes and releases, never by polling storage."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        durable: IQueueStorage,
+        transient: ITransientStorage,
+        limits: Limits | None = None,
+        default_options: QueueOptions | None = None,
+        reap_interval: float = 5.0,
+        reap_batch: int = 1000,
+    ) -> None:
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.default_options = check_options(default_options or QueueOptions(), self.limits)
+        self._durable = durable
+        self._transient = transient
+        self._wakeups = WakeupRegistry(clock)
+        self._generations: dict[Hashable, int] = {}
+        self._reap_interval = reap_interval
+        self._reap_batch = reap_batch
+        self._reaper: LoopingCall | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background expiry reaper and cross-process wakeups."""
+        source = IWakeupSource(self._durable, None)
+        if source is not None:
+            source.start_wakeups(self.notify)
+        if self._reaper is None:
+            self._reaper = LoopingCall(self.reap)
+            self._reaper.clock = self.clock
+            self._reaper.start(self._reap_interval, now=False).addErrback(
+                lambda f: log.failure("expiry reaper stopped", f)
+            )
+
+    async def _stop(self) -> None:
+        if self._reaper is not None and self._reaper.running:
+            self._reaper.stop()
+        self._reaper = None
+        await self._transient.close()
+        await self._durable.close()
+
+    def stop(self) -> Deferred[None]:
+        """Stop the reaper; fires once pending writes are committed and stores closed."""
+        return Deferred.fromCoroutine(self._stop())
+
+    @_as_deferred
+    async def reap(self) -> int:
+        """Delete expired messages in batches, from every store."""
+        total = 0
+        for store in (self._transient, self._durable):
+            while True:
+                n = await store.reap(self.clock.seconds(), self._reap_batch)
+                total += n
+                if n < self._reap_batch:
+                    break
+        return total
+
+    # -- wakeups ---------------------------------------------------------------------------
+
+    def notify(self, tenant: str, name: str) -> None:
+        """Wake waiters of a queue: it may have something claimable or observable."""
+        key = (tenant, name)
+        self._generations[key] = self._generations.get(key, 0) + 1
+        self._wakeups.notify(key)
+
+    async def _wait(self, key: tuple[str, str], generation: int, until: float) -> None:
+        if self._generations.get(key, 0) != generation:
+            return
+        await self._wakeups.wait(key, until - self.clock.seconds())
+
+    @_as_deferred
+    async def wait_for_messages(self, tenant: str, name: str, timeout: float) -> bool:
+        check_tenant(tenant)
+        check_name(name)
+        return await self._wakeups.wait((tenant, name), timeout)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _store(self, tenant: str, name: str) -> IQueueStorage:
+        check_tenant(tenant)
+        check_name(name)
+        if self._transient.has_queue(tenant, name):
+            return self._transient
+        return self._durable
+
+    def _now(self) -> float:
+        return self.clock.seconds()
+
+    def _check_limit(self, limit: object, field: str, high: int) -> int:
+        return int(check_number(limit, field, 1, high, integer=True))
+
+    def _check_wait(self, wait: object) -> float:
+        return float(check_number(wait, "wait", 0, self.limits.max_wait))
+
+    # -- queues ----------------------------------------------------------------------------
+
+    @_as_deferred
+    async def create_queue(
+        self,
+        tenant: str,
+        name: str,
+        options: QueueOptions | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[Queue, bool]:
+        check_tenant(tenant)
+        check_name(name)
+        options = check_options(options or self.default_options, self.limits)
+        metadata = check_metadata({} if metadata is None else metadata)
+        existing = await self._find(tenant, name)
+        if existing is not None:
+            return existing, False
+        store = self._durable if options.durable else self._transient
+        try:
+            queue = await store.create_queue(tenant, name, options, metadata, self._now())
+        except QueueExists:
+            found = await self._find(tenant, name)
+            if found is None:
+                raise
+            return found, False
+        return queue, True
+
+    async def _find(self, tenant: str, name: str) -> Queue | None:
+        if self._transient.has_queue(tenant, name):
+            return await self._transient.get_queue(tenant, name)
+        return await self._durable.get_queue(tenant, name)
+
+    @_as_deferred
+    async def get_queue(self, tenant: str, name: str) -> Queue:
+        queue = await self._store(tenant, name).get_queue(tenant, name)
+        if queue is None:
+            raise QueueNotFound(name)
+        return queue
+
+    @_as_deferred
+    async def update_queue(
+        self,
+        tenant: str,
+        name: str,
+        options: QueueOptions | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Queue:
+        store = self._store(tenant, name)
+        queue = await store.get_queue(tenant, name)
+        if queue is None:
+            raise QueueNotFound(name)
+        if options is not None:
+            check_options(options, self.limits)
+            if options.durable != queue.options.durable:
+                raise InvalidArgument(
+                    "a queue's durability is fixed when it is created", field="durable"
+                )
+        new_metadata = queue.metadata if metadata is None else check_metadata(metadata)
+        updated = await store.update_queue(tenant, name, options or queue.options, new_metadata)
+        self.notify(tenant, name)
+        return updated
+
+    @_as_deferred
+    async def delete_queue(self, tenant: str, name: str) -> bool:
+        deleted = await self._store(tenant, name).delete_queue(tenant, name)
+        self._generations.pop((tenant, name), None)
+        return deleted
+
+    @_as_deferred
+    async def list_queues(
+        self, tenant: str, marker: str | None = None, limit: int = 10
+    ) -> list[Queue]:
+        check_tenant(tenant)
+        limit = self._check_limit(limit, "limit", self.limits.max_page)
+        if marker is not None and not isinstance(marker, str):
+            raise InvalidArgument("marker must be a queue name", field="marker")
+        durable = await self._durable.list_queues(tenant, marker, limit)
+        transient = await self._transient.list_queues(tenant, marker, limit)
+        merged = sorted([*durable, *transient], key=lambda q: q.name)
+        return merged[:limit]
+
+    @_as_deferred
+    async def queue_stats(self, tenant: str, name: str) -> QueueStats:
+        return await self._store(tenant, name).queue_stats(tenant, name, self._now())
+
+    @_as_deferred
+    async def purge_queue(self, tenant: str, name: str) -> int:
+        return await self._store(tenant, name).purge_queue(tenant, name)
+
+    # -- messages --------------------------------------------------------------------------
+
+    @_as_deferred
+    async def publish(
+        self,
+        tenant: str,
+        name: str,
+        messages: Sequence[NewMessage],
+        create: bool = True,
+    ) -> list[str]:
+        store = self._store(tenant, name)
+        check_messages(messages, self.limits)
+        try:
+            markers = await store.publish(tenant, name, messages, self._now())
+        except QueueNotFound:
+            if not create:
+                raise
+            await self.create_queue(tenant, name)
+            store = self._store(tenant, name)
+            markers = await store.publish(tenant, name, messages, self._now())
+        self.notify(tenant, name)
+        return [str(m) for m in markers]
+
+    @_as_deferred
+    async def get_messages(self, tenant: str, name: str, ids: Sequence[str]) -> list[Message]:
+        store = self._store(tenant, name)
+        if len(ids) > self.limits.max_page:
+            raise InvalidArgument(f"at most {self.limits.max_page} ids", field="ids")
+        return await store.get_messages(tenant, name, _markers(ids), self._now())
+
+    @_as_deferred
+    async def get_message(self, tenant: str, name: str, message_id: str) -> Message:
+        store = self._store(tenant, name)
+        marker = _marker(message_id)
+        found = (
+            [] if marker is None else await store.get_messages(tenant, name, [marker], self._now())
+        )
+        if not found:
+            raise MessageNotFound(str(message_id))
+        return found[0]
+
+    @_as_deferred
+    async def delete_messages(
+        self, tenant: str, name: str, ids: Sequence[str], claim_id: str | None = None
+    ) -> list[str]:
+        store = self._store(tenant, name)
+        if len(ids) > self.limits.max_page:
+            raise InvalidArgument(f"at most {self.limits.max_page} ids", field="ids")
+        deleted = await store.delete_messages(tenant, name, _markers(ids), claim_id, self._now())
+        return [str(m) for m in deleted]
+
+    @_as_deferred
+    async def pop_messages(self, tenant: str, name: str, limit: int) -> list[Message]:
+        store = self._store(tenant, name)
+        limit = self._check_limit(limit, "pop", self.limits.max_claim)
+        return await store.pop_messages(tenant, name, limit, self._now())
+
+    @_as_deferred
+    async def observe(
+        self,
+        tenant: str,
+        name: str,
+        after: str | None = None,
+        limit: int = 10,
+        include_claimed: bool = False,
+        include_delayed: bool = False,
+        exclude_producer: str | None = None,
+        wait: float = 0,
+    ) -> list[Message]:
+        store = self._store(tenant, name)
+        limit = self._check_limit(limit, "limit", self.limits.max_page)
+        wait = self._check_wait(wait)
+        start: int | None = None
+        if after is not None:
+            start = _marker(after)
+            if start is None:
+                raise InvalidArgument(f"marker {after!r:.40} is not a message id", field="marker")
+        key = (tenant, name)
+        deadline = self._now() + wait
+        while True:
+            generation = self._generations.get(key, 0)
+            now = self._now()
+            found = await store.observe(
+                tenant,
+                name,
+                start,
+                limit,
+                include_claimed,
+                include_delayed,
+                exclude_producer,
+                now,
+            )
+            if found or now >= deadline:
+                return found
+            until = deadline
+            if not include_delayed:
+                nxt = await store.next_wake(tenant, name, now)
+                if nxt is not None:
+                    until = min(until, nxt)
+            await self._wait(key, generation, until)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def _check_lease(self, ttl: object, grace: object) -> tuple[float, float]:
+        lease = float(check_number(ttl, "ttl", self.limits.min_lease, self.limits.max_lease))
+        grace_s = float(check_number(grace, "grace", 0, self.limits.max_grace))
+        return lease, grace_s
+
+    @_as_deferred
+    async def claim(
+        self,
+        tenant: str,
+        name: str,
+        limit: int = 10,
+        ttl: float = 60,
+        grace: float = 0,
+        wait: float = 0,
+    ) -> Claim | None:
+        store = self._store(tenant, name)
+        limit = self._check_limit(limit, "limit", self.limits.max_claim)
+        lease, grace_s = self._check_lease(ttl, grace)
+        wait = self._check_wait(wait)
+        key = (tenant, name)
+        deadline = self._now() + wait
+        while True:
+            generation = self._generations.get(key, 0)
+            now = self._now()
+            claim_id = uuid.uuid4().hex
+            found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace_s)
+            if found:
+                return Claim(
+                    id=claim_id,
+                    queue=name,
+                    ttl=lease,
+                    grace=grace_s,
+                    created_at=now,
+                    expires_at=now + lease,
+                    messages=tuple(found),
+                )
+            now = self._now()
+            if now >= deadline:
+                return None
+            until = deadline
+            nxt = await store.next_wake(tenant, name, now)
+            if nxt is not None:
+                until = min(until, nxt)
+            await self._wait(key, generation, until)
+
+    def _claim_once(
+        self,
+        store: IQueueStorage,
+        tenant: str,
+        name: str,
+        claim_id: str,
+        limit: int,
+        ttl: float,
+        grace: float,
+    ) -> Deferred[list[Message]]:
+        """Claim, shielded from cancellation: a caller that gives up while the store is
+        working gets CancelledError at once, and whatever the store then leases to it goes
+        straight back to the queue instead of waiting out the lease."""
+        result: Deferred[list[Message]] = Deferred(lambda d: None)
+
+        def done(found: list[Message]) -> None:
+            if not result.called:
+                result.callback(found)
+            elif found:
+                store.release(tenant, name, claim_id, None, 0, self._now()).addCallbacks(
+                    lambda _: self.notify(tenant, name),
+                    lambda f: log.failure("releasing an abandoned claim failed", f),
+                )
+
+        def failed(f: Any) -> None:
+            if not result.called:
+                result.errback(f)
+
+        store.claim(tenant, name, claim_id, limit, ttl, grace, self._now()).addCallbacks(
+            done, failed
+        )
+        return result
+
+    @_as_deferred
+    async def get_claim(self, tenant: str, name: str, claim_id: str) -> Claim:
+        store = self._store(tenant, name)
+        claim = None
+        if isinstance(claim_id, str) and claim_id:
+            claim = await store.get_claim(tenant, name, claim_id, self._now())
+        if claim is None:
+            raise ClaimNotFound(str(claim_id))
+        return claim
+
+    @_as_deferred
+    async def renew_claim(
+        self, tenant: str, name: str, claim_id: str, ttl: float, grace: float = 0
+    ) -> None:
+        store = self._store(tenant, name)
+        lease, grace_s = self._check_lease(ttl, grace)
+        if not await store.renew_claim(tenant, name, claim_id, lease, grace_s, self._now()):
+            raise ClaimNotFound(str(claim_id))
+
+    @_as_deferred
+    async def release(
+        self,
+        tenant: str,
+        name: str,
+        claim_id: str,
+        ids: Sequence[str] | None = None,
+        delay: float = 0,
+    ) -> int:
+        store = self._store(tenant, name)
+        delay = float(check_number(delay, "delay", 0, self.limits.max_delay))
+        markers = None if ids is None else _markers(ids)
+        count = await store.release(tenant, name, claim_id, markers, delay, self._now())
+        if count:
+            self.notify(tenant, name)
+        return count
+
+    @_as_deferred
+    async def ack(self, tenant: str, name: str, claim_id: str, ids: Sequence[str]) -> list[str]:
+        store = self._store(tenant, name)
+        done = await store.ack(tenant, name, claim_id, _markers(ids), self._now())
+        return [str(m) for m in done]
+
+    # -- durable subscriptions -------------------------------------------------------------
+
+    def _check_subscription(self, subscription: object) -> str:
+        if not isinstance(subscription, str) or not SUBSCRIPTION_RE.match(subscription):
+            raise InvalidArgument(
+                "subscription must be 1 to 255 printable characters", field="subscription"
+            )
+        return subscription
+
+    @_as_deferred
+    async def get_cursor(self, tenant: str, name: str, subscription: str) -> str | None:
+        store = self._store(tenant, name)
+        marker = await store.get_cursor(tenant, name, self._check_subscription(subscription))
+        return None if marker is None else str(marker)
+
+    @_as_deferred
+    async def set_cursor(
+        self, tenant: str, name: str, subscription: str, marker: str | None
+    ) -> None:
+        store = self._store(tenant, name)
+        value = None
+        if marker is not None:
+            value = _marker(marker)
+            if value is None:
+                raise InvalidArgument(f"{marker!r:.40} is not a message id", field="marker")
+        await store.set_cursor(tenant, name, self._check_subscription(subscription), value)

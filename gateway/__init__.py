@@ -1,0 +1,1 @@
+"""Listeners, auth, configuration, CLI and service assembly."""

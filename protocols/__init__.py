@@ -1,0 +1,1 @@
+"""Wire protocols: each translates into core.interfaces.IQueueService and nothing else."""

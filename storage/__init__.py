@@ -1,0 +1,1 @@
+"""Storage backends behind ``core.interfaces.IQueueStorage``: memory and SQL."""

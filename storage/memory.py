@@ -1,0 +1,603 @@
+"""In-memory storage: the transient-queue backend, and the fake the unit tests run on.
+
+Everything happens synchronously on the calling (reactor) thread; results are wrapped in
+already-fired Deferreds. Per queue, messages sit in a SortedDict by marker (the log order
+observers read) and in two heaps: ``ready`` (claimable, by priority then marker) and
+``waiting`` (delayed or leased, by the time they become claimable). Heap entries carry the
+message's generation, so a stale entry is skipped instead of searched for and removed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from sortedcontainers import SortedDict
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from core.errors import MessageClaimed, QGateError, QueueExists, QueueFull, QueueNotFound
+from core.interfaces import ITransientStorage
+from core.limits import resolve_times
+from core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _deferred(f: Callable[P, T]) -> Callable[P, Deferred[T]]:
+    """Run ``f`` now; hand its result or its core error back as a fired Deferred."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        try:
+            return succeed(f(*args, **kwargs))
+        except QGateError as e:
+            return fail(e)
+
+    wrapper.__name__ = f.__name__
+    wrapper.__doc__ = f.__doc__
+    return wrapper
+
+
+class _Msg:
+    __slots__ = (
+        "marker",
+        "body",
+        "content_type",
+        "headers",
+        "producer",
+        "priority",
+        "created_at",
+        "expires_at",
+        "available_at",
+        "visible_at",
+        "claim_id",
+        "claim_expires",
+        "claim_count",
+        "gen",
+    )
+
+    def __init__(
+        self, marker: int, m: NewMessage, created_at: float, expires_at: float, available_at: float
+    ) -> None:
+        self.marker = marker
+        self.body = m.body
+        self.content_type = m.content_type
+        self.headers = dict(m.headers)
+        self.producer = m.producer
+        self.priority = m.priority
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.available_at = available_at
+        self.visible_at = available_at
+        self.claim_id: str | None = None
+        self.claim_expires: float | None = None
+        self.claim_count = 0
+        self.gen = 0
+
+    def freeze(self) -> Message:
+        return Message(
+            marker=self.marker,
+            body=self.body,
+            content_type=self.content_type,
+            headers=self.headers,
+            producer=self.producer,
+            priority=self.priority,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            available_at=self.available_at,
+            claim_id=self.claim_id,
+            claim_expires=self.claim_expires,
+            claim_count=self.claim_count,
+        )
+
+    def claimed(self, now: float) -> bool:
+        return (
+            self.claim_id is not None
+            and self.claim_expires is not None
+            and (self.claim_expires > now)
+        )
+
+
+class _Claim:
+    __slots__ = ("id", "ttl", "grace", "created_at", "expires_at", "markers")
+
+    def __init__(self, claim_id: str, ttl: float, grace: float, now: float) -> None:
+        self.id = claim_id
+        self.ttl = ttl
+        self.grace = grace
+        self.created_at = now
+        self.expires_at = now + ttl
+        self.markers: list[int] = []
+
+
+class _Queue:
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.next_marker = 1
+        self.msgs: SortedDict = SortedDict()
+        self.ready: list[tuple[int, int, int]] = []  # (-priority, marker, gen)
+        self.waiting: list[tuple[float, int, int]] = []  # (visible_at, marker, gen)
+        self.expiry: list[tuple[float, int]] = []  # (expires_at, marker)
+        self.claims: dict[str, _Claim] = {}
+        self.bytes = 0
+        self.cursors: dict[str, int] = {}
+
+    # -- the heaps -------------------------------------------------------------------------
+
+    def schedule(self, msg: _Msg, now: float) -> None:
+        """Put ``msg`` where it belongs after its visibility changed."""
+        msg.gen += 1
+        if msg.visible_at <= now:
+            heapq.heappush(self.ready, (-msg.priority, msg.marker, msg.gen))
+        else:
+            heapq.heappush(self.waiting, (msg.visible_at, msg.marker, msg.gen))
+
+    def advance(self, now: float) -> None:
+        """Move messages whose delay or lease has run out into ``ready``."""
+        waiting = self.waiting
+        msgs = self.msgs
+        while waiting and waiting[0][0] <= now:
+            _, marker, gen = heapq.heappop(waiting)
+            msg = msgs.get(marker)
+            if msg is not None and msg.gen == gen:
+                heapq.heappush(self.ready, (-msg.priority, marker, gen))
+
+    def take(self, limit: int, now: float) -> list[_Msg]:
+        """Pop up to ``limit`` claimable messages in claim order (they leave ``ready``)."""
+        self.advance(now)
+        out: list[_Msg] = []
+        ready = self.ready
+        msgs = self.msgs
+        while ready and len(out) < limit:
+            _, marker, gen = heapq.heappop(ready)
+            msg = msgs.get(marker)
+            if msg is None or msg.gen != gen:
+                continue
+            if msg.expires_at <= now:
+                self.remove(marker)
+                continue
+            out.append(msg)
+        return out
+
+    # -- membership ------------------------------------------------------------------------
+
+    def add(self, msg: _Msg, now: float) -> None:
+        self.msgs[msg.marker] = msg
+        self.bytes += len(msg.body)
+        heapq.heappush(self.expiry, (msg.expires_at, msg.marker))
+        msg.gen = 0
+        self.schedule(msg, now)
+
+    def remove(self, marker: int) -> _Msg | None:
+        msg = self.msgs.pop(marker, None)
+        if msg is not None:
+            self.bytes -= len(msg.body)
+        return msg
+
+    def live(self, marker: int, now: float) -> _Msg | None:
+        msg = self.msgs.get(marker)
+        if msg is None or msg.expires_at <= now:
+            return None
+        return msg
+
+
+@implementer(ITransientStorage)
+class MemoryStorage:
+    """Queues held in this process's memory; lost on restart by design."""
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, str], _Queue] = {}
+
+    def _get(self, tenant: str, name: str) -> _Queue:
+        q = self._queues.get((tenant, name))
+        if q is None:
+            raise QueueNotFound(name)
+        return q
+
+    def has_queue(self, tenant: str, name: str) -> bool:
+        return (tenant, name) in self._queues
+
+    # -- queues ----------------------------------------------------------------------------
+
+    @_deferred
+    def create_queue(
+        self,
+        tenant: str,
+        name: str,
+        options: QueueOptions,
+        metadata: Mapping[str, Any],
+        now: float,
+    ) -> Queue:
+        if (tenant, name) in self._queues:
+            raise QueueExists(name)
+        queue = Queue(tenant, name, options, dict(metadata), now)
+        self._queues[(tenant, name)] = _Queue(queue)
+        return queue
+
+    @_deferred
+    def get_queue(self, tenant: str, name: str) -> Queue | None:
+        q = self._queues.get((tenant, name))
+        return None if q is None else q.queue
+
+    @_deferred
+    def update_queue(
+        self, tenant: str, name: str, options: QueueOptions, metadata: Mapping[str, Any]
+    ) -> Queue:
+        q = self._get(tenant, name)
+        old = q.queue
+        q.queue = Queue(tenant, name, options, dict(metadata), old.created_at)
+        return q.queue
+
+    @_deferred
+    def delete_queue(self, tenant: str, name: str) -> bool:
+        return self._queues.pop((tenant, name), None) is not None
+
+    @_deferred
+    def list_queues(self, tenant: str, marker: str | None, limit: int) -> list[Queue]:
+        names = sorted(
+            n for (t, n) in self._queues if t == tenant and (marker is None or n > marker)
+        )
+        return [self._queues[(tenant, n)].queue for n in names[:limit]]
+
+    @_deferred
+    def queue_stats(self, tenant: str, name: str, now: float) -> QueueStats:
+        q = self._get(tenant, name)
+        total = available = claimed = delayed = 0
+        oldest = newest = None
+        for msg in q.msgs.values():
+            if msg.expires_at <= now:
+                continue
+            total += 1
+            if msg.claimed(now):
+                claimed += 1
+            elif msg.visible_at > now:
+                delayed += 1
+            else:
+                available += 1
+            if oldest is None:
+                oldest = msg
+            newest = msg
+        return QueueStats(
+            total=total,
+            available=available,
+            claimed=claimed,
+            delayed=delayed,
+            oldest=oldest.freeze() if oldest else None,
+            newest=newest.freeze() if newest else None,
+        )
+
+    @_deferred
+    def purge_queue(self, tenant: str, name: str) -> int:
+        q = self._get(tenant, name)
+        count = len(q.msgs)
+        fresh = _Queue(q.queue)
+        fresh.next_marker = q.next_marker
+        fresh.cursors = q.cursors
+        self._queues[(tenant, name)] = fresh
+        return count
+
+    # -- messages --------------------------------------------------------------------------
+
+    @_deferred
+    def publish(
+        self, tenant: str, name: str, messages: Sequence[NewMessage], now: float
+    ) -> list[int]:
+        q = self._get(tenant, name)
+        self._make_room(q, messages)
+        options = q.queue.options
+        markers = []
+        for m in messages:
+            expires_at, available_at = resolve_times(m, options, now)
+            msg = _Msg(q.next_marker, m, now, expires_at, available_at)
+            q.next_marker += 1
+            q.add(msg, now)
+            markers.append(msg.marker)
+        return markers
+
+    def _make_room(self, q: _Queue, messages: Sequence[NewMessage]) -> None:
+        """Apply the queue's bounds to a whole batch before any of it is stored."""
+        options = q.queue.options
+        count = len(messages)
+        size = sum(len(m.body) for m in messages)
+        max_messages, max_bytes = options.max_messages, options.max_bytes
+        if max_messages is not None and count > max_messages:
+            raise QueueFull(q.queue.name, f"a batch of {count} exceeds max_messages")
+        if max_bytes is not None and size > max_bytes:
+            raise QueueFull(q.queue.name, f"a batch of {size} bytes exceeds max_bytes")
+        over_count = max_messages is not None and len(q.msgs) + count > max_messages
+        over_bytes = max_bytes is not None and q.bytes + size > max_bytes
+        if not (over_count or over_bytes):
+            return
+        if options.overflow is Overflow.REJECT:
+            what = "max_messages" if over_count else "max_bytes"
+            raise QueueFull(q.queue.name, f"{what} reached")
+        while q.msgs and (
+            (max_messages is not None and len(q.msgs) + count > max_messages)
+            or (max_bytes is not None and q.bytes + size > max_bytes)
+        ):
+            q.remove(q.msgs.peekitem(0)[0])
+
+    @_deferred
+    def get_messages(
+        self, tenant: str, name: str, markers: Sequence[int], now: float
+    ) -> list[Message]:
+        q = self._get(tenant, name)
+        out = []
+        for marker in markers:
+            msg = q.live(marker, now)
+            if msg is not None:
+                out.append(msg.freeze())
+        return out
+
+    @_deferred
+    def delete_messages(
+        self,
+        tenant: str,
+        name: str,
+        markers: Sequence[int],
+        claim_id: str | None,
+        now: float,
+    ) -> list[int]:
+        q = self._get(tenant, name)
+        doomed = []
+        for marker in markers:
+            msg = q.msgs.get(marker)
+            if msg is None:
+                continue
+            if claim_id is None:
+                if msg.claimed(now):
+                    raise MessageClaimed(str(marker))
+            elif msg.claim_id != claim_id:
+                continue
+            doomed.append(marker)
+        for marker in doomed:
+            q.remove(marker)
+        return doomed
+
+    @_deferred
+    def pop_messages(self, tenant: str, name: str, limit: int, now: float) -> list[Message]:
+        q = self._get(tenant, name)
+        out = []
+        for msg in q.take(limit, now):
+            q.remove(msg.marker)
+            out.append(msg.freeze())
+        return out
+
+    @_deferred
+    def observe(
+        self,
+        tenant: str,
+        name: str,
+        after: int | None,
+        limit: int,
+        include_claimed: bool,
+        include_delayed: bool,
+        exclude_producer: str | None,
+        now: float,
+    ) -> list[Message]:
+        q = self._get(tenant, name)
+        out: list[Message] = []
+        start = 0 if after is None else after
+        for marker in q.msgs.irange(minimum=start, inclusive=(False, True)):
+            msg = q.msgs[marker]
+            if msg.expires_at <= now:
+                continue
+            if exclude_producer is not None and msg.producer == exclude_producer:
+                continue
+            if msg.claimed(now):
+                if not include_claimed:
+                    continue
+            elif msg.visible_at > now and not include_delayed:
+                continue
+            out.append(msg.freeze())
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- claims ----------------------------------------------------------------------------
+
+    @_deferred
+    def claim(
+        self,
+        tenant: str,
+        name: str,
+        claim_id: str,
+        limit: int,
+        ttl: float,
+        grace: float,
+        now: float,
+    ) -> list[Message]:
+        q = self._get(tenant, name)
+        options = q.queue.options
+        max_count = options.max_claim_count
+        claim = _Claim(claim_id, ttl, grace, now)
+        out: list[Message] = []
+        while len(out) < limit:
+            taken = q.take(limit - len(out), now)
+            if not taken:
+                break
+            for msg in taken:
+                if max_count is not None and msg.claim_count >= max_count:
+                    self._dead_letter(q, msg, now)
+                    continue
+                msg.claim_id = claim_id
+                msg.claim_expires = claim.expires_at
+                msg.visible_at = claim.expires_at
+                msg.claim_count += 1
+                if msg.expires_at < now + ttl + grace:
+                    msg.expires_at = now + ttl + grace
+                    heapq.heappush(q.expiry, (msg.expires_at, msg.marker))
+                q.schedule(msg, now)
+                claim.markers.append(msg.marker)
+                out.append(msg.freeze())
+        if out:
+            q.claims[claim_id] = claim
+        return out
+
+    def _dead_letter(self, q: _Queue, msg: _Msg, now: float) -> None:
+        """Move ``msg`` to its queue's dead-letter queue (created on demand), or drop it."""
+        q.remove(msg.marker)
+        options = q.queue.options
+        dlq_name = options.dead_letter_queue
+        if dlq_name is None:
+            return
+        tenant = q.queue.tenant
+        dlq = self._queues.get((tenant, dlq_name))
+        if dlq is None:
+            dlq = _Queue(Queue(tenant, dlq_name, QueueOptions(durable=False), {}, now))
+            self._queues[(tenant, dlq_name)] = dlq
+        ttl = options.dead_letter_ttl or max(msg.expires_at - now, 1.0)
+        moved = _Msg(
+            dlq.next_marker,
+            NewMessage(
+                body=msg.body,
+                content_type=msg.content_type,
+                headers=msg.headers,
+                priority=msg.priority,
+                producer=msg.producer,
+            ),
+            msg.created_at,
+            now + ttl,
+            now,
+        )
+        moved.claim_count = msg.claim_count
+        dlq.next_marker += 1
+        dlq.add(moved, now)
+
+    def _live_claim(self, q: _Queue, claim_id: str, now: float) -> _Claim | None:
+        claim = q.claims.get(claim_id)
+        if claim is None or claim.expires_at <= now:
+            return None
+        return claim
+
+    def _held(self, q: _Queue, claim: _Claim, now: float) -> list[_Msg]:
+        held = []
+        for marker in claim.markers:
+            msg = q.msgs.get(marker)
+            if msg is not None and msg.claim_id == claim.id and msg.expires_at > now:
+                held.append(msg)
+        return held
+
+    @_deferred
+    def get_claim(self, tenant: str, name: str, claim_id: str, now: float) -> Claim | None:
+        q = self._get(tenant, name)
+        claim = self._live_claim(q, claim_id, now)
+        if claim is None:
+            return None
+        return Claim(
+            id=claim.id,
+            queue=name,
+            ttl=claim.ttl,
+            grace=claim.grace,
+            created_at=claim.created_at,
+            expires_at=claim.expires_at,
+            messages=tuple(m.freeze() for m in self._held(q, claim, now)),
+        )
+
+    @_deferred
+    def renew_claim(
+        self, tenant: str, name: str, claim_id: str, ttl: float, grace: float, now: float
+    ) -> bool:
+        q = self._get(tenant, name)
+        claim = self._live_claim(q, claim_id, now)
+        if claim is None:
+            return False
+        claim.ttl = ttl
+        claim.grace = grace
+        claim.expires_at = now + ttl
+        for msg in self._held(q, claim, now):
+            msg.claim_expires = msg.visible_at = claim.expires_at
+            if msg.expires_at < now + ttl + grace:
+                msg.expires_at = now + ttl + grace
+                heapq.heappush(q.expiry, (msg.expires_at, msg.marker))
+            q.schedule(msg, now)
+        return True
+
+    @_deferred
+    def release(
+        self,
+        tenant: str,
+        name: str,
+        claim_id: str,
+        markers: Sequence[int] | None,
+        delay: float,
+        now: float,
+    ) -> int:
+        q = self._get(tenant, name)
+        claim = q.claims.get(claim_id)
+        if claim is None:
+            return 0
+        wanted = None if markers is None else set(markers)
+        count = 0
+        for msg in self._held(q, claim, now):
+            if wanted is not None and msg.marker not in wanted:
+                continue
+            msg.claim_id = None
+            msg.claim_expires = None
+            msg.visible_at = now + delay
+            q.schedule(msg, now)
+            count += 1
+        if wanted is None or not self._held(q, claim, now):
+            del q.claims[claim_id]
+        return count
+
+    @_deferred
+    def ack(
+        self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float
+    ) -> list[int]:
+        q = self._get(tenant, name)
+        done = []
+        for marker in markers:
+            msg = q.msgs.get(marker)
+            if msg is not None and msg.claim_id == claim_id:
+                q.remove(marker)
+                done.append(marker)
+        return done
+
+    @_deferred
+    def next_wake(self, tenant: str, name: str, now: float) -> float | None:
+        q = self._get(tenant, name)
+        q.advance(now)
+        while q.waiting:
+            when, marker, gen = q.waiting[0]
+            msg = q.msgs.get(marker)
+            if msg is not None and msg.gen == gen:
+                return when
+            heapq.heappop(q.waiting)
+        return None
+
+    @_deferred
+    def reap(self, now: float, limit: int) -> int:
+        removed = 0
+        for q in list(self._queues.values()):
+            while q.expiry and q.expiry[0][0] <= now and removed < limit:
+                _, marker = heapq.heappop(q.expiry)
+                msg = q.msgs.get(marker)
+                if msg is not None and msg.expires_at <= now:
+                    q.remove(marker)
+                    removed += 1
+            for claim_id in [c.id for c in q.claims.values() if c.expires_at <= now]:
+                del q.claims[claim_id]
+            if removed >= limit:
+                break
+        return removed
+
+    # -- durable subscriptions -------------------------------------------------------------
+
+    @_deferred
+    def get_cursor(self, tenant: str, name: str, subscription: str) -> int | None:
+        return self._get(tenant, name).cursors.get(subscription)
+
+    @_deferred
+    def set_cursor(self, tenant: str, name: str, subscription: str, marker: int | None) -> None:
+        cursors = self._get(tenant, name).cursors
+        if marker is None:
+            cursors.pop(subscription, None)
+        else:
+            cursors[subscription] = marker
+
+    @_deferred
+    def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""SQL persistence (SQLAlchemy Core): SQLite embedded, PostgreSQL for production."""

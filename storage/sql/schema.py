@@ -1,0 +1,94 @@
+"""The SQL schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create it."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("options", sa.Text, nullable=False),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    # The last marker handed out. Publishes bump it in their transaction, so on PostgreSQL
+    # the row lock orders concurrent publishers and markers are assigned in commit order:
+    # an observer reading "after marker M" never misses a message committed later below M.
+    sa.Column("last_marker", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("tenant", "name", name="uq_queues_tenant_name"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("queue_id", sa.Integer, nullable=False),
+    sa.Column("marker", sa.BigInteger, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    sa.Column("headers", sa.Text, nullable=True),
+    sa.Column("producer", sa.String(255), nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("available_at", sa.Double, nullable=False),
+    # When the message can next be claimed: available_at at first, the lease's end while
+    # claimed, now + delay after a release. "Claimable" is one indexed comparison.
+    sa.Column("visible_at", sa.Double, nullable=False),
+    sa.Column("claim_id", sa.String(32), nullable=True),
+    sa.Column("claim_expires", sa.Double, nullable=True),
+    sa.Column("claim_count", sa.Integer, nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("queue_id", "marker", name="pk_messages"),
+)
+
+# Claim order: highest priority first, FIFO within a priority.
+sa.Index("ix_messages_claim", messages.c.queue_id, messages.c.priority.desc(), messages.c.marker)
+# When the next delayed or leased message becomes claimable (waiters' wake-up time).
+sa.Index("ix_messages_visible", messages.c.queue_id, messages.c.visible_at)
+# The expiry reaper.
+sa.Index("ix_messages_expires", messages.c.expires_at)
+
+claims = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("queue_id", sa.Integer, nullable=False),
+    sa.Column("ttl", sa.Double, nullable=False),
+    sa.Column("grace", sa.Double, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    # The claimed markers, as JSON: get, renew and release find them by primary key.
+    sa.Column("markers", sa.Text, nullable=False),
+)
+sa.Index("ix_claims_expires", claims.c.expires_at)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("queue_id", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("marker", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("queue_id", "name", name="pk_subscriptions"),
+)
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+)
+sa.Index("ix_api_keys_tenant", api_keys.c.tenant)

@@ -1,0 +1,1121 @@
+"""SQL storage: SQLAlchemy Core over SQLite (embedded default) or PostgreSQL (psycopg2).
+
+Reads run on a thread pool with their own connections; every write goes through the
+group-commit writer (one thread, one connection). Nothing here blocks the reactor thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from core.errors import MessageClaimed, QueueExists, QueueFull, QueueNotFound
+from core.interfaces import IQueueStorage, ITenantStore
+from core.limits import resolve_times
+from core.model import (
+    Claim,
+    Message,
+    NewMessage,
+    Overflow,
+    Queue,
+    QueueOptions,
+    QueueStats,
+    Tenant,
+)
+from storage.sql.schema import api_keys, claims, messages, queues, subscriptions, tenants
+from storage.sql.writer import GroupCommitWriter, each
+
+log = Logger()
+T = TypeVar("T")
+
+NOTIFY_CHANNEL = "qgate"
+
+m = messages.c
+MESSAGE_COLUMNS = (
+    m.marker,
+    m.body,
+    m.content_type,
+    m.headers,
+    m.producer,
+    m.priority,
+    m.created_at,
+    m.expires_at,
+    m.available_at,
+    m.claim_id,
+    m.claim_expires,
+    m.claim_count,
+)
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        marker=row.marker,
+        body=bytes(row.body),
+        content_type=row.content_type,
+        headers=json.loads(row.headers) if row.headers else {},
+        producer=row.producer,
+        priority=row.priority,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        available_at=row.available_at,
+        claim_id=row.claim_id,
+        claim_expires=row.claim_expires,
+        claim_count=row.claim_count,
+    )
+
+
+def _claim_order(found: list[Message]) -> list[Message]:
+    return sorted(found, key=lambda msg: (-msg.priority, msg.marker))
+
+
+class _QueueRow:
+    __slots__ = ("id", "queue")
+
+    def __init__(self, row: Any) -> None:
+        self.id: int = row.id
+        self.queue = Queue(
+            tenant=row.tenant,
+            name=row.name,
+            options=QueueOptions.from_dict(json.loads(row.options)),
+            metadata=json.loads(row.metadata),
+            created_at=row.created_at,
+        )
+
+
+def _qid(tenant: str, name: str) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(queues.c.id)
+        .where(queues.c.tenant == tenant, queues.c.name == name)
+        .scalar_subquery()
+    )
+
+
+def normalize_url(url: str | sa.URL) -> sa.URL:
+    """``postgresql://`` means psycopg2 here (SQLAlchemy 2.1 would pick psycopg 3)."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def make_engine(
+    url: str, *, writer: bool = False, synchronous: str = "FULL", pool_size: int = 5
+) -> sa.Engine:
+    """An engine for ``url``.
+
+    SQLite files get WAL, a busy timeout and transactions we begin ourselves (the pysqlite
+    driver's implicit ones are off): ``BEGIN IMMEDIATE`` for the writer, so it never has to
+    upgrade a read lock, and a plain deferred ``BEGIN`` (a consistent snapshot) for readers.
+    PostgreSQL readers run in AUTOCOMMIT: one round trip per statement.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            directory = os.path.dirname(os.path.abspath(parsed.database))
+            os.makedirs(directory, exist_ok=True)
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+        @sa.event.listens_for(engine, "connect")
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we say BEGIN ourselves
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+    if writer:
+        return sa.create_engine(parsed, pool_size=1, max_overflow=1)
+    return sa.create_engine(
+        parsed, pool_size=pool_size, max_overflow=pool_size, isolation_level="AUTOCOMMIT"
+    )
+
+
+@implementer(IQueueStorage, ITenantStore)
+class SQLStorage:
+    """Durable queues in a SQL database."""
+
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        url: str,
+        *,
+        read_threads: int = 4,
+        synchronous: str = "FULL",
+        max_batch: int = 512,
+    ) -> None:
+        self.url = url
+        self._reactor = reactor
+        self.engine = make_engine(url, synchronous=synchronous, pool_size=read_threads)
+        self.write_engine = make_engine(url, writer=True, synchronous=synchronous)
+        self.dialect = self.engine.dialect.name
+        self._pg = self.dialect == "postgresql"
+        self._pool = ThreadPool(minthreads=1, maxthreads=read_threads, name="qgate-sql-read")
+        self._pool.start()
+        self._writer = GroupCommitWriter(reactor, self.write_engine, max_batch=max_batch)
+        self._token = uuid.uuid4().hex[:12]
+        self._listener: threading.Thread | None = None
+        self._listening = False
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        return deferToThreadPool(self._reactor, self._pool, self._in_read, fn, args)
+
+    def _in_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self.engine.connect() as conn:
+            return fn(conn, *args)
+
+    def _write(self, group: Any, *args: Any) -> Deferred[Any]:
+        return self._writer.submit(group, *args)
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        return self._writer
+
+    def _queue_row(self, conn: sa.Connection, tenant: str, name: str) -> _QueueRow | None:
+        row = conn.execute(
+            sa.select(queues).where(queues.c.tenant == tenant, queues.c.name == name)
+        ).first()
+        return None if row is None else _QueueRow(row)
+
+    def _need_queue(self, conn: sa.Connection, tenant: str, name: str) -> _QueueRow:
+        q = self._queue_row(conn, tenant, name)
+        if q is None:
+            raise QueueNotFound(name)
+        return q
+
+    def _notify(self, conn: sa.Connection, tenant: str, name: str) -> None:
+        """Tell other qgate processes (PostgreSQL LISTEN) on commit that a queue changed."""
+        if self._pg:
+            payload = json.dumps([self._token, tenant, name])
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
+
+    def _allocate(self, conn: sa.Connection, queue_id: int, count: int) -> int:
+        """Reserve ``count`` markers in a queue; returns the first."""
+        last = conn.execute(
+            sa.update(queues)
+            .where(queues.c.id == queue_id)
+            .values(last_marker=queues.c.last_marker + count)
+            .returning(queues.c.last_marker)
+        ).scalar_one()
+        return int(last) - count + 1
+
+    def ping(self) -> Deferred[bool]:
+        return self._read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar() == 1)
+
+    def close(self) -> Deferred[None]:
+        self._listening = False
+        d = self._writer.close()
+
+        def finish(_: Any) -> None:
+            self._pool.stop()
+            self.engine.dispose()
+            self.write_engine.dispose()
+
+        d.addCallback(finish)
+        return d
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def create_queue(
+        self,
+        tenant: str,
+        name: str,
+        options: QueueOptions,
+        metadata: Mapping[str, Any],
+        now: float,
+    ) -> Deferred[Queue]:
+        return self._write(_create_queue, self, tenant, name, options, metadata, now)
+
+    def get_queue(self, tenant: str, name: str) -> Deferred[Queue | None]:
+        def read(conn: sa.Connection) -> Queue | None:
+            q = self._queue_row(conn, tenant, name)
+            return None if q is None else q.queue
+
+        return self._read(read)
+
+    def update_queue(
+        self, tenant: str, name: str, options: QueueOptions, metadata: Mapping[str, Any]
+    ) -> Deferred[Queue]:
+        return self._write(_update_queue, self, tenant, name, options, metadata)
+
+    def delete_queue(self, tenant: str, name: str) -> Deferred[bool]:
+        return self._write(_delete_queue, self, tenant, name)
+
+    def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[list[Queue]]:
+        def read(conn: sa.Connection) -> list[Queue]:
+            query = sa.select(queues).where(queues.c.tenant == tenant)
+            if marker is not None:
+                query = query.where(queues.c.name > marker)
+            rows = conn.execute(query.order_by(queues.c.name).limit(limit))
+            return [_QueueRow(row).queue for row in rows]
+
+        return self._read(read)
+
+    def queue_stats(self, tenant: str, name: str, now: float) -> Deferred[QueueStats]:
+        def read(conn: sa.Connection) -> QueueStats:
+            q = self._need_queue(conn, tenant, name)
+            live = sa.and_(m.queue_id == q.id, m.expires_at > now)
+            claimed = sa.and_(m.claim_id.is_not(None), m.visible_at > now)
+            delayed = sa.and_(m.claim_id.is_(None), m.visible_at > now)
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.case((claimed, 1), else_=0)), 0),
+                    sa.func.coalesce(sa.func.sum(sa.case((delayed, 1), else_=0)), 0),
+                ).where(live)
+            ).one()
+            total, n_claimed, n_delayed = int(row[0]), int(row[1]), int(row[2])
+            oldest = newest = None
+            if total:
+                first = sa.select(*MESSAGE_COLUMNS).where(live)
+                oldest = _message(conn.execute(first.order_by(m.marker).limit(1)).one())
+                newest = _message(conn.execute(first.order_by(m.marker.desc()).limit(1)).one())
+            return QueueStats(
+                total=total,
+                available=total - n_claimed - n_delayed,
+                claimed=n_claimed,
+                delayed=n_delayed,
+                oldest=oldest,
+                newest=newest,
+            )
+
+        return self._read(read)
+
+    def purge_queue(self, tenant: str, name: str) -> Deferred[int]:
+        return self._write(_purge_queue, self, tenant, name)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def publish(
+        self, tenant: str, name: str, new: Sequence[NewMessage], now: float
+    ) -> Deferred[list[int]]:
+        return self._write(self._publish_group, tenant, name, new, now)
+
+    def _publish_group(
+        self, conn: sa.Connection, batch: Sequence[tuple[str, str, Sequence[NewMessage], float]]
+    ) -> list[Any]:
+        """Every publish of a transaction: per queue one marker UPDATE, then ONE INSERT."""
+        out: list[Any] = [None] * len(batch)
+        by_queue: dict[tuple[str, str], list[int]] = {}
+        for i, (tenant, name, _, _) in enumerate(batch):
+            by_queue.setdefault((tenant, name), []).append(i)
+        rows: list[dict[str, Any]] = []
+        trims: list[_QueueRow] = []
+        for (tenant, name), indexes in by_queue.items():
+            q = self._queue_row(conn, tenant, name)
+            if q is None:
+                for i in indexes:
+                    out[i] = QueueNotFound(name)
+                continue
+            accepted = self._admit(conn, q, [(i, batch[i][2]) for i in indexes], out)
+            total = sum(len(batch[i][2]) for i in accepted)
+            if not total:
+                continue
+            marker = self._allocate(conn, q.id, total)
+            options = q.queue.options
+            for i in accepted:
+                markers = []
+                now = batch[i][3]
+                for msg in batch[i][2]:
+                    expires_at, available_at = resolve_times(msg, options, now)
+                    rows.append(
+                        {
+                            "queue_id": q.id,
+                            "marker": marker,
+                            "priority": msg.priority,
+                            "body": msg.body,
+                            "size": len(msg.body),
+                            "content_type": msg.content_type,
+                            "headers": json.dumps(dict(msg.headers)) if msg.headers else None,
+                            "producer": msg.producer,
+                            "created_at": now,
+                            "expires_at": expires_at,
+                            "available_at": available_at,
+                            "visible_at": available_at,
+                            "claim_id": None,
+                            "claim_expires": None,
+                            "claim_count": 0,
+                        }
+                    )
+                    markers.append(marker)
+                    marker += 1
+                out[i] = markers
+            if options.overflow is Overflow.DROP_OLDEST and (
+                options.max_messages is not None or options.max_bytes is not None
+            ):
+                trims.append(q)
+            self._notify(conn, tenant, name)
+        if rows:
+            conn.execute(messages.insert(), rows)
+        for q in trims:
+            self._trim(conn, q)
+        return out
+
+    def _admit(
+        self,
+        conn: sa.Connection,
+        q: _QueueRow,
+        requests: list[tuple[int, Sequence[NewMessage]]],
+        out: list[Any],
+    ) -> list[int]:
+        """Which publishes fit the queue's bounds; the others get QueueFull in ``out``."""
+        options = q.queue.options
+        name = q.queue.name
+        max_messages, max_bytes = options.max_messages, options.max_bytes
+        if max_messages is None and max_bytes is None:
+            return [i for i, _ in requests]
+        count = size = 0
+        if options.overflow is Overflow.REJECT:
+            row = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
+                    m.queue_id == q.id
+                )
+            ).one()
+            count, size = int(row[0]), int(row[1])
+        accepted = []
+        for i, new in requests:
+            n = len(new)
+            nbytes = sum(len(msg.body) for msg in new)
+            if max_messages is not None and n > max_messages:
+                out[i] = QueueFull(name, f"a batch of {n} exceeds max_messages")
+            elif max_bytes is not None and nbytes > max_bytes:
+                out[i] = QueueFull(name, f"a batch of {nbytes} bytes exceeds max_bytes")
+            elif options.overflow is Overflow.REJECT and (
+                max_messages is not None and count + n > max_messages
+            ):
+                out[i] = QueueFull(name, "max_messages reached")
+            elif options.overflow is Overflow.REJECT and (
+                max_bytes is not None and size + nbytes > max_bytes
+            ):
+                out[i] = QueueFull(name, "max_bytes reached")
+            else:
+                accepted.append(i)
+                count += n
+                size += nbytes
+        return accepted
+
+    def _trim(self, conn: sa.Connection, q: _QueueRow) -> None:
+        """Drop the oldest messages until the queue is within its bounds (drop_oldest)."""
+        options = q.queue.options
+        row = conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
+                m.queue_id == q.id
+            )
+        ).one()
+        count, size = int(row[0]), int(row[1])
+        excess_count = max(0, count - options.max_messages) if options.max_messages else 0
+        excess_bytes = max(0, size - options.max_bytes) if options.max_bytes else 0
+        if not excess_count and not excess_bytes:
+            return
+        doomed: list[int] = []
+        freed = 0
+        for marker, msg_size in conn.execute(
+            sa.select(m.marker, m.size).where(m.queue_id == q.id).order_by(m.marker)
+        ):
+            if len(doomed) >= excess_count and freed >= excess_bytes:
+                break
+            doomed.append(marker)
+            freed += msg_size
+        for chunk in _chunks(doomed, 500):
+            conn.execute(sa.delete(messages).where(m.queue_id == q.id, m.marker.in_(chunk)))
+
+    def get_messages(
+        self, tenant: str, name: str, markers: Sequence[int], now: float
+    ) -> Deferred[list[Message]]:
+        def read(conn: sa.Connection) -> list[Message]:
+            q = self._need_queue(conn, tenant, name)
+            if not markers:
+                return []
+            rows = conn.execute(
+                sa.select(*MESSAGE_COLUMNS).where(
+                    m.queue_id == q.id, m.marker.in_(list(markers)), m.expires_at > now
+                )
+            )
+            found = {row.marker: _message(row) for row in rows}
+            return [found[k] for k in markers if k in found]
+
+        return self._read(read)
+
+    def delete_messages(
+        self,
+        tenant: str,
+        name: str,
+        markers: Sequence[int],
+        claim_id: str | None,
+        now: float,
+    ) -> Deferred[list[int]]:
+        return self._write(_delete_messages, self, tenant, name, list(markers), claim_id, now)
+
+    def pop_messages(
+        self, tenant: str, name: str, limit: int, now: float
+    ) -> Deferred[list[Message]]:
+        return self._write(_pop_messages, self, tenant, name, limit, now)
+
+    def observe(
+        self,
+        tenant: str,
+        name: str,
+        after: int | None,
+        limit: int,
+        include_claimed: bool,
+        include_delayed: bool,
+        exclude_producer: str | None,
+        now: float,
+    ) -> Deferred[list[Message]]:
+        def read(conn: sa.Connection) -> list[Message]:
+            q = self._need_queue(conn, tenant, name)
+            query = sa.select(*MESSAGE_COLUMNS).where(m.queue_id == q.id, m.expires_at > now)
+            if after is not None:
+                query = query.where(m.marker > after)
+            claimed = sa.and_(m.claim_id.is_not(None), m.visible_at > now)
+            if include_claimed and not include_delayed:
+                query = query.where(sa.or_(m.visible_at <= now, claimed))
+            elif include_delayed and not include_claimed:
+                query = query.where(sa.not_(claimed))
+            elif not include_claimed and not include_delayed:
+                query = query.where(m.visible_at <= now)
+            if exclude_producer is not None:
+                query = query.where(sa.or_(m.producer.is_(None), m.producer != exclude_producer))
+            rows = conn.execute(query.order_by(m.marker).limit(limit))
+            return [_message(row) for row in rows]
+
+        return self._read(read)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def claim(
+        self,
+        tenant: str,
+        name: str,
+        claim_id: str,
+        limit: int,
+        ttl: float,
+        grace: float,
+        now: float,
+    ) -> Deferred[list[Message]]:
+        return self._write(_claim, self, tenant, name, claim_id, limit, ttl, grace, now)
+
+    def _claimable(self, queue_id: int, limit: int, now: float) -> sa.Select[Any]:
+        return (
+            sa.select(m.marker)
+            .where(m.queue_id == queue_id, m.visible_at <= now, m.expires_at > now)
+            .order_by(m.priority.desc(), m.marker)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+    def _lease(
+        self,
+        conn: sa.Connection,
+        queue_id: int,
+        chosen: sa.Select[Any] | list[int],
+        claim_id: str,
+        ttl: float,
+        grace: float,
+        now: float,
+    ) -> list[Message]:
+        """Lease the chosen messages in ONE statement (UPDATE ... RETURNING)."""
+        if isinstance(chosen, list):
+            where = m.marker.in_(chosen)
+        else:
+            cte = chosen.cte("chosen")
+            where = m.marker.in_(sa.select(cte.c.marker))
+        expires = now + ttl
+        keep_until = now + ttl + grace
+        rows = conn.execute(
+            sa.update(messages)
+            .where(m.queue_id == queue_id, where)
+            .values(
+                claim_id=claim_id,
+                claim_expires=expires,
+                visible_at=expires,
+                claim_count=m.claim_count + 1,
+                expires_at=sa.case((m.expires_at < keep_until, keep_until), else_=m.expires_at),
+            )
+            .returning(*MESSAGE_COLUMNS)
+        )
+        return [_message(row) for row in rows]
+
+    def _dead_letter(
+        self, conn: sa.Connection, q: _QueueRow, markers: list[int], now: float
+    ) -> None:
+        """Move messages to the queue's dead-letter queue (created on demand), or drop them."""
+        options = q.queue.options
+        dlq_name = options.dead_letter_queue
+        if dlq_name is not None:
+            dlq = self._queue_row(conn, q.queue.tenant, dlq_name)
+            if dlq is None:
+                _insert_queue(conn, q.queue.tenant, dlq_name, QueueOptions(), {}, now)
+                dlq = self._need_queue(conn, q.queue.tenant, dlq_name)
+            moved = (
+                conn.execute(sa.select(messages).where(m.queue_id == q.id, m.marker.in_(markers)))
+                .mappings()
+                .all()
+            )
+            first = self._allocate(conn, dlq.id, len(moved))
+            rows = []
+            for offset, row in enumerate(moved):
+                copy = dict(row)
+                expires_at = (
+                    now + options.dead_letter_ttl
+                    if options.dead_letter_ttl
+                    else max(row["expires_at"], now + 1.0)
+                )
+                copy.update(
+                    queue_id=dlq.id,
+                    marker=first + offset,
+                    expires_at=expires_at,
+                    available_at=now,
+                    visible_at=now,
+                    claim_id=None,
+                    claim_expires=None,
+                )
+                rows.append(copy)
+            if rows:
+                conn.execute(messages.insert(), rows)
+                self._notify(conn, q.queue.tenant, dlq_name)
+        conn.execute(sa.delete(messages).where(m.queue_id == q.id, m.marker.in_(markers)))
+
+    def get_claim(
+        self, tenant: str, name: str, claim_id: str, now: float
+    ) -> Deferred[Claim | None]:
+        def read(conn: sa.Connection) -> Claim | None:
+            q = self._need_queue(conn, tenant, name)
+            row = conn.execute(
+                sa.select(claims).where(
+                    claims.c.id == claim_id,
+                    claims.c.queue_id == q.id,
+                    claims.c.expires_at > now,
+                )
+            ).first()
+            if row is None:
+                return None
+            held = conn.execute(
+                sa.select(*MESSAGE_COLUMNS).where(
+                    m.queue_id == q.id,
+                    m.marker.in_(json.loads(row.markers)),
+                    m.claim_id == claim_id,
+                    m.expires_at > now,
+                )
+            )
+            return Claim(
+                id=claim_id,
+                queue=name,
+                ttl=row.ttl,
+                grace=row.grace,
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                messages=tuple(_claim_order([_message(r) for r in held])),
+            )
+
+        return self._read(read)
+
+    def renew_claim(
+        self, tenant: str, name: str, claim_id: str, ttl: float, grace: float, now: float
+    ) -> Deferred[bool]:
+        return self._write(_renew_claim, self, tenant, name, claim_id, ttl, grace, now)
+
+    def release(
+        self,
+        tenant: str,
+        name: str,
+        claim_id: str,
+        markers: Sequence[int] | None,
+        delay: float,
+        now: float,
+    ) -> Deferred[int]:
+        wanted = None if markers is None else list(markers)
+        return self._write(_release, self, tenant, name, claim_id, wanted, delay, now)
+
+    def ack(
+        self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float
+    ) -> Deferred[list[int]]:
+        return self._write(_ack, self, tenant, name, claim_id, list(markers))
+
+    def next_wake(self, tenant: str, name: str, now: float) -> Deferred[float | None]:
+        def read(conn: sa.Connection) -> float | None:
+            return conn.execute(
+                sa.select(sa.func.min(m.visible_at)).where(
+                    m.queue_id == _qid(tenant, name), m.visible_at > now
+                )
+            ).scalar()
+
+        return self._read(read)
+
+    def reap(self, now: float, limit: int) -> Deferred[int]:
+        return self._write(_reap, self, now, limit)
+
+    # -- durable subscriptions -------------------------------------------------------------
+
+    def get_cursor(self, tenant: str, name: str, subscription: str) -> Deferred[int | None]:
+        def read(conn: sa.Connection) -> int | None:
+            q = self._need_queue(conn, tenant, name)
+            return conn.execute(
+                sa.select(subscriptions.c.marker).where(
+                    subscriptions.c.queue_id == q.id, subscriptions.c.name == subscription
+                )
+            ).scalar()
+
+        return self._read(read)
+
+    def set_cursor(
+        self, tenant: str, name: str, subscription: str, marker: int | None
+    ) -> Deferred[None]:
+        return self._write(_set_cursor, self, tenant, name, subscription, marker)
+
+    def _upsert(self, table: sa.Table) -> Any:
+        return (pg_dialect if self._pg else sqlite_dialect).insert(table)
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    def create_tenant(self, name: str, now: float) -> Deferred[tuple[Tenant, bool]]:
+        return self._write(_create_tenant, self, name, now)
+
+    def get_tenant(self, name: str) -> Deferred[Tenant | None]:
+        def read(conn: sa.Connection) -> Tenant | None:
+            row = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+            return None if row is None else Tenant(row.name, row.created_at)
+
+        return self._read(read)
+
+    def list_tenants(self) -> Deferred[list[Tenant]]:
+        def read(conn: sa.Connection) -> list[Tenant]:
+            rows = conn.execute(sa.select(tenants).order_by(tenants.c.name))
+            return [Tenant(row.name, row.created_at) for row in rows]
+
+        return self._read(read)
+
+    def add_key(self, tenant: str, key_id: str, secret_hash: str, now: float) -> Deferred[None]:
+        return self._write(_add_key, self, tenant, key_id, secret_hash, now)
+
+    def find_key(self, key_id: str) -> Deferred[tuple[str, str] | None]:
+        def read(conn: sa.Connection) -> tuple[str, str] | None:
+            row = conn.execute(
+                sa.select(api_keys.c.tenant, api_keys.c.secret_hash).where(
+                    api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
+                )
+            ).first()
+            return None if row is None else (row.tenant, row.secret_hash)
+
+        return self._read(read)
+
+    def revoke_key(self, key_id: str, now: float) -> Deferred[bool]:
+        return self._write(_revoke_key, self, key_id, now)
+
+    # -- cross-process wakeups (PostgreSQL LISTEN/NOTIFY) ----------------------------------
+
+    def start_wakeups(self, callback: Callable[[str, str], None]) -> None:
+        if not self._pg or self._listener is not None:
+            return
+        self._listening = True
+        self._listener = threading.Thread(
+            target=self._listen, args=(callback,), name="qgate-pg-listen", daemon=True
+        )
+        self._listener.start()
+
+    def _listen(self, callback: Callable[[str, str], None]) -> None:
+        listen_engine = sa.create_engine(normalize_url(self.url), poolclass=sa.NullPool)
+        while self._listening:
+            try:
+                raw = listen_engine.raw_connection()
+                dbapi = raw.driver_connection
+                assert dbapi is not None
+                dbapi.autocommit = True
+                with dbapi.cursor() as cursor:
+                    cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while self._listening:
+                    if select.select([dbapi], [], [], 0.5)[0]:
+                        dbapi.poll()
+                        while dbapi.notifies:
+                            note = dbapi.notifies.pop(0)
+                            token, tenant, name = json.loads(note.payload)
+                            if token != self._token:
+                                self._reactor.callFromThread(callback, tenant, name)
+                raw.close()
+            except Exception:  # noqa: BLE001 - reconnect after a lost connection
+                log.failure("PostgreSQL LISTEN connection lost; reconnecting")
+                threading.Event().wait(1.0)
+        listen_engine.dispose()
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# -- write operations (run on the writer thread, inside its transaction) --------------------
+# Each raises its QGateError before writing anything (the writer's contract).
+
+
+def _insert_queue(
+    conn: sa.Connection,
+    tenant: str,
+    name: str,
+    options: QueueOptions,
+    metadata: Mapping[str, Any],
+    now: float,
+) -> None:
+    conn.execute(
+        queues.insert().values(
+            tenant=tenant,
+            name=name,
+            options=json.dumps(options.to_dict()),
+            metadata=json.dumps(dict(metadata)),
+            created_at=now,
+            last_marker=0,
+        )
+    )
+
+
+@each
+def _create_queue(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    options: QueueOptions,
+    metadata: Mapping[str, Any],
+    now: float,
+) -> Queue:
+    if store._queue_row(conn, tenant, name) is not None:
+        raise QueueExists(name)
+    try:
+        with conn.begin_nested():
+            _insert_queue(conn, tenant, name, options, metadata, now)
+    except sa.exc.IntegrityError:
+        raise QueueExists(name) from None  # created meanwhile by another process
+    return store._need_queue(conn, tenant, name).queue
+
+
+@each
+def _update_queue(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    options: QueueOptions,
+    metadata: Mapping[str, Any],
+) -> Queue:
+    q = store._need_queue(conn, tenant, name)
+    conn.execute(
+        sa.update(queues)
+        .where(queues.c.id == q.id)
+        .values(options=json.dumps(options.to_dict()), metadata=json.dumps(dict(metadata)))
+    )
+    store._notify(conn, tenant, name)
+    return Queue(tenant, name, options, dict(metadata), q.queue.created_at)
+
+
+@each
+def _delete_queue(conn: sa.Connection, store: SQLStorage, tenant: str, name: str) -> bool:
+    q = store._queue_row(conn, tenant, name)
+    if q is None:
+        return False
+    conn.execute(sa.delete(messages).where(m.queue_id == q.id))
+    conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
+    conn.execute(sa.delete(subscriptions).where(subscriptions.c.queue_id == q.id))
+    conn.execute(sa.delete(queues).where(queues.c.id == q.id))
+    return True
+
+
+@each
+def _purge_queue(conn: sa.Connection, store: SQLStorage, tenant: str, name: str) -> int:
+    q = store._need_queue(conn, tenant, name)
+    count = conn.execute(sa.delete(messages).where(m.queue_id == q.id)).rowcount
+    conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
+    return int(count)
+
+
+@each
+def _delete_messages(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    markers: list[int],
+    claim_id: str | None,
+    now: float,
+) -> list[int]:
+    q = store._need_queue(conn, tenant, name)
+    if not markers:
+        return []
+    where = [m.queue_id == q.id, m.marker.in_(markers)]
+    if claim_id is None:
+        held = conn.execute(
+            sa.select(m.marker).where(*where, m.claim_id.is_not(None), m.visible_at > now).limit(1)
+        ).scalar()
+        if held is not None:
+            raise MessageClaimed(str(held))
+    else:
+        where.append(m.claim_id == claim_id)
+    rows = conn.execute(sa.delete(messages).where(*where).returning(m.marker))
+    return sorted(row.marker for row in rows)
+
+
+@each
+def _pop_messages(
+    conn: sa.Connection, store: SQLStorage, tenant: str, name: str, limit: int, now: float
+) -> list[Message]:
+    q = store._need_queue(conn, tenant, name)
+    chosen = store._claimable(q.id, limit, now).cte("chosen")
+    rows = conn.execute(
+        sa.delete(messages)
+        .where(m.queue_id == q.id, m.marker.in_(sa.select(chosen.c.marker)))
+        .returning(*MESSAGE_COLUMNS)
+    )
+    return _claim_order([_message(row) for row in rows])
+
+
+@each
+def _claim(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    claim_id: str,
+    limit: int,
+    ttl: float,
+    grace: float,
+    now: float,
+) -> list[Message]:
+    q = store._need_queue(conn, tenant, name)
+    max_count = q.queue.options.max_claim_count
+    if max_count is None:
+        found = store._lease(
+            conn, q.id, store._claimable(q.id, limit, now), claim_id, ttl, grace, now
+        )
+    else:
+        found = []
+        while len(found) < limit:
+            want = limit - len(found)
+            candidates = conn.execute(
+                store._claimable(q.id, want, now).add_columns(m.claim_count)
+            ).all()
+            dead = [c.marker for c in candidates if c.claim_count >= max_count]
+            live = [c.marker for c in candidates if c.claim_count < max_count]
+            if dead:
+                store._dead_letter(conn, q, dead, now)
+            if live:
+                found += store._lease(conn, q.id, live, claim_id, ttl, grace, now)
+            if len(candidates) < want or not dead:
+                break
+    if found:
+        conn.execute(
+            claims.insert().values(
+                id=claim_id,
+                queue_id=q.id,
+                ttl=ttl,
+                grace=grace,
+                created_at=now,
+                expires_at=now + ttl,
+                markers=json.dumps([msg.marker for msg in found]),
+            )
+        )
+    return _claim_order(found)
+
+
+def _live_claim(conn: sa.Connection, queue_id: int, claim_id: str, now: float | None) -> Any:
+    query = sa.select(claims).where(claims.c.id == claim_id, claims.c.queue_id == queue_id)
+    if now is not None:
+        query = query.where(claims.c.expires_at > now)
+    return conn.execute(query).first()
+
+
+@each
+def _renew_claim(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    claim_id: str,
+    ttl: float,
+    grace: float,
+    now: float,
+) -> bool:
+    q = store._need_queue(conn, tenant, name)
+    row = _live_claim(conn, q.id, claim_id, now)
+    if row is None:
+        return False
+    expires = now + ttl
+    keep_until = now + ttl + grace
+    conn.execute(
+        sa.update(claims)
+        .where(claims.c.id == claim_id)
+        .values(ttl=ttl, grace=grace, expires_at=expires)
+    )
+    conn.execute(
+        sa.update(messages)
+        .where(
+            m.queue_id == q.id,
+            m.marker.in_(json.loads(row.markers)),
+            m.claim_id == claim_id,
+        )
+        .values(
+            claim_expires=expires,
+            visible_at=expires,
+            expires_at=sa.case((m.expires_at < keep_until, keep_until), else_=m.expires_at),
+        )
+    )
+    return True
+
+
+@each
+def _release(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    claim_id: str,
+    wanted: list[int] | None,
+    delay: float,
+    now: float,
+) -> int:
+    q = store._need_queue(conn, tenant, name)
+    row = _live_claim(conn, q.id, claim_id, None)
+    if row is None:
+        return 0
+    markers = json.loads(row.markers)
+    if wanted is not None:
+        markers = sorted(set(markers) & set(wanted))
+    count = 0
+    if markers:
+        count = conn.execute(
+            sa.update(messages)
+            .where(m.queue_id == q.id, m.marker.in_(markers), m.claim_id == claim_id)
+            .values(claim_id=None, claim_expires=None, visible_at=now + delay)
+        ).rowcount
+    still_held = (
+        wanted is not None
+        and conn.execute(
+            sa.select(m.marker)
+            .where(
+                m.queue_id == q.id, m.claim_id == claim_id, m.marker.in_(json.loads(row.markers))
+            )
+            .limit(1)
+        ).first()
+    )
+    if not still_held:
+        conn.execute(sa.delete(claims).where(claims.c.id == claim_id))
+    if count:
+        store._notify(conn, tenant, name)
+    return int(count)
+
+
+@each
+def _ack(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    claim_id: str,
+    markers: list[int],
+) -> list[int]:
+    if not markers:
+        return []
+    rows = conn.execute(
+        sa.delete(messages)
+        .where(
+            m.queue_id == _qid(tenant, name),
+            m.marker.in_(markers),
+            m.claim_id == claim_id,
+        )
+        .returning(m.marker)
+    )
+    return sorted(row.marker for row in rows)
+
+
+@each
+def _reap(conn: sa.Connection, store: SQLStorage, now: float, limit: int) -> int:
+    doomed = sa.select(m.queue_id, m.marker).where(m.expires_at <= now).limit(limit).subquery()
+    count = conn.execute(
+        sa.delete(messages).where(
+            sa.tuple_(m.queue_id, m.marker).in_(sa.select(doomed.c.queue_id, doomed.c.marker))
+        )
+    ).rowcount
+    conn.execute(sa.delete(claims).where(claims.c.expires_at <= now))
+    return int(count)
+
+
+@each
+def _set_cursor(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    subscription: str,
+    marker: int | None,
+) -> None:
+    q = store._need_queue(conn, tenant, name)
+    if marker is None:
+        conn.execute(
+            sa.delete(subscriptions).where(
+                subscriptions.c.queue_id == q.id, subscriptions.c.name == subscription
+            )
+        )
+        return
+    stmt = store._upsert(subscriptions).values(queue_id=q.id, name=subscription, marker=marker)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[subscriptions.c.queue_id, subscriptions.c.name],
+            set_={"marker": stmt.excluded.marker},
+        )
+    )
+
+
+@each
+def _create_tenant(
+    conn: sa.Connection, store: SQLStorage, name: str, now: float
+) -> tuple[Tenant, bool]:
+    row = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+    if row is not None:
+        return Tenant(row.name, row.created_at), False
+    conn.execute(tenants.insert().values(name=name, created_at=now))
+    return Tenant(name, now), True
+
+
+@each
+def _add_key(
+    conn: sa.Connection, store: SQLStorage, tenant: str, key_id: str, secret_hash: str, now: float
+) -> None:
+    conn.execute(
+        api_keys.insert().values(
+            id=key_id, tenant=tenant, secret_hash=secret_hash, created_at=now, revoked_at=None
+        )
+    )
+
+
+@each
+def _revoke_key(conn: sa.Connection, store: SQLStorage, key_id: str, now: float) -> bool:
+    count = conn.execute(
+        sa.update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    ).rowcount
+    return bool(count)
