@@ -18,9 +18,18 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from core.errors import MessageClaimed, QGateError, QueueExists, QueueFull, QueueNotFound
-from core.interfaces import ITransientStorage
+from core.interfaces import ITenantStore, ITransientStorage
 from core.limits import resolve_times
-from core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
+from core.model import (
+    Claim,
+    Message,
+    NewMessage,
+    Overflow,
+    Queue,
+    QueueOptions,
+    QueueStats,
+    Tenant,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -183,12 +192,14 @@ class _Queue:
         return msg
 
 
-@implementer(ITransientStorage)
+@implementer(ITransientStorage, ITenantStore)
 class MemoryStorage:
     """Queues held in this process's memory; lost on restart by design."""
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], _Queue] = {}
+        self._tenants: dict[str, Tenant] = {}
+        self._keys: dict[str, tuple[str, str, bool]] = {}  # id -> (tenant, hash, revoked)
 
     def _get(self, tenant: str, name: str) -> _Queue:
         q = self._queues.get((tenant, name))
@@ -597,6 +608,42 @@ class MemoryStorage:
             cursors.pop(subscription, None)
         else:
             cursors[subscription] = marker
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    @_deferred
+    def create_tenant(self, name: str, now: float) -> tuple[Tenant, bool]:
+        if name in self._tenants:
+            return self._tenants[name], False
+        tenant = self._tenants[name] = Tenant(name, now)
+        return tenant, True
+
+    @_deferred
+    def get_tenant(self, name: str) -> Tenant | None:
+        return self._tenants.get(name)
+
+    @_deferred
+    def list_tenants(self) -> list[Tenant]:
+        return [self._tenants[n] for n in sorted(self._tenants)]
+
+    @_deferred
+    def add_key(self, tenant: str, key_id: str, secret_hash: str, now: float) -> None:
+        self._keys[key_id] = (tenant, secret_hash, False)
+
+    @_deferred
+    def find_key(self, key_id: str) -> tuple[str, str] | None:
+        found = self._keys.get(key_id)
+        if found is None or found[2]:
+            return None
+        return found[0], found[1]
+
+    @_deferred
+    def revoke_key(self, key_id: str, now: float) -> bool:
+        found = self._keys.get(key_id)
+        if found is None or found[2]:
+            return False
+        self._keys[key_id] = (found[0], found[1], True)
+        return True
 
     @_deferred
     def close(self) -> None:

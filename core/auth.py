@@ -1,0 +1,135 @@
+"""Who is calling: tenants from trusted headers, or from per-tenant API keys.
+
+Every protocol hands over what the client said (a claimed tenant such as ``X-Project-ID``
+or a STOMP ``host``/``login``, and a token such as ``X-Auth-Token`` or a STOMP
+``passcode``) and gets back the tenant the call is scoped to, or ``Unauthorized``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import Interface, implementer
+
+from core.errors import InvalidArgument, Unauthorized
+from core.interfaces import ITenantStore
+from core.limits import check_tenant
+
+KEY_PREFIX = "qg"
+
+
+class IAuthenticator(Interface):
+    def authenticate(tenant, token):  # type: ignore[no-untyped-def]
+        """-> Deferred[str]: the tenant to act as; fails with Unauthorized."""
+
+
+@implementer(IAuthenticator)
+class TrustedTenant:
+    """``auth.mode = "none"``: the client names its tenant and is believed."""
+
+    def __init__(self, default_tenant: str | None = None) -> None:
+        self.default_tenant = default_tenant
+
+    def authenticate(self, tenant: str | None, token: str | None) -> Deferred[str]:
+        chosen = tenant or self.default_tenant
+        if not chosen:
+            return fail(Unauthorized("a tenant (project id) is required", field="tenant"))
+        try:
+            return succeed(check_tenant(chosen))
+        except InvalidArgument as e:
+            return fail(e)
+
+
+def hash_secret(secret: str) -> str:
+    """Keys are 256 random bits, so one SHA-256 is enough (no password stretching needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+@implementer(IAuthenticator)
+class APIKeys:
+    """``auth.mode = "keys"``: a token ``qg_<key id>_<secret>`` names the tenant.
+
+    Verified tokens are remembered for ``cache_seconds`` so a busy client does not cost a
+    database read per request; a revoked key therefore stops working within that time.
+    A claimed tenant that differs from the key's tenant is refused.
+    """
+
+    def __init__(
+        self,
+        store: ITenantStore,
+        clock: IReactorTime,
+        cache_seconds: float = 30.0,
+        cache_size: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def authenticate(self, tenant: str | None, token: str | None) -> Deferred[str]:
+        if not token:
+            return fail(Unauthorized("an API key is required (X-Auth-Token or passcode)"))
+        digest = hash_secret(token)
+        now = self._clock.seconds()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return self._check_claim(hit[0], tenant)
+        parts = split_token(token)
+        if parts is None:
+            return fail(Unauthorized("the API key is malformed or unknown"))
+        key_id, secret = parts
+
+        def verify(found: tuple[str, str] | None) -> Deferred[str]:
+            if found is None or not hmac.compare_digest(found[1], hash_secret(secret)):
+                return fail(Unauthorized("the API key is malformed or unknown"))
+            self._cache[digest] = (found[0], now + self._cache_seconds)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return self._check_claim(found[0], tenant)
+
+        return self._store.find_key(key_id).addCallback(verify)
+
+    def _check_claim(self, owner: str, claimed: str | None) -> Deferred[str]:
+        if claimed and claimed != owner:
+            return fail(Unauthorized("the API key belongs to another tenant"))
+        return succeed(owner)
+
+
+class TenantAdmin:
+    """The operations behind ``qgate tenant create`` and ``qgate key create/revoke``."""
+
+    def __init__(self, store: ITenantStore, clock: IReactorTime) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def create_tenant(self, name: str) -> bool:
+        _, created = await self._store.create_tenant(check_tenant(name), self._clock.seconds())
+        return bool(created)
+
+    async def create_key(self, tenant: str) -> str:
+        """-> the token, shown once; only its hash is stored."""
+        if await self._store.get_tenant(check_tenant(tenant)) is None:
+            raise InvalidArgument(f"tenant {tenant!r} does not exist", field="tenant")
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        await self._store.add_key(tenant, key_id, hash_secret(secret), self._clock.seconds())
+        return f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    async def revoke_key(self, key: str) -> bool:
+        """Revoke by key id or by the whole token."""
+        parts = split_token(key)
+        key_id = parts[0] if parts else key
+        return bool(await self._store.revoke_key(key_id, self._clock.seconds()))

@@ -1,0 +1,247 @@
+"""qgate's configuration: a TOML file parsed once at start-up into frozen objects.
+
+An unknown key or a bad value stops start-up with a ``ConfigError`` naming the key
+(``listeners[1].tls.min_version: ...``). Relative paths are taken from the directory the
+server runs in, like every other command-line tool.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.limits import Limits
+
+T = TypeVar("T")
+
+DEFAULT_STORAGE_URL = "sqlite:///var/qgate.db"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = DEFAULT_STORAGE_URL
+    #: SQLite ``PRAGMA synchronous``: FULL (default, every commit survives power loss) or NORMAL.
+    synchronous: str = "FULL"
+    #: Apply pending schema migrations at start-up (else run ``qgate db upgrade``).
+    auto_upgrade: bool = True
+    read_threads: int = 4
+    #: Where transient queues live: only ``memory`` today.
+    transient: str = "memory"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    #: ``none``: trust X-Project-ID / the STOMP host; ``keys``: per-tenant API keys.
+    mode: str = "none"
+    #: Tenant for clients that name none (mode ``none`` only); empty means "required".
+    default_tenant: str = ""
+    #: Seconds a verified key is remembered (a revoked key stops within this time).
+    cache_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    certificate: str
+    key: str
+    chain: str = ""
+    client_ca: str = ""
+    min_version: str = "TLSv1.2"
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    protocol: str
+    endpoint: str
+    tls: TLSConfig | None = None
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    #: Longest ``wait=`` a long poll may ask for, in seconds.
+    max_wait: float = 30.0
+    #: Origins allowed by CORS (``["*"]`` for any); empty disables CORS headers.
+    cors_origins: tuple[str, ...] = ("*",)
+    #: Largest request body read, in bytes; larger ones get 413 before being read.
+    max_request_body: int = 1024 * 1024
+    #: Seconds an idle or slow connection may stay open.
+    idle_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class StompConfig:
+    #: Heart-beat the server offers and asks for, in milliseconds (0 disables).
+    heartbeat_ms: int = 10_000
+    #: Largest frame accepted, in bytes (headers and body).
+    max_frame: int = 1024 * 1024
+    #: Messages in flight per subscription when the client names no prefetch-count.
+    prefetch: int = 100
+    #: Bytes queued for a client that does not read before it is disconnected.
+    max_output_buffer: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class QueueDefaults:
+    default_ttl: float = 3600.0
+    default_delay: float = 0.0
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    stomp: StompConfig = field(default_factory=StompConfig)
+    limits: Limits = field(default_factory=Limits)
+    queues: QueueDefaults = field(default_factory=QueueDefaults)
+    listeners: tuple[ListenerConfig, ...] = (
+        ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
+    )
+
+
+_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+
+def _build(cls: type[T], data: Any, where: str, **overrides: Any) -> T:
+    """``cls`` from a TOML table: unknown keys and wrong types are errors naming the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a table")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in known:
+            raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
+        if key in overrides:
+            values[key] = overrides[key](value, name)
+            continue
+        default = getattr(cls(), key) if _has_defaults(cls) else None
+        values[key] = _coerce(value, default, known[key].type, name)
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def _has_defaults(cls: type) -> bool:
+    try:
+        cls()
+    except TypeError:
+        return False
+    return True
+
+
+def _coerce(value: Any, default: Any, annotation: Any, name: str) -> Any:
+    kind = str(annotation)
+    if isinstance(default, bool) or kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, float) or kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int) or kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected a whole number, got {value!r}")
+        return value
+    if isinstance(default, tuple) or kind.startswith("tuple"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def check(value: Any, name: str) -> str:
+        if value not in allowed:
+            raise ConfigError(f"{name}: must be one of {', '.join(allowed)} (got {value!r})")
+        return str(value)
+
+    return check
+
+
+def _tls(value: Any, name: str) -> TLSConfig:
+    tls = _build(TLSConfig, value, name, min_version=_choice(_TLS_VERSIONS))
+    for key in ("certificate", "key", "chain", "client_ca"):
+        path = getattr(tls, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}.{key}: no such file {path!r}")
+    return tls
+
+
+def _listeners(value: Any, name: str) -> tuple[ListenerConfig, ...]:
+    from gateway.registry import PROTOCOLS
+
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: expected an array of tables ([[listeners]])")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        listener = _build(
+            ListenerConfig, item, where, protocol=_choice(tuple(PROTOCOLS)), tls=_tls
+        )
+        out.append(listener)
+    return tuple(out)
+
+
+def _storage(value: Any, name: str) -> StorageConfig:
+    storage = _build(
+        StorageConfig,
+        value,
+        name,
+        synchronous=_choice(("FULL", "NORMAL")),
+        transient=_choice(("memory",)),
+    )
+    scheme = storage.url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres", "memory"):
+        raise ConfigError(
+            f"{name}.url: use sqlite:///PATH, postgresql://USER@HOST/DB or memory:// "
+            f"(got {storage.url!r})"
+        )
+    if storage.read_threads < 1:
+        raise ConfigError(f"{name}.read_threads: must be at least 1")
+    return storage
+
+
+def parse(data: Mapping[str, Any]) -> Config:
+    config = _build(
+        Config,
+        data,
+        "",
+        storage=_storage,
+        auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
+        http=lambda v, n: _build(HTTPConfig, v, n),
+        stomp=lambda v, n: _build(StompConfig, v, n),
+        limits=lambda v, n: _build(Limits, v, n),
+        queues=lambda v, n: _build(QueueDefaults, v, n),
+        listeners=_listeners,
+    )
+    if not config.listeners:
+        raise ConfigError("listeners: at least one listener is needed")
+    if config.auth.mode == "keys" and config.storage.url.startswith("memory"):
+        raise ConfigError("auth.mode: keys need a SQL storage.url to keep the keys in")
+    return config
+
+
+def load(path: str | Path | None) -> Config:
+    """The configuration in ``path``, or the embedded defaults when ``path`` is None."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(data)
