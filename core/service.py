@@ -134,6 +134,10 @@ class QueueService:
             return
         await self._wakeups.wait(key, until - self.clock.seconds())
 
+    def waiting(self, tenant: str, name: str) -> int:
+        """How many callers are parked waiting on this queue right now."""
+        return self._wakeups.waiting((tenant, name))
+
     @_as_deferred
     async def wait_for_messages(self, tenant: str, name: str, timeout: float) -> bool:
         check_tenant(tenant)

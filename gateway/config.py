@@ -187,9 +187,7 @@ def _listeners(value: Any, name: str) -> tuple[ListenerConfig, ...]:
     out = []
     for i, item in enumerate(value):
         where = f"{name}[{i}]"
-        listener = _build(
-            ListenerConfig, item, where, protocol=_choice(tuple(PROTOCOLS)), tls=_tls
-        )
+        listener = _build(ListenerConfig, item, where, protocol=_choice(tuple(PROTOCOLS)), tls=_tls)
         out.append(listener)
     return tuple(out)
 

@@ -36,10 +36,13 @@ WebMount = Callable[[GatewayContext], IResource]
 #: protocol name (as in ``[[listeners]] protocol = ...``) -> "module:factory(ctx, listener)"
 PROTOCOLS: dict[str, str] = {
     "http": "protocols.http:listener_factory",
+    "stomp": "protocols.stomp:listener_factory",
 }
 
 #: config attribute naming the mount path -> "module:factory(ctx)" of a web resource
-WEB_MOUNTS: dict[str, str] = {}
+WEB_MOUNTS: dict[str, str] = {
+    "stomp": "protocols.stomp.websocket:websocket_resource",
+}
 
 
 def load(ref: str) -> Any:

@@ -23,6 +23,14 @@ PG_URL = os.environ.get("QGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54
 TEST_LIMITS = Limits(min_ttl=1, min_lease=1, max_wait=120)
 
 
+@pytest.fixture
+def reactor():
+    """The reactor pytest-twisted runs (tests only; the code under test gets it passed in)."""
+    from twisted.internet import reactor as running
+
+    return running
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards.
@@ -63,10 +71,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage_factory(backend: str, request: pytest.FixtureRequest, tmp_path: object):
+def storage_factory(backend: str, request: pytest.FixtureRequest, tmp_path: object, reactor):
     """Makes the durable store for ``backend``; SQL stores are closed after the test."""
-    from twisted.internet import reactor
-
     made: list[object] = []
 
     def make() -> object:

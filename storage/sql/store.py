@@ -25,7 +25,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from core.errors import MessageClaimed, QueueExists, QueueFull, QueueNotFound
-from core.interfaces import IQueueStorage, ITenantStore
+from core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
 from core.limits import resolve_times
 from core.model import (
     Claim,
@@ -157,7 +157,7 @@ def make_engine(
     )
 
 
-@implementer(IQueueStorage, ITenantStore)
+@implementer(IQueueStorage, ITenantStore, IWakeupSource)
 class SQLStorage:
     """Durable queues in a SQL database."""
 
@@ -182,6 +182,7 @@ class SQLStorage:
         self._token = uuid.uuid4().hex[:12]
         self._listener: threading.Thread | None = None
         self._listening = False
+        self.listen_ready = threading.Event()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -751,6 +752,7 @@ class SQLStorage:
                 dbapi.autocommit = True
                 with dbapi.cursor() as cursor:
                     cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self.listen_ready.set()
                 while self._listening:
                     if select.select([dbapi], [], [], 0.5)[0]:
                         dbapi.poll()

@@ -1,0 +1,517 @@
+"""The storage contract: every behaviour of IQueueService, on memory, SQLite and PostgreSQL.
+
+Each test runs once per backend (the ``service`` fixture); time comes from a task.Clock.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import CancelledError
+
+from core.errors import (
+    ClaimNotFound,
+    InvalidArgument,
+    MessageClaimed,
+    MessageNotFound,
+    QueueFull,
+    QueueNotFound,
+    TooLarge,
+)
+from core.model import NewMessage, Overflow, QueueOptions
+from tests.helpers import until
+
+T = "tenant-a"
+
+
+def msgs(*bodies: bytes, **kw: object) -> list[NewMessage]:
+    return [NewMessage(b, **kw) for b in bodies]  # type: ignore[arg-type]
+
+
+async def bodies_of(service, queue: str, **kw: object) -> list[bytes]:
+    found = await service.observe(T, queue, limit=100, **kw)
+    return [m.body for m in found]
+
+
+# -- queues ----------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_get_update_delete_queue(service):
+    queue, created = await service.create_queue(T, "q", metadata={"colour": "red"})
+    assert created and queue.name == "q" and queue.metadata == {"colour": "red"}
+    again, created = await service.create_queue(T, "q")
+    assert not created and again.metadata == {"colour": "red"}
+    options = QueueOptions(default_ttl=120.0, max_claim_count=3, dead_letter_queue="dead")
+    updated = await service.update_queue(T, "q", options=options, metadata={"a": 1})
+    assert updated.options.max_claim_count == 3
+    fetched = await service.get_queue(T, "q")
+    assert fetched.options == options and fetched.metadata == {"a": 1}
+    assert await service.delete_queue(T, "q") is True
+    assert await service.delete_queue(T, "q") is False
+    with pytest.raises(QueueNotFound):
+        await service.get_queue(T, "q")
+
+
+@pytest_twisted.ensureDeferred
+async def test_durability_is_fixed_at_creation(service):
+    await service.create_queue(T, "q")
+    with pytest.raises(InvalidArgument) as e:
+        await service.update_queue(T, "q", options=QueueOptions(durable=False))
+    assert e.value.field == "durable"
+
+
+@pytest_twisted.ensureDeferred
+async def test_transient_and_durable_queues_list_together_by_name(service):
+    await service.create_queue(T, "b-durable")
+    await service.create_queue(T, "a-transient", options=QueueOptions(durable=False))
+    await service.create_queue(T, "c-transient", options=QueueOptions(durable=False))
+    first = await service.list_queues(T, limit=2)
+    assert [q.name for q in first] == ["a-transient", "b-durable"]
+    rest = await service.list_queues(T, marker="b-durable", limit=2)
+    assert [q.name for q in rest] == ["c-transient"]
+    assert [q.options.durable for q in first] == [False, True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_cannot_be_both_transient_and_durable(service):
+    await service.create_queue(T, "q")
+    queue, created = await service.create_queue(T, "q", options=QueueOptions(durable=False))
+    assert not created and queue.options.durable
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 65, "has space", "slash/name", "ünï"])
+@pytest_twisted.ensureDeferred
+async def test_bad_queue_names_are_rejected_naming_the_field(service, bad):
+    with pytest.raises(InvalidArgument) as e:
+        await service.create_queue(T, bad)
+    assert e.value.field == "queue_name"
+
+
+@pytest_twisted.ensureDeferred
+async def test_tenants_never_see_each_others_queues(service):
+    await service.publish("alice", "shared-name", msgs(b"alice's"))
+    await service.publish("bob", "shared-name", msgs(b"bob's"))
+    await service.create_queue("alice", "only-alice")
+    assert [q.name for q in await service.list_queues("bob")] == ["shared-name"]
+    claim = await service.claim("bob", "shared-name", limit=10)
+    assert [m.body for m in claim.messages] == [b"bob's"]
+    with pytest.raises(QueueNotFound):
+        await service.queue_stats("bob", "only-alice")
+    assert (await service.queue_stats("alice", "shared-name")).available == 1
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_assigns_increasing_ids_and_keeps_everything(service):
+    first = await service.publish(
+        T,
+        "q",
+        [
+            NewMessage(
+                b"\x00binary\xff",
+                content_type="application/x-thing",
+                headers={"k": "v", "ü": "ñ"},
+                producer="p1",
+                priority=7,
+            ),
+            NewMessage(b"two"),
+        ],
+    )
+    second = await service.publish(T, "q", msgs(b"three"))
+    ids = first + second
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+    assert len(set(ids)) == 3
+    got = await service.get_messages(T, "q", ids)
+    assert [m.body for m in got] == [b"\x00binary\xff", b"two", b"three"]
+    m = got[0]
+    assert (m.content_type, dict(m.headers), m.producer, m.priority) == (
+        "application/x-thing",
+        {"k": "v", "ü": "ñ"},
+        "p1",
+        7,
+    )
+    assert m.ttl == 3600.0 and m.claim_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_to_a_missing_queue_creates_it_unless_told_not_to(service):
+    await service.publish(T, "lazy", msgs(b"x"))
+    assert (await service.get_queue(T, "lazy")).options.durable
+    with pytest.raises(QueueNotFound):
+        await service.publish(T, "strict", msgs(b"x"), create=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rejected_batch_stores_nothing(service, clock):
+    await service.create_queue(T, "q")
+    limit = service.limits.max_body
+    bad_batches = [
+        (msgs(b"ok", b"x" * (limit + 1)), TooLarge, "messages[1].body"),
+        ([NewMessage(b"ok"), NewMessage(b"bad", ttl=0)], InvalidArgument, "messages[1].ttl"),
+        (
+            [NewMessage(b"ok"), NewMessage(b"bad", priority=10)],
+            InvalidArgument,
+            "messages[1].priority",
+        ),
+        (msgs(*[b"m"] * (service.limits.max_batch + 1)), TooLarge, "messages"),
+        ([], InvalidArgument, "messages"),
+    ]
+    for batch, error, field in bad_batches:
+        with pytest.raises(error) as e:
+            await service.publish(T, "q", batch)
+        assert e.value.field == field
+    assert (await service.queue_stats(T, "q")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_bounded_queue_rejects_what_does_not_fit(service):
+    await service.create_queue(T, "q", options=QueueOptions(max_messages=3))
+    await service.publish(T, "q", msgs(b"1", b"2"))
+    with pytest.raises(QueueFull):
+        await service.publish(T, "q", msgs(b"3", b"4"))
+    assert await bodies_of(service, "q") == [b"1", b"2"]
+    await service.publish(T, "q", msgs(b"3"))
+    assert (await service.queue_stats(T, "q")).total == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_bounded_queue_by_bytes(service):
+    await service.create_queue(T, "q", options=QueueOptions(max_bytes=10))
+    await service.publish(T, "q", msgs(b"12345", b"67890"))
+    with pytest.raises(QueueFull):
+        await service.publish(T, "q", msgs(b"!"))
+    with pytest.raises(QueueFull):
+        await service.publish(T, "q", msgs(b"x" * 11))
+    assert await bodies_of(service, "q") == [b"12345", b"67890"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_drop_oldest_keeps_the_newest(service):
+    options = QueueOptions(max_messages=3, overflow=Overflow.DROP_OLDEST)
+    await service.create_queue(T, "q", options=options)
+    for body in (b"1", b"2", b"3", b"4"):
+        await service.publish(T, "q", msgs(body))
+    await service.publish(T, "q", msgs(b"5", b"6"))
+    assert await bodies_of(service, "q") == [b"4", b"5", b"6"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_drop_oldest_by_bytes(service):
+    options = QueueOptions(max_bytes=6, overflow=Overflow.DROP_OLDEST)
+    await service.create_queue(T, "q", options=options)
+    await service.publish(T, "q", msgs(b"aa", b"bb", b"cc"))
+    await service.publish(T, "q", msgs(b"ddd"))
+    assert await bodies_of(service, "q") == [b"cc", b"ddd"]
+
+
+# -- reading, deleting -----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_message_and_missing_ids(service):
+    ids = await service.publish(T, "q", msgs(b"a"))
+    assert (await service.get_message(T, "q", ids[0])).body == b"a"
+    for missing in ("999", "not-a-number", "-1"):
+        with pytest.raises(MessageNotFound):
+            await service.get_message(T, "q", missing)
+    assert await service.get_messages(T, "q", ["999", ids[0], "junk"]) != []
+
+
+@pytest_twisted.ensureDeferred
+async def test_observe_reads_after_a_marker_without_changing_anything(service):
+    ids = await service.publish(T, "q", msgs(b"a", b"b", b"c", b"d"))
+    page = await service.observe(T, "q", limit=2)
+    assert [m.body for m in page] == [b"a", b"b"]
+    page2 = await service.observe(T, "q", after=page[-1].id, limit=2)
+    assert [m.body for m in page2] == [b"c", b"d"]
+    assert await service.observe(T, "q", after=ids[-1]) == []
+    # Every observer sees everything: nothing was consumed.
+    assert await bodies_of(service, "q") == [b"a", b"b", b"c", b"d"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_observe_filters_claimed_delayed_and_own_messages(service, clock):
+    await service.publish(T, "q", [NewMessage(b"mine", producer="me")])
+    await service.publish(T, "q", [NewMessage(b"theirs", producer="them")])
+    await service.publish(T, "q", [NewMessage(b"later", delay=30)])
+    await service.publish(T, "q", [NewMessage(b"to-claim", priority=9)])
+    await service.claim(T, "q", limit=1)
+    assert await bodies_of(service, "q") == [b"mine", b"theirs"]
+    assert await bodies_of(service, "q", include_claimed=True) == [b"mine", b"theirs", b"to-claim"]
+    assert await bodies_of(service, "q", include_delayed=True) == [b"mine", b"theirs", b"later"]
+    assert await bodies_of(service, "q", exclude_producer="me") == [b"theirs"]
+    clock.advance(31)
+    assert await bodies_of(service, "q") == [b"mine", b"theirs", b"later"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_by_ids_and_claimed_messages_need_their_claim(service):
+    ids = await service.publish(T, "q", msgs(b"a", b"b", b"c"))
+    claim = await service.claim(T, "q", limit=1)
+    claimed_id = claim.messages[0].id
+    with pytest.raises(MessageClaimed):
+        await service.delete_messages(T, "q", [claimed_id])
+    assert await service.delete_messages(T, "q", [claimed_id], claim_id="wrong") == []
+    assert await service.delete_messages(T, "q", [claimed_id], claim_id=claim.id) == [claimed_id]
+    assert await service.delete_messages(T, "q", ids[1:] + ["404"]) == ids[1:]
+    assert (await service.queue_stats(T, "q")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_pop_claims_and_deletes_in_claim_order(service):
+    await service.publish(T, "q", [NewMessage(b"low", priority=1), NewMessage(b"high", priority=8)])
+    await service.publish(T, "q", msgs(b"mid"))
+    popped = await service.pop_messages(T, "q", 2)
+    assert [m.body for m in popped] == [b"high", b"mid"]
+    assert await bodies_of(service, "q", include_claimed=True) == [b"low"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_empties_the_queue_but_keeps_it(service):
+    await service.publish(T, "q", msgs(b"a", b"b"))
+    assert await service.purge_queue(T, "q") == 2
+    assert (await service.queue_stats(T, "q")).total == 0
+    ids = await service.publish(T, "q", msgs(b"c"))
+    assert int(ids[0]) > 2  # markers never go back
+
+
+# -- claims ----------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_claims_take_highest_priority_first_then_fifo(service):
+    await service.publish(
+        T,
+        "q",
+        [
+            NewMessage(b"p1-a", priority=1),
+            NewMessage(b"p5-a", priority=5),
+            NewMessage(b"p1-b", priority=1),
+            NewMessage(b"p9", priority=9),
+            NewMessage(b"p5-b", priority=5),
+        ],
+    )
+    claim = await service.claim(T, "q", limit=10)
+    assert [m.body for m in claim.messages] == [b"p9", b"p5-a", b"p5-b", b"p1-a", b"p1-b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claimed_message_is_invisible_to_other_claimers_until_the_lease_ends(
+    service, clock
+):
+    await service.publish(T, "q", msgs(b"job"))
+    first = await service.claim(T, "q", limit=5, ttl=30)
+    assert [m.body for m in first.messages] == [b"job"]
+    assert first.messages[0].claim_count == 1
+    assert await service.claim(T, "q") is None
+    stats = await service.queue_stats(T, "q")
+    assert (stats.total, stats.claimed, stats.available) == (1, 1, 0)
+    clock.advance(29)
+    assert await service.claim(T, "q") is None
+    clock.advance(1)
+    second = await service.claim(T, "q", ttl=30)
+    assert [m.body for m in second.messages] == [b"job"]
+    assert second.messages[0].claim_count == 2
+    # The first claim's lease is over: its ack no longer deletes the message.
+    assert await service.ack(T, "q", first.id, [first.messages[0].id]) == []
+    assert await service.ack(T, "q", second.id, [second.messages[0].id]) == [second.messages[0].id]
+    assert (await service.queue_stats(T, "q")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_renew_and_release_a_claim(service, clock):
+    await service.publish(T, "q", msgs(b"a", b"b"))
+    claim = await service.claim(T, "q", limit=2, ttl=20)
+    got = await service.get_claim(T, "q", claim.id)
+    assert [m.body for m in got.messages] == [b"a", b"b"] and got.ttl == 20
+    clock.advance(15)
+    await service.renew_claim(T, "q", claim.id, ttl=20)
+    clock.advance(15)
+    assert await service.claim(T, "q") is None  # renewed lease still holds
+    assert await service.release(T, "q", claim.id, ids=[claim.messages[0].id]) == 1
+    again = await service.claim(T, "q")
+    assert [m.body for m in again.messages] == [b"a"]
+    assert await service.release(T, "q", claim.id) == 1
+    with pytest.raises(ClaimNotFound):
+        await service.get_claim(T, "q", claim.id)
+    with pytest.raises(ClaimNotFound):
+        await service.renew_claim(T, "q", claim.id, ttl=20)
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_with_a_redelivery_delay(service, clock):
+    await service.publish(T, "q", msgs(b"retry-me"))
+    claim = await service.claim(T, "q")
+    await service.release(T, "q", claim.id, delay=10)
+    assert await service.claim(T, "q") is None
+    assert (await service.queue_stats(T, "q")).delayed == 1
+    clock.advance(10)
+    assert (await service.claim(T, "q")).messages[0].body == b"retry-me"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_keeps_its_messages_alive_for_lease_plus_grace(service, clock):
+    await service.publish(T, "q", [NewMessage(b"short", ttl=10)])
+    claim = await service.claim(T, "q", ttl=30, grace=20)
+    clock.advance(25)  # past the message's own ttl, inside the lease
+    assert [m.body for m in (await service.get_claim(T, "q", claim.id)).messages] == [b"short"]
+    clock.advance(20)  # lease over at 30; the message lives until 50
+    assert await bodies_of(service, "q") == [b"short"]
+    clock.advance(5)
+    assert await bodies_of(service, "q", include_claimed=True) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_claimed_messages_move_to_the_dead_letter_queue(service):
+    options = QueueOptions(max_claim_count=2, dead_letter_queue="dead", dead_letter_ttl=500)
+    await service.create_queue(T, "q", options=options)
+    await service.publish(T, "q", msgs(b"poison", b"fine"))
+    for _ in range(2):
+        claim = await service.claim(T, "q", limit=1)
+        assert claim.messages[0].body == b"poison"
+        await service.release(T, "q", claim.id)
+    third = await service.claim(T, "q", limit=1)
+    assert [m.body for m in third.messages] == [b"fine"]
+    dead = await service.observe(T, "dead", limit=10)
+    assert [m.body for m in dead] == [b"poison"]
+    assert dead[0].expires_at == pytest.approx(service.clock.seconds() + 500)
+    assert (await service.queue_stats(T, "q")).total == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_dead_letter_queue_over_claimed_messages_are_dropped(service):
+    await service.create_queue(T, "q", options=QueueOptions(max_claim_count=1))
+    await service.publish(T, "q", msgs(b"once"))
+    claim = await service.claim(T, "q")
+    await service.release(T, "q", claim.id)
+    assert await service.claim(T, "q") is None
+    assert (await service.queue_stats(T, "q")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_arguments_are_checked(service):
+    await service.create_queue(T, "q")
+    for kwargs, field in [
+        ({"limit": 0}, "limit"),
+        ({"limit": service.limits.max_claim + 1}, "limit"),
+        ({"ttl": 0}, "ttl"),
+        ({"grace": -1}, "grace"),
+        ({"wait": -1}, "wait"),
+    ]:
+        with pytest.raises(InvalidArgument) as e:
+            await service.claim(T, "q", **kwargs)
+        assert e.value.field == field
+
+
+# -- time: TTL, delay ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_expire_exactly_at_their_ttl(service, clock):
+    await service.create_queue(T, "q", options=QueueOptions(default_ttl=100))
+    await service.publish(T, "q", [NewMessage(b"short", ttl=10), NewMessage(b"default")])
+    clock.advance(9.999)
+    assert await bodies_of(service, "q") == [b"short", b"default"]
+    clock.advance(0.001)
+    assert await bodies_of(service, "q") == [b"default"]
+    assert (await service.queue_stats(T, "q")).total == 1
+    clock.advance(90)
+    assert await service.reap() == 2
+    assert await service.reap() == 0
+    assert await service.claim(T, "q") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_delayed_messages_become_claimable_after_the_delay(service, clock):
+    await service.create_queue(T, "q", options=QueueOptions(default_delay=5))
+    await service.publish(T, "q", [NewMessage(b"queue-default")])
+    await service.publish(T, "q", [NewMessage(b"now", delay=0)])
+    assert [m.body for m in (await service.claim(T, "q")).messages] == [b"now"]
+    clock.advance(5)
+    assert [m.body for m in (await service.claim(T, "q")).messages] == [b"queue-default"]
+
+
+# -- waiting ---------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_claim_wakes_on_publish(service):
+    await service.create_queue(T, "q")
+    d = service.claim(T, "q", wait=30)
+    await until(lambda: service.waiting(T, "q") == 1)
+    assert not d.called
+    await service.publish(T, "q", msgs(b"wake"))
+    claim = await d
+    assert [m.body for m in claim.messages] == [b"wake"]
+    assert service.waiting(T, "q") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_observe_wakes_on_publish_and_times_out_on_the_clock(service, clock):
+    await service.create_queue(T, "q")
+    d = service.observe(T, "q", wait=10)
+    await until(lambda: service.waiting(T, "q") == 1)
+    await service.publish(T, "q", msgs(b"seen"))
+    assert [m.body for m in await d] == [b"seen"]
+    d2 = service.observe(T, "q", after=(await service.observe(T, "q"))[-1].id, wait=10)
+    await until(lambda: service.waiting(T, "q") == 1)
+    clock.advance(10)
+    assert await d2 == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_claim_wakes_when_a_delay_or_lease_ends(service, clock):
+    await service.publish(T, "q", [NewMessage(b"delayed", delay=5)])
+    d = service.claim(T, "q", wait=30, ttl=20)
+    await until(lambda: service.waiting(T, "q") == 1)
+    clock.advance(5)
+    claim = await d
+    assert [m.body for m in claim.messages] == [b"delayed"]
+    d2 = service.claim(T, "q", wait=100)
+    await until(lambda: service.waiting(T, "q") == 1)
+    clock.advance(20)  # the first lease ends
+    assert [m.body for m in (await d2).messages] == [b"delayed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_claim_times_out_with_nothing(service, clock):
+    await service.create_queue(T, "q")
+    d = service.claim(T, "q", wait=3)
+    await until(lambda: service.waiting(T, "q") == 1)
+    clock.advance(3)
+    assert await d is None
+    assert service.waiting(T, "q") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_a_wait_frees_it_at_once(service, clock):
+    await service.create_queue(T, "q")
+    d = service.claim(T, "q", wait=30)
+    await until(lambda: service.waiting(T, "q") == 1)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    assert service.waiting(T, "q") == 0
+    assert clock.getDelayedCalls() == []
+    # The message published afterwards is still there for the next claimer.
+    await service.publish(T, "q", msgs(b"kept"))
+    assert (await service.claim(T, "q")).messages[0].body == b"kept"
+
+
+# -- durable subscriptions -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscription_cursors_are_stored_per_queue(service):
+    ids = await service.publish(T, "topic", msgs(b"a", b"b"))
+    assert await service.get_cursor(T, "topic", "sub-1") is None
+    await service.set_cursor(T, "topic", "sub-1", ids[0])
+    await service.set_cursor(T, "topic", "sub-1", ids[1])
+    await service.set_cursor(T, "topic", "sub-2", ids[0])
+    assert await service.get_cursor(T, "topic", "sub-1") == ids[1]
+    assert await service.get_cursor(T, "topic", "sub-2") == ids[0]
+    await service.set_cursor(T, "topic", "sub-1", None)
+    assert await service.get_cursor(T, "topic", "sub-1") is None

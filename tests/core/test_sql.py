@@ -1,0 +1,199 @@
+"""What only the SQL backend has: concurrent stores on one database, group commit,
+migrations, and cross-process wakeups (PostgreSQL LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from core.errors import QueueNotFound
+from core.model import NewMessage
+from core.service import QueueService
+from storage.memory import MemoryStorage
+from storage.sql.migrate import current_revision, head_revision, upgrade
+from storage.sql.schema import metadata
+from storage.sql.store import SQLStorage, make_engine
+from storage.sql.writer import GroupCommitWriter, each
+from tests.conftest import TEST_LIMITS, _clean_pg
+from tests.helpers import until
+
+T = "t"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/qgate.db"
+        upgrade(url)
+        return url
+    url = request.getfixturevalue("pg_database")
+    _clean_pg(url)
+    return url
+
+
+def make_service(reactor, url: str, clock: Clock | None = None) -> tuple[QueueService, SQLStorage]:
+    store = SQLStorage(reactor, url, synchronous="NORMAL")
+    service = QueueService(clock or Clock(), store, MemoryStorage(), limits=TEST_LIMITS)
+    return service, store
+
+
+@pytest_twisted.ensureDeferred
+async def test_eight_concurrent_claimers_get_every_message_exactly_once(reactor, sql_url):
+    """Eight stores, each with its own writer connection, like eight qgate processes."""
+    clock = Clock()
+    clock.advance(1_000_000)
+    services = [make_service(reactor, sql_url, clock) for _ in range(8)]
+    first = services[0][0]
+    total = 10_000
+    await first.create_queue(T, "jobs")
+    for start in range(0, total, 100):
+        await first.publish(T, "jobs", [NewMessage(b"%d" % i) for i in range(start, start + 100)])
+
+    received: list[list[bytes]] = [[] for _ in services]
+
+    async def consume(index: int, service: QueueService) -> None:
+        while True:
+            claim = await service.claim(T, "jobs", limit=50, ttl=600)
+            if claim is None:
+                return
+            received[index] += [m.body for m in claim.messages]
+            await service.ack(T, "jobs", claim.id, [m.id for m in claim.messages])
+
+    try:
+        await defer.gatherResults(
+            [defer.ensureDeferred(consume(i, s)) for i, (s, _) in enumerate(services)],
+            consumeErrors=True,
+        )
+    finally:
+        for _, store in services:
+            await store.close()
+    everything = [body for part in received for body in part]
+    assert len(everything) == total
+    assert set(everything) == {b"%d" % i for i in range(total)}
+    assert sum(1 for part in received if part) >= 2  # the work really was shared
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_publishes_share_commits(reactor, sql_url):
+    service, store = make_service(reactor, sql_url)
+    try:
+        await service.create_queue(T, "q")
+        before = (store.writer.batches, store.writer.operations)
+        ids = await defer.gatherResults(
+            [service.publish(T, "q", [NewMessage(b"%d" % i)]) for i in range(200)]
+        )
+        batches = store.writer.batches - before[0]
+        operations = store.writer.operations - before[1]
+        assert operations == 200
+        assert batches < 100  # many callers per transaction
+        flat = [i for group in ids for i in group]
+        assert len(set(flat)) == 200
+        assert (await service.queue_stats(T, "q")).total == 200
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_publish_in_a_shared_transaction_fails_alone(reactor, sql_url):
+    service, store = make_service(reactor, sql_url)
+    try:
+        await service.create_queue(T, "q")
+        results = await defer.DeferredList(
+            [
+                service.publish(T, "q", [NewMessage(b"fine-1")]),
+                service.publish(T, "missing", [NewMessage(b"lost")], create=False),
+                service.publish(T, "q", [NewMessage(b"fine-2")]),
+            ],
+            consumeErrors=True,
+        )
+        assert [ok for ok, _ in results] == [True, False, True]
+        assert results[1][1].check(QueueNotFound)
+        bodies = [m.body for m in await service.observe(T, "q")]
+        assert bodies == [b"fine-1", b"fine-2"]
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_error_rolls_back_only_its_own_operation(reactor, tmp_path):
+    url = f"sqlite:///{tmp_path}/w.db"
+    engine = make_engine(url, writer=True)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    writer = GroupCommitWriter(reactor, engine)
+
+    @each
+    def insert(conn: sa.Connection, x: int) -> int:
+        conn.exec_driver_sql(f"INSERT INTO t VALUES ({x})")
+        return x
+
+    gate = threading.Event()
+
+    @each
+    def block(conn: sa.Connection) -> None:
+        gate.wait(5)
+
+    try:
+        held = writer.submit(block)  # keeps the writer busy so the next three share a batch
+        ds = [writer.submit(insert, 1), writer.submit(insert, 1), writer.submit(insert, 2)]
+        gate.set()
+        await held
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, False, True]
+        assert results[1][1].check(sa.exc.IntegrityError)
+        with engine.connect() as conn:
+            assert [r[0] for r in conn.exec_driver_sql("SELECT x FROM t ORDER BY x")] == [1, 2]
+    finally:
+        await writer.close()
+        engine.dispose()
+
+
+def test_migrations_build_exactly_the_schema_the_code_uses(tmp_path):
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url)
+    assert current_revision(url) == head_revision()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+    upgrade(url)  # idempotent
+
+
+@pytest.mark.postgres
+def test_migrations_match_the_schema_on_postgresql(pg_database):
+    from storage.sql.store import normalize_url
+
+    engine = sa.create_engine(normalize_url(pg_database))
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+@pytest.mark.postgres
+@pytest_twisted.ensureDeferred
+async def test_a_publish_in_one_process_wakes_a_waiter_in_another(reactor, pg_database):
+    _clean_pg(pg_database)
+    waiter, waiter_store = make_service(reactor, pg_database)
+    publisher, publisher_store = make_service(reactor, pg_database)
+    waiter.start()
+    try:
+        await publisher.create_queue(T, "q")
+        await until(waiter_store.listen_ready.is_set)
+        d = waiter.claim(T, "q", wait=60)
+        await until(lambda: waiter.waiting(T, "q") == 1)
+        # The waiter's clock never moves: only the NOTIFY can wake it.
+        await publisher.publish(T, "q", [NewMessage(b"from-elsewhere")])
+        claim = await d
+        assert [m.body for m in claim.messages] == [b"from-elsewhere"]
+    finally:
+        await waiter.stop()
+        await publisher_store.close()
