@@ -85,9 +85,10 @@ class IQueueStorage(Interface):
     def ack(tenant, name, claim_id, markers, now):
         """-> list[int] deleted, of ``markers`` still held by ``claim_id``."""
 
-    def next_wake(tenant, name, now):
-        """-> float or None: the earliest future time a delayed or leased message becomes
-        available, for waiters that found nothing."""
+    def next_wake(tenant, name, now, after=None):
+        """-> float or None: the earliest future time a delayed or leased message (with a
+        marker above ``after``, when given) becomes available, for waiters that found
+        nothing."""
 
     def reap(now, limit):
         """-> int: deletes up to ``limit`` expired messages (and expired claims)."""
@@ -124,6 +125,7 @@ class IQueueService(Interface):
 
     clock = Attribute("The IReactorTime the service takes its time from.")
     limits = Attribute("The core.limits.Limits the service enforces.")
+    default_options = Attribute("The QueueOptions a queue created on first use gets.")
 
     def create_queue(tenant, name, options=None, metadata=None):
         """-> (Queue, created: bool); an existing queue is returned unchanged."""

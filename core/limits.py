@@ -110,6 +110,8 @@ def check_messages(messages: Sequence[NewMessage], limits: Limits) -> None:
             field="messages",
         )
     for i, m in enumerate(messages):
+        if _plain(m, limits):
+            continue
         where = f"messages[{i}]"
         if not isinstance(m, NewMessage):
             raise InvalidArgument(f"{where} is not a message", field=where)
@@ -147,6 +149,22 @@ def check_messages(messages: Sequence[NewMessage], limits: Limits) -> None:
                     f"{where}.headers[{k!r:.40}] is longer than {limits.max_header_length}",
                     field=f"{where}.headers",
                 )
+
+
+def _plain(m: object, limits: Limits) -> bool:
+    """The common case, checked fast: a small message with defaults and no headers."""
+    return (
+        type(m) is NewMessage
+        and type(m.body) is bytes
+        and len(m.body) <= limits.max_body
+        and m.ttl is None
+        and m.delay is None
+        and type(m.priority) is int
+        and 0 <= m.priority <= 9
+        and not m.headers
+        and type(m.content_type) is str
+        and len(m.content_type) <= limits.max_content_type
+    )
 
 
 def resolve_times(message: NewMessage, options: QueueOptions, now: float) -> tuple[float, float]:

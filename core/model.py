@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Priority a message gets when the publisher names none (the JMS convention: 0-9, 4 default).
 DEFAULT_PRIORITY = 4
@@ -78,9 +78,12 @@ class NewMessage:
     producer: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A stored message. ``id`` is the queue-local marker as a string."""
+class Message(NamedTuple):
+    """A stored message. ``id`` is the queue-local marker as a string.
+
+    A NamedTuple rather than a frozen dataclass: it is the most-created value on the hot
+    path, and a tuple is built several times faster while being just as immutable.
+    """
 
     marker: int
     body: bytes

@@ -48,6 +48,7 @@ from typing import IO, Any
 
 import fastavro
 import fastavro.schema
+import fastavro.validation
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, UnknownType
 
@@ -101,6 +102,15 @@ _DECODE_ERRORS = (
     RecursionError,
     struct.error,
     SchemaResolutionError,
+)
+_WRITE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    struct.error,
+    fastavro.validation.ValidationError,
 )
 _PARSE_ERRORS = (
     SchemaParseException,
@@ -565,17 +575,28 @@ class AvroType:
         """Check a JSON value against this type and write it as Avro binary."""
         return self.write(self.from_json(value, path), path)
 
-    def write(self, value: Any, path: str = "body") -> bytes:
-        """Avro binary of a value (from ``from_json``, or decoded with this type)."""
+    def write(self, value: Any, path: str = "body", *, check: bool = False) -> bytes:
+        """Avro binary of a value (from ``from_json``, or decoded with this type).
+
+        fastavro writes what it is given without checking it (a string written as a
+        boolean becomes ``true``); ``check`` validates the value first, for values that do
+        not come from ``from_json`` or a decoder (an RPC handler's response).
+        """
         out = io.BytesIO()
-        self.write_to(out, value, path)
+        self.write_to(out, value, path, check=check)
         return out.getvalue()
 
-    def write_to(self, out: IO[bytes], value: Any, path: str = "body") -> None:
+    def write_to(
+        self, out: IO[bytes], value: Any, path: str = "body", *, check: bool = False
+    ) -> None:
+        datum = {"v": value}
         try:
-            fastavro.schemaless_writer(out, self._codec, {"v": value})
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as e:
-            raise InvalidAvroData(f"{path}: cannot be written: {e}", field=path) from None
+            if check:
+                fastavro.validation.validate(datum, self._codec)
+            fastavro.schemaless_writer(out, self._codec, datum)
+        except _WRITE_ERRORS as e:
+            text = str(e).replace(f"{_WRAPPER}.v", path)
+            raise InvalidAvroData(f"{path}: cannot be written: {text}", field=path) from None
 
     def read_from(self, fo: IO[bytes], writer: AvroType | None = None, path: str = "body") -> Any:
         """Read one value written with ``writer`` (default: this type) from ``fo``,
@@ -1228,6 +1249,6 @@ def write_container(
         options["sync_marker"] = sync_marker
     try:
         fastavro.writer(out, fastavro.parse_schema(schema.definition), records, **options)
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as e:
+    except _WRITE_ERRORS as e:
         raise InvalidAvroData(f"records: cannot be written: {e}", field="records") from None
     return out.getvalue()

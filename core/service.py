@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from core.errors import ClaimNotFound, InvalidArgument, MessageNotFound, QueueExists, QueueNotFound
+from core.errors import (
+    ClaimNotFound,
+    InvalidArgument,
+    MessageNotFound,
+    QGateError,
+    QueueExists,
+    QueueNotFound,
+)
 from core.interfaces import IQueueService, IQueueStorage, ITransientStorage, IWakeupSource
 from core.limits import (
     SUBSCRIPTION_RE,
@@ -45,9 +53,10 @@ def _as_deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred
 
 
 def _marker(message_id: object) -> int | None:
-    """The marker behind a message id, or None for an id that cannot exist."""
+    """The marker behind a message id, or None for an id that cannot exist. "0" is the
+    marker before every message (a cursor or ``after`` meaning "from the start")."""
     if isinstance(message_id, int) and not isinstance(message_id, bool):
-        return message_id if message_id > 0 else None
+        return message_id if message_id >= 0 else None
     if isinstance(message_id, str) and message_id.isdigit() and len(message_id) < 20:
         return int(message_id)
     return None
@@ -55,6 +64,31 @@ def _marker(message_id: object) -> int | None:
 
 def _markers(ids: Sequence[object]) -> list[int]:
     return [m for m in map(_marker, ids) if m is not None]
+
+
+def _ids(markers: Sequence[int]) -> list[str]:
+    return [str(m) for m in markers]
+
+
+def new_claim_id() -> str:
+    """128 random bits as hex (uuid4's entropy, a fraction of its cost)."""
+    return os.urandom(16).hex()
+
+
+def _to_claim(
+    found: list[Message], claim_id: str, name: str, ttl: float, grace: float, now: float
+) -> Claim | None:
+    if not found:
+        return None
+    return Claim(
+        id=claim_id,
+        queue=name,
+        ttl=ttl,
+        grace=grace,
+        created_at=now,
+        expires_at=now + ttl,
+        messages=tuple(found),
+    )
 
 
 @implementer(IQueueService)
@@ -80,6 +114,7 @@ class QueueService:
         self._transient = transient
         self._wakeups = WakeupRegistry(clock)
         self._generations: dict[Hashable, int] = {}
+        self._checked: set[tuple[str, str]] = set()
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
         self._reaper: LoopingCall | None = None
@@ -147,8 +182,13 @@ class QueueService:
     # -- helpers ---------------------------------------------------------------------------
 
     def _store(self, tenant: str, name: str) -> IQueueStorage:
-        check_tenant(tenant)
-        check_name(name)
+        key = (tenant, name)
+        if key not in self._checked:  # names are checked once, not on every call
+            check_tenant(tenant)
+            check_name(name)
+            if len(self._checked) >= 100_000:
+                self._checked.clear()
+            self._checked.add(key)
         if self._transient.has_queue(tenant, name):
             return self._transient
         return self._durable
@@ -157,9 +197,13 @@ class QueueService:
         return self.clock.seconds()
 
     def _check_limit(self, limit: object, field: str, high: int) -> int:
+        if type(limit) is int and 1 <= limit <= high:
+            return limit
         return int(check_number(limit, field, 1, high, integer=True))
 
     def _check_wait(self, wait: object) -> float:
+        if wait == 0 and type(wait) in (int, float):
+            return 0.0
         return float(check_number(wait, "wait", 0, self.limits.max_wait))
 
     # -- queues ----------------------------------------------------------------------------
@@ -253,24 +297,45 @@ class QueueService:
 
     # -- messages --------------------------------------------------------------------------
 
-    @_as_deferred
-    async def publish(
+    # publish, claim and ack are the hot path: plain Deferred chains, no coroutine machinery.
+
+    def publish(
         self,
         tenant: str,
         name: str,
         messages: Sequence[NewMessage],
         create: bool = True,
-    ) -> list[str]:
-        store = self._store(tenant, name)
-        check_messages(messages, self.limits)
+    ) -> Deferred[list[str]]:
         try:
-            markers = await store.publish(tenant, name, messages, self._now())
-        except QueueNotFound:
-            if not create:
-                raise
+            store = self._store(tenant, name)
+            check_messages(messages, self.limits)
+        except QGateError as e:
+            return fail(e)
+        d = store.publish(tenant, name, messages, self._now())
+        if not create:
+            return d.addCallback(self._published, tenant, name)
+        return d.addCallbacks(
+            self._published,
+            self._publish_lazily,
+            callbackArgs=(tenant, name),
+            errbackArgs=(tenant, name, messages),
+        )
+
+    def _publish_lazily(
+        self, failure: Failure, tenant: str, name: str, messages: Sequence[NewMessage]
+    ) -> Deferred[list[str]]:
+        """The queue did not exist: create it with the defaults, then publish again."""
+        failure.trap(QueueNotFound)
+
+        async def create_then_publish() -> list[str]:
             await self.create_queue(tenant, name)
             store = self._store(tenant, name)
             markers = await store.publish(tenant, name, messages, self._now())
+            return self._published(markers, tenant, name)
+
+        return Deferred.fromCoroutine(create_then_publish())
+
+    def _published(self, markers: list[int], tenant: str, name: str) -> list[str]:
         self.notify(tenant, name)
         return [str(m) for m in markers]
 
@@ -347,7 +412,7 @@ class QueueService:
                 return found
             until = deadline
             if not include_delayed:
-                nxt = await store.next_wake(tenant, name, now)
+                nxt = await store.next_wake(tenant, name, now, start)
                 if nxt is not None:
                     until = min(until, nxt)
             await self._wait(key, generation, until)
@@ -355,12 +420,19 @@ class QueueService:
     # -- claims ----------------------------------------------------------------------------
 
     def _check_lease(self, ttl: object, grace: object) -> tuple[float, float]:
-        lease = float(check_number(ttl, "ttl", self.limits.min_lease, self.limits.max_lease))
-        grace_s = float(check_number(grace, "grace", 0, self.limits.max_grace))
+        limits = self.limits
+        if (
+            type(ttl) in (int, float)
+            and type(grace) in (int, float)
+            and limits.min_lease <= ttl <= limits.max_lease  # type: ignore[operator]
+            and 0 <= grace <= limits.max_grace  # type: ignore[operator]
+        ):
+            return float(ttl), float(grace)  # type: ignore[arg-type]
+        lease = float(check_number(ttl, "ttl", limits.min_lease, limits.max_lease))
+        grace_s = float(check_number(grace, "grace", 0, limits.max_grace))
         return lease, grace_s
 
-    @_as_deferred
-    async def claim(
+    def claim(
         self,
         tenant: str,
         name: str,
@@ -368,28 +440,43 @@ class QueueService:
         ttl: float = 60,
         grace: float = 0,
         wait: float = 0,
+    ) -> Deferred[Claim | None]:
+        try:
+            store = self._store(tenant, name)
+            limit = self._check_limit(limit, "limit", self.limits.max_claim)
+            lease, grace_s = self._check_lease(ttl, grace)
+            wait = self._check_wait(wait)
+        except QGateError as e:
+            return fail(e)
+        if wait:
+            return Deferred.fromCoroutine(
+                self._claim_waiting(store, tenant, name, limit, lease, grace_s, wait)
+            )
+        now = self._now()
+        claim_id = new_claim_id()
+        return store.claim(tenant, name, claim_id, limit, lease, grace_s, now).addCallback(
+            _to_claim, claim_id, name, lease, grace_s, now
+        )
+
+    async def _claim_waiting(
+        self,
+        store: IQueueStorage,
+        tenant: str,
+        name: str,
+        limit: int,
+        lease: float,
+        grace: float,
+        wait: float,
     ) -> Claim | None:
-        store = self._store(tenant, name)
-        limit = self._check_limit(limit, "limit", self.limits.max_claim)
-        lease, grace_s = self._check_lease(ttl, grace)
-        wait = self._check_wait(wait)
         key = (tenant, name)
         deadline = self._now() + wait
         while True:
             generation = self._generations.get(key, 0)
             now = self._now()
-            claim_id = uuid.uuid4().hex
-            found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace_s)
+            claim_id = new_claim_id()
+            found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace)
             if found:
-                return Claim(
-                    id=claim_id,
-                    queue=name,
-                    ttl=lease,
-                    grace=grace_s,
-                    created_at=now,
-                    expires_at=now + lease,
-                    messages=tuple(found),
-                )
+                return _to_claim(found, claim_id, name, lease, grace, now)
             now = self._now()
             if now >= deadline:
                 return None
@@ -468,11 +555,13 @@ class QueueService:
             self.notify(tenant, name)
         return count
 
-    @_as_deferred
-    async def ack(self, tenant: str, name: str, claim_id: str, ids: Sequence[str]) -> list[str]:
-        store = self._store(tenant, name)
-        done = await store.ack(tenant, name, claim_id, _markers(ids), self._now())
-        return [str(m) for m in done]
+    def ack(self, tenant: str, name: str, claim_id: str, ids: Sequence[str]) -> Deferred[list[str]]:
+        try:
+            store = self._store(tenant, name)
+        except QGateError as e:
+            return fail(e)
+        d = store.ack(tenant, name, claim_id, _markers(ids), self._now())
+        return d.addCallback(_ids)
 
     # -- durable subscriptions -------------------------------------------------------------
 

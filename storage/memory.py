@@ -1,8 +1,9 @@
 """In-memory storage: the transient-queue backend, and the fake the unit tests run on.
 
 Everything happens synchronously on the calling (reactor) thread; results are wrapped in
-already-fired Deferreds. Per queue, messages sit in a SortedDict by marker (the log order
-observers read) and in two heaps: ``ready`` (claimable, by priority then marker) and
+already-fired Deferreds. Per queue, messages sit in a dict by marker plus an append-only
+list of markers (markers only grow, so both are in log order; observers bisect the list)
+and in two heaps: ``ready`` (claimable, by priority then marker) and
 ``waiting`` (delayed or leased, by the time they become claimable). Heap entries carry the
 message's generation, so a stale entry is skipped instead of searched for and removed.
 """
@@ -10,10 +11,10 @@ message's generation, so a stale entry is skipped instead of searched for and re
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-from sortedcontainers import SortedDict
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
@@ -87,18 +88,18 @@ class _Msg:
 
     def freeze(self) -> Message:
         return Message(
-            marker=self.marker,
-            body=self.body,
-            content_type=self.content_type,
-            headers=self.headers,
-            producer=self.producer,
-            priority=self.priority,
-            created_at=self.created_at,
-            expires_at=self.expires_at,
-            available_at=self.available_at,
-            claim_id=self.claim_id,
-            claim_expires=self.claim_expires,
-            claim_count=self.claim_count,
+            self.marker,
+            self.body,
+            self.content_type,
+            self.headers,
+            self.producer,
+            self.priority,
+            self.created_at,
+            self.expires_at,
+            self.available_at,
+            self.claim_id,
+            self.claim_expires,
+            self.claim_count,
         )
 
     def claimed(self, now: float) -> bool:
@@ -125,7 +126,11 @@ class _Queue:
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self.next_marker = 1
-        self.msgs: SortedDict = SortedDict()
+        self.msgs: dict[int, _Msg] = {}
+        # Markers in log order, with removed ones left behind until they are half the list.
+        self.order: list[int] = []
+        self.head = 0  # no live marker sits before order[head]
+        self.removed = 0
         self.ready: list[tuple[int, int, int]] = []  # (-priority, marker, gen)
         self.waiting: list[tuple[float, int, int]] = []  # (visible_at, marker, gen)
         self.expiry: list[tuple[float, int]] = []  # (expires_at, marker)
@@ -174,6 +179,7 @@ class _Queue:
 
     def add(self, msg: _Msg, now: float) -> None:
         self.msgs[msg.marker] = msg
+        self.order.append(msg.marker)
         self.bytes += len(msg.body)
         heapq.heappush(self.expiry, (msg.expires_at, msg.marker))
         msg.gen = 0
@@ -183,7 +189,30 @@ class _Queue:
         msg = self.msgs.pop(marker, None)
         if msg is not None:
             self.bytes -= len(msg.body)
+            self.removed += 1
+            if self.removed > 64 and self.removed * 2 > len(self.order):
+                self.order = list(self.msgs)  # dicts keep insertion (= marker) order
+                self.head = self.removed = 0
         return msg
+
+    def after(self, marker: int | None) -> Iterator[_Msg]:
+        """Live messages with markers above ``marker`` (all when None), in log order."""
+        order, msgs = self.order, self.msgs
+        i = self.head if marker is None else bisect_right(order, marker)
+        while i < len(order):
+            msg = msgs.get(order[i])
+            i += 1
+            if msg is not None:
+                yield msg
+
+    def oldest(self) -> _Msg | None:
+        order, msgs = self.order, self.msgs
+        while self.head < len(order):
+            msg = msgs.get(order[self.head])
+            if msg is not None:
+                return msg
+            self.head += 1
+        return None
 
     def live(self, marker: int, now: float) -> _Msg | None:
         msg = self.msgs.get(marker)
@@ -310,9 +339,11 @@ class MemoryStorage:
     def _make_room(self, q: _Queue, messages: Sequence[NewMessage]) -> None:
         """Apply the queue's bounds to a whole batch before any of it is stored."""
         options = q.queue.options
+        max_messages, max_bytes = options.max_messages, options.max_bytes
+        if max_messages is None and max_bytes is None:
+            return
         count = len(messages)
         size = sum(len(m.body) for m in messages)
-        max_messages, max_bytes = options.max_messages, options.max_bytes
         if max_messages is not None and count > max_messages:
             raise QueueFull(q.queue.name, f"a batch of {count} exceeds max_messages")
         if max_bytes is not None and size > max_bytes:
@@ -328,7 +359,9 @@ class MemoryStorage:
             (max_messages is not None and len(q.msgs) + count > max_messages)
             or (max_bytes is not None and q.bytes + size > max_bytes)
         ):
-            q.remove(q.msgs.peekitem(0)[0])
+            oldest = q.oldest()
+            assert oldest is not None
+            q.remove(oldest.marker)
 
     @_deferred
     def get_messages(
@@ -390,9 +423,7 @@ class MemoryStorage:
     ) -> list[Message]:
         q = self._get(tenant, name)
         out: list[Message] = []
-        start = 0 if after is None else after
-        for marker in q.msgs.irange(minimum=start, inclusive=(False, True)):
-            msg = q.msgs[marker]
+        for msg in q.after(after):
             if msg.expires_at <= now:
                 continue
             if exclude_producer is not None and msg.producer == exclude_producer:
@@ -568,16 +599,20 @@ class MemoryStorage:
         return done
 
     @_deferred
-    def next_wake(self, tenant: str, name: str, now: float) -> float | None:
+    def next_wake(
+        self, tenant: str, name: str, now: float, after: int | None = None
+    ) -> float | None:
         q = self._get(tenant, name)
         q.advance(now)
         while q.waiting:
             when, marker, gen = q.waiting[0]
             msg = q.msgs.get(marker)
             if msg is not None and msg.gen == gen:
-                return when
+                break
             heapq.heappop(q.waiting)
-        return None
+        if after is None:
+            return q.waiting[0][0] if q.waiting else None
+        return min((msg.visible_at for msg in q.after(after) if msg.visible_at > now), default=None)
 
     @_deferred
     def reap(self, now: float, limit: int) -> int:

@@ -6,6 +6,7 @@ group-commit writer (one thread, one connection). Nothing here blocks the reacto
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -83,6 +84,11 @@ def _claim_order(found: list[Message]) -> list[Message]:
     return sorted(found, key=lambda msg: (-msg.priority, msg.marker))
 
 
+@functools.lru_cache(maxsize=4096)
+def _options(text: str) -> QueueOptions:
+    return QueueOptions.from_dict(json.loads(text))
+
+
 class _QueueRow:
     __slots__ = ("id", "queue")
 
@@ -91,7 +97,7 @@ class _QueueRow:
         self.queue = Queue(
             tenant=row.tenant,
             name=row.name,
-            options=QueueOptions.from_dict(json.loads(row.options)),
+            options=_options(row.options),
             metadata=json.loads(row.metadata),
             created_at=row.created_at,
         )
@@ -180,6 +186,18 @@ class SQLStorage:
         self._pool.start()
         self._writer = GroupCommitWriter(reactor, self.write_engine, max_batch=max_batch)
         self._token = uuid.uuid4().hex[:12]
+        ph = "%s" if self._pg else "?"
+        notify = f"pg_notify('{NOTIFY_CHANNEL}', %s), " if self._pg else ""
+        self._sql_allocate = (
+            f"UPDATE queues SET last_marker = last_marker + {ph} "
+            f"WHERE tenant = {ph} AND name = {ph} RETURNING {notify}id, last_marker, options"
+        )
+        columns = (
+            "queue_id, marker, priority, body, size, content_type, headers, producer, "
+            "created_at, expires_at, available_at, visible_at"
+        )
+        values = "%s" if self._pg else "(" + ", ".join("?" * 12) + ")"
+        self._sql_insert = f"INSERT INTO messages ({columns}) VALUES {values}"
         self._listener: threading.Thread | None = None
         self._listening = False
         self.listen_ready = threading.Event()
@@ -212,10 +230,13 @@ class SQLStorage:
             raise QueueNotFound(name)
         return q
 
+    def _notify_payload(self, tenant: str, name: str) -> str:
+        return json.dumps([self._token, tenant, name])
+
     def _notify(self, conn: sa.Connection, tenant: str, name: str) -> None:
         """Tell other qgate processes (PostgreSQL LISTEN) on commit that a queue changed."""
         if self._pg:
-            payload = json.dumps([self._token, tenant, name])
+            payload = self._notify_payload(tenant, name)
             conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     def _allocate(self, conn: sa.Connection, queue_id: int, count: int) -> int:
@@ -323,73 +344,91 @@ class SQLStorage:
     def _publish_group(
         self, conn: sa.Connection, batch: Sequence[tuple[str, str, Sequence[NewMessage], float]]
     ) -> list[Any]:
-        """Every publish of a transaction: per queue one marker UPDATE, then ONE INSERT."""
+        """Every publish of a transaction: per queue ONE marker UPDATE (which also finds the
+        queue and its options), then ONE INSERT for all their rows, at the driver level
+        (the hottest statements skip SQLAlchemy's per-row parameter processing)."""
         out: list[Any] = [None] * len(batch)
         by_queue: dict[tuple[str, str], list[int]] = {}
         for i, (tenant, name, _, _) in enumerate(batch):
             by_queue.setdefault((tenant, name), []).append(i)
-        rows: list[dict[str, Any]] = []
-        trims: list[_QueueRow] = []
+        rows: list[tuple[Any, ...]] = []
+        trims: list[tuple[int, QueueOptions]] = []
         for (tenant, name), indexes in by_queue.items():
-            q = self._queue_row(conn, tenant, name)
-            if q is None:
+            requested = sum(len(batch[i][2]) for i in indexes)
+            params: tuple[Any, ...] = (requested, tenant, name)
+            if self._pg:  # the NOTIFY rides on the UPDATE: one round trip for both
+                params = (*params, self._notify_payload(tenant, name))
+            found = conn.exec_driver_sql(self._sql_allocate, params).first()
+            if found is None:
                 for i in indexes:
                     out[i] = QueueNotFound(name)
                 continue
-            accepted = self._admit(conn, q, [(i, batch[i][2]) for i in indexes], out)
-            total = sum(len(batch[i][2]) for i in accepted)
-            if not total:
-                continue
-            marker = self._allocate(conn, q.id, total)
-            options = q.queue.options
-            for i in accepted:
-                markers = []
+            queue_id, last, options_json = found[-3:]
+            options = _options(options_json)
+            marker = int(last) - requested + 1
+            accepted = set(
+                self._admit(conn, queue_id, name, options, [(i, batch[i][2]) for i in indexes], out)
+            )
+            for i in indexes:
+                new = batch[i][2]
+                if i not in accepted:
+                    marker += len(new)  # a refused publish leaves a gap; markers only grow
+                    continue
                 now = batch[i][3]
-                for msg in batch[i][2]:
+                out[i] = list(range(marker, marker + len(new)))
+                for msg in new:
                     expires_at, available_at = resolve_times(msg, options, now)
                     rows.append(
-                        {
-                            "queue_id": q.id,
-                            "marker": marker,
-                            "priority": msg.priority,
-                            "body": msg.body,
-                            "size": len(msg.body),
-                            "content_type": msg.content_type,
-                            "headers": json.dumps(dict(msg.headers)) if msg.headers else None,
-                            "producer": msg.producer,
-                            "created_at": now,
-                            "expires_at": expires_at,
-                            "available_at": available_at,
-                            "visible_at": available_at,
-                            "claim_id": None,
-                            "claim_expires": None,
-                            "claim_count": 0,
-                        }
+                        (
+                            queue_id,
+                            marker,
+                            msg.priority,
+                            msg.body,
+                            len(msg.body),
+                            msg.content_type,
+                            json.dumps(dict(msg.headers)) if msg.headers else None,
+                            msg.producer,
+                            now,
+                            expires_at,
+                            available_at,
+                            available_at,
+                        )
                     )
-                    markers.append(marker)
                     marker += 1
-                out[i] = markers
             if options.overflow is Overflow.DROP_OLDEST and (
                 options.max_messages is not None or options.max_bytes is not None
             ):
-                trims.append(q)
-            self._notify(conn, tenant, name)
+                trims.append((queue_id, options))
         if rows:
-            conn.execute(messages.insert(), rows)
-        for q in trims:
-            self._trim(conn, q)
+            self._insert_rows(conn, rows)
+        for queue_id, options in trims:
+            self._trim(conn, queue_id, options)
         return out
+
+    def _insert_rows(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if self._pg:
+            from psycopg2.extras import execute_values
+
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            cursor = dbapi.cursor()
+            try:
+                execute_values(cursor, self._sql_insert, rows, page_size=1000)
+            finally:
+                cursor.close()
+        else:
+            conn.exec_driver_sql(self._sql_insert, rows)
 
     def _admit(
         self,
         conn: sa.Connection,
-        q: _QueueRow,
+        queue_id: int,
+        name: str,
+        options: QueueOptions,
         requests: list[tuple[int, Sequence[NewMessage]]],
         out: list[Any],
     ) -> list[int]:
         """Which publishes fit the queue's bounds; the others get QueueFull in ``out``."""
-        options = q.queue.options
-        name = q.queue.name
         max_messages, max_bytes = options.max_messages, options.max_bytes
         if max_messages is None and max_bytes is None:
             return [i for i, _ in requests]
@@ -397,7 +436,7 @@ class SQLStorage:
         if options.overflow is Overflow.REJECT:
             row = conn.execute(
                 sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
-                    m.queue_id == q.id
+                    m.queue_id == queue_id
                 )
             ).one()
             count, size = int(row[0]), int(row[1])
@@ -423,12 +462,11 @@ class SQLStorage:
                 size += nbytes
         return accepted
 
-    def _trim(self, conn: sa.Connection, q: _QueueRow) -> None:
+    def _trim(self, conn: sa.Connection, queue_id: int, options: QueueOptions) -> None:
         """Drop the oldest messages until the queue is within its bounds (drop_oldest)."""
-        options = q.queue.options
         row = conn.execute(
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
-                m.queue_id == q.id
+                m.queue_id == queue_id
             )
         ).one()
         count, size = int(row[0]), int(row[1])
@@ -439,14 +477,14 @@ class SQLStorage:
         doomed: list[int] = []
         freed = 0
         for marker, msg_size in conn.execute(
-            sa.select(m.marker, m.size).where(m.queue_id == q.id).order_by(m.marker)
+            sa.select(m.marker, m.size).where(m.queue_id == queue_id).order_by(m.marker)
         ):
             if len(doomed) >= excess_count and freed >= excess_bytes:
                 break
             doomed.append(marker)
             freed += msg_size
         for chunk in _chunks(doomed, 500):
-            conn.execute(sa.delete(messages).where(m.queue_id == q.id, m.marker.in_(chunk)))
+            conn.execute(sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(chunk)))
 
     def get_messages(
         self, tenant: str, name: str, markers: Sequence[int], now: float
@@ -661,13 +699,16 @@ class SQLStorage:
     ) -> Deferred[list[int]]:
         return self._write(_ack, self, tenant, name, claim_id, list(markers))
 
-    def next_wake(self, tenant: str, name: str, now: float) -> Deferred[float | None]:
+    def next_wake(
+        self, tenant: str, name: str, now: float, after: int | None = None
+    ) -> Deferred[float | None]:
         def read(conn: sa.Connection) -> float | None:
-            return conn.execute(
-                sa.select(sa.func.min(m.visible_at)).where(
-                    m.queue_id == _qid(tenant, name), m.visible_at > now
-                )
-            ).scalar()
+            query = sa.select(sa.func.min(m.visible_at)).where(
+                m.queue_id == _qid(tenant, name), m.visible_at > now
+            )
+            if after is not None:
+                query = query.where(m.marker > after)
+            return conn.execute(query).scalar()
 
         return self._read(read)
 

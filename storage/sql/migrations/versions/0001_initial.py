@@ -50,7 +50,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_messages_claim", "messages", ["queue_id", sa.text("priority DESC"), "marker"]
     )
-    op.create_index("ix_messages_visible", "messages", ["queue_id", "visible_at"])
     op.create_index("ix_messages_expires", "messages", ["expires_at"])
     op.create_table(
         "claims",
