@@ -1,0 +1,22 @@
+"""STOMP 1.0/1.1/1.2 over TCP (this module's ``listener_factory``) and over WebSocket
+(``protocols.stomp.websocket:websocket_resource``).
+
+Layers: ``codec`` (bytes <-> frames, no I/O), ``protocol`` (Twisted transport, timers,
+back-pressure) and ``session`` (the adapter that calls ``IQueueService`` and nothing else).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IProtocolFactory
+
+from protocols.stomp.protocol import StompFactory
+
+
+def listener_factory(ctx: Any, listener: Any) -> IProtocolFactory:
+    """The factory for a ``[[listeners]] protocol = "stomp"`` endpoint."""
+    return StompFactory(ctx)
+
+
+__all__ = ["listener_factory"]

@@ -1,0 +1,344 @@
+"""Real clients over real sockets, in-process: stomp.py (1.1, 1.2) and stomper (1.0, 1.1).
+
+stomp.py is blocking and threaded: its calls run in threads (``deferToThread``) and what
+its receiver thread sees is collected in thread-safe queues the test waits on.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+import stomp
+import stomper
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.threads import deferToThread
+
+from core.model import NewMessage
+from core.service import QueueService
+from protocols.stomp import listener_factory
+from protocols.stomp.codec import V10, V11, Parser
+from storage.memory import MemoryStorage
+from tests.conftest import TEST_LIMITS
+
+from .conftest import make_ctx
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+def server(real_reactor: Any) -> Any:
+    service = QueueService(real_reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=real_reactor, heartbeat_ms=100)
+    port = real_reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")
+    yield SimpleNamespace(service=service, ctx=ctx, port=port.getHost().port)
+    pytest_twisted.blockon(maybeDeferred(port.stopListening))
+
+
+class Collector(stomp.ConnectionListener):  # type: ignore[misc]
+    """What stomp.py's receiver thread sees, for the test to wait on."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[Any] = queue.Queue()
+        self.receipts: queue.Queue[str] = queue.Queue()
+        self.errors: queue.Queue[Any] = queue.Queue()
+        self.heartbeats = 0
+        self.disconnected = False
+
+    def on_message(self, frame: Any) -> None:
+        self.messages.put(frame)
+
+    def on_receipt(self, frame: Any) -> None:
+        self.receipts.put(frame.headers["receipt-id"])
+
+    def on_error(self, frame: Any) -> None:
+        self.errors.put(frame)
+
+    def on_heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    def on_disconnected(self) -> None:
+        self.disconnected = True
+
+
+async def get(q: queue.Queue[Any]) -> Any:
+    return await deferToThread(q.get, True, TIMEOUT)
+
+
+async def nothing(q: queue.Queue[Any], wait: float = 0.2) -> bool:
+    try:
+        await deferToThread(q.get, True, wait)
+    except queue.Empty:
+        return True
+    return False
+
+
+async def open_conn(server: Any, cls: Any = stomp.Connection12, **kw: Any) -> tuple[Any, Collector]:
+    conn = cls([("127.0.0.1", server.port)], auto_decode=False, vhost="/", **kw)
+    listener = Collector()
+    conn.set_listener("collector", listener)
+    await deferToThread(conn.connect, wait=True)
+    return conn, listener
+
+
+async def close_conn(conn: Any) -> None:
+    if conn.is_connected():
+        await deferToThread(conn.disconnect, receipt="bye")
+
+
+async def stats(server: Any, name: str) -> Any:
+    return await server.service.queue_stats("default", name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_1_2_client_individual_ack_and_nack(server):
+    conn, events = await open_conn(server)
+    try:
+        for body in (b"first", b"second"):
+            await deferToThread(conn.send, "/queue/jobs", body, receipt=body.decode())
+        assert {await get(events.receipts), await get(events.receipts)} == {"first", "second"}
+        await deferToThread(conn.subscribe, "/queue/jobs", id="s1", ack="client-individual")
+        m1, m2 = await get(events.messages), await get(events.messages)
+        assert [m1.body, m2.body] == [b"first", b"second"]
+        await deferToThread(conn.nack, m1.headers["ack"])
+        again = await get(events.messages)
+        assert again.body == b"first" and again.headers["redelivered"] == "true"
+        for m in (m2, again):
+            await deferToThread(conn.ack, m.headers["ack"], receipt="a" + m.headers["ack"])
+            await get(events.receipts)
+        assert (await stats(server, "jobs")).total == 0
+    finally:
+        await close_conn(conn)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_1_1_client_ack_and_redelivery_after_disconnect(server):
+    conn, events = await open_conn(server, stomp.Connection11)
+    await deferToThread(conn.send, "/queue/work", b"job", receipt="s")
+    await get(events.receipts)
+    await deferToThread(conn.subscribe, "/queue/work", id="s1", ack="client")
+    m = await get(events.messages)
+    assert m.body == b"job"
+    await close_conn(conn)  # not acknowledged: it goes back to the queue
+    conn, events = await open_conn(server, stomp.Connection11)
+    try:
+        await deferToThread(conn.subscribe, "/queue/work", id="s1", ack="client")
+        m = await get(events.messages)
+        assert m.body == b"job" and m.headers["redelivered"] == "true"
+        await deferToThread(conn.ack, m.headers["message-id"], "s1", receipt="ack")
+        assert await get(events.receipts) == "ack"
+        assert (await stats(server, "work")).total == 0
+    finally:
+        await close_conn(conn)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_auto_ack_and_topics(server):
+    a, ea = await open_conn(server)
+    b, eb = await open_conn(server)
+    try:
+        for conn, events in ((a, ea), (b, eb)):
+            await deferToThread(conn.subscribe, "/topic/news", id="t", receipt="sub")
+            await get(events.receipts)
+        await deferToThread(a.send, "/topic/news", b"headline")
+        assert (await get(ea.messages)).body == b"headline"
+        assert (await get(eb.messages)).body == b"headline"
+    finally:
+        await close_conn(a)
+        await close_conn(b)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_transactions(server):
+    conn, events = await open_conn(server)
+    try:
+        tx = await deferToThread(conn.begin)
+        await deferToThread(conn.send, "/queue/tx", b"1", transaction=tx)
+        await deferToThread(conn.send, "/queue/tx", b"2", transaction=tx, receipt="in-tx")
+        await get(events.receipts)
+        with pytest.raises(Exception, match="does not exist"):
+            await stats(server, "tx")
+        await deferToThread(conn.commit, tx, receipt="commit")
+        assert await get(events.receipts) == "commit"
+        assert (await stats(server, "tx")).total == 2
+
+        tx = await deferToThread(conn.begin)
+        await deferToThread(conn.send, "/queue/tx", b"3", transaction=tx)
+        await deferToThread(conn.abort, tx, receipt="abort")
+        assert await get(events.receipts) == "abort"
+        assert (await stats(server, "tx")).total == 2
+    finally:
+        await close_conn(conn)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_binary_body_and_non_ascii_headers(server):
+    conn, events = await open_conn(server)
+    try:
+        body = bytes(range(256)) * 4 + b"\x00\x00end"
+        headers = {"x-ünïcode": "wért:✓\nsecond line\\", "x-plain": "a b"}
+        await deferToThread(
+            conn.send, "/queue/bin", body, content_type="application/x-raw", headers=headers
+        )
+        await deferToThread(conn.subscribe, "/queue/bin", id="s")
+        m = await get(events.messages)
+        assert m.body == body
+        assert m.headers["content-type"] == "application/x-raw"
+        for k, v in headers.items():
+            assert m.headers[k] == v
+        # An HTTP consumer sees the same bytes, content type and headers in the core.
+        await deferToThread(conn.send, "/queue/seen", body, content_type="application/x-raw")
+        [stored] = await server.service.observe("default", "seen")
+        assert stored.body == body and stored.content_type == "application/x-raw"
+    finally:
+        await close_conn(conn)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_heart_beats_keep_the_connection(server):
+    conn, events = await open_conn(server, heartbeats=(100, 100))
+    try:
+        await deferToThread(conn.subscribe, "/queue/hb", id="s")
+        await deferToThread(__import__("time").sleep, 0.6)
+        assert events.heartbeats >= 2
+        assert conn.is_connected()
+        await server.service.publish("default", "hb", [NewMessage(b"alive")])
+        assert (await get(events.messages)).body == b"alive"
+    finally:
+        await close_conn(conn)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_error_for_a_bad_destination(server):
+    conn, events = await open_conn(server)
+    await deferToThread(conn.send, "/elsewhere/x", b"x", receipt="r")
+    error = await get(events.errors)
+    assert "unknown destination" in error.headers["message"]
+    assert error.headers["receipt-id"] == "r"
+
+
+# -- raw sockets: stomper-built frames, and a silent client -----------------------------------
+
+
+class RawClient:
+    """A blocking socket that writes stomper-built frames and reads with our parser (stomper's
+    own reader is str-only and loses frames after heart-beat EOLs)."""
+
+    def __init__(self, port: int, version: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.parser = Parser(version=version)
+        self.pending: list[Any] = []
+
+    def write(self, frame: str) -> None:
+        self.sock.sendall(frame.encode("utf-8"))
+
+    def frame(self) -> Any:
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed")
+            self.parser.feed(data)
+            self.pending.extend(self.parser.frames())
+        return self.pending.pop(0)
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(65536) == b""
+        except OSError:
+            return True
+
+
+def _stomper_1_0_session(port: int) -> list[Any]:
+    from stomper import stomp_10
+
+    c = RawClient(port, V10)
+    c.write(stomp_10.connect("guest", "guest"))
+    out = [c.frame()]
+    # stomper 1.0 writes "destination: /queue/x" (a space after the colon), as 1.0 did.
+    c.write(stomp_10.send("/queue/legacy", "hello 1.0"))
+    c.write(stomp_10.subscribe("/queue/legacy", ack="client"))
+    message = c.frame()
+    out.append(message)
+    c.write(stomp_10.ack(message.headers["message-id"]))
+    f = stomper.Frame()
+    f.cmd = "DISCONNECT"
+    f.headers = {"receipt": "bye"}
+    c.write(f.pack())
+    out.append(c.frame())
+    out.append(c.closed())
+    return out
+
+
+def _stomper_1_1_session(port: int) -> list[Any]:
+    c = RawClient(port, V11)
+    c.write(stomper.connect("guest", "guest", "/", heartbeats=(0, 0)))
+    out = [c.frame()]
+    c.write(stomper.subscribe("/queue/legacy11", "sub-0", ack="client"))
+    c.write(stomper.send("/queue/legacy11", "hello 1.1"))
+    message = c.frame()
+    out.append(message)
+    # Our MESSAGE frames are readable by stomper's own 1.1 unpacker.
+    legacy = stomper.unpack_frame(
+        "MESSAGE\n"
+        + "".join(f"{k}:{v}\n" for k, v in message.headers.items())
+        + "\n"
+        + message.body.decode()
+        + "\x00\n"
+    )
+    out.append(legacy)
+    c.write(stomper.nack(message.headers["message-id"], "sub-0"))
+    again = c.frame()
+    out.append(again)
+    c.write(stomper.ack(again.headers["message-id"], "sub-0"))
+    f = stomper.Frame()
+    f.cmd = "DISCONNECT"
+    f.headers = {"receipt": "bye"}
+    c.write(f.pack())
+    out.append(c.frame())
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomper_1_0_client(server):
+    connected, message, receipt, closed = await deferToThread(_stomper_1_0_session, server.port)
+    assert connected.command == "CONNECTED" and connected.headers["version"] == "1.0"
+    assert message.body == b"hello 1.0"
+    assert receipt.headers["receipt-id"] == "bye"
+    assert closed
+    assert (await stats(server, "legacy")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomper_1_1_client(server):
+    connected, message, legacy, again, receipt = await deferToThread(
+        _stomper_1_1_session, server.port
+    )
+    assert connected.headers["version"] == "1.1"
+    assert message.body == b"hello 1.1"
+    assert message.headers["content-type"] == "text/plain"
+    assert legacy["cmd"] == "MESSAGE" and legacy["body"].startswith("hello 1.1")
+    assert again.headers["redelivered"] == "true"
+    assert receipt.headers["receipt-id"] == "bye"
+    assert (await stats(server, "legacy11")).total == 0
+
+
+def _silent_client(port: int) -> tuple[Any, Any, bool]:
+    c = RawClient(port, V11)
+    c.write("CONNECT\naccept-version:1.1\nhost:/\nheart-beat:100,0\n\n\x00")
+    connected = c.frame()
+    error = c.frame()  # nothing sent for 1.5 x 100 ms: the server gives up
+    return connected, error, c.closed()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_client_is_disconnected(server):
+    connected, error, closed = await deferToThread(_silent_client, server.port)
+    assert connected.headers["heart-beat"] == "100,100"
+    assert error.command == "ERROR" and "heart-beat" in error.headers["message"]
+    assert closed

@@ -1,0 +1,144 @@
+"""Back-pressure: a fast producer is paused, a consumer that does not read is bounded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
+
+from core.model import NewMessage
+from protocols.stomp.protocol import CLOSE_TIMEOUT
+from protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
+
+from .conftest import Client, make_ctx, result
+
+
+class HeldPublishes:
+    """A queue service whose publishes wait until the test lets them through (slow storage)."""
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+        self.held: list[tuple[Deferred[Any], tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def publish(self, tenant: str, name: str, messages: Any, create: bool = True) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.held.append((d, (tenant, name, messages, create)))
+        return d
+
+    def commit(self, n: int | None = None) -> None:
+        batch, self.held = self.held[:n], self.held[len(self.held[:n]) :]
+        for d, args in batch:
+            self._service.publish(*args).chainDeferred(d)
+
+
+def test_a_producer_faster_than_storage_is_paused(mem_service):
+    slow = HeldPublishes(mem_service)
+    client = Client(make_ctx(slow, heartbeat_ms=0))  # type: ignore[arg-type]
+    client.connect()
+    total = MAX_INFLIGHT_PUBLISHES + 20
+    client.raw(
+        b"".join(b"SEND\ndestination:/queue/q\nreceipt:%d\n\n%d\x00" % (i, i) for i in range(total))
+    )
+    # Input stops at the bound: the transport is paused and later frames wait unparsed.
+    assert len(slow.held) == MAX_INFLIGHT_PUBLISHES
+    assert client.transport.producerState == "paused"
+    assert client.read() == []  # no receipt before the commit
+    slow.commit(MAX_INFLIGHT_PUBLISHES // 2)
+    assert client.transport.producerState == "producing"
+    assert len(slow.held) == MAX_INFLIGHT_PUBLISHES // 2 + 20
+    slow.commit()
+    receipts = [f.headers["receipt-id"] for f in client.read()]
+    assert receipts == [str(i) for i in range(total)]
+    assert result(mem_service.queue_stats("default", "q")).total == total
+
+
+def test_a_send_receipt_waits_for_the_commit(mem_service):
+    slow = HeldPublishes(mem_service)
+    client = Client(make_ctx(slow, heartbeat_ms=0))  # type: ignore[arg-type]
+    client.connect()
+    client.send("SEND", {"destination": "/queue/q", "receipt": "r"}, b"x")
+    assert client.read() == []
+    slow.commit()
+    assert client.next().headers["receipt-id"] == "r"
+
+
+def test_disconnect_receipt_waits_for_outstanding_publishes(mem_service):
+    slow = HeldPublishes(mem_service)
+    client = Client(make_ctx(slow, heartbeat_ms=0))  # type: ignore[arg-type]
+    client.connect()
+    client.send("SEND", {"destination": "/queue/q", "receipt": "s"}, b"x")
+    client.send("DISCONNECT", {"receipt": "bye"})
+    assert client.read() == [] and not client.closing
+    slow.commit()
+    assert [f.headers["receipt-id"] for f in client.read()] == ["s", "bye"]
+    assert client.closing
+
+
+class SlowReader(StringTransport):
+    """A transport whose peer stops reading once ``limit`` bytes are buffered."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def _slow_client(ctx: Any, limit: int) -> Client:
+    client = Client.__new__(Client)
+    Client.__init__(client, ctx)
+    client.transport = SlowReader(limit)
+    client.proto = type(client.proto)(ctx)
+    client.proto.makeConnection(client.transport)
+    return client
+
+
+def test_a_consumer_that_does_not_read_gets_no_more_than_its_window(mem_service):
+    ctx = make_ctx(mem_service, heartbeat_ms=0, max_output_buffer=100_000)
+    client = _slow_client(ctx, limit=2_000)
+    client.connect()
+    client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "prefetch-count": "5"})
+    client.read()
+    body = b"x" * 500
+    result(mem_service.publish("default", "q", [NewMessage(body) for _ in range(50)]))
+    # The first batch (prefetch 5) went out; then the peer stopped reading and the
+    # subscription waits instead of claiming more.
+    assert len(client.messages()) == 5
+    assert result(mem_service.queue_stats("default", "q")).total == 45
+    assert not client.closing
+    # The peer reads again: delivery resumes.
+    client.transport.limit = 10**9
+    client.proto.resumeProducing()
+    assert len(client.messages()) == 45
+
+
+def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
+    ctx = make_ctx(mem_service, heartbeat_ms=0, max_output_buffer=2_000)
+    other = Client(ctx)
+    other.connect()
+    client = _slow_client(ctx, limit=1_000)
+    client.connect()
+    client.send(
+        "SUBSCRIBE",
+        {"destination": "/queue/q", "id": "s", "ack": "client", "prefetch-count": "20"},
+    )
+    result(mem_service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
+    frames = client.read()
+    assert frames[-1].command == "ERROR"
+    assert "slow consumer" in frames[-1].headers["message"]
+    assert len(frames) < 20
+    assert client.closing
+    # Its messages go back to the queue once the connection is gone; others are unaffected.
+    clock.advance(CLOSE_TIMEOUT)
+    assert client.transport.disconnected
+    client.lose()
+    assert result(mem_service.queue_stats("default", "q")).available == 20
+    other.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client"})
+    assert len(other.messages()) == 20

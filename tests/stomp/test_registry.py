@@ -1,0 +1,30 @@
+"""The STOMP entries of the gateway registry, and the interfaces the Twisted side provides."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IProtocolFactory, IPushProducer
+from twisted.web.resource import IResource
+from zope.interface.verify import verifyObject
+
+from gateway.registry import listener_factory, web_mounts
+from protocols.stomp.protocol import StompProtocol
+from protocols.stomp.websocket import StompWebSocketProtocol
+
+from .conftest import Client
+
+
+def test_stomp_listener_is_registered(ctx):
+    factory = listener_factory("stomp")(ctx, None)
+    assert verifyObject(IProtocolFactory, factory)
+    assert isinstance(factory.buildProtocol(None), StompProtocol)
+
+
+def test_stomp_web_mount_is_registered(ctx):
+    resource = web_mounts(ctx)[b"stomp"]
+    assert verifyObject(IResource, resource)
+
+
+def test_protocols_are_push_producers_for_their_output(client: Client):
+    assert verifyObject(IPushProducer, client.proto)
+    assert client.transport.producer is client.proto
+    assert verifyObject(IPushProducer, StompWebSocketProtocol())

@@ -1,0 +1,146 @@
+"""STOMP over WebSocket: the resource mounted in a twisted.web Site, an autobahn client."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred, DeferredQueue, maybeDeferred
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from core.service import QueueService
+from gateway.registry import web_mounts
+from protocols.stomp.codec import V12, Frame, Parser, encode
+from storage.memory import MemoryStorage
+from tests.conftest import TEST_LIMITS
+
+from .conftest import make_ctx
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def site(real_reactor: Any) -> Any:
+    service = QueueService(real_reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=real_reactor, heartbeat_ms=0)
+    root = Resource()
+    # What the HTTP protocol does with ctx.web_mounts: the registry builds the STOMP mount.
+    for path, resource in web_mounts(ctx).items():
+        root.putChild(path, resource)
+    port = real_reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    yield SimpleNamespace(service=service, port=port.getHost().port, reactor=real_reactor)
+    pytest_twisted.blockon(maybeDeferred(port.stopListening))
+
+
+class _Client(WebSocketClientProtocol):  # type: ignore[misc]
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.put((payload, isBinary))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"WebSocket not opened: {reason}"))
+        if not self.factory.closed.called:
+            self.factory.closed.callback(code)
+
+
+class WSStomp:
+    """A STOMP client over an autobahn WebSocket connection."""
+
+    def __init__(self, proto: _Client, factory: Any, binary: bool) -> None:
+        self.proto = proto
+        self.factory = factory
+        self.binary = binary
+        self.parser = Parser(version=V12)
+        self.frames: list[Frame] = []
+        self.kinds: list[bool] = []
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.proto.websocket_protocol_in_use  # type: ignore[no-any-return]
+
+    def send(self, command: str, headers: Any = (), body: bytes = b"") -> None:
+        self.proto.sendMessage(encode(command, headers, body, V12), isBinary=self.binary)
+
+    async def next(self) -> Frame:
+        while not self.frames:
+            payload, is_binary = await self.factory.received.get()
+            self.kinds.append(is_binary)
+            self.parser.feed(payload)
+            self.frames.extend(self.parser.frames())
+        return self.frames.pop(0)
+
+    def close(self) -> Deferred[Any]:
+        self.proto.sendClose(1000)
+        return self.factory.closed  # type: ignore[no-any-return]
+
+
+async def ws_connect(site: Any, protocols: list[str], binary: bool = False) -> WSStomp:
+    url = f"ws://127.0.0.1:{site.port}/stomp"
+    factory = WebSocketClientFactory(url, protocols=protocols, reactor=site.reactor)
+    factory.protocol = _Client
+    factory.opened = Deferred()
+    factory.closed = Deferred()
+    factory.received = DeferredQueue()
+    site.reactor.connectTCP("127.0.0.1", site.port, factory)
+    proto = await factory.opened
+    return WSStomp(proto, factory, binary)
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_text_frames_round_trip(site):
+    c = await ws_connect(site, ["v10.stomp", "v12.stomp", "v11.stomp"])
+    assert c.subprotocol == "v12.stomp"
+    c.send("CONNECT", {"accept-version": "1.1,1.2", "host": "/"})
+    connected = await c.next()
+    assert connected.command == "CONNECTED" and connected.headers["version"] == "1.2"
+    c.send("SUBSCRIBE", {"destination": "/queue/ws", "id": "s", "ack": "client", "receipt": "r"})
+    assert (await c.next()).command == "RECEIPT"
+    c.send("SEND", {"destination": "/queue/ws", "x-ünï": "✓"}, "héllo".encode())
+    m = await c.next()
+    assert m.body == "héllo".encode() and m.headers["x-ünï"] == "✓"
+    c.send("ACK", {"id": m.headers["ack"], "receipt": "a"})
+    assert (await c.next()).headers["receipt-id"] == "a"
+    assert not any(c.kinds), "replies to text messages are text messages"
+    assert (await site.service.queue_stats("default", "ws")).total == 0
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_binary_frames_are_answered_in_binary(site):
+    c = await ws_connect(site, ["v12.stomp"], binary=True)
+    c.send("CONNECT", {"accept-version": "1.2", "host": "/"})
+    await c.next()
+    body = bytes(range(256)) + b"\x00tail"
+    c.send("SEND", {"destination": "/queue/bin", "content-length": str(len(body))}, body)
+    c.send("SUBSCRIBE", {"destination": "/queue/bin", "id": "s"})
+    m = await c.next()
+    assert m.body == body
+    assert all(c.kinds)
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_subprotocol_caps_the_stomp_version(site):
+    c = await ws_connect(site, ["v11.stomp"])
+    assert c.subprotocol == "v11.stomp"
+    c.send("CONNECT", {"accept-version": "1.1,1.2", "host": "/"})
+    assert (await c.next()).headers["version"] == "1.1"
+    await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_error_closes_the_connection(site):
+    c = await ws_connect(site, ["v12.stomp"])
+    c.send("CONNECT", {"accept-version": "1.2", "host": "/"})
+    await c.next()
+    c.send("BOGUS", {})
+    error = await c.next()
+    assert error.command == "ERROR"
+    assert await c.factory.closed == 1000
