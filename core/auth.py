@@ -19,6 +19,7 @@ from zope.interface import Interface, implementer
 from core.errors import InvalidArgument, Unauthorized
 from core.interfaces import ITenantStore
 from core.limits import check_tenant
+from core.model import Tenant
 
 KEY_PREFIX = "qg"
 
@@ -118,6 +119,9 @@ class TenantAdmin:
     async def create_tenant(self, name: str) -> bool:
         _, created = await self._store.create_tenant(check_tenant(name), self._clock.seconds())
         return bool(created)
+
+    async def list_tenants(self) -> list[Tenant]:
+        return list(await self._store.list_tenants())
 
     async def create_key(self, tenant: str) -> str:
         """-> the token, shown once; only its hash is stored."""

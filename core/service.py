@@ -115,6 +115,7 @@ class QueueService:
         self._wakeups = WakeupRegistry(clock)
         self._generations: dict[Hashable, int] = {}
         self._checked: set[tuple[str, str]] = set()
+        self._closing = False
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
         self._reaper: LoopingCall | None = None
@@ -134,6 +135,8 @@ class QueueService:
             )
 
     async def _stop(self) -> None:
+        self._closing = True
+        self._wakeups.release_all()
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
         self._reaper = None
@@ -164,10 +167,15 @@ class QueueService:
         self._generations[key] = self._generations.get(key, 0) + 1
         self._wakeups.notify(key)
 
-    async def _wait(self, key: tuple[str, str], generation: int, until: float) -> None:
+    async def _wait(self, key: tuple[str, str], generation: int, until: float) -> bool:
+        """Park until the queue is woken or ``until``; False when shutting down (the
+        waiter should answer with what it has, now)."""
+        if self._closing:
+            return False
         if self._generations.get(key, 0) != generation:
-            return
+            return True
         await self._wakeups.wait(key, until - self.clock.seconds())
+        return not self._closing
 
     def waiting(self, tenant: str, name: str) -> int:
         """How many callers are parked waiting on this queue right now."""
@@ -415,7 +423,8 @@ class QueueService:
                 nxt = await store.next_wake(tenant, name, now, start)
                 if nxt is not None:
                     until = min(until, nxt)
-            await self._wait(key, generation, until)
+            if not await self._wait(key, generation, until):
+                return []
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -484,7 +493,8 @@ class QueueService:
             nxt = await store.next_wake(tenant, name, now)
             if nxt is not None:
                 until = min(until, nxt)
-            await self._wait(key, generation, until)
+            if not await self._wait(key, generation, until):
+                return None
 
     def _claim_once(
         self,

@@ -42,6 +42,19 @@ class WakeupRegistry:
             d.callback(True)
         return len(waiters)
 
+    def release_all(self) -> int:
+        """Answer every waiter now with False (a timeout), as when shutting down."""
+        count = 0
+        for key in list(self._waiters):
+            waiters = self._waiters.pop(key)
+            for d, timer in waiters.items():
+                if timer is not None and timer.active():
+                    timer.cancel()
+                if not d.called:
+                    d.callback(False)
+                    count += 1
+        return count
+
     def waiting(self, key: Hashable) -> int:
         return len(self._waiters.get(key, ()))
 

@@ -103,6 +103,7 @@ class Config:
     queues: QueueDefaults = field(default_factory=QueueDefaults)
     listeners: tuple[ListenerConfig, ...] = (
         ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
+        ListenerConfig("stomp", "tcp:61613:interface=127.0.0.1"),
     )
 
 

@@ -1,0 +1,140 @@
+"""Service assembly: config -> storage, core service, authenticator, listeners.
+
+``Gateway`` is a Twisted ``MultiService``: ``qgate serve`` runs it under the reactor,
+``twist qgate`` runs it as an application plugin. Stopping it stops accepting connections
+first, then lets waiting requests answer, then commits pending writes, then closes storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, task, threads
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from core.auth import APIKeys, IAuthenticator, TrustedTenant
+from core.interfaces import IQueueStorage, ITenantStore
+from core.model import QueueOptions
+from core.service import QueueService
+from gateway import registry, tls
+from gateway.config import Config, ConfigError
+from storage.memory import MemoryStorage
+
+log = Logger()
+
+#: Seconds a stopping gateway gives open connections to flush their last responses.
+FLUSH_GRACE = 0.2
+
+
+def make_storage(reactor: Any, config: Config) -> IQueueStorage:
+    """The durable store named by ``storage.url`` (schema upgraded separately)."""
+    url = config.storage.url
+    if url.startswith("memory:"):
+        return MemoryStorage()
+    from storage.sql.store import SQLStorage
+
+    return SQLStorage(
+        reactor,
+        url,
+        read_threads=config.storage.read_threads,
+        synchronous=config.storage.synchronous,
+    )
+
+
+def make_authenticator(reactor: Any, config: Config, store: IQueueStorage) -> IAuthenticator:
+    if config.auth.mode == "keys":
+        tenants = ITenantStore(store)
+        return APIKeys(tenants, reactor, cache_seconds=config.auth.cache_seconds)
+    return TrustedTenant(config.auth.default_tenant or None)
+
+
+def upgrade_now_blocking(config: Config) -> None:
+    """Apply pending migrations right now (CLI commands, and before the reactor runs)."""
+    if not config.storage.url.startswith("memory:"):
+        from storage.sql.migrate import upgrade
+
+        upgrade(config.storage.url)
+
+
+def upgrade_schema(config: Config) -> defer.Deferred[None]:
+    """Apply pending migrations, off the reactor thread."""
+    return threads.deferToThread(upgrade_now_blocking, config)
+
+
+class Gateway(service.MultiService):
+    """Every listener of one qgate process, in front of one core service."""
+
+    def __init__(self, reactor: Any, config: Config) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.store = make_storage(reactor, config)
+        self.core = QueueService(
+            reactor,
+            self.store,
+            MemoryStorage(),
+            limits=config.limits,
+            default_options=QueueOptions(
+                durable=config.queues.durable,
+                default_ttl=config.queues.default_ttl,
+                default_delay=config.queues.default_delay,
+            ),
+        )
+        self.auth = make_authenticator(reactor, config, self.store)
+        base = registry.GatewayContext(reactor, self.core, self.auth, config)
+        self.context = registry.GatewayContext(
+            reactor, self.core, self.auth, config, registry.web_mounts(base)
+        )
+        self._factories = []
+        for listener in config.listeners:
+            factory = registry.listener_factory(listener.protocol)(self.context, listener)
+            if listener.tls is not None:
+                factory = tls.wrap(factory, listener.tls)
+            try:
+                endpoint = endpoints.serverFromString(reactor, listener.endpoint)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
+            self._factories.append((listener, endpoint, factory))
+        self.ports: list[IListeningPort] = []
+
+    async def listen(self) -> None:
+        """Start the core and every listener; a listener that cannot start fails it all."""
+        self.core.start()
+        for listener, endpoint, factory in self._factories:
+            try:
+                port = await endpoint.listen(factory)
+            except CannotListenError as e:
+                raise ConfigError(
+                    f"listeners: cannot listen on {listener.endpoint!r}: {e}"
+                ) from None
+            self.ports.append(port)
+            host = port.getHost()
+            log.info(
+                "{protocol} listening on {host}{tls}",
+                protocol=listener.protocol,
+                host=getattr(host, "port", host),
+                tls=" (TLS)" if listener.tls else "",
+            )
+
+    def startService(self) -> None:
+        super().startService()
+        d = defer.Deferred.fromCoroutine(self.listen())
+        d.addErrback(self._failed_to_start)
+
+    def _failed_to_start(self, failure: Failure) -> None:
+        log.failure("qgate could not start", failure)
+        self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        # Stop accepting first; waiting long polls answer now; then commit and close.
+        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+        self.ports = []
+        yield super().stopService()
+        yield self.core.stop()
+        yield task.deferLater(self.reactor, FLUSH_GRACE, lambda: None)
+        log.info("qgate stopped")

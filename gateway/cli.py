@@ -1,0 +1,162 @@
+"""``qgate``: serve, migrate the schema, manage tenants and API keys.
+
+    qgate serve [-c conf/qgate.toml]
+    qgate db upgrade [-c FILE]
+    qgate tenant create NAME | qgate tenant list
+    qgate key create TENANT | qgate key revoke KEY
+
+This module is the entry point: the only place that imports the global reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
+from core.auth import TenantAdmin
+from core.errors import QGateError
+from gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
+from gateway.config import Config, ConfigError, load
+
+
+def _start_logging(level: str) -> None:
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def serve(config: Config) -> int:
+    """Run the gateway until SIGTERM/SIGINT; then stop accepting, answer, commit, exit 0."""
+    from twisted.internet import reactor
+
+    outcome = {"code": 0}
+
+    def start() -> None:
+        d = upgrade_schema(config) if config.storage.auto_upgrade else defer.succeed(None)
+
+        def go(_: Any) -> Any:
+            gateway = Gateway(reactor, config)
+            reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
+            return defer.Deferred.fromCoroutine(gateway.listen())
+
+        def failed(failure: Any) -> None:
+            outcome["code"] = 1
+            print(f"qgate: cannot start: {failure.getErrorMessage()}", file=sys.stderr)
+            reactor.stop()
+
+        d.addCallback(go).addErrback(failed)
+
+    reactor.callWhenRunning(start)
+    # SIGTERM and SIGINT both stop the reactor cleanly (Twisted installs the handlers).
+    reactor.run()  # type: ignore[attr-defined]
+    return outcome["code"]
+
+
+def _admin(config: Config, action: Callable[[TenantAdmin], Coroutine[Any, Any, Any]]) -> int:
+    """Run one admin action against the configured storage, then close it."""
+    result = {"code": 0}
+
+    async def main(reactor: Any) -> None:
+        await upgrade_schema(config)
+        store = make_storage(reactor, config)
+        try:
+            await action(TenantAdmin(store, reactor))  # type: ignore[arg-type]
+        except QGateError as e:
+            print(f"qgate: {e}", file=sys.stderr)
+            result["code"] = 1
+        finally:
+            await store.close()
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as e:
+        if e.code:
+            return int(e.code)
+    return result["code"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qgate", description="qgate message-queue gateway")
+    parser.add_argument(
+        "-c", "--config", help="TOML configuration file (default: built-in embedded defaults)"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the gateway")
+    serve_cmd.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="apply pending migrations")
+    tenant = commands.add_parser("tenant", help="tenants").add_subparsers(
+        dest="tenant", required=True
+    )
+    tenant.add_parser("create", help="create a tenant").add_argument("name")
+    tenant.add_parser("list", help="list tenants")
+    key = commands.add_parser("key", help="API keys").add_subparsers(dest="key", required=True)
+    key.add_parser("create", help="create an API key (printed once)").add_argument("tenant")
+    key.add_parser("revoke", help="revoke an API key (by token or key id)").add_argument("key")
+    for sub in (db, tenant, key):
+        for choice in sub.choices.values():
+            choice.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    try:
+        config = load(getattr(args, "config_sub", None) or args.config)
+    except ConfigError as e:
+        print(f"qgate: configuration error: {e}", file=sys.stderr)
+        return 2
+
+    if args.command == "serve":
+        _start_logging(args.log_level)
+        return serve(config)
+    if args.command == "db":
+        try:
+            upgrade_now_blocking(config)
+        except Exception as e:  # noqa: BLE001 - report any database error and exit non-zero
+            print(f"qgate: db upgrade failed: {e}", file=sys.stderr)
+            return 1
+        print("database schema is up to date")
+        return 0
+    if args.command == "tenant" and args.tenant == "create":
+
+        async def create(admin: TenantAdmin) -> None:
+            created = await admin.create_tenant(args.name)
+            print(f"tenant {args.name} {'created' if created else 'already exists'}")
+
+        return _admin(config, create)
+    if args.command == "tenant":
+
+        async def listing(admin: TenantAdmin) -> None:
+            for t in await admin.list_tenants():
+                print(t.name)
+
+        return _admin(config, listing)
+    if args.key == "create":
+
+        async def make_key(admin: TenantAdmin) -> None:
+            print(await admin.create_key(args.tenant))
+
+        return _admin(config, make_key)
+
+    async def revoke(admin: TenantAdmin) -> None:
+        if not await admin.revoke_key(args.key):
+            raise QGateError("no such live key")
+        print("key revoked")
+
+    return _admin(config, revoke)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

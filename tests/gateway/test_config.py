@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import Config, ConfigError, load, parse
+
+
+def test_the_embedded_default_listens_on_localhost_with_sqlite():
+    config = Config()
+    assert config.storage.url == "sqlite:///var/qgate.db"
+    assert [(x.protocol, x.endpoint) for x in config.listeners] == [
+        ("http", "tcp:8888:interface=127.0.0.1"),
+        ("stomp", "tcp:61613:interface=127.0.0.1"),
+    ]
+    assert load("conf/qgate.toml") == config  # the shipped file says exactly the defaults
+
+
+def test_shipped_postgres_example_parses():
+    config = load("conf/postgres.toml")
+    assert config.storage.url.startswith("postgresql://") and config.auth.mode == "keys"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"storage": {"uri": "x"}}, "storage.uri: unknown key"),
+        ({"colour": 1}, "colour: unknown key"),
+        ({"auth": {"mode": "magic"}}, "auth.mode: must be one of none, keys"),
+        ({"http": {"max_wait": "long"}}, "http.max_wait: expected a number"),
+        ({"stomp": {"prefetch": 1.5}}, "stomp.prefetch: expected a whole number"),
+        ({"storage": {"url": "mysql://x"}}, "storage.url: use sqlite"),
+        (
+            {"listeners": [{"protocol": "ftp", "endpoint": "tcp:1"}]},
+            "listeners[0].protocol: must be one of",
+        ),
+        ({"listeners": [{"protocol": "http"}]}, "listeners[0]"),
+        (
+            {
+                "listeners": [
+                    {
+                        "protocol": "http",
+                        "endpoint": "tcp:1",
+                        "tls": {"certificate": "/no", "key": "/no"},
+                    }
+                ]
+            },
+            "listeners[0].tls.certificate: no such file",
+        ),
+        (
+            {"listeners": [{"protocol": "http", "endpoint": "tcp:1", "port": 3}]},
+            "listeners[0].port: unknown key",
+        ),
+        ({"listeners": []}, "at least one listener"),
+        ({"limits": {"max_body": True}}, "limits.max_body: expected a whole number"),
+        ({"auth": {"mode": "keys"}, "storage": {"url": "memory://"}}, "auth.mode: keys need"),
+    ],
+)
+def test_bad_configs_stop_start_up_naming_the_key(data, message):
+    with pytest.raises(ConfigError) as e:
+        parse(data)
+    assert message in str(e.value)
+
+
+def test_config_objects_are_frozen():
+    config = parse({"http": {"max_wait": 10}})
+    assert config.http.max_wait == 10.0
+    with pytest.raises(AttributeError):
+        config.http.max_wait = 5  # type: ignore[misc]
+
+
+def test_a_missing_or_broken_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[storage\n")
+    with pytest.raises(ConfigError) as e:
+        load(bad)
+    assert "not valid TOML" in str(e.value)

@@ -1,0 +1,256 @@
+"""``qgate serve`` as a user runs it: a subprocess on free ports, driven by real clients."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+QGATE = [sys.executable, "-m", "gateway.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, workdir: Path, auth: str = "none") -> None:
+        self.workdir = workdir
+        self.http = free_port()
+        self.stomp = free_port()
+        self.config = workdir / "qgate.toml"
+        self.config.write_text(
+            f"""
+[storage]
+url = "sqlite:///{workdir}/data/qgate.db"
+synchronous = "NORMAL"
+[auth]
+mode = "{auth}"
+[[listeners]]
+protocol = "http"
+endpoint = "tcp:{self.http}:interface=127.0.0.1"
+[[listeners]]
+protocol = "stomp"
+endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
+"""
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*QGATE, *args, "-c", str(self.config)],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def start(self) -> None:
+        self.log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*QGATE, "serve", "-c", str(self.config)],
+            cwd=self.workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if self.request("GET", "/v2/ping")[0] == 204:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("qgate did not answer /v2/ping: " + self.output())
+
+    def output(self) -> str:
+        return (self.workdir / "serve.log").read_text(errors="replace")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.log.close()
+        return code
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=timeout)
+        try:
+            hdrs = {"Client-ID": CLIENT_ID, "X-Project-Id": "proj-1", **(headers or {})}
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode()
+                hdrs["Content-Type"] = "application/json"
+            conn.request(method, path, data, hdrs)
+            response = conn.getresponse()
+            raw = response.read()
+            return response.status, (json.loads(raw) if raw else {})
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    s.start()
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()
+
+
+def test_python_zaqarclient_works_unmodified(server):
+    from zaqarclient.queues import client
+
+    zaqar = client.Client(
+        f"http://127.0.0.1:{server.http}",
+        version=2,
+        conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": "proj-1"}}},
+    )
+    queue = zaqar.queue("orders")  # v2 queues are lazy: posting creates it
+    queue.post([{"body": {"n": i}, "ttl": 300} for i in range(3)])
+    queues, _count = zaqar.queues()  # the v2 client answers (iterator, count)
+    assert "orders" in [q.name for q in queues]
+    listed = list(queue.messages(echo=True))
+    assert [m.body for m in listed] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    claim = queue.claim(ttl=60, grace=60, limit=2)
+    claimed = list(claim)
+    assert [m.body for m in claimed] == [{"n": 0}, {"n": 1}]
+    for message in claimed:
+        message.delete()
+    stats = queue.stats
+    assert stats["messages"]["total"] == 1
+    assert stats["messages"]["claimed"] == 0
+    queue.delete()
+    assert "orders" not in [q.name for q in zaqar.queues()[0]]
+
+
+def test_long_poll_answers_on_publish_and_at_its_timeout(server):
+    server.request("PUT", "/v2/queues/poll")
+    results: dict[str, object] = {}
+
+    def poll() -> None:
+        start = time.monotonic()
+        results["reply"] = server.request(
+            "GET", "/v2/queues/poll/messages?wait=20&echo=true", timeout=30
+        )
+        results["took"] = time.monotonic() - start
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    time.sleep(0.5)
+    status, _ = server.request(
+        "POST", "/v2/queues/poll/messages", {"messages": [{"body": "wake up", "ttl": 60}]}
+    )
+    assert status == 201
+    waiter.join(15)
+    status, body = results["reply"]  # type: ignore[misc]
+    assert status == 200 and [m["body"] for m in body["messages"]] == ["wake up"]
+    assert results["took"] < 10
+    start = time.monotonic()
+    status, body = server.request(
+        "GET", f"/v2/queues/poll/messages?wait=1&marker={body['messages'][0]['id']}&echo=true"
+    )
+    assert time.monotonic() - start >= 0.9
+    assert status in (200, 204) and not body.get("messages")
+
+
+def test_sigterm_exits_cleanly_and_durable_messages_survive_a_restart(tmp_path):
+    server = Server(tmp_path)
+    server.start()
+    status, _ = server.request(
+        "POST", "/v2/queues/keep/messages", {"messages": [{"body": {"durable": True}, "ttl": 600}]}
+    )
+    assert status == 201
+    assert server.stop() == 0
+    assert "qgate stopped" in server.output()
+    server.start()
+    try:
+        status, body = server.request("GET", "/v2/queues/keep/messages?echo=true")
+        assert [m["body"] for m in body["messages"]] == [{"durable": True}]
+    finally:
+        assert server.stop() == 0
+
+
+def test_api_keys_from_the_cli_guard_the_http_api(tmp_path):
+    server = Server(tmp_path, auth="keys")
+    created = server.cli("tenant", "create", "acme")
+    assert created.returncode == 0, created.stderr
+    key = server.cli("key", "create", "acme")
+    assert key.returncode == 0, key.stderr
+    token = key.stdout.strip()
+    missing = server.cli("key", "create", "nobody")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    server.start()
+    try:
+        status, body = server.request("GET", "/v2/queues", headers={"X-Auth-Token": "nope"})
+        assert status == 401 and body["title"]
+        status, _ = server.request(
+            "PUT", "/v2/queues/secure", headers={"X-Auth-Token": token, "X-Project-Id": "acme"}
+        )
+        assert status == 201
+        status, body = server.request(
+            "GET", "/v2/queues", headers={"X-Auth-Token": token, "X-Project-Id": "acme"}
+        )
+        assert [q["name"] for q in body["queues"]] == ["secure"]
+        revoked = server.cli("key", "revoke", token)
+        assert revoked.returncode == 0, revoked.stderr
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_bad_config_stops_start_up_naming_the_key(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[storage]\nurl = "sqlite:///x.db"\nflavour = "vanilla"\n')
+    result = subprocess.run(
+        [*QGATE, "serve", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 2
+    assert "storage.flavour: unknown key" in result.stderr
+
+
+def test_a_port_in_use_stops_start_up(tmp_path):
+    server = Server(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.http))
+        taken.listen()
+        result = subprocess.run(
+            [*QGATE, "serve", "-c", str(server.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
