@@ -87,6 +87,15 @@ async def bench_service(
     results: dict[str, float] = {}
     run = uuid.uuid4().hex[:6]
     try:
+        if backend == "memory":  # first, on a fresh heap: the number the target is about
+            await service.create_queue(T, "cycle")
+            rate = memory_cycles(service, seconds)
+            results["cycle"] = rate
+            table.add(
+                "publish 1 + claim 1 + ack 1 cycles, callbacks",
+                f"{rate:,.0f} /s",
+                "target >= 50,000",
+            )
         for clients in (1, 16):
             for size in (1, 10, 100):
                 queue = f"pub-{run}-{clients}-{size}"
@@ -100,6 +109,7 @@ async def bench_service(
                 rate = await run_for(seconds, clients, publish)
                 results[f"publish-{size}-{clients}"] = rate
                 table.add(f"publish batch {size:>3}, {clients:>2} clients", f"{rate:,.0f} msg/s")
+                await service.delete_queue(T, queue)
 
         for clients in (1, 16):
             queue = f"work-{run}-{clients}"
@@ -137,15 +147,6 @@ async def bench_service(
         results["observe"] = rate
         table.add("observe 100 per page, 4 clients", f"{rate:,.0f} msg/s")
 
-        if backend == "memory":
-            await service.create_queue(T, "cycle")
-            rate = memory_cycles(service, seconds)
-            results["cycle"] = rate
-            table.add(
-                "publish 1 + claim 1 + ack 1 cycles, callbacks",
-                f"{rate:,.0f} /s",
-                "target >= 50,000",
-            )
     finally:
         await service.stop()
     return results
@@ -263,7 +264,8 @@ def raw_setup(url: str) -> None:
         f"CREATE TABLE bench_raw (id BIGINT PRIMARY KEY, body {blob}, "
         "claim_id VARCHAR(32), visible_at DOUBLE PRECISION)"
     )
-    cur.execute("CREATE INDEX ix_bench_raw_visible ON bench_raw (visible_at, id)")
+    # No index on visible_at: the claim below walks the primary key in order, as qgate's
+    # claim walks its claim-order index (an index on visible_at makes planners sort).
     if hasattr(conn, "commit"):
         conn.commit()
     conn.close()

@@ -3,15 +3,18 @@
 Everything happens synchronously on the calling (reactor) thread; results are wrapped in
 already-fired Deferreds. Per queue, messages sit in a dict by marker plus an append-only
 list of markers (markers only grow, so both are in log order; observers bisect the list)
-and in two heaps: ``ready`` (claimable, by priority then marker) and
-``waiting`` (delayed or leased, by the time they become claimable). Heap entries carry the
-message's generation, so a stale entry is skipped instead of searched for and removed.
+and in the claim structures: per priority, a FIFO of fresh messages (published in marker
+order, so a deque is enough and claiming stays O(1) however long the backlog) beside a
+heap of returned ones (released, lease ended, delay over), and one ``waiting`` heap of
+delayed or leased messages by the time they become claimable. Entries carry the message's
+generation, so a stale entry is skipped instead of searched for and removed.
 """
 
 from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -131,7 +134,9 @@ class _Queue:
         self.order: list[int] = []
         self.head = 0  # no live marker sits before order[head]
         self.removed = 0
-        self.ready: list[tuple[int, int, int]] = []  # (-priority, marker, gen)
+        # Claimable, per priority 0-9: fresh ones in publish order, returned ones by marker.
+        self.fresh: list[deque[tuple[int, int]]] = [deque() for _ in range(10)]
+        self.returned: list[list[tuple[int, int]]] = [[] for _ in range(10)]
         self.waiting: list[tuple[float, int, int]] = []  # (visible_at, marker, gen)
         self.expiry: list[tuple[float, int]] = []  # (expires_at, marker)
         self.claims: dict[str, _Claim] = {}
@@ -143,36 +148,46 @@ class _Queue:
     def schedule(self, msg: _Msg, now: float) -> None:
         """Put ``msg`` where it belongs after its visibility changed."""
         msg.gen += 1
-        if msg.visible_at <= now:
-            heapq.heappush(self.ready, (-msg.priority, msg.marker, msg.gen))
-        else:
+        if msg.visible_at > now:
             heapq.heappush(self.waiting, (msg.visible_at, msg.marker, msg.gen))
+        elif msg.gen == 1:  # just published: the newest marker, so the FIFO stays sorted
+            self.fresh[msg.priority].append((msg.marker, msg.gen))
+        else:
+            heapq.heappush(self.returned[msg.priority], (msg.marker, msg.gen))
 
     def advance(self, now: float) -> None:
-        """Move messages whose delay or lease has run out into ``ready``."""
+        """Make messages whose delay or lease has run out claimable again."""
         waiting = self.waiting
         msgs = self.msgs
         while waiting and waiting[0][0] <= now:
             _, marker, gen = heapq.heappop(waiting)
             msg = msgs.get(marker)
             if msg is not None and msg.gen == gen:
-                heapq.heappush(self.ready, (-msg.priority, marker, gen))
+                heapq.heappush(self.returned[msg.priority], (marker, gen))
 
     def take(self, limit: int, now: float) -> list[_Msg]:
-        """Pop up to ``limit`` claimable messages in claim order (they leave ``ready``)."""
+        """Pop up to ``limit`` claimable messages in claim order: highest priority first,
+        lowest marker first within a priority."""
         self.advance(now)
         out: list[_Msg] = []
-        ready = self.ready
         msgs = self.msgs
-        while ready and len(out) < limit:
-            _, marker, gen = heapq.heappop(ready)
-            msg = msgs.get(marker)
-            if msg is None or msg.gen != gen:
-                continue
-            if msg.expires_at <= now:
-                self.remove(marker)
-                continue
-            out.append(msg)
+        for priority in range(9, -1, -1):
+            fresh = self.fresh[priority]
+            returned = self.returned[priority]
+            while (fresh or returned) and len(out) < limit:
+                if returned and (not fresh or returned[0][0] < fresh[0][0]):
+                    marker, gen = heapq.heappop(returned)
+                else:
+                    marker, gen = fresh.popleft()
+                msg = msgs.get(marker)
+                if msg is None or msg.gen != gen:
+                    continue
+                if msg.expires_at <= now:
+                    self.remove(marker)
+                    continue
+                out.append(msg)
+            if len(out) >= limit:
+                break
         return out
 
     # -- membership ------------------------------------------------------------------------
