@@ -1,0 +1,45 @@
+"""JSON over HTTP, wire-compatible with OpenStack Zaqar v2, plus ``wait=`` long polling.
+
+``listener_factory`` is the registry entry (``gateway.registry.PROTOCOLS["http"]``): it
+builds a ``Site`` whose root serves the API and every ``ctx.web_mounts`` resource.
+
+Modules: ``wire`` (Zaqar documents and rules ⇄ core values, no I/O), ``call`` (one parsed
+request), ``endpoints`` (the handlers; they call ``IQueueService`` only), ``router``,
+``resource`` (twisted.web resources), ``site`` (bounded bodies, idle timeout), ``errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IProtocolFactory
+
+from gateway.registry import GatewayContext
+from protocols.http.resource import ApiResource, RootResource, build_resource
+from protocols.http.site import QGateSite
+
+__all__ = [
+    "ApiResource",
+    "QGateSite",
+    "RootResource",
+    "build_resource",
+    "build_site",
+    "listener_factory",
+]
+
+
+def build_site(ctx: GatewayContext) -> QGateSite:
+    http = ctx.config.http
+    return QGateSite(
+        build_resource(ctx),
+        max_request_body=http.max_request_body,
+        idle_timeout=http.idle_timeout,
+        reactor=ctx.reactor,
+    )
+
+
+def listener_factory(ctx: GatewayContext, listener: Any) -> IProtocolFactory:
+    """The protocol factory of an ``http`` listener (``listener`` is its
+    ``ListenerConfig``; endpoint and TLS are the gateway's business)."""
+    site: IProtocolFactory = build_site(ctx)
+    return site

@@ -1,0 +1,96 @@
+"""HTTP errors in Zaqar's shape: a status code and a ``{"title", "description"}`` JSON body.
+
+Titles and descriptions follow Zaqar v2 (``zaqar/transport/wsgi/errors.py`` and the
+Falcon errors it raises) so clients that show them to users see familiar text. Core errors
+are mapped by type (:func:`from_core`), never by parsing their messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from core import errors as core
+
+#: Zaqar's ``HTTPBadRequestAPI`` title: a bad parameter or a rule of the API was broken.
+BAD_API = "Invalid API request"
+#: Zaqar's ``HTTPBadRequestBody`` title: the request document is malformed.
+BAD_BODY = "Invalid request body"
+
+
+class HTTPError(Exception):
+    """An error response: raised anywhere in a handler, rendered by the resource."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        description: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {title}: {description}")
+        self.status = status
+        self.title = title
+        self.description = description
+        self.headers = dict(headers or {})
+
+    def body(self) -> bytes:
+        return error_body(self.title, self.description)
+
+
+def error_body(title: str, description: str) -> bytes:
+    return json.dumps({"title": title, "description": description}).encode()
+
+
+def bad_request(description: str, title: str = BAD_API) -> HTTPError:
+    return HTTPError(400, title, description)
+
+
+def bad_body(description: str) -> HTTPError:
+    return HTTPError(400, BAD_BODY, description)
+
+
+def not_found(description: str) -> HTTPError:
+    return HTTPError(404, "Not found", description)
+
+
+def invalid_param(name: str, why: str) -> HTTPError:
+    # Falcon's HTTPInvalidParam, which Zaqar's get_param_as_* helpers raise.
+    return HTTPError(400, "Invalid parameter", f'The "{name}" parameter is invalid. {why}')
+
+
+def service_unavailable(description: str) -> HTTPError:
+    # Zaqar's HTTPServiceUnavailable appends this advice and asks to retry in 30 s.
+    return HTTPError(
+        503,
+        "Service temporarily unavailable",
+        f"{description} Please try again in a few seconds.",
+        {"Retry-After": "30"},
+    )
+
+
+def from_core(error: core.QGateError) -> HTTPError:
+    """The HTTP form of a core error.
+
+    ``TooLarge`` (too many messages in a batch, a body over the core's limit) becomes a
+    400 like Zaqar's size checks, not a 413: python-zaqarclient maps only 400, 401, 403,
+    404, 409, 500 and 503 to exceptions and would treat a 413 as success.
+    """
+    description = error.description
+    if isinstance(error, core.Unauthorized):
+        return HTTPError(401, "Unauthorized", description, {"WWW-Authenticate": "Token"})
+    if isinstance(error, core.InvalidArgument):
+        return bad_request(description)
+    if isinstance(error, core.NotFound):
+        return not_found(description)
+    if isinstance(error, core.MessageClaimed):
+        # Zaqar: "This message is claimed; it cannot be deleted without a valid claim ID."
+        return HTTPError(403, "Unable to delete", description)
+    if isinstance(error, core.QueueFull):
+        # A qgate extension (bounded queues); 409 reaches zaqarclient as Conflict.
+        return HTTPError(409, "Queue full", description)
+    if isinstance(error, core.Conflict):
+        return HTTPError(409, "Resource conflict", description)
+    if isinstance(error, core.StorageUnavailable):
+        return service_unavailable(description)
+    return HTTPError(500, "Internal server error", "The server could not complete the request.")

@@ -1,0 +1,88 @@
+"""A small path router: templates of path segments to handlers, by method.
+
+Why not klein: the API is a dozen fixed routes, and every response needs the same
+treatment (JSON errors, CORS, cancellation on hang-up) that a plain ``twisted.web``
+resource gives in one place; a router of thirty lines keeps the dependency list short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from protocols.http.errors import HTTPError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What a handler answers: a status, an optional JSON document, extra headers."""
+
+    status: int
+    document: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Content type of ``document`` when it is sent (Zaqar's JSON by default).
+    content_type: str = "application/json; charset=UTF-8"
+
+
+Handler = Callable[[C], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route(Generic[C]):
+    #: Literal segments, or ``{name}`` for a parameter.
+    template: tuple[str, ...]
+    handlers: Mapping[str, Handler[C]]
+
+    def match(self, segments: Sequence[str]) -> dict[str, str] | None:
+        if len(segments) != len(self.template):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self.template, segments):
+            if want.startswith("{"):
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params
+
+    @property
+    def methods(self) -> list[str]:
+        allowed = set(self.handlers) | {"OPTIONS"}
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        return sorted(allowed)
+
+
+class Router(Generic[C]):
+    def __init__(self) -> None:
+        self._routes: list[Route[C]] = []
+
+    def add(self, path: str, **handlers: Handler[C]) -> None:
+        """Route ``path`` (``/v2/queues/{queue}``) to a handler per method (``GET=...``)."""
+        template = tuple(s for s in path.split("/") if s)
+        self._routes.append(Route(template, {m.upper(): h for m, h in handlers.items()}))
+
+    def find(self, segments: Sequence[str]) -> tuple[Route[C], dict[str, str]]:
+        """The route of a path and its parameters; 404 when no route matches."""
+        for route in self._routes:
+            params = route.match(segments)
+            if params is not None:
+                return route, params
+        raise HTTPError(404, "Not found", "The requested resource could not be found.")
+
+    @staticmethod
+    def handler(route: Route[C], method: str) -> Handler[C]:
+        """The handler of ``method`` (HEAD falls back to GET); 405 with ``Allow`` if none."""
+        found = route.handlers.get(method)
+        if found is None and method == "HEAD":
+            found = route.handlers.get("GET")
+        if found is None:
+            raise HTTPError(
+                405,
+                "Method not allowed",
+                f"The method {method} is not allowed for this resource.",
+                {"Allow": ", ".join(route.methods)},
+            )
+        return found

@@ -1,0 +1,530 @@
+"""The Zaqar v2 wire format and its rules, translated to and from core values (no I/O).
+
+Bounds
+------
+The API enforces Zaqar's validation defaults (``zaqar/transport/validation.py``): message
+TTL 60..1209600 s, delay 0..900 s, claim TTL and grace 60..43200 s, at most 20 messages
+per page, claim or pop, 20 queues per page, message posts of at most 262144 bytes and
+queue metadata of at most 65536 bytes. Where the core's ``Limits`` are stricter they win
+(a protocol may be stricter than the core, never looser); see :class:`Bounds`.
+
+Message bodies
+--------------
+Zaqar bodies are JSON documents. A message posted here is stored as the UTF-8 JSON
+encoding of its ``body`` with content type ``application/json`` and rendered back as
+that document. Messages published by other protocols (a STOMP frame carries any bytes)
+are rendered by content type:
+
+* a JSON type (``application/json`` or ``*/*+json``) whose bytes parse: the document;
+* anything else that is valid UTF-8: a JSON string;
+* anything else: ``{"$binary": "<base64 of the bytes>", "content_type": "<type>"}``.
+
+The binary marker lives inside ``body`` rather than as an extra message field because
+python-zaqarclient builds ``Message(**fields)`` and fails on keys it does not know.
+
+Queue metadata
+--------------
+Metadata is stored as the client sent it. Reserved keys also set the queue's core
+options: ``_default_message_ttl``, ``_default_message_delay``, ``_max_claim_count``,
+``_dead_letter_queue``, ``_dead_letter_queue_messages_ttl`` (Zaqar), ``_flavor``
+(``durable`` or ``transient``, chosen at creation) and the qgate extensions
+``_max_messages``, ``_max_bytes`` and ``_overflow`` (``reject`` or ``drop_oldest``).
+``_max_messages_post_size`` is enforced by this layer only. When a queue is shown, the
+options are the truth: reserved keys are rendered from them, so a queue created by
+another protocol shows its real settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.limits import NAME_RE, Limits
+from core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
+from protocols.http.errors import HTTPError, bad_body, bad_request
+
+# Zaqar's validation defaults (zaqar/transport/validation.py, [transport] options).
+MIN_MESSAGE_TTL = 60
+MAX_MESSAGE_TTL = 1209600
+MAX_MESSAGE_DELAY = 900
+MIN_CLAIM_TTL = 60
+MAX_CLAIM_TTL = 43200
+MIN_CLAIM_GRACE = 60
+MAX_CLAIM_GRACE = 43200
+MAX_MESSAGES_PER_PAGE = 20
+MAX_QUEUES_PER_PAGE = 20
+MAX_MESSAGES_PER_CLAIM_OR_POP = 20
+MAX_MESSAGES_POST_SIZE = 256 * 1024
+MAX_QUEUE_METADATA = 64 * 1024
+# Zaqar's [transport] defaults for a claim without a body, and its default page size.
+DEFAULT_CLAIM_TTL = 300
+DEFAULT_CLAIM_GRACE = 60
+DEFAULT_LIMIT = 10
+
+JSON_TYPE = "application/json"
+PATCH_TYPE = "application/openstack-messaging-v2.0-json-patch"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The effective limits of the HTTP API: Zaqar's, narrowed by the core's."""
+
+    message_ttl: tuple[float, float]
+    message_delay: tuple[float, float]
+    claim_ttl: tuple[float, float]
+    claim_grace: tuple[float, float]
+    page: int
+    queues_page: int
+    claim: int
+    max_wait: float
+    post_size: int
+    metadata_size: int
+
+    @classmethod
+    def from_limits(cls, limits: Limits, max_wait: float) -> Bounds:
+        return cls(
+            message_ttl=(
+                max(MIN_MESSAGE_TTL, limits.min_ttl),
+                min(MAX_MESSAGE_TTL, limits.max_ttl),
+            ),
+            message_delay=(0, min(MAX_MESSAGE_DELAY, limits.max_delay)),
+            claim_ttl=(max(MIN_CLAIM_TTL, limits.min_lease), min(MAX_CLAIM_TTL, limits.max_lease)),
+            claim_grace=(MIN_CLAIM_GRACE, min(MAX_CLAIM_GRACE, limits.max_grace)),
+            page=min(MAX_MESSAGES_PER_PAGE, limits.max_page),
+            queues_page=min(MAX_QUEUES_PER_PAGE, limits.max_page),
+            claim=min(MAX_MESSAGES_PER_CLAIM_OR_POP, limits.max_claim),
+            max_wait=max(0.0, min(max_wait, limits.max_wait)),
+            post_size=min(MAX_MESSAGES_POST_SIZE, limits.max_body * limits.max_batch),
+            metadata_size=MAX_QUEUE_METADATA,
+        )
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# -- JSON documents --------------------------------------------------------------------------
+
+
+def _json_int(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        # Zaqar's read_json: OverflowedJSONInteger.
+        raise OverflowError(text)
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def parse_json(data: bytes) -> Any:
+    """The document in ``data``; 400 with Zaqar's descriptions when it is not JSON."""
+    if not data.strip():
+        raise bad_body("Request body can not be empty")
+    try:
+        return json.loads(data.decode("utf-8"), parse_int=_json_int, parse_constant=_no_constant)
+    except OverflowError:
+        raise bad_body("JSON contains integer that is too large.") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise bad_body("Request body could not be parsed.") from None
+
+
+def dump_json(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def checked_field(document: Mapping[str, Any], name: str, kind: type | None, default: Any) -> Any:
+    """``document[name]`` (or ``default`` when absent) of type ``kind``, as Zaqar's
+    ``get_checked_field`` does: a missing required field or a wrong type is a 400."""
+    if name in document:
+        value = document[name]
+    elif default is not None:
+        value = default
+    else:
+        raise bad_body(f'Missing "{name}" field.')
+    if kind is None:
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise bad_body(f'The value of the "{name}" field must be a int.')
+    if not isinstance(value, kind):
+        raise bad_body(f'The value of the "{name}" field must be a {kind.__name__}.')
+    return value
+
+
+def _in_range(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+# -- messages --------------------------------------------------------------------------------
+
+
+def parse_messages(document: Any, bounds: Bounds, producer: str | None) -> list[NewMessage]:
+    """The messages of a Zaqar ``{"messages": [...]}`` post, checked like Zaqar does."""
+    if not isinstance(document, dict) or "messages" not in document:
+        raise bad_request("No messages were found in the request body.")
+    items = document["messages"]
+    if not isinstance(items, list):
+        raise bad_body("Document type not supported.")
+    if not items:
+        raise bad_request("No messages to enqueu.")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise bad_body("Document type not supported.")
+        body = checked_field(item, "body", None, None)
+        ttl = item.get("ttl")
+        if ttl is not None:
+            ttl = checked_field(item, "ttl", int, None)
+            if not _in_range(ttl, bounds.message_ttl):
+                lo, hi = bounds.message_ttl
+                raise bad_request(
+                    f"The TTL for a message may not exceed {_n(hi)} seconds, and must be at "
+                    f"least {_n(lo)} seconds long."
+                )
+        delay = item.get("delay")
+        if delay is not None:
+            delay = checked_field(item, "delay", int, None)
+            if not _in_range(delay, bounds.message_delay):
+                lo, hi = bounds.message_delay
+                raise bad_request(
+                    f"The Delay TTL for a message may not exceed {_n(hi)} seconds, and must "
+                    f"be at least {_n(lo)} seconds long."
+                )
+        out.append(
+            NewMessage(
+                body=dump_json(body),
+                content_type=JSON_TYPE,
+                ttl=None if ttl is None else float(ttl),
+                delay=None if delay is None else float(delay),
+                producer=producer,
+            )
+        )
+    return out
+
+
+def is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_TYPE or media.endswith("+json")
+
+
+def render_body(message: Message) -> Any:
+    """The ``body`` of a message as Zaqar shows it (see the module docstring)."""
+    if is_json_type(message.content_type):
+        try:
+            return json.loads(message.body.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            pass
+    try:
+        return message.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return {
+            "$binary": base64.b64encode(message.body).decode("ascii"),
+            "content_type": message.content_type,
+        }
+
+
+def message_href(queue_path: str, message_id: str, claim_id: str | None = None) -> str:
+    href = f"{queue_path}/messages/{message_id}"
+    return f"{href}?claim_id={claim_id}" if claim_id else href
+
+
+def render_message(
+    message: Message, queue_path: str, now: float, claim_id: str | None = None
+) -> dict[str, Any]:
+    """Zaqar's v1.1/v2 message document (``format_message_v1_1``), plus the claim fields
+    python-zaqarclient accepts. The href carries the claim id of a live claim."""
+    if claim_id is None and message.is_claimed(now):
+        claim_id = message.claim_id
+    rendered: dict[str, Any] = {
+        "id": message.id,
+        "href": message_href(queue_path, message.id, claim_id),
+        "ttl": int(round(message.ttl)),
+        "age": int(message.age(now)),
+        "body": render_body(message),
+        "claim_count": message.claim_count,
+    }
+    if claim_id:
+        rendered["claim_id"] = claim_id
+    return rendered
+
+
+def render_claim(claim: Claim, queue_path: str, now: float) -> dict[str, Any]:
+    """Zaqar's claim document (``GET /claims/{id}``): the claim without its id."""
+    return {
+        "age": int(claim.age(now)),
+        "ttl": int(round(claim.ttl)),
+        "grace": int(round(claim.grace)),
+        "href": f"{queue_path}/claims/{claim.id}",
+        "messages": [render_message(m, queue_path, now, claim.id) for m in claim.messages],
+    }
+
+
+def iso8601(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def render_stats(stats: QueueStats, queue_path: str, now: float) -> dict[str, Any]:
+    """Zaqar's stats document; ``oldest``/``newest`` only when the queue has messages."""
+    messages: dict[str, Any] = {
+        "claimed": stats.claimed,
+        "free": stats.available,
+        "delayed": stats.delayed,
+        "total": stats.total,
+    }
+    if stats.total:
+        for key, message in (("oldest", stats.oldest), ("newest", stats.newest)):
+            if message is not None:
+                messages[key] = {
+                    "id": message.id,
+                    "href": message_href(queue_path, message.id),
+                    "age": int(message.age(now)),
+                    "created": iso8601(message.created_at),
+                }
+    return {"messages": messages}
+
+
+# -- queue metadata --------------------------------------------------------------------------
+
+FLAVORS = {"durable": True, "transient": False}
+POST_SIZE_KEY = "_max_messages_post_size"
+
+#: Reserved metadata key -> QueueOptions field it sets.
+OPTION_KEYS: dict[str, str] = {
+    "_default_message_ttl": "default_ttl",
+    "_default_message_delay": "default_delay",
+    "_max_claim_count": "max_claim_count",
+    "_dead_letter_queue": "dead_letter_queue",
+    "_dead_letter_queue_messages_ttl": "dead_letter_ttl",
+    "_max_messages": "max_messages",
+    "_max_bytes": "max_bytes",
+    "_overflow": "overflow",
+    "_flavor": "durable",
+}
+RESERVED_KEYS = frozenset([*OPTION_KEYS, POST_SIZE_KEY])
+
+
+def _option_value(key: str, value: Any) -> Any:
+    if key in ("_default_message_ttl", "_default_message_delay", "_dead_letter_queue_messages_ttl"):
+        return float(value)
+    if key == "_overflow":
+        return Overflow(value)
+    if key == "_flavor":
+        return FLAVORS[value]
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_metadata(metadata: Mapping[str, Any], bounds: Bounds) -> None:
+    """Zaqar's ``queue_metadata_putting``, extended to qgate's reserved keys. ``None``
+    means "unset" for every reserved key."""
+
+    def ranged(key: str, rng: tuple[float, float], what: str) -> None:
+        value = metadata.get(key)
+        if value is None:
+            return
+        if not _is_int(value):
+            raise bad_request(f"{key} must be integer.")
+        if not _in_range(value, rng):
+            raise bad_request(
+                f"{key} can not exceed {_n(rng[1])} {what}, and must be at least "
+                f"{_n(rng[0])} {what} long."
+            )
+
+    ranged("_default_message_ttl", bounds.message_ttl, "seconds")
+    ranged("_default_message_delay", bounds.message_delay, "seconds")
+    ranged("_dead_letter_queue_messages_ttl", bounds.message_ttl, "seconds")
+    post_size = metadata.get(POST_SIZE_KEY)
+    if post_size is not None and (
+        not _is_int(post_size) or not 0 < post_size <= MAX_MESSAGES_POST_SIZE
+    ):
+        raise bad_request(
+            f"{POST_SIZE_KEY} can not exceed {MAX_MESSAGES_POST_SIZE}, and must be at least "
+            "greater than 0."
+        )
+    for key in ("_max_claim_count", "_max_messages", "_max_bytes"):
+        value = metadata.get(key)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise bad_request(f"{key} must be an integer of at least 1.")
+    dlq = metadata.get("_dead_letter_queue")
+    if dlq is not None and (not isinstance(dlq, str) or not NAME_RE.match(dlq)):
+        raise bad_request("The format of the submitted queue name is not valid.")
+    overflow = metadata.get("_overflow")
+    if overflow is not None and overflow not in {o.value for o in Overflow}:
+        raise bad_request("_overflow must be 'reject' or 'drop_oldest'.")
+    flavor = metadata.get("_flavor")
+    if flavor is not None and flavor not in FLAVORS:
+        # Zaqar: FlavorDoesNotExist -> 400.
+        raise bad_request(f"Flavor {flavor!r:.80} does not exist")
+
+
+def options_for(
+    metadata: Mapping[str, Any],
+    base: QueueOptions,
+    defaults: QueueOptions,
+    keys: Iterable[str],
+) -> QueueOptions:
+    """``base`` with the options named by the reserved ``keys`` taken from ``metadata``;
+    a key that is absent or ``None`` resets its option to ``defaults``."""
+    changes: dict[str, Any] = {}
+    for key in keys:
+        field = OPTION_KEYS.get(key)
+        if field is None:
+            continue
+        value = metadata.get(key)
+        changes[field] = getattr(defaults, field) if value is None else _option_value(key, value)
+    return dataclasses.replace(base, **changes)
+
+
+def post_size_limit(metadata: Mapping[str, Any], bounds: Bounds) -> int:
+    """Zaqar: min(the queue's ``_max_messages_post_size``, the configured maximum)."""
+    own = metadata.get(POST_SIZE_KEY)
+    if isinstance(own, int) and not isinstance(own, bool) and own > 0:
+        return min(own, bounds.post_size)
+    return bounds.post_size
+
+
+def _num(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
+    """The queue's metadata with its reserved keys rendered from its options, like Zaqar
+    fills in ``_max_messages_post_size``, ``_default_message_ttl`` and
+    ``_default_message_delay`` when they were never set."""
+    options = queue.options
+    out = dict(queue.metadata)
+    out[POST_SIZE_KEY] = post_size_limit(queue.metadata, bounds)
+    out["_default_message_ttl"] = _num(options.default_ttl)
+    out["_default_message_delay"] = _num(options.default_delay)
+    out["_flavor"] = "durable" if options.durable else "transient"
+    optional: dict[str, Any] = {
+        "_max_claim_count": options.max_claim_count,
+        "_dead_letter_queue": options.dead_letter_queue,
+        "_dead_letter_queue_messages_ttl": (
+            None if options.dead_letter_ttl is None else _num(options.dead_letter_ttl)
+        ),
+        "_max_messages": options.max_messages,
+        "_max_bytes": options.max_bytes,
+    }
+    for key, value in optional.items():
+        if value is not None:
+            out[key] = value
+        else:
+            out.pop(key, None)
+    if options.max_messages is not None or options.max_bytes is not None or "_overflow" in out:
+        out["_overflow"] = options.overflow.value
+    return out
+
+
+# -- JSON patch of queue metadata (Zaqar's draft-10 subset) ----------------------------------
+
+PATCH_OPS = ("add", "remove", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    op: str
+    key: str
+    value: Any = None
+
+
+def _pointer(pointer: Any) -> list[str]:
+    # Zaqar's _validate_json_pointer / _decode_json_pointer.
+    if not isinstance(pointer, str) or not pointer.startswith("/"):
+        raise bad_body(f'Pointer `{pointer}` does not start with "/".')
+    if "//" in pointer or (len(pointer) > 1 and pointer.endswith("/")):
+        raise bad_body(f'Pointer `{pointer}` contains adjacent or trailing "/".')
+    text = pointer.replace("~0", "").replace("~1", "")
+    if "~" in text:
+        raise bad_body(
+            f'Pointer `{pointer}` contains "~" not part of a recognized escape sequence.'
+        )
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+
+
+def parse_patch(document: Any) -> list[Change]:
+    """The changes of a queue PATCH body, validated like Zaqar's ``queue_patching``."""
+    if not isinstance(document, list):
+        raise bad_body("Request body must be a JSON array of operation objects.")
+    changes = []
+    ops = ", ".join(PATCH_OPS)
+    for raw in document:
+        if not isinstance(raw, dict):
+            raise bad_body("Operations must be JSON objects.")
+        op = raw.get("op")
+        if op is None:
+            raise bad_body(
+                "Unable to find `op` in JSON Schema change. "
+                f"It must be one of the following: {ops}."
+            )
+        if op not in PATCH_OPS:
+            raise bad_body(f"Invalid operation: `{op}`. It must be one of the following: {ops}.")
+        if "path" not in raw:
+            raise bad_body("Unable to find 'path' in JSON Schema change")
+        path = _pointer(raw["path"])
+        if len(path) != 2:
+            raise bad_body(
+                f"Invalid JSON pointer for this resource: '/{'/'.join(path)}, e.g /metadata/key'"
+            )
+        if path[0].lower() != "metadata":
+            raise bad_body("The root of path must be metadata, e.g /metadata/key.")
+        if op != "remove" and "value" not in raw:
+            raise bad_body(f'Operation "{op}" requires a member named "value".')
+        changes.append(Change(op, path[1], raw.get("value")))
+    return changes
+
+
+def apply_patch(metadata: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any]:
+    """``metadata`` after ``changes``; replacing or removing a key that is neither set nor
+    reserved is a 409, as in Zaqar's ``_do_replace``/``_do_remove``."""
+    out = dict(metadata)
+    for change in changes:
+        if change.op == "add":
+            out[change.key] = change.value
+        elif change.op == "replace":
+            if change.key not in out and change.key not in RESERVED_KEYS:
+                raise HTTPError(
+                    409, "Resource conflict", f"Can't replace non-existent object {change.key}."
+                )
+            out[change.key] = change.value
+        elif change.key in out:
+            del out[change.key]
+        elif change.key not in RESERVED_KEYS:
+            raise HTTPError(
+                409, "Resource conflict", f"Can't remove non-existent object {change.key}."
+            )
+    return out
+
+
+# -- small parsers ---------------------------------------------------------------------------
+
+_TRUE = frozenset(["true", "t", "yes", "y", "1", "on"])
+_FALSE = frozenset(["false", "f", "no", "n", "0", "off"])
+
+
+def parse_bool(text: str) -> bool | None:
+    """Falcon's ``get_param_as_bool`` vocabulary; ``None`` when ``text`` is neither."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
+def parse_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,374 @@
+"""Messages over HTTP: post, list, get, delete, pop, and what bad input gets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from core.model import NewMessage, QueueOptions
+from core.service import QueueService
+from tests.http.conftest import CLIENT, OTHER_CLIENT, Api
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_answers_201_with_resource_paths(api: Api, service: QueueService) -> None:
+    reply = await api.post(
+        "/v2/queues/jobs/messages",
+        {"messages": [{"ttl": 300, "body": {"event": "start"}}, {"ttl": 60, "body": [1, "two"]}]},
+    )
+    assert reply.status == 201
+    assert reply.json == {"resources": ["/v2/queues/jobs/messages/1", "/v2/queues/jobs/messages/2"]}
+    assert reply.header("Location") == "/v2/queues/jobs/messages?ids=1,2"
+    stored = await service.get_message("p1", "jobs", "1")
+    assert json.loads(stored.body) == {"event": "start"}
+    assert stored.content_type == "application/json"
+    assert stored.producer == CLIENT
+    assert stored.ttl == 300
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_creates_the_queue_lazily_with_its_default_ttl(
+    api: Api, service: QueueService
+) -> None:
+    await api.post("/v2/queues/lazy/messages", {"messages": [{"body": "x"}]})
+    queue = await service.get_queue("p1", "lazy")
+    assert queue.name == "lazy"
+    assert (await service.get_message("p1", "lazy", "1")).ttl == queue.options.default_ttl
+
+
+@pytest_twisted.ensureDeferred
+async def test_delay_makes_a_message_invisible_until_it_is_due(api: Api, clock: Clock) -> None:
+    await api.post("/v2/queues/jobs/messages", {"messages": [{"body": "later", "delay": 120}]})
+    listed = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert listed.json["messages"] == []
+    delayed = await api.get("/v2/queues/jobs/messages?echo=true&include_delayed=true")
+    assert [m["body"] for m in delayed.json["messages"]] == ["later"]
+    clock.advance(120)
+    due = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert [m["body"] for m in due.json["messages"]] == ["later"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_renders_messages_as_zaqar_does(api: Api, clock: Clock) -> None:
+    await api.post_messages("jobs", {"n": 1})
+    clock.advance(7)
+    reply = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert reply.status == 200
+    assert reply.json["messages"] == [
+        {
+            "id": "1",
+            "href": "/v2/queues/jobs/messages/1",
+            "ttl": 300,
+            "age": 7,
+            "body": {"n": 1},
+            "claim_count": 0,
+        }
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_echo_decides_whether_a_client_sees_its_own_messages(api: Api) -> None:
+    await api.post_messages("jobs", "mine")
+    await api.post_messages("jobs", "theirs", client=OTHER_CLIENT)
+    default = await api.get("/v2/queues/jobs/messages")
+    assert [m["body"] for m in default.json["messages"]] == ["theirs"]
+    echoed = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert [m["body"] for m in echoed.json["messages"]] == ["mine", "theirs"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_id_with_or_without_dashes_is_the_same_client(api: Api) -> None:
+    await api.post_messages("jobs", "mine", client=CLIENT)
+    undashed = uuid.UUID(CLIENT).hex
+    reply = await api.get("/v2/queues/jobs/messages", client=undashed)
+    assert reply.json["messages"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_listing_follows_next_links_to_the_end(api: Api) -> None:
+    await api.post_messages("jobs", *range(5))
+    bodies: list[object] = []
+    path = "/v2/queues/jobs/messages?limit=2&echo=true"
+    while True:
+        reply = await api.get(path)
+        if not reply.json["messages"]:
+            assert reply.json["links"] == []
+            break
+        bodies += [m["body"] for m in reply.json["messages"]]
+        path = reply.json["links"][0]["href"]
+        assert "echo=true" in path and "limit=2" in path
+    assert bodies == [0, 1, 2, 3, 4]
+
+
+@pytest_twisted.ensureDeferred
+async def test_claimed_messages_are_listed_only_when_asked(api: Api) -> None:
+    await api.post_messages("jobs", "a", "b")
+    claim = await api.post("/v2/queues/jobs/claims?limit=1", {"ttl": 60, "grace": 60})
+    claim_id = (claim.header("Location") or "").rsplit("/", 1)[1]
+    plain = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert [m["body"] for m in plain.json["messages"]] == ["b"]
+    everything = await api.get("/v2/queues/jobs/messages?echo=true&include_claimed=true")
+    first = everything.json["messages"][0]
+    assert first["href"] == f"/v2/queues/jobs/messages/1?claim_id={claim_id}"
+    assert first["claim_id"] == claim_id
+    assert first["claim_count"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_listing_a_missing_queue_is_an_empty_200(api: Api) -> None:
+    reply = await api.get("/v2/queues/nope/messages")
+    assert reply.status == 200
+    assert reply.json == {"messages": [], "links": []}
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=21", "limit=x", "echo=perhaps", "marker=abc"])
+@pytest_twisted.ensureDeferred
+async def test_bad_listing_parameters_are_a_400(api: Api, query: str) -> None:
+    await api.post_messages("jobs", "a")
+    reply = await api.get(f"/v2/queues/jobs/messages?{query}")
+    assert reply.status == 400
+    assert set(reply.json) == {"title", "description"}
+
+
+@pytest.mark.parametrize(
+    ("client", "title"),
+    [(None, "Missing header value"), ("not-a-uuid", "Wrong UUID value")],
+)
+@pytest_twisted.ensureDeferred
+async def test_message_endpoints_need_a_uuid_client_id(
+    api: Api, client: str | None, title: str
+) -> None:
+    for method, path in [
+        ("GET", "/v2/queues/jobs/messages"),
+        ("POST", "/v2/queues/jobs/messages"),
+        ("GET", "/v2/queues/jobs/messages/1"),
+        ("DELETE", "/v2/queues/jobs/messages?ids=1"),
+        ("POST", "/v2/queues/jobs/claims"),
+    ]:
+        reply = await api.request(method, path, client=client)
+        assert reply.status == 400, (method, path)
+        assert reply.json["title"] == title
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_by_ids_returns_those_that_exist(api: Api) -> None:
+    await api.post_messages("jobs", "a", "b", "c")
+    reply = await api.get("/v2/queues/jobs/messages?ids=3,1,99,bogus")
+    assert reply.status == 200
+    assert sorted(m["body"] for m in reply.json["messages"]) == ["a", "c"]
+    assert "links" not in reply.json
+    none = await api.get("/v2/queues/jobs/messages?ids=98,99")
+    assert none.status == 404
+    too_many = await api.get("/v2/queues/jobs/messages?ids=" + ",".join(map(str, range(21))))
+    assert too_many.status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_one_message(api: Api) -> None:
+    await api.post_messages("jobs", {"x": 1})
+    reply = await api.get("/v2/queues/jobs/messages/1")
+    assert reply.status == 200
+    assert reply.json["body"] == {"x": 1}
+    assert reply.json["href"] == "/v2/queues/jobs/messages/1"
+    assert (await api.get("/v2/queues/jobs/messages/2")).status == 404
+    assert (await api.get("/v2/queues/jobs/messages/bogus")).status == 404
+    assert (await api.get("/v2/queues/nope/messages/1")).status == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_bulk_delete_by_ids(api: Api) -> None:
+    await api.post_messages("jobs", "a", "b", "c")
+    reply = await api.delete("/v2/queues/jobs/messages?ids=1,3,77")
+    assert reply.status == 204
+    left = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert [m["body"] for m in left.json["messages"]] == ["b"]
+    assert (await api.delete("/v2/queues/nope/messages?ids=1")).status == 204
+
+
+@pytest_twisted.ensureDeferred
+async def test_pop_removes_and_returns_messages(api: Api) -> None:
+    await api.post_messages("jobs", "a", "b", "c")
+    reply = await api.delete("/v2/queues/jobs/messages?pop=2")
+    assert reply.status == 200
+    assert [m["body"] for m in reply.json["messages"]] == ["a", "b"]
+    left = await api.get("/v2/queues/jobs/messages?echo=true")
+    assert [m["body"] for m in left.json["messages"]] == ["c"]
+    empty = await api.delete("/v2/queues/nope/messages?pop=1")
+    assert empty.status == 200
+    assert empty.json == {"messages": []}
+
+
+@pytest.mark.parametrize("query", ["", "?ids=1&pop=1", "?pop=0", "?pop=21", "?pop=x"])
+@pytest_twisted.ensureDeferred
+async def test_bad_bulk_deletes_are_a_400_and_delete_nothing(api: Api, query: str) -> None:
+    await api.post_messages("jobs", "a")
+    reply = await api.delete(f"/v2/queues/jobs/messages{query}")
+    assert reply.status == 400
+    assert (await api.get("/v2/queues/jobs/stats")).json["messages"]["total"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_claimed_message_needs_its_claim_id(api: Api) -> None:
+    await api.post_messages("jobs", "a", "b")
+    claim = await api.post("/v2/queues/jobs/claims?limit=1", {"ttl": 60, "grace": 60})
+    href = claim.json["messages"][0]["href"]
+    claim_id = href.split("claim_id=")[1]
+    without = await api.delete("/v2/queues/jobs/messages/1")
+    assert without.status == 403
+    assert without.json["title"] == "Unable to delete"
+    bulk = await api.delete("/v2/queues/jobs/messages?ids=1")
+    assert bulk.status == 403
+    wrong = await api.delete("/v2/queues/jobs/messages/1?claim_id=0123456789abcdef")
+    assert wrong.status == 403
+    unclaimed = await api.delete(f"/v2/queues/jobs/messages/2?claim_id={claim_id}")
+    assert unclaimed.status == 400
+    assert unclaimed.json["description"] == (
+        "A claim was specified, but the message is not currently claimed."
+    )
+    right = await api.delete(href)
+    assert right.status == 204
+    assert (await api.get("/v2/queues/jobs/messages/1")).status == 404
+    assert (await api.delete("/v2/queues/jobs/messages/1")).status == 204
+
+
+# -- bad posts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "title"),
+    [
+        ({"messages": [{"ttl": 59, "body": 1}]}, "Invalid API request"),
+        ({"messages": [{"ttl": 1209601, "body": 1}]}, "Invalid API request"),
+        ({"messages": [{"ttl": "300", "body": 1}]}, "Invalid request body"),
+        ({"messages": [{"ttl": 300.5, "body": 1}]}, "Invalid request body"),
+        ({"messages": [{"delay": 901, "body": 1}]}, "Invalid API request"),
+        ({"messages": [{"ttl": 300}]}, "Invalid request body"),
+        ({"messages": []}, "Invalid API request"),
+        ({"messages": {"body": 1}}, "Invalid request body"),
+        ({"messages": ["body"]}, "Invalid request body"),
+        ({"body": 1}, "Invalid API request"),
+        ([{"body": 1}], "Invalid API request"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_posts_are_a_400_and_store_nothing(
+    api: Api, service: QueueService, document: object, title: str
+) -> None:
+    reply = await api.post("/v2/queues/jobs/messages", document)
+    assert reply.status == 400
+    assert reply.json["title"] == title
+    assert await service.list_queues("p1") == []
+
+
+@pytest.mark.parametrize(
+    "data", [b"{not json", b"", b'{"messages": [{"body": NaN}]}', b"\xff\xfe", b"[" * 100_000]
+)
+@pytest_twisted.ensureDeferred
+async def test_malformed_json_is_a_400(api: Api, service: QueueService, data: bytes) -> None:
+    reply = await api.request(
+        "POST",
+        "/v2/queues/jobs/messages",
+        data=data,
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status == 400
+    assert reply.json["title"] == "Invalid request body"
+    assert b"Traceback" not in reply.body
+    assert await service.list_queues("p1") == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [("application/x-www-form-urlencoded", 400), ("text/plain", 415), ("application/xml", 415)],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_body_that_is_not_json_is_refused(api: Api, content_type: str, status: int) -> None:
+    reply = await api.request(
+        "POST",
+        "/v2/queues/jobs/messages",
+        data=b'{"messages": [{"body": 1}]}',
+        headers={"Content-Type": content_type},
+    )
+    assert reply.status == status
+    assert set(reply.json) == {"title", "description"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_content_types_with_parameters_are_accepted(api: Api) -> None:
+    reply = await api.request(
+        "POST",
+        "/v2/queues/jobs/messages",
+        data=b'{"messages": [{"body": 1}]}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert reply.status == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_posts_over_zaqars_size_limit_are_a_400(api: Api, service: QueueService) -> None:
+    big = {"messages": [{"body": "x" * 262144}]}
+    reply = await api.post("/v2/queues/jobs/messages", big)
+    assert reply.status == 400
+    assert reply.json["description"] == "Message collection size is too large. Max size 262144"
+    await api.put("/v2/queues/small", {"_max_messages_post_size": 100})
+    small = await api.post("/v2/queues/small/messages", {"messages": [{"body": "y" * 100}]})
+    assert small.status == 400
+    assert "The max size for current queue is 100" in small.json["description"]
+    assert (await service.queue_stats("p1", "small")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_bodies_over_max_request_body_are_a_413(api: Api, service: QueueService) -> None:
+    reply = await api.request(
+        "POST",
+        "/v2/queues/jobs/messages",
+        data=b" " * (512 * 1024 + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status == 413
+    assert reply.json["title"] == "Request entity too large"
+    assert await service.list_queues("p1") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_bounded_queue_refuses_posts_with_409(api: Api) -> None:
+    await api.put("/v2/queues/jobs", {"_max_messages": 1})
+    await api.post_messages("jobs", "one")
+    reply = await api.post("/v2/queues/jobs/messages", {"messages": [{"body": "two"}]})
+    assert reply.status == 409
+    assert reply.json["title"] == "Queue full"
+
+
+# -- bodies from other protocols -------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_bodies_published_elsewhere_render_by_content_type(
+    api: Api, service: QueueService
+) -> None:
+    await service.create_queue("p1", "mixed", QueueOptions())
+    await service.publish(
+        "p1",
+        "mixed",
+        [
+            NewMessage(b"plain text", "text/plain"),
+            NewMessage(b"\xff\x00\x10", "application/octet-stream"),
+            NewMessage(b'{"a": [1]}', "application/vnd.thing+json"),
+            NewMessage(b"{broken", "application/json"),
+        ],
+    )
+    reply = await api.get("/v2/queues/mixed/messages?echo=true")
+    assert [m["body"] for m in reply.json["messages"]] == [
+        "plain text",
+        {
+            "$binary": base64.b64encode(b"\xff\x00\x10").decode(),
+            "content_type": "application/octet-stream",
+        },
+        {"a": [1]},
+        "{broken",
+    ]

@@ -1,0 +1,77 @@
+"""python-zaqarclient, unmodified, against a real listening socket: the wire format is
+Zaqar v2 as a real client understands it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+
+from core.service import QueueService
+from gateway.config import ListenerConfig
+from protocols.http import listener_factory
+from storage.memory import MemoryStorage
+from tests.conftest import TEST_LIMITS
+from tests.http.conftest import make_ctx
+
+
+def drive_client(url: str) -> dict[str, Any]:
+    """The client's side, blocking (run in a thread): what each step saw."""
+    from zaqarclient.queues import client
+
+    c = client.Client(
+        url,
+        version=2,
+        conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": "p1"}}},
+    )
+    seen: dict[str, Any] = {"ping": c.ping()}
+    queue = c.queue("jobs", force_create=True)
+    seen["exists"] = queue.exists()
+    seen["posted"] = queue.post([{"body": {"n": 1}, "ttl": 300}, {"body": "two", "ttl": 300}])
+    seen["listed"] = [(m.id, m.body) for m in queue.messages(echo=True)]
+    claim = queue.claim(ttl=60, grace=60)
+    claimed = list(claim)
+    seen["claim_id"] = claim.id
+    seen["claimed"] = [(m.id, m.claim_id) for m in claimed]
+    claimed[0].delete()
+    seen["stats"] = queue.stats
+    queue.metadata(new_meta={"team": "ops"})
+    seen["metadata"] = queue.metadata(force_reload=True)
+    listing, count = c.queues(with_count=True)
+    seen["queues"] = ([q.name for q in listing], count)
+    queue.delete()
+    seen["exists_after_delete"] = queue.exists()
+    return seen
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_python_zaqarclient_works_unmodified() -> None:
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=reactor)
+    site = listener_factory(ctx, ListenerConfig("http", "tcp:0"))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        seen = await threads.deferToThread(drive_client, url)
+    finally:
+        await port.stopListening()
+
+    assert seen["ping"] is True
+    assert seen["exists"] is True
+    assert seen["posted"] == {
+        "resources": ["/v2/queues/jobs/messages/1", "/v2/queues/jobs/messages/2"]
+    }
+    assert seen["listed"] == [("1", {"n": 1}), ("2", "two")]
+    assert seen["claimed"] == [("1", seen["claim_id"]), ("2", seen["claim_id"])]
+    stats = seen["stats"]["messages"]
+    assert (stats["total"], stats["claimed"], stats["free"]) == (1, 1, 0)
+    assert seen["metadata"]["team"] == "ops"
+    assert seen["queues"] == (["jobs"], 1)
+    assert seen["exists_after_delete"] is False
+    assert await service.list_queues("p1") == []
