@@ -99,6 +99,9 @@ class IQueueStorage(Interface):
     def set_cursor(tenant, name, subscription, marker):
         """-> None; stores (or with ``marker`` None, forgets) a subscription's marker."""
 
+    def ping():
+        """-> bool: whether the backend answers (a cheap round trip)."""
+
     def close():
         """-> None once pending writes are committed and resources released."""
 
@@ -196,6 +199,9 @@ class IQueueService(Interface):
 
     def set_cursor(tenant, name, subscription, marker):
         """-> None."""
+
+    def ping():
+        """-> bool: whether the durable storage answers."""
 
     def wait_for_messages(tenant, name, timeout):
         """-> bool: True when the queue was woken (a publish or release) within ``timeout``."""

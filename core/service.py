@@ -159,6 +159,10 @@ class QueueService:
                     break
         return total
 
+    def ping(self) -> Deferred[bool]:
+        """Whether the durable storage answers (health checks)."""
+        return self._durable.ping()
+
     # -- wakeups ---------------------------------------------------------------------------
 
     def notify(self, tenant: str, name: str) -> None:
@@ -406,25 +410,39 @@ class QueueService:
         while True:
             generation = self._generations.get(key, 0)
             now = self._now()
-            found = await store.observe(
-                tenant,
-                name,
-                start,
-                limit,
-                include_claimed,
-                include_delayed,
-                exclude_producer,
-                now,
-            )
+            try:
+                found = await store.observe(
+                    tenant,
+                    name,
+                    start,
+                    limit,
+                    include_claimed,
+                    include_delayed,
+                    exclude_producer,
+                    now,
+                )
+            except QueueNotFound:
+                if not wait:
+                    raise
+                found = []  # a waiter may wait for a queue its first publish creates
             if found or now >= deadline:
                 return found
             until = deadline
             if not include_delayed:
-                nxt = await store.next_wake(tenant, name, now, start)
+                nxt = await self._next_wake(store, tenant, name, now, start)
                 if nxt is not None:
                     until = min(until, nxt)
             if not await self._wait(key, generation, until):
                 return []
+            store = self._store(tenant, name)
+
+    async def _next_wake(
+        self, store: IQueueStorage, tenant: str, name: str, now: float, after: int | None
+    ) -> float | None:
+        try:
+            return await store.next_wake(tenant, name, now, after)
+        except QueueNotFound:
+            return None
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -483,18 +501,22 @@ class QueueService:
             generation = self._generations.get(key, 0)
             now = self._now()
             claim_id = new_claim_id()
-            found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace)
+            try:
+                found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace)
+            except QueueNotFound:
+                found = []  # wait for the publish that creates the queue
             if found:
                 return _to_claim(found, claim_id, name, lease, grace, now)
             now = self._now()
             if now >= deadline:
                 return None
             until = deadline
-            nxt = await store.next_wake(tenant, name, now)
+            nxt = await self._next_wake(store, tenant, name, now, None)
             if nxt is not None:
                 until = min(until, nxt)
             if not await self._wait(key, generation, until):
                 return None
+            store = self._store(tenant, name)
 
     def _claim_once(
         self,

@@ -696,5 +696,9 @@ class MemoryStorage:
         return True
 
     @_deferred
+    def ping(self) -> bool:
+        return True
+
+    @_deferred
     def close(self) -> None:
         return None

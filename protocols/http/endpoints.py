@@ -10,7 +10,7 @@ page, a 204). A queue that does not exist yet is waited for as well.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -113,10 +113,8 @@ class ZaqarAPI:
     def __init__(self, ctx: GatewayContext) -> None:
         self.service: IQueueService = ctx.service
         self.bounds = wire.Bounds.from_limits(ctx.service.limits, ctx.config.http.max_wait)
-        # The service's defaults, used when a PATCH removes a reserved key (IQueueService
-        # does not publish them; a QueueService has them).
-        defaults = getattr(ctx.service, "default_options", None)
-        self.defaults = defaults if isinstance(defaults, QueueOptions) else QueueOptions()
+        # The service's defaults, used when a PATCH removes a reserved key.
+        self.defaults: QueueOptions = ctx.service.default_options
         self.home = _home_document()
 
     def install(self, router: Router[Call]) -> None:
@@ -164,33 +162,13 @@ class ZaqarAPI:
         tenant = await call.tenant()
         return tenant, call.queue()
 
-    async def _until_queue(
-        self,
-        tenant: str,
-        name: str,
-        wait: float,
-        attempt: Callable[[float], Awaitable[T]],
-    ) -> T:
-        """``attempt(remaining_wait)``; while the queue does not exist and the wait has
-        not run out, wait for it to be woken (its first publish) and try again."""
-        deadline = self._now() + wait
-        while True:
-            try:
-                return await attempt(max(0.0, deadline - self._now()))
-            except QueueNotFound:
-                remaining = deadline - self._now()
-                if remaining <= 0:
-                    raise
-                await self.service.wait_for_messages(tenant, name, remaining)
-
     def _storage_down(self, failure: Failure) -> bool:
         log.failure("storage check failed", failure)
         return False
 
     async def _storage_ok(self) -> bool:
-        """A cheap storage round trip (the service has no ping): list one queue."""
-        d = self.service.list_queues("ping", limit=1)
-        ok: bool = await d.addCallbacks(lambda _: True, self._storage_down)
+        """A cheap storage round trip."""
+        ok: bool = await self.service.ping().addErrback(self._storage_down)
         return ok
 
     # -- misc ------------------------------------------------------------------------------
@@ -215,7 +193,7 @@ class ZaqarAPI:
             200,
             {
                 "catalog_reachable": True,
-                "storage": {"storage_reachable": ok, "operation_status": {"list_queues": status}},
+                "storage": {"storage_reachable": ok, "operation_status": {"ping": status}},
             },
         )
 
@@ -392,9 +370,9 @@ class ZaqarAPI:
         include_claimed = call.query_bool("include_claimed")
         include_delayed = call.query_bool("include_delayed")
         wait = call.query_wait(self.bounds.max_wait)
-
-        def observe(remaining: float) -> Awaitable[list[Any]]:
-            return self.service.observe(
+        try:
+            # With wait, the core also waits for a queue its first publish creates.
+            messages = await self.service.observe(
                 tenant,
                 name,
                 after=marker,
@@ -402,11 +380,8 @@ class ZaqarAPI:
                 include_claimed=include_claimed,
                 include_delayed=include_delayed,
                 exclude_producer=None if echo else client,
-                wait=remaining,
+                wait=wait,
             )
-
-        try:
-            messages = await self._until_queue(tenant, name, wait, observe)
         except QueueNotFound:
             messages = []  # Zaqar v2: listing a missing queue is an empty 200.
         path = _queue_path(name)
@@ -551,14 +526,10 @@ class ZaqarAPI:
         wait = call.query_wait(self.bounds.max_wait)
         # Zaqar: a claim without a body takes the default TTL and grace.
         ttl, grace = self._claim_times(call.json(default={}), check_grace=True)
-
-        def claim(remaining: float) -> Awaitable[Any]:
-            return self.service.claim(
-                tenant, name, limit=limit, ttl=ttl, grace=grace, wait=remaining
-            )
-
         try:
-            found = await self._until_queue(tenant, name, wait, claim)
+            found = await self.service.claim(
+                tenant, name, limit=limit, ttl=ttl, grace=grace, wait=wait
+            )
         except QueueNotFound:
             found = None
         if found is None or not found.messages:

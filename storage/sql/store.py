@@ -201,6 +201,7 @@ class SQLStorage:
         self._listener: threading.Thread | None = None
         self._listening = False
         self.listen_ready = threading.Event()
+        self._closed: Deferred[None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -253,16 +254,25 @@ class SQLStorage:
         return self._read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar() == 1)
 
     def close(self) -> Deferred[None]:
-        self._listening = False
-        d = self._writer.close()
+        """Commit what is pending, then release threads and connections (idempotent)."""
+        if self._closed is None:
+            self._listening = False
+            self._closed = self._writer.close()
 
-        def finish(_: Any) -> None:
-            self._pool.stop()
-            self.engine.dispose()
-            self.write_engine.dispose()
+            def finish(_: Any) -> None:
+                self._pool.stop()
+                self.engine.dispose()
+                self.write_engine.dispose()
 
-        d.addCallback(finish)
-        return d
+            self._closed.addCallback(finish)
+        done: Deferred[None] = Deferred()
+
+        def chain(result: object) -> object:
+            done.callback(None)
+            return result
+
+        self._closed.addBoth(chain)
+        return done
 
     # -- queues ----------------------------------------------------------------------------
 

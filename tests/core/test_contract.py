@@ -515,3 +515,31 @@ async def test_subscription_cursors_are_stored_per_queue(service):
     assert await service.get_cursor(T, "topic", "sub-2") == ids[0]
     await service.set_cursor(T, "topic", "sub-1", None)
     assert await service.get_cursor(T, "topic", "sub-1") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiter_may_wait_for_a_queue_that_its_first_publish_creates(service):
+    observed = service.observe(T, "not-yet", wait=30)
+    claimed = service.claim(T, "not-yet-either", wait=30)
+    await until(lambda: service.waiting(T, "not-yet") == 1)
+    await until(lambda: service.waiting(T, "not-yet-either") == 1)
+    await service.publish(T, "not-yet", msgs(b"first"))
+    await service.publish(T, "not-yet-either", msgs(b"job"))
+    assert [m.body for m in await observed] == [b"first"]
+    assert [m.body for m in (await claimed).messages] == [b"job"]
+    with pytest.raises(QueueNotFound):
+        await service.observe(T, "still-missing")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ping_says_whether_storage_answers(service):
+    assert await service.ping() is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_answers_parked_waiters_at_once(service):
+    await service.create_queue(T, "q")
+    d = service.claim(T, "q", wait=60)
+    await until(lambda: service.waiting(T, "q") == 1)
+    await service.stop()
+    assert await d is None

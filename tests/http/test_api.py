@@ -31,6 +31,9 @@ class BrokenStorage(MemoryStorage):
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[Any]:
         return fail(StorageUnavailable("the database is down"))
 
+    def ping(self) -> Deferred[Any]:
+        return fail(StorageUnavailable("the database is down"))
+
 
 @implementer(IAuthenticator)
 class ExplodingAuth:
@@ -96,7 +99,7 @@ async def test_health_reports_reachable_storage(api: Api) -> None:
     reply = await api.get("/v2/health")
     assert reply.status == 200
     assert reply.json["catalog_reachable"] is True
-    status = reply.json["storage"]["operation_status"]["list_queues"]
+    status = reply.json["storage"]["operation_status"]["ping"]
     assert status["succeeded"] is True
 
 
