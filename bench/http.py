@@ -1,0 +1,284 @@
+"""HTTP benchmark: qgate's Zaqar API against a bare twisted.web resource, same load generator.
+
+    python -m bench.http [--seconds 5] [--connections 32]
+
+(a) wrk posting one message to a transient queue vs wrk against a bare resource answering
+    204 (same wrk, same machine, same run): qgate should reach at least 50% of it;
+(b) publish + claim + delete throughput on SQLite and PostgreSQL (a threaded client);
+(c) long-poll wake latency, publish -> the waiting GET's answer, p50 and p99, transient queue.
+
+Needs Debian's ``wrk`` (apt-get install wrk) and the local PostgreSQL for (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("QGATE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
+HEADERS = {"Client-ID": CLIENT_ID, "X-Project-Id": "bench", "Content-Type": "application/json"}
+
+BARE_SITE = """
+import sys
+from twisted.internet import reactor
+from twisted.web import resource, server
+
+class NoContent(resource.Resource):
+    isLeaf = True
+    def render(self, request):
+        request.setResponseCode(204)
+        return b""
+
+site = server.Site(NoContent())
+site.displayTracebacks = False
+reactor.listenTCP(int(sys.argv[1]), site, interface="127.0.0.1")
+reactor.run()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, path: str = "/v2/ping", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+class Qgate:
+    """``qgate serve`` in a subprocess with its own config (access log off)."""
+
+    def __init__(self, url: str, workdir: Path) -> None:
+        self.port = free_port()
+        config = workdir / f"qgate-{self.port}.toml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                [storage]
+                url = "{url}"
+                [[listeners]]
+                protocol = "http"
+                endpoint = "tcp:{self.port}:interface=127.0.0.1"
+                """
+            )
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "--log-level",
+                "warn",
+                "serve",
+                "-c",
+                str(config),
+            ],
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        wait_http(self.port)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: object = None
+) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    conn.request(method, path, data, HEADERS)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def wrk(port: int, path: str, seconds: float, connections: int, post: str | None) -> float:
+    script = None
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
+    if post is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+        headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in HEADERS.items())
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(post)}\n{headers}')
+        script.close()
+        args += ["-s", script.name]
+    out = subprocess.run(
+        [*args, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True
+    ).stdout
+    if script is not None:
+        os.unlink(script.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} error responses:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def publish_claim_delete(port: int, seconds: float, clients: int) -> float:
+    """Messages/s through POST, claim, DELETE ?claim_id by ``clients`` threads."""
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+    queue = f"work-{port}"
+    setup = http.client.HTTPConnection("127.0.0.1", port)
+    request(setup, "PUT", f"/v2/queues/{queue}")
+
+    def run(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        batch = {"messages": [{"body": {"n": i, "pad": "x" * 150}, "ttl": 600}] * 10}
+        while time.monotonic() < stop:
+            status, _ = request(conn, "POST", f"/v2/queues/{queue}/messages", batch)
+            assert status == 201, status
+            status, raw = request(
+                conn, "POST", f"/v2/queues/{queue}/claims?limit=10", {"ttl": 60, "grace": 60}
+            )
+            if status != 201:
+                continue
+            for message in json.loads(raw)["messages"]:
+                status, _ = request(conn, "DELETE", message["href"])
+                assert status == 204, status
+                counts[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - start)
+
+
+def long_poll_latency(port: int, samples: int) -> tuple[float, float]:
+    """Seconds from sending a publish to the waiting GET's answer: (p50, p99)."""
+    queue = f"poll-{port}"
+    control = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    status, _ = request(control, "PUT", f"/v2/queues/{queue}", {"_flavor": "transient"})
+    assert status in (201, 204), status
+    poller = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies = []
+    marker = None
+    for _ in range(samples):
+        answered: dict[str, float] = {}
+        query = f"/v2/queues/{queue}/messages?wait=10&echo=true&limit=1"
+        if marker:
+            query += f"&marker={marker}"
+
+        def poll(query: str = query, answered: dict[str, float] = answered) -> None:
+            status, raw = request(poller, "GET", query)
+            answered["at"] = time.perf_counter()
+            answered["raw"] = raw  # type: ignore[assignment]
+
+        waiter = threading.Thread(target=poll)
+        waiter.start()
+        time.sleep(0.01)  # the GET is parked
+        sent = time.perf_counter()
+        request(
+            control,
+            "POST",
+            f"/v2/queues/{queue}/messages",
+            {"messages": [{"body": "tick", "ttl": 60}]},
+        )
+        waiter.join()
+        latencies.append(answered["at"] - sent)
+        marker = json.loads(answered["raw"])["messages"][-1]["id"]  # type: ignore[arg-type]
+    latencies.sort()
+    return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+
+
+def fresh_pg_database() -> str:
+    import sqlalchemy as sa
+
+    from storage.sql.store import normalize_url
+
+    admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql('DROP DATABASE IF EXISTS "qgate_bench_http" WITH (FORCE)')
+        conn.exec_driver_sql('CREATE DATABASE "qgate_bench_http"')
+    admin.dispose()
+    return normalize_url(PG_URL).set(database="qgate_bench_http").render_as_string(False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=8, help="threads for (b)")
+    parser.add_argument("--samples", type=int, default=300, help="long polls for (c)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench.http needs wrk: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="qgate-bench-http-"))
+    rows: list[tuple[str, str, str]] = []
+
+    def row(name: str, value: str, note: str = "") -> None:
+        rows.append((name, value, note))
+        print(f"  {name:<58} {value:>14}  {note}", flush=True)
+
+    print(f"\n## qgate HTTP (wrk -t2 -c{args.connections} -d{int(args.seconds)}s)\n")
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SITE, str(bare_port)])
+    qgate = Qgate("memory://", work)
+    try:
+        wait_http(bare_port, "/")
+        conn = http.client.HTTPConnection("127.0.0.1", qgate.port)
+        request(conn, "PUT", "/v2/queues/hot", {"_flavor": "transient"})
+        body = json.dumps({"messages": [{"body": {"event": "click", "n": 1}, "ttl": 60}]})
+        bare_rps = wrk(bare_port, "/", args.seconds, args.connections, body)
+        ours = wrk(qgate.port, "/v2/queues/hot/messages", args.seconds, args.connections, body)
+        row("(a) bare twisted.web resource answering 204", f"{bare_rps:,.0f} req/s")
+        row(
+            "(a) qgate POST 1 message, transient queue",
+            f"{ours:,.0f} req/s",
+            f"{ours / bare_rps:.0%} of bare (target >= 50%)",
+        )
+        p50, p99 = long_poll_latency(qgate.port, args.samples)
+        row("(c) long-poll wake latency p50, transient", f"{p50 * 1e3:.2f} ms", "target <= 5 ms")
+        row("(c) long-poll wake latency p99, transient", f"{p99 * 1e3:.2f} ms", "target <= 50 ms")
+    finally:
+        qgate.stop()
+        bare.terminate()
+        bare.wait()
+
+    for label, url in (
+        ("SQLite", f"sqlite:///{work}/bench.db"),
+        ("PostgreSQL", fresh_pg_database()),
+    ):
+        server = Qgate(url, work)
+        try:
+            rate = publish_claim_delete(server.port, args.seconds, args.clients)
+            row(
+                f"(b) publish 10 + claim 10 + delete each, {label}, {args.clients} clients",
+                f"{rate:,.0f} msg/s",
+            )
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
