@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint unit bench clean
+.PHONY: serve test lint browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# Debian's chromium and the npm packages of tests/browser (idempotent; installs once).
+browser-deps:
+	.ci/setup-browser
+
+test: $(STAMP) lint browser-deps
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
