@@ -26,6 +26,8 @@ CR = 13
 DEFAULT_MAX_FRAME = 1024 * 1024
 DEFAULT_MAX_HEADERS = 128
 DEFAULT_MAX_LINE = 16 * 1024
+#: Header blocks up to this size are parsed in one piece (larger ones line by line).
+FAST_HEAD = 16 * 1024
 
 
 class FrameError(Exception):
@@ -78,6 +80,11 @@ def unescape(raw: bytes, version: str | None) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadHeader("header is not valid UTF-8") from None
+    return unescape_text(text, version)
+
+
+def unescape_text(text: str, version: str | None) -> str:
+    """Undo the header escaping of ``version`` in already decoded text."""
     if version is None or version == V10 or "\\" not in text:
         return text
     table = _UNESCAPE_12 if version == V12 else _UNESCAPE_11
@@ -128,20 +135,33 @@ def encode(
     """
     items = headers.items() if isinstance(headers, Mapping) else headers
     esc = None if command in UNESCAPED_COMMANDS else version
-    parts = [command, "\n"]
+    lines = [command]
+    pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, value in items:
         if name in seen:
             continue
         seen.add(name)
+        pairs.append((name, value))
+        lines.append(f"{name}:{value}")
+    text = "\n".join(lines)
+    count = len(pairs)
+    # Almost no header needs escaping: one scan of the whole block finds out (every colon
+    # and line break is a separator, and there is no backslash or CR), else escape each.
+    if esc is not None and (
+        text.count(":") != count or text.count("\n") != count or "\\" in text or "\r" in text
+    ):
+        text = _escaped(command, pairs, esc)
+    return b"".join((text.encode("utf-8"), b"\n\n", body, b"\x00"))
+
+
+def _escaped(command: str, pairs: list[tuple[str, str]], esc: str) -> str:
+    lines = [command]
+    for name, value in pairs:
         if esc == V10 and ":" in name:
             continue  # STOMP 1.0 cannot carry a colon in a header name
-        parts.append(escape(name, esc))
-        parts.append(":")
-        parts.append(escape(value, esc))
-        parts.append("\n")
-    parts.append("\n")
-    return "".join(parts).encode("utf-8") + body + b"\x00"
+        lines.append(f"{escape(name, esc)}:{escape(value, esc)}")
+    return "\n".join(lines)
 
 
 def encode_frame(frame: Frame, version: str | None = V12) -> bytes:
@@ -237,6 +257,8 @@ class Parser:
                 else:
                     return None
                 self._frame_start = self._pos
+                if self._whole_head():
+                    continue
                 line = self._line()
                 if line is None:
                     return None
@@ -258,6 +280,53 @@ class Parser:
                 self._start_body()
             else:
                 return self._body()
+
+    def _whole_head(self) -> bool:
+        """Parse the command and every header line at once when the block is buffered
+        whole, ends its lines in LF only and is within the limits: the common case, in one
+        decode and one split. Anything else (incomplete, CR LF, an error to report) is left
+        to the line-by-line path, which finds the same frame or raises the precise error."""
+        buf = self._buf
+        start = self._pos
+        end = buf.find(b"\n\n", start, start + min(self.max_frame, FAST_HEAD))
+        if end < 0:
+            return False
+        head = bytes(buf[start:end])
+        if b"\r" in head:
+            return False
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        lines = text.split("\n")
+        command = lines[0]
+        if (
+            len(lines) > self.max_headers + 1
+            or (len(head) > self.max_line and max(map(len, head.split(b"\n"))) > self.max_line)
+            or not command.isalnum()
+            or not command.isascii()
+        ):
+            return False
+        headers: dict[str, str] = {}
+        version = None if command in UNESCAPED_COMMANDS else self.version
+        escaped = version is not None and version != V10 and "\\" in text
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon:
+                return False
+            if escaped:
+                name = unescape_text(name, version)
+                value = unescape_text(value, version)
+            # STOMP 1.2: repeated headers, the first one wins.
+            if name not in headers:
+                headers[name] = value
+        self._command = command
+        self._headers = headers
+        self._header_lines = len(lines) - 1
+        self._length = None
+        self._pos = end + 2
+        self._start_body()
+        return True
 
     def _line(self) -> bytes | None:
         """The next line without its EOL, or None when it is not complete yet."""

@@ -2,8 +2,9 @@
 
 ``StompLink`` is shared by TCP (``StompProtocol`` here) and WebSocket (``websocket.py``):
 it feeds bytes to the parser, hands frames to the session one at a time (holding input
-while the session asks it to), sends heart-beats and watches the peer's, and counts what
-is written while the peer does not read.
+while the session asks it to) and tells it when a chunk of input is done (the session
+batches its core calls per chunk), sends heart-beats and watches the peer's, and counts
+what is written while the peer does not read.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class StompLink:
         if self._processing:
             return
         self._processing = True
+        self.session.input_started()
         try:
             while not self._held and not self._closing:
                 try:
@@ -103,6 +105,7 @@ class StompLink:
                     self._hold(hold)
         finally:
             self._processing = False
+            self.session.input_done()
 
     def _hold(self, until: Deferred[Any]) -> None:
         """Read nothing more (the transport stops reading) until ``until`` fires."""

@@ -17,6 +17,12 @@ Destinations (after RabbitMQ's STOMP plugin):
 
 ``/queue/NAME`` and ``/topic/NAME`` name the same core queue ``NAME``: a destination says
 how a subscriber consumes, not where a message is stored.
+
+Batching: the SENDs (per destination) and ACKs of one chunk of input reach the core as one
+``publish`` / ``ack`` call each, when the link says the chunk is done (``input_done``).
+Any other frame first flushes what is queued, so frames still take effect in order; a
+batch the core refuses is retried SEND by SEND, so the error lands on the SEND that caused
+it. RECEIPTs still come per frame, after the core has stored what the frame asked for.
 """
 
 from __future__ import annotations
@@ -27,14 +33,20 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
 from core.limits import NAME_RE
-from core.model import DEFAULT_PRIORITY, Message, NewMessage, QueueOptions
+from core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
 from protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
 
 log = Logger()
@@ -49,12 +61,15 @@ LEASE = 300.0
 WAIT = 30.0
 #: Producer flow control: input is paused while this many publishes (or bytes) are in
 #: flight, and resumed once half of them have been committed.
-MAX_INFLIGHT_PUBLISHES = 64
+MAX_INFLIGHT_PUBLISHES = 512
 MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 #: Upper bound for ``prefetch-count`` (messages in flight per subscription).
 MAX_PREFETCH = 10_000
 
 ACK_MODES = ("auto", "client", "client-individual")
+DESTINATION_KINDS = ("queue", "topic", "temp-queue", "reply-queue")
+#: Frames whose effects in the core are batched per chunk of input (in order among them).
+BATCHED = frozenset({"SEND", "ACK", "NACK"})
 
 #: SEND headers that are STOMP's own, not the publisher's (not stored with the message).
 STOMP_HEADERS = frozenset(
@@ -135,6 +150,28 @@ class _Delivery:
         self.claim_id = claim_id
 
 
+class _SendBatch:
+    """SENDs to one destination received in one chunk of input, published as one batch."""
+
+    __slots__ = ("kind", "name", "options", "messages", "frames", "receipts")
+
+    def __init__(self, kind: str, name: str, options: QueueOptions | None) -> None:
+        self.kind = kind
+        self.name = name
+        self.options = options
+        self.messages: list[NewMessage] = []
+        self.frames: list[Frame] = []
+        self.receipts = False
+
+    def add(self, message: NewMessage, frame: Frame, options: QueueOptions | None) -> None:
+        self.messages.append(message)
+        self.frames.append(frame)
+        if "receipt" in frame.headers:
+            self.receipts = True
+        if self.options is None:
+            self.options = options  # the queue is made (on first use) as any SEND says
+
+
 class Subscription:
     """One SUBSCRIBE: a loop that waits on the core, writes MESSAGE frames and stops when
     the prefetch window is full or the peer does not read."""
@@ -163,6 +200,7 @@ class Subscription:
         self.stopped = False
         self._waiting: Deferred[Any] | None = None
         self._kick: Deferred[None] | None = None
+        self._ack_waiters: list[Deferred[None]] = []
 
     @property
     def service(self) -> Any:
@@ -205,7 +243,9 @@ class Subscription:
             self._waiting = None
 
     def stop(self) -> Deferred[Any]:
-        """Stop delivering; give back what was delivered and not acknowledged."""
+        """Stop delivering; give back what was delivered and not acknowledged (what was
+        acknowledged and not yet written goes to the core first)."""
+        self.flush()
         self.active = False
         self.stopped = True
         self._kick = None
@@ -274,19 +314,39 @@ class Subscription:
             self.session.forget(d.tag)
         return taken
 
-    @_as_deferred
-    async def settle(self, tag: str, positive: bool) -> None:
+    def settle(self, tag: str, positive: bool) -> Deferred[None]:
+        """ACK or NACK ``tag``; fires once that has taken effect in the core."""
         taken = self.take(tag)
-        try:
-            if taken:
-                if positive:
-                    await self.acked(taken)
-                else:
-                    await self.nacked(taken)
-        finally:
+        if not taken:
             self.kick()
+            return succeed(None)
+        if not positive:
+            d = Deferred.fromCoroutine(self.nacked(taken))
+            return d.addBoth(self._kicked)
+        # The window has room again now; the acks themselves go to the core in one call
+        # per input chunk (see ``flush``), not one per ACK frame.
+        self.queue_acks(taken)
+        waiter: Deferred[None] = Deferred()
+        self._ack_waiters.append(waiter)
+        self.session.flush_later(self)
+        self.kick()
+        return waiter
 
-    async def acked(self, deliveries: Sequence[_Delivery]) -> None:
+    def _kicked(self, result: T) -> T:
+        self.kick()
+        return result
+
+    def flush(self) -> None:
+        """Hand the queued acks to the core; their waiters fire once it is done."""
+        if not self._ack_waiters:
+            return
+        waiters, self._ack_waiters = self._ack_waiters, []
+        self.write_acks().addBoth(_fire_all, waiters)
+
+    def queue_acks(self, deliveries: Sequence[_Delivery]) -> None:
+        raise NotImplementedError
+
+    def write_acks(self) -> Deferred[Any]:
         raise NotImplementedError
 
     async def nacked(self, deliveries: Sequence[_Delivery]) -> None:
@@ -294,6 +354,14 @@ class Subscription:
 
     def renew(self) -> list[Deferred[Any]]:
         return []
+
+
+def _fire_all(result: object, waiters: list[Deferred[None]]) -> None:
+    for waiter in waiters:
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(None)
 
 
 def _by_claim(deliveries: Iterable[_Delivery]) -> dict[str, list[str]]:
@@ -309,6 +377,11 @@ class QueueSubscription(Subscription):
 
     kind = "queue"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Acknowledged message ids not yet written, by claim.
+        self._acks: dict[str, list[str]] = {}
+
     async def fetch_and_deliver(self, room: int) -> None:
         limits = self.service.limits
         lease = min(max(LEASE, limits.min_lease), limits.max_lease)
@@ -321,8 +394,10 @@ class QueueSubscription(Subscription):
                 wait=min(WAIT, limits.max_wait),
             )
         )
-        if claim is None:
-            return
+        if claim is not None:
+            await self._deliver_claim(claim)
+
+    async def _deliver_claim(self, claim: Claim) -> None:
         delivered: list[str] = []
         for message in claim.messages:
             if not self.active:
@@ -334,12 +409,26 @@ class QueueSubscription(Subscription):
             # Stopped in the middle of a batch: the rest goes straight back.
             await self.service.release(self.tenant, self.queue, claim.id, rest)
         if self.ack == "auto" and delivered:
-            # ack:auto: the message counts as acknowledged once it is sent.
-            await self.service.ack(self.tenant, self.queue, claim.id, delivered)
+            # ack:auto: the message counts as acknowledged once it is sent. Not awaited: the
+            # next claim goes to the core meanwhile (with SQL, in the same group commit).
+            self.session.track(self.service.ack(self.tenant, self.queue, claim.id, delivered))
 
-    async def acked(self, deliveries: Sequence[_Delivery]) -> None:
-        for claim_id, ids in _by_claim(deliveries).items():
-            await self.service.ack(self.tenant, self.queue, claim_id, ids)
+    def queue_acks(self, deliveries: Sequence[_Delivery]) -> None:
+        acks = self._acks
+        for d in deliveries:
+            if d.claim_id is not None:
+                ids = acks.get(d.claim_id)
+                if ids is None:
+                    acks[d.claim_id] = [d.message.id]
+                else:
+                    ids.append(d.message.id)
+
+    def write_acks(self) -> Deferred[Any]:
+        acks, self._acks = self._acks, {}
+        ds = [self.service.ack(self.tenant, self.queue, c, ids) for c, ids in acks.items()]
+        if len(ds) == 1:
+            return ds[0]
+        return gatherResults(ds, consumeErrors=True)
 
     async def nacked(self, deliveries: Sequence[_Delivery]) -> None:
         # NACK: the message is available again and the claim counts toward dead-lettering.
@@ -372,7 +461,8 @@ class TopicSubscription(Subscription):
     def __init__(self, *args: Any, durable: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.durable = durable
-        self.after: int | None = None
+        #: The marker of the last message delivered ("0": before every message).
+        self.after = 0
         self.saved: int | None = None
         self.redeliver: deque[Message] = deque()
 
@@ -383,13 +473,16 @@ class TopicSubscription(Subscription):
                 self.after = self.saved = int(cursor)
                 return
         stats = await self.service.queue_stats(self.tenant, self.queue)
-        # Only messages published after SUBSCRIBE: start after the newest one there.
-        self.after = stats.newest.marker if stats.newest is not None else None
-        if self.durable and self.after is not None:
+        # Only messages published after SUBSCRIBE: start after the newest one there, or
+        # before every message (marker 0) on an empty queue.
+        self.after = stats.newest.marker if stats.newest is not None else 0
+        if self.durable:
+            # Stored at once, even on an empty queue: a message published while this
+            # subscriber is away is delivered when it comes back.
             await self._save(self.after)
 
     async def _save(self, marker: int) -> None:
-        if marker > 0 and (self.saved is None or marker > self.saved):
+        if self.saved is None or marker > self.saved:
             self.saved = marker
             await self.service.set_cursor(self.tenant, self.queue, self.id, str(marker))
 
@@ -403,7 +496,7 @@ class TopicSubscription(Subscription):
             self.service.observe(
                 self.tenant,
                 self.queue,
-                after=None if self.after is None else str(self.after),
+                after=str(self.after),
                 limit=min(room, self.service.limits.max_page),
                 include_claimed=True,
                 include_delayed=True,
@@ -412,18 +505,15 @@ class TopicSubscription(Subscription):
         )
         if not found or not self.active:
             return
-        if self.durable and self.saved is None and found[0].marker > 1:
-            # First delivery of a new durable subscription: remember where it started.
-            await self._save(found[0].marker - 1)
         for message in found:
             if not self.active:
                 break
             self.deliver(message, None)
             self.after = message.marker
-        if self.ack == "auto" and self.durable and self.after is not None:
+        if self.ack == "auto" and self.durable:
             await self._save(self.after)
 
-    def _position(self) -> int | None:
+    def _position(self) -> int:
         """The marker everything at or below which has been acknowledged."""
         pending = [d.message.marker for d in self.unacked.values()]
         pending += [m.marker for m in self.redeliver]
@@ -431,11 +521,13 @@ class TopicSubscription(Subscription):
             return min(pending) - 1
         return self.after
 
-    async def acked(self, deliveries: Sequence[_Delivery]) -> None:
-        if self.durable:
-            position = self._position()
-            if position is not None:
-                await self._save(position)
+    def queue_acks(self, deliveries: Sequence[_Delivery]) -> None:
+        pass  # the position is worked out when written
+
+    def write_acks(self) -> Deferred[Any]:
+        if not self.durable:
+            return succeed(None)
+        return Deferred.fromCoroutine(self._save(self._position()))
 
     async def nacked(self, deliveries: Sequence[_Delivery]) -> None:
         # NACK on a topic: the subscriber gets the message again (it stays in its log).
@@ -471,6 +563,11 @@ class StompSession:
         self._inflight_bytes = 0
         self._drained: Deferred[None] | None = None
         self._renewer: IDelayedCall | None = None
+        self._transient: QueueOptions | None = None
+        self._destinations: dict[str, tuple[str, str]] = {}
+        self._batching = False
+        self._to_flush: list[Subscription] = []
+        self._sends: dict[tuple[str, str], _SendBatch] = {}
         self._handlers: dict[str, Callable[[Frame], Deferred[Any] | None]] = {
             "CONNECT": self._on_connect,
             "STOMP": self._on_connect,
@@ -489,6 +586,32 @@ class StompSession:
     def output_paused(self) -> bool:
         return self.link.output_paused
 
+    # -- batching: what one chunk of input asks of the core goes in as few calls as it can --
+
+    def input_started(self) -> None:
+        """The link hands over the frames of one chunk of input now."""
+        self._batching = True
+
+    def input_done(self) -> None:
+        """That chunk is done (or input is held): write what it queued."""
+        self._batching = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand queued SENDs and ACKs to the core now."""
+        if self._sends:
+            self._flush_sends()
+        if self._to_flush:
+            subs, self._to_flush = self._to_flush, []
+            for sub in subs:
+                sub.flush()
+
+    def flush_later(self, sub: Subscription) -> None:
+        if not self._batching:
+            sub.flush()
+        elif sub not in self._to_flush:
+            self._to_flush.append(sub)
+
     # -- frames in -------------------------------------------------------------------------
 
     def frame_received(self, frame: Frame) -> Deferred[Any] | None:
@@ -498,6 +621,9 @@ class StompSession:
             return None
         if self.version == V10 and self.state == "connected":
             frame = _trim_10(frame)
+        if frame.command not in BATCHED and (self._sends or self._to_flush):
+            # Frames take effect in order: what SENDs and ACKs queued goes first.
+            self.flush()
         handler = self._handlers.get(frame.command)
         try:
             if handler is None:
@@ -520,17 +646,21 @@ class StompSession:
     def _guard(self, d: Deferred[Any], frame: Frame | None) -> Deferred[Any]:
         """Track ``d`` until it fires; a failure becomes an ERROR frame."""
         self._pending.add(d)
-
-        def done(result: Any) -> Any:
-            self._pending.discard(d)
-            if isinstance(result, Failure):
-                if not result.check(CancelledError):
-                    self.fail_with(_error(result), frame)
-                return None
-            return result
-
-        d.addBoth(done)
+        d.addBoth(self._unguard, d, frame)
         return d
+
+    def track(self, d: Deferred[Any]) -> None:
+        """Follow a core call nobody waits for: DISCONNECT waits for it, a failure is an
+        ERROR frame."""
+        self._guard(d, None)
+
+    def _unguard(self, result: Any, d: Deferred[Any], frame: Frame | None) -> Any:
+        self._pending.discard(d)
+        if isinstance(result, Failure):
+            if not result.check(CancelledError):
+                self.fail_with(_error(result), frame)
+            return None
+        return result
 
     def receipt(self, frame: Frame) -> None:
         receipt = frame.get("receipt")
@@ -539,6 +669,12 @@ class StompSession:
 
     def _receipt_cb(self, frame: Frame) -> Callable[[Any], None]:
         return lambda _: self.receipt(frame)
+
+    def _then_receipt(self, d: Deferred[Any], frame: Frame) -> Deferred[Any]:
+        """``d``, followed by the RECEIPT the frame asks for (if it asks for one)."""
+        if "receipt" in frame.headers:
+            d.addCallback(lambda _: self.receipt(frame))
+        return d
 
     # -- errors and the end of the connection ----------------------------------------------
 
@@ -596,7 +732,9 @@ class StompSession:
             sub.kick()
 
     def _stop_all(self) -> None:
-        """Stop every subscription (unacked messages go back) and drop transactions."""
+        """Stop every subscription (unacked messages go back) and drop transactions; what
+        earlier frames queued for the core still goes to it."""
+        self.flush()
         if self._renewer is not None and self._renewer.active():
             self._renewer.cancel()
         self._renewer = None
@@ -690,27 +828,20 @@ class StompSession:
 
     def _destination(self, destination: str) -> tuple[str, str]:
         """(kind, name) of ``/queue/NAME``, ``/topic/NAME``, ``/temp-queue/NAME`` or
-        ``/reply-queue/NAME``."""
-        for kind in ("queue", "topic", "temp-queue", "reply-queue"):
-            prefix = f"/{kind}/"
-            if destination.startswith(prefix):
-                name = destination[len(prefix) :]
-                if not NAME_RE.match(name):
-                    raise StompError(
-                        f"invalid destination {destination[:80]!r}",
-                        "queue names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
-                    )
-                return kind, name
-        raise StompError(
-            f"unknown destination {destination[:80]!r}",
-            "use /queue/NAME, /topic/NAME, /temp-queue/NAME or /reply-queue/NAME",
-        )
+        ``/reply-queue/NAME``; remembered, as a connection uses few destinations often."""
+        found = self._destinations.get(destination)
+        if found is None:
+            found = _parse_destination(destination)
+            if len(self._destinations) >= 256:
+                self._destinations.clear()
+            self._destinations[destination] = found
+        return found
 
     def _transient_options(self) -> QueueOptions:
-        q = self.ctx.config.queues
-        return replace(
-            QueueOptions(), durable=False, default_ttl=q.default_ttl, default_delay=q.default_delay
-        )
+        """The service's defaults for a queue made on first use, made transient."""
+        if self._transient is None:
+            self._transient = replace(self.service.default_options, durable=False)
+        return self._transient
 
     def _options(self, frame: Frame) -> QueueOptions | None:
         """Options for a queue this frame creates: ``persistent:false`` makes it transient."""
@@ -828,34 +959,91 @@ class StompSession:
             self.transactions[tx].append(("send", (kind, name, message, options)))
             self.receipt(frame)
             return
-        d = self._publish(kind, name, [message], options)
-        d.addCallback(self._receipt_cb(frame))
-        self._guard(d, frame)
+        # Consecutive SENDs to one destination go to the core as one publish: the ones
+        # in this chunk of input are stored when it is done (``input_done``).
+        self._inflight += 1
+        self._inflight_bytes += len(message.body)
+        batch = self._sends.get((kind, name))
+        if batch is None:
+            batch = self._sends[(kind, name)] = _SendBatch(kind, name, options)
+        batch.add(message, frame, options)
+        if not self._batching:
+            self._flush_sends()
+        elif len(batch.messages) >= self.service.limits.max_batch:
+            del self._sends[(kind, name)]
+            self._publish_batch(batch)
+
+    def _flush_sends(self) -> None:
+        sends, self._sends = self._sends, {}
+        for batch in sends.values():
+            self._publish_batch(batch)
+
+    def _publish_batch(self, batch: _SendBatch) -> None:
+        d = self._publish(batch.kind, batch.name, batch.messages, batch.options, True)
+        d.addCallbacks(self._sent, self._send_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        self._guard(d, None)
+
+    def _sent(self, _: object, batch: _SendBatch) -> None:
+        if batch.receipts:
+            for frame in batch.frames:
+                self.receipt(frame)
+
+    def _send_failed(self, failure: Failure, batch: _SendBatch) -> Deferred[None] | None:
+        if len(batch.messages) > 1 and failure.check(QGateError):
+            # A batch is stored whole or not at all; SENDs are one by one: store them one
+            # by one up to the one that fails, as if they had never been batched.
+            return Deferred.fromCoroutine(self._send_one_by_one(batch))
+        if not failure.check(CancelledError):
+            self.fail_with(_error(failure), batch.frames[0])
+        return None
+
+    async def _send_one_by_one(self, batch: _SendBatch) -> None:
+        for message, frame in zip(batch.messages, batch.frames, strict=True):
+            try:
+                await self._publish(batch.kind, batch.name, [message], batch.options)
+            except QGateError as e:
+                self.fail_with(e, frame)
+                return
+            self.receipt(frame)
 
     def _publish(
-        self, kind: str, name: str, messages: list[NewMessage], options: QueueOptions | None
+        self,
+        kind: str,
+        name: str,
+        messages: list[NewMessage],
+        options: QueueOptions | None,
+        counted: bool = False,
     ) -> Deferred[Any]:
+        """Publish ``messages`` (counted in flight until stored, for flow control)."""
         size = sum(len(m.body) for m in messages)
-        self._inflight += 1
-        self._inflight_bytes += size
+        if not counted:
+            self._inflight += len(messages)
+            self._inflight_bytes += size
+        if kind != "reply-queue" and name in self._known_queues:
+            # The hot path: a plain Deferred chain, no coroutine.
+            d = self.service.publish(self.tenant, name, messages)
+        else:
+            d = Deferred.fromCoroutine(self._publish_first(kind, name, messages, options))
+        return d.addBoth(self._published, len(messages), size)
 
-        async def run() -> None:
+    async def _publish_first(
+        self, kind: str, name: str, messages: list[NewMessage], options: QueueOptions | None
+    ) -> None:
+        if kind == "reply-queue":
             try:
-                if kind == "reply-queue":
-                    try:
-                        await self.service.publish(self.tenant, name, messages, create=False)
-                    except QueueNotFound:
-                        # RabbitMQ: a reply to a requester that has gone is dropped.
-                        log.debug("reply to a closed temporary queue {name} dropped", name=name)
-                    return
-                await self.ensure_queue(name, options)
-                await self.service.publish(self.tenant, name, messages)
-            finally:
-                self._inflight -= 1
-                self._inflight_bytes -= size
-                self._maybe_drained()
+                await self.service.publish(self.tenant, name, messages, create=False)
+            except QueueNotFound:
+                # RabbitMQ: a reply to a requester that has gone is dropped.
+                log.debug("reply to a closed temporary queue {name} dropped", name=name)
+            return
+        await self.ensure_queue(name, options)
+        await self.service.publish(self.tenant, name, messages)
 
-        return Deferred.fromCoroutine(run())
+    def _published(self, result: Any, count: int, size: int) -> Any:
+        self._inflight -= count
+        self._inflight_bytes -= size
+        self._maybe_drained()
+        return result
 
     def _flow_hold(self) -> Deferred[None] | None:
         """Back-pressure on a producer faster than storage: hold its input while too
@@ -1005,9 +1193,7 @@ class StompSession:
             self.transactions[tx].append(("ack" if positive else "nack", tag))
             self.receipt(frame)
             return
-        d = self._settle(tag, positive)
-        d.addCallback(self._receipt_cb(frame))
-        self._guard(d, frame)
+        self._guard(self._then_receipt(self._settle(tag, positive), frame), frame)
 
     def _check_tag(self, tag: str) -> None:
         if not (tag.isdigit() and tag.isascii() and 0 < int(tag) < self._next_tag):
@@ -1111,6 +1297,23 @@ TRIMMED_10 = frozenset(
         "reply-to",
     }
 )
+
+
+def _parse_destination(destination: str) -> tuple[str, str]:
+    for kind in DESTINATION_KINDS:
+        prefix = f"/{kind}/"
+        if destination.startswith(prefix):
+            name = destination[len(prefix) :]
+            if not NAME_RE.match(name):
+                raise StompError(
+                    f"invalid destination {destination[:80]!r}",
+                    "queue names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                )
+            return kind, name
+    raise StompError(
+        f"unknown destination {destination[:80]!r}",
+        "use /queue/NAME, /topic/NAME, /temp-queue/NAME or /reply-queue/NAME",
+    )
 
 
 def _trim_10(frame: Frame) -> Frame:

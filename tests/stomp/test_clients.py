@@ -342,3 +342,44 @@ async def test_a_silent_client_is_disconnected(server):
     assert connected.headers["heart-beat"] == "100,100"
     assert error.command == "ERROR" and "heart-beat" in error.headers["message"]
     assert closed
+
+
+@pytest.fixture
+def sql_server(real_reactor: Any, tmp_path: Any) -> Any:
+    """The STOMP listener over a SQLite store (durable queues, cursors in SQL)."""
+    from storage.sql.migrate import upgrade
+    from storage.sql.store import SQLStorage
+
+    url = f"sqlite:///{tmp_path}/qgate.db"
+    upgrade(url)
+    store = SQLStorage(real_reactor, url, synchronous="NORMAL")
+    service = QueueService(real_reactor, store, MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=real_reactor, heartbeat_ms=0)
+    port = real_reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")
+    yield SimpleNamespace(service=service, ctx=ctx, port=port.getHost().port)
+    pytest_twisted.blockon(maybeDeferred(port.stopListening))
+    pytest_twisted.blockon(store.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_durable_subscription_on_an_empty_sql_queue_gets_what_was_sent_while_away(
+    sql_server,
+):
+    headers = {"durable": "true", "receipt": "sub"}
+    conn, events = await open_conn(sql_server)
+    await deferToThread(conn.subscribe, "/topic/alerts", id="keeper", ack="client", **headers)
+    assert await get(events.receipts) == "sub"
+    assert await sql_server.service.get_cursor("default", "alerts", "keeper") == "0"
+    await close_conn(conn)
+    await sql_server.service.publish("default", "alerts", [NewMessage(b"while away")])
+    conn, events = await open_conn(sql_server)
+    try:
+        await deferToThread(conn.subscribe, "/topic/alerts", id="keeper", ack="client", **headers)
+        assert await get(events.receipts) == "sub"
+        m = await get(events.messages)
+        assert m.body == b"while away"
+        await deferToThread(conn.ack, m.headers["ack"], receipt="acked")
+        assert await get(events.receipts) == "acked"
+        assert await sql_server.service.get_cursor("default", "alerts", "keeper") == "1"
+    finally:
+        await close_conn(conn)

@@ -268,3 +268,23 @@ def test_any_chunking_parses_to_the_same_frames(frames, data):
         got.extend(p.frames())
     assert got == expected
     assert p.buffered == 0
+
+
+def test_a_long_non_ascii_line_is_too_long_whole_or_in_pieces():
+    """Line limits count bytes, whether the header block arrives whole or line by line."""
+    frame = ("SEND\nk:" + "é" * 60 + "\n\n\x00").encode()
+    for chunks in ([frame], [frame[:10], frame[10:]]):
+        p = Parser(max_line=100)
+        with pytest.raises(LineTooLong):
+            for chunk in chunks:
+                p.feed(chunk)
+                p.frames()
+
+
+def test_crlf_header_blocks_parse_like_lf_ones():
+    p = Parser(version=V12)
+    p.feed(b"SEND\r\ndestination:/queue/a\r\nx:1\r\n\r\nbody\n\nmore\x00")
+    p.feed(b"SEND\ndestination:/queue/b\n\nz\x00")
+    [a, b] = p.frames()
+    assert a.headers == {"destination": "/queue/a", "x": "1"} and a.body == b"body\n\nmore"
+    assert b.headers == {"destination": "/queue/b"} and b.body == b"z"

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
-from core.model import NewMessage
+from core.model import NewMessage, QueueOptions
 from protocols.stomp.protocol import CLOSE_TIMEOUT
 from protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
 
@@ -29,6 +29,10 @@ class HeldPublishes:
         self.held.append((d, (tenant, name, messages, create)))
         return d
 
+    def messages(self) -> int:
+        """Messages in the publishes held now."""
+        return sum(len(args[2]) for _, args in self.held)
+
     def commit(self, n: int | None = None) -> None:
         batch, self.held = self.held[:n], self.held[len(self.held[:n]) :]
         for d, args in batch:
@@ -44,16 +48,47 @@ def test_a_producer_faster_than_storage_is_paused(mem_service):
         b"".join(b"SEND\ndestination:/queue/q\nreceipt:%d\n\n%d\x00" % (i, i) for i in range(total))
     )
     # Input stops at the bound: the transport is paused and later frames wait unparsed.
-    assert len(slow.held) == MAX_INFLIGHT_PUBLISHES
+    assert slow.messages() == MAX_INFLIGHT_PUBLISHES
     assert client.transport.producerState == "paused"
     assert client.read() == []  # no receipt before the commit
-    slow.commit(MAX_INFLIGHT_PUBLISHES // 2)
+    slow.commit()
     assert client.transport.producerState == "producing"
-    assert len(slow.held) == MAX_INFLIGHT_PUBLISHES // 2 + 20
+    assert slow.messages() == 20
     slow.commit()
     receipts = [f.headers["receipt-id"] for f in client.read()]
     assert receipts == [str(i) for i in range(total)]
     assert result(mem_service.queue_stats("default", "q")).total == total
+
+
+def test_sends_of_one_chunk_are_one_publish_and_keep_their_order(mem_service):
+    slow = HeldPublishes(mem_service)
+    client = Client(make_ctx(slow, heartbeat_ms=0))  # type: ignore[arg-type]
+    client.connect()
+    client.raw(
+        b"SEND\ndestination:/queue/a\n\na1\x00"
+        b"SEND\ndestination:/queue/b\nreceipt:b1\n\nb1\x00"
+        b"SEND\ndestination:/queue/a\nreceipt:a2\n\na2\x00"
+    )
+    assert [(args[1], [m.body for m in args[2]]) for _, args in slow.held] == [
+        ("a", [b"a1", b"a2"]),
+        ("b", [b"b1"]),
+    ]
+    slow.commit()
+    assert sorted(f.headers["receipt-id"] for f in client.read()) == ["a2", "b1"]
+
+
+def test_a_batch_that_does_not_fit_is_stored_send_by_send(mem_service):
+    """A full queue rejects the SEND that does not fit, not the ones before it."""
+    result(mem_service.create_queue("default", "small", QueueOptions(max_messages=2), None))
+    client = Client(make_ctx(mem_service, heartbeat_ms=0))
+    client.connect()
+    client.raw(
+        b"".join(b"SEND\ndestination:/queue/small\nreceipt:%d\n\n%d\x00" % (i, i) for i in range(3))
+    )
+    frames = client.read()
+    assert [f.command for f in frames] == ["RECEIPT", "RECEIPT", "ERROR"]
+    assert frames[2].headers["receipt-id"] == "2"
+    assert [m.body for m in result(mem_service.observe("default", "small"))] == [b"0", b"1"]
 
 
 def test_a_send_receipt_waits_for_the_commit(mem_service):
@@ -142,3 +177,60 @@ def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
     assert result(mem_service.queue_stats("default", "q")).available == 20
     other.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client"})
     assert len(other.messages()) == 20
+
+
+class CountedAcks:
+    """A queue service that records each ack call (and passes it on)."""
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+        self.acks: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def ack(self, tenant: str, name: str, claim_id: str, ids: Any) -> Deferred[Any]:
+        self.acks.append(list(ids))
+        return self._service.ack(tenant, name, claim_id, ids)
+
+
+def test_acks_of_one_chunk_are_one_core_call(mem_service):
+    counted = CountedAcks(mem_service)
+    client = Client(make_ctx(counted, heartbeat_ms=0))  # type: ignore[arg-type]
+    client.connect()
+    result(mem_service.publish("default", "q", [NewMessage(b"%d" % i) for i in range(3)]))
+    client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client-individual"})
+    tags = [m.headers["ack"] for m in client.messages()]
+    client.raw(
+        b"".join(b"ACK\nid:%s\nreceipt:r%s\n\n\x00" % (t.encode(), t.encode()) for t in tags)
+    )
+    assert len(counted.acks) == 1 and len(counted.acks[0]) == 3
+    assert [f.headers["receipt-id"] for f in client.read()] == [f"r{t}" for t in tags]
+    assert result(mem_service.queue_stats("default", "q")).total == 0
+
+
+def test_an_ack_takes_effect_before_the_disconnect_receipt(mem_service):
+    client = Client(make_ctx(mem_service, heartbeat_ms=0))
+    client.connect()
+    result(mem_service.publish("default", "q", [NewMessage(b"x")]))
+    client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client"})
+    [m] = client.messages()
+    client.raw(
+        b"ACK\nid:%s\nreceipt:a\n\n\x00DISCONNECT\nreceipt:bye\n\n\x00" % m.headers["ack"].encode()
+    )
+    assert [f.headers["receipt-id"] for f in client.read()] == ["a", "bye"]
+    assert result(mem_service.queue_stats("default", "q")).total == 0
+
+
+def test_frames_after_batched_sends_see_them_stored(mem_service):
+    """A SEND then a topic SUBSCRIBE in one chunk: the subscriber starts after the message,
+    as when the frames arrive one by one."""
+    client = Client(make_ctx(mem_service, heartbeat_ms=0))
+    client.connect()
+    client.raw(
+        b"SEND\ndestination:/topic/t\n\nbefore\x00"
+        b"SUBSCRIBE\ndestination:/topic/t\nid:s\nreceipt:r\n\n\x00"
+        b"SEND\ndestination:/topic/t\n\nafter\x00"
+    )
+    frames = client.read()
+    assert [(f.command, f.body) for f in frames] == [("RECEIPT", b""), ("MESSAGE", b"after")]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from twisted.internet.task import Clock
 
-from core.model import NewMessage
+from core.model import NewMessage, QueueOptions
+from core.service import QueueService
 from protocols.stomp.codec import V10, V11
+from storage.memory import MemoryStorage
+from tests.conftest import TEST_LIMITS
 
 from .conftest import Client, make_ctx, result
 
@@ -219,6 +224,19 @@ def test_persistent_false_makes_a_new_queue_transient(client, mem_service):
     client.read()
     assert not result(mem_service.get_queue("default", "t")).options.durable
     assert result(mem_service.get_queue("default", "d")).options.durable
+
+
+def test_a_transient_queue_takes_the_service_defaults_but_durability(clock):
+    defaults = QueueOptions(default_ttl=42.0, default_delay=0.0, max_messages=7)
+    service = QueueService(
+        clock, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS, default_options=defaults
+    )
+    c = Client(make_ctx(service, heartbeat_ms=0))
+    c.connect()
+    c.send("SEND", {"destination": "/queue/t", "persistent": "false", "receipt": "1"}, b"x")
+    assert c.next().command == "RECEIPT"
+    options = result(service.get_queue("default", "t")).options
+    assert options == replace(defaults, durable=False)
 
 
 # -- SUBSCRIBE to queues ---------------------------------------------------------------------
@@ -504,6 +522,39 @@ def test_durable_topic_auto_ack_advances_the_cursor(ctx, mem_service):
     _publish(mem_service, "feed", b"y")
     assert [m.body for m in a.messages()] == [b"y"]
     assert result(mem_service.get_cursor("default", "feed", "d")) == "2"
+
+
+def test_a_durable_subscription_made_on_an_empty_queue_keeps_its_place(ctx, mem_service):
+    a = Client(ctx)
+    a.connect()
+    a.send(
+        "SUBSCRIBE",
+        {"destination": "/topic/empty", "id": "d", "durable": "true", "receipt": "s"},
+    )
+    assert a.next().command == "RECEIPT"
+    # The position is stored at once: "0", before every message.
+    assert result(mem_service.get_cursor("default", "empty", "d")) == "0"
+    a.lose()
+    _publish(mem_service, "empty", b"while away")
+    b = Client(ctx)
+    b.connect()
+    b.send("SUBSCRIBE", {"destination": "/topic/empty", "id": "d", "durable": "true"})
+    assert [m.body for m in b.messages()] == [b"while away"]
+    assert result(mem_service.get_cursor("default", "empty", "d")) == "1"
+
+
+def test_a_non_durable_topic_subscriber_misses_what_was_sent_while_away(ctx, mem_service):
+    a = Client(ctx)
+    a.connect()
+    a.send("SUBSCRIBE", {"destination": "/topic/gone", "id": "t", "receipt": "s"})
+    assert a.next().command == "RECEIPT"
+    a.lose()
+    _publish(mem_service, "gone", b"missed")
+    b = Client(ctx)
+    b.connect()
+    b.send("SUBSCRIBE", {"destination": "/topic/gone", "id": "t"})
+    _publish(mem_service, "gone", b"seen")
+    assert [m.body for m in b.messages()] == [b"seen"]
 
 
 # -- temporary queues ------------------------------------------------------------------------
