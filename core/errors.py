@@ -77,6 +77,35 @@ class QueueFull(Conflict):
         self.name = name
 
 
+class SchemaChanged(Conflict):
+    """The queue's schema is not the one a publish was checked against (it was set or
+    cleared meanwhile, maybe by another process). The service checks again and retries;
+    ``fingerprint`` is the queue's schema now (None: no schema)."""
+
+    title = "Queue schema changed"
+
+    def __init__(self, name: str, fingerprint: int | None) -> None:
+        super().__init__(f"Queue {name!r} changed its schema; try again", field="schema")
+        self.name = name
+        self.fingerprint = fingerprint
+
+
+class UncheckedWriters(Conflict):
+    """A queue holds messages whose writer schemas a new schema was not checked against
+    (they landed after the check began). The service checks them and retries."""
+
+    title = "Queue schema not checked"
+
+    def __init__(self, name: str, fingerprints: list[int]) -> None:
+        super().__init__(
+            f"Queue {name!r} holds messages of schemas the new schema was not checked "
+            "against; try again",
+            field="schema",
+        )
+        self.name = name
+        self.fingerprints = fingerprints
+
+
 class MessageClaimed(QGateError):
     """A claimed message was touched without (the right) claim id."""
 

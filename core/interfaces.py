@@ -27,7 +27,29 @@ class IQueueStorage(Interface):
         """-> Queue or None."""
 
     def update_queue(tenant, name, options, metadata):
-        """-> Queue; replaces options and metadata; fails with QueueNotFound."""
+        """-> Queue; replaces options and metadata, except the queue's schema (``schema``
+        and ``schema_text`` of the options), which only ``set_queue_schema`` changes;
+        fails with QueueNotFound."""
+
+    def set_queue_schema(tenant, name, fingerprint, text, writers, now):
+        """-> Queue whose schema is now ``fingerprint``/``text`` (both None: no schema).
+
+        With a schema, in the same transaction: every writer fingerprint that the queue's
+        messages live at ``now`` name (see ``schema_writers``) must be ``fingerprint`` or one of
+        ``writers`` (those the caller checked the schema against); else the call fails
+        with UncheckedWriters naming the others and changes nothing. Fails with
+        QueueNotFound."""
+
+    def schema_writers(tenant, name, now):
+        """-> list[int]: the distinct writer fingerprints that the content types of the
+        queue's live messages name (``avro/binary; fingerprint=...``, core.avro_bodies)."""
+
+    def put_schema(fingerprint, text):
+        """-> None; registers a writer schema's JSON text under its fingerprint. The
+        registry is content-addressed: an entry that exists is kept as it is."""
+
+    def get_schema(fingerprint):
+        """-> str or None: the schema text registered under ``fingerprint``."""
 
     def delete_queue(tenant, name):
         """-> bool (whether it existed); deletes its messages, claims and cursors."""
@@ -41,12 +63,16 @@ class IQueueStorage(Interface):
     def purge_queue(tenant, name):
         """-> int, the number of messages deleted; claims and cursors go too."""
 
-    def publish(tenant, name, messages, now):
+    def publish(tenant, name, messages, now, schema):
         """-> list[int], the markers of the new messages, in order; all or nothing.
 
-        ``ttl``/``delay`` of ``None`` take the queue's defaults. Fails with QueueNotFound or
-        QueueFull (overflow policy ``reject``); ``drop_oldest`` deletes the oldest messages
-        to make room.
+        ``ttl``/``delay`` of ``None`` take the queue's defaults. ``schema`` is the
+        fingerprint of the queue schema the service checked the messages against (None:
+        no schema); when the queue's schema is another one by the time the messages would
+        be stored, the call fails with SchemaChanged (in the same transaction that stores,
+        so the check is exact across processes). Fails with QueueNotFound or QueueFull
+        (overflow policy ``reject``); ``drop_oldest`` deletes the oldest messages to make
+        room.
         """
 
     def get_messages(tenant, name, markers, now):
@@ -153,7 +179,10 @@ class IQueueService(Interface):
 
     def publish(tenant, name, messages, create=True):
         """-> list[str] message ids; a batch is stored whole or not at all. With ``create``
-        a missing queue is created with the service's default options."""
+        a missing queue is created with the service's default options. On a queue with a
+        schema every body is checked and stored as Avro written by the queue's schema
+        (core.avro_bodies); a body that does not fit fails the batch with InvalidArgument
+        naming ``messages[i]`` and the field."""
 
     def get_messages(tenant, name, ids):
         """-> list[Message]."""
@@ -196,6 +225,32 @@ class IQueueService(Interface):
 
     def get_cursor(tenant, name, subscription):
         """-> str or None: the marker a durable subscription has acknowledged up to."""
+
+    def set_schema(tenant, name, schema):
+        """-> int, the fingerprint of ``schema`` (JSON text, or a JSON value), now the
+        queue's schema. Refused with IncompatibleSchema (naming the field) unless it can
+        read the queue's current schema and every writer schema of its live messages;
+        InvalidSchema when it is not a schema qgate accepts."""
+
+    def clear_schema(tenant, name):
+        """-> None; the queue takes any body again (its Avro messages stay Avro)."""
+
+    def get_schema(tenant, name):
+        """-> (fingerprint, JSON text) of the queue's schema, or None."""
+
+    def register_schema(schema):
+        """-> int: registers a writer schema (JSON text or value) by its fingerprint, so
+        bodies naming it can be checked and read."""
+
+    def decode_bodies(tenant, name, messages):
+        """-> dict[int, JSON value] by marker, for the Avro messages of ``messages`` that
+        can be decoded: resolved into the queue's current schema when it can read them,
+        else as their writer schema wrote them."""
+
+    def resolve_bodies(tenant, name, messages):
+        """-> list[Message]: ``messages`` with Avro bodies rewritten into the queue's
+        current schema when it can read them (content type naming the schema they are
+        in); other messages unchanged."""
 
     def set_cursor(tenant, name, subscription, marker):
         """-> None."""

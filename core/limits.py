@@ -91,6 +91,12 @@ def check_options(options: QueueOptions, limits: Limits) -> QueueOptions:
         check_name(options.dead_letter_queue, "dead_letter_queue")
     if options.dead_letter_ttl is not None:
         check_number(options.dead_letter_ttl, "dead_letter_ttl", limits.min_ttl, limits.max_ttl)
+    if (options.schema is None) != (options.schema_text is None):
+        raise InvalidArgument("a queue schema needs its fingerprint and its text", field="schema")
+    if options.schema is not None:
+        check_number(options.schema, "schema", -(2**63), 2**63 - 1, integer=True)
+        if not isinstance(options.schema_text, str):
+            raise InvalidArgument("schema_text must be a string", field="schema")
     return options
 
 

@@ -34,6 +34,13 @@ class QueueOptions:
     max_claim_count: int | None = None
     dead_letter_queue: str | None = None
     dead_letter_ttl: float | None = None
+    #: The queue's Avro schema (see ``docs/avro.md``): ``schema`` is its CRC-64-AVRO
+    #: fingerprint, the identity storage checks on every publish; ``schema_text`` its JSON
+    #: text as set, which keeps what resolution needs and the fingerprint ignores (field
+    #: defaults, aliases). Both are None, or both set; only ``set_schema``/``clear_schema``
+    #: (and ``create_queue``) change them.
+    schema: int | None = None
+    schema_text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +53,8 @@ class QueueOptions:
             "max_claim_count": self.max_claim_count,
             "dead_letter_queue": self.dead_letter_queue,
             "dead_letter_ttl": self.dead_letter_ttl,
+            "schema": self.schema,
+            "schema_text": self.schema_text,
         }
 
     @classmethod

@@ -1126,12 +1126,14 @@ _CODECS = ("null", "deflate")
 @dataclass(frozen=True, slots=True)
 class ContainerFile:
     """What an object container file held: its writer schema, codec, metadata and records
-    (resolved into the reader schema when one was given)."""
+    (resolved into the reader schema when one was given), and each record's Avro binary
+    as the file's schema wrote it (``datums``: no re-encoding needed to store them)."""
 
     schema: AvroSchema
     codec: str
     metadata: Mapping[str, bytes]
     records: list[Any] = field(default_factory=list)
+    datums: list[bytes] = field(default_factory=list)
 
 
 def read_container(
@@ -1178,6 +1180,7 @@ def read_container(
     if reader is not None:
         reader.check_can_read(schema, path)
     records: list[Any] = []
+    datums: list[bytes] = []
     inflated = 0
     block = 0
     while fo.tell() < len(data):
@@ -1204,17 +1207,19 @@ def read_container(
         bfo = io.BytesIO(raw)
         for _ in range(count):
             index = f"{path}[{len(records)}]"
+            start = bfo.tell()
             if reader is None:
                 records.append(schema.read_from(bfo, None, index))
             else:
                 records.append(reader.read_from(bfo, schema, index))
+            datums.append(raw[start : bfo.tell()])
         if bfo.tell() != len(raw):
             raise InvalidAvroData(
                 f"{where}: {len(raw) - bfo.tell()} bytes left over after its {count} records",
                 field=path,
             )
         block += 1
-    return ContainerFile(schema, codec, meta, records)
+    return ContainerFile(schema, codec, meta, records, datums)
 
 
 def _inflate(raw: bytes, budget: int, where: str, path: str) -> bytes:

@@ -42,6 +42,7 @@ PROTOCOLS: dict[str, str] = {
 #: config attribute naming the mount path -> "module:factory(ctx)" of a web resource
 WEB_MOUNTS: dict[str, str] = {
     "stomp": "protocols.stomp.websocket:websocket_resource",
+    "avro": "protocols.avro.rpc:rpc_resource",
 }
 
 

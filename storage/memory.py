@@ -16,12 +16,22 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from core.errors import MessageClaimed, QGateError, QueueExists, QueueFull, QueueNotFound
+from core.avro_bodies import avro_writer
+from core.errors import (
+    MessageClaimed,
+    QGateError,
+    QueueExists,
+    QueueFull,
+    QueueNotFound,
+    SchemaChanged,
+    UncheckedWriters,
+)
 from core.interfaces import ITenantStore, ITransientStorage
 from core.limits import resolve_times
 from core.model import (
@@ -236,6 +246,13 @@ class _Queue:
         return msg
 
 
+def _writers(q: _Queue, now: float) -> list[int]:
+    """The writer fingerprints named by the content types of the queue's live messages."""
+    types = {msg.content_type for msg in q.msgs.values() if msg.expires_at > now}
+    found = {avro_writer(t, b"") for t in types}
+    return sorted(w[0] for w in found if w is not None)
+
+
 @implementer(ITransientStorage, ITenantStore)
 class MemoryStorage:
     """Queues held in this process's memory; lost on restart by design."""
@@ -244,6 +261,7 @@ class MemoryStorage:
         self._queues: dict[tuple[str, str], _Queue] = {}
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, tuple[str, str, bool]] = {}  # id -> (tenant, hash, revoked)
+        self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
 
     def _get(self, tenant: str, name: str) -> _Queue:
         q = self._queues.get((tenant, name))
@@ -282,8 +300,41 @@ class MemoryStorage:
     ) -> Queue:
         q = self._get(tenant, name)
         old = q.queue
-        q.queue = Queue(tenant, name, options, dict(metadata), old.created_at)
+        kept = replace(options, schema=old.options.schema, schema_text=old.options.schema_text)
+        q.queue = Queue(tenant, name, kept, dict(metadata), old.created_at)
         return q.queue
+
+    @_deferred
+    def set_queue_schema(
+        self,
+        tenant: str,
+        name: str,
+        fingerprint: int | None,
+        text: str | None,
+        writers: Sequence[int],
+        now: float,
+    ) -> Queue:
+        q = self._get(tenant, name)
+        old = q.queue
+        if fingerprint is not None:
+            unchecked = set(_writers(q, now)) - set(writers) - {fingerprint}
+            if unchecked:
+                raise UncheckedWriters(name, sorted(unchecked))
+        options = replace(old.options, schema=fingerprint, schema_text=text)
+        q.queue = Queue(tenant, name, options, old.metadata, old.created_at)
+        return q.queue
+
+    @_deferred
+    def schema_writers(self, tenant: str, name: str, now: float) -> list[int]:
+        return _writers(self._get(tenant, name), now)
+
+    @_deferred
+    def put_schema(self, fingerprint: int, text: str) -> None:
+        self._schemas.setdefault(fingerprint, text)
+
+    @_deferred
+    def get_schema(self, fingerprint: int) -> str | None:
+        return self._schemas.get(fingerprint)
 
     @_deferred
     def delete_queue(self, tenant: str, name: str) -> bool:
@@ -337,11 +388,18 @@ class MemoryStorage:
 
     @_deferred
     def publish(
-        self, tenant: str, name: str, messages: Sequence[NewMessage], now: float
+        self,
+        tenant: str,
+        name: str,
+        messages: Sequence[NewMessage],
+        now: float,
+        schema: int | None,
     ) -> list[int]:
         q = self._get(tenant, name)
-        self._make_room(q, messages)
         options = q.queue.options
+        if options.schema != schema:
+            raise SchemaChanged(name, options.schema)
+        self._make_room(q, messages)
         markers = []
         for m in messages:
             expires_at, available_at = resolve_times(m, options, now)

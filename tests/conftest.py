@@ -53,7 +53,8 @@ def _clean_pg(url: str) -> None:
     engine = sa.create_engine(normalize_url(url))
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE queues, messages, claims, subscriptions, tenants, api_keys RESTART IDENTITY"
+            "TRUNCATE queues, messages, claims, subscriptions, tenants, api_keys, schemas "
+            "RESTART IDENTITY"
         )
     engine.dispose()
 

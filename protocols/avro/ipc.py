@@ -380,11 +380,15 @@ class Responder:
         self._remote: OrderedDict[bytes, Protocol] = OrderedDict()
         self._compat: dict[tuple[bytes, str], Compatibility] = {}
 
-    async def respond_framed(self, body: bytes, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
-        """The framed call response to a framed call request (an HTTP body)."""
-        return frame(await self.respond(unframe(body, max_size)))
+    async def respond_framed(
+        self, body: bytes, max_size: int = MAX_MESSAGE_SIZE, dispatch: Dispatch | None = None
+    ) -> bytes:
+        """The framed call response to a framed call request (an HTTP body). ``dispatch``
+        serves this call instead of the responder's own (a transport binds per-request
+        state, such as the caller's tenant, without giving up the shared protocol cache)."""
+        return frame(await self.respond(unframe(body, max_size), dispatch))
 
-    async def respond(self, request: bytes) -> bytes:
+    async def respond(self, request: bytes, dispatch: Dispatch | None = None) -> bytes:
         """The call response to one call request (both unframed)."""
         fo = io.BytesIO(request)
         try:
@@ -416,7 +420,7 @@ class Responder:
         if name == "":
             # spec "Call Format": an empty message name pings / performs a handshake only.
             return out.getvalue()
-        return out.getvalue() + await self._call(remote, name, fo)
+        return out.getvalue() + await self._call(remote, name, fo, dispatch or self.dispatch)
 
     def handshake(self, request: HandshakeRequest) -> tuple[HandshakeResponse, Protocol | None]:
         """The handshake response, and the client's protocol when the server has it."""
@@ -454,7 +458,7 @@ class Responder:
                     del self._compat[key]
         return remote
 
-    async def _call(self, remote: Protocol, name: str, fo: io.BytesIO) -> bytes:
+    async def _call(self, remote: Protocol, name: str, fo: io.BytesIO, dispatch: Dispatch) -> bytes:
         local = self.protocol.messages.get(name)
         if local is None:
             return _error_response(None, f"unknown message: {name}")
@@ -478,7 +482,7 @@ class Responder:
         if fo.tell() != len(fo.getbuffer()):
             return _error_response(local, "request: bytes left over after the parameters")
         try:
-            result = self.dispatch(name, params)
+            result = dispatch(name, params)
             if inspect.isawaitable(result):
                 result = await result
         except CancelledError:

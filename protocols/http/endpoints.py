@@ -5,23 +5,38 @@ Long polling (a qgate extension): ``wait=SECONDS`` on ``GET .../messages`` and
 ``POST .../claims`` is passed to the service, which parks the call until a publish or
 release wakes the queue or the wait runs out; the answer is then the usual one (an empty
 page, a 204). A queue that does not exist yet is waited for as well.
+
+Avro (a qgate extension, ``docs/avro.md``): ``GET/PUT/DELETE /v2/queues/{q}/schema`` and the
+``_schema`` metadata key manage a queue's schema; ``POST .../messages`` takes Avro container
+files; ``GET .../messages`` and ``POST .../claims`` answer ``Accept: avro/binary`` with
+container files of envelopes (``protocols.http.avro``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.avro_bodies import (
+    AVRO_BINARY,
+    avro_content_type,
+    avro_writer,
+    format_fingerprint,
+    media_type,
+    schema_from_text,
+)
 from core.errors import MessageClaimed, MessageNotFound, QueueNotFound
 from core.interfaces import IQueueService
-from core.model import QueueOptions
+from core.model import Message, NewMessage, Queue, QueueOptions
+from core.schemas import read_container
 from gateway.registry import GatewayContext
-from protocols.http import wire
+from protocols.http import avro, wire
 from protocols.http.call import Call
 from protocols.http.errors import HTTPError, bad_body, bad_request, not_found
 from protocols.http.router import Response, Router
@@ -75,6 +90,9 @@ def _home_document() -> dict[str, Any]:
             ),
             "rel/queue_stats": resource(
                 "/v2/queues/{queue_name}/stats", {"queue_name": queue}, ["GET"]
+            ),
+            "rel/queue_schema": resource(
+                "/v2/queues/{queue_name}/schema", {"queue_name": queue}, ["GET", "PUT", "DELETE"]
             ),
             "rel/messages": resource(
                 "/v2/queues/{queue_name}/messages"
@@ -132,6 +150,12 @@ class ZaqarAPI:
             DELETE=self.delete_queue,
         )
         router.add("/v2/queues/{queue}/stats", GET=self.queue_stats)
+        router.add(
+            "/v2/queues/{queue}/schema",
+            GET=self.get_schema,
+            PUT=self.put_schema,
+            DELETE=self.delete_schema,
+        )
         router.add("/v2/queues/{queue}/purge", POST=self.purge_queue)
         router.add(
             "/v2/queues/{queue}/messages",
@@ -251,6 +275,12 @@ class ZaqarAPI:
         options = None
         if any(key in wire.OPTION_KEYS for key in metadata):
             options = wire.options_for(metadata, self.defaults, self.defaults, metadata)
+        schema = metadata.pop(wire.SCHEMA_KEY, None)
+        if schema is not None:
+            # Set at creation, in one step: no message can land before the schema.
+            options = dataclasses.replace(
+                options or self.defaults, schema_text=wire.schema_text(schema)
+            )
         _, created = await self.service.create_queue(tenant, name, options, metadata)
         return Response(201 if created else 204, headers={"Location": _queue_path(name)})
 
@@ -290,6 +320,13 @@ class ZaqarAPI:
             touched.discard("_flavor")
         defaults = dataclasses.replace(self.defaults, durable=queue.options.durable)
         options = wire.options_for(metadata, queue.options, defaults, touched)
+        schema = metadata.pop(wire.SCHEMA_KEY, None)
+        if wire.SCHEMA_KEY in touched:
+            # First, so a schema that is refused leaves the queue as it was.
+            if schema is None:
+                await self.service.clear_schema(tenant, name)
+            else:
+                await self.service.set_schema(tenant, name, wire.schema_text(schema))
         updated = await self.service.update_queue(tenant, name, options, metadata)
         return Response(200, wire.render_metadata(updated, self.bounds))
 
@@ -330,10 +367,12 @@ class ZaqarAPI:
     async def post_messages(self, call: Call) -> Response:
         client = call.client_id()
         tenant, name = await self._scope(call)
+        queue: Queue | None
         try:
-            metadata = (await self.service.get_queue(tenant, name)).metadata
+            queue = await self.service.get_queue(tenant, name)
+            metadata = queue.metadata
         except QueueNotFound:
-            metadata = {}  # Zaqar creates queues lazily, on their first post.
+            queue, metadata = None, {}  # Zaqar creates queues lazily, on their first post.
         size = len(call.body())
         limit = wire.post_size_limit(metadata, self.bounds)
         if size > limit:
@@ -345,7 +384,10 @@ class ZaqarAPI:
                     f"max_messages_post_size_queue: {metadata.get(wire.POST_SIZE_KEY)})."
                 )
             raise bad_request(f"Message collection size is too large. Max size {limit}")
-        messages = wire.parse_messages(call.json(), self.bounds, client)
+        if media_type(call.header("Content-Type") or "") == AVRO_BINARY:
+            messages = await self._container_messages(call, queue, client, limit)
+        else:
+            messages = wire.parse_messages(call.json(), self.bounds, client)
         ids = await self.service.publish(tenant, name, messages, create=True)
         path = f"{_queue_path(name)}/messages"
         return Response(
@@ -359,7 +401,7 @@ class ZaqarAPI:
         tenant, name = await self._scope(call)
         ids = call.query_list("ids")
         if ids is not None:
-            return await self._get_by_ids(tenant, name, ids)
+            return await self._get_by_ids(tenant, name, ids, avro.wants_avro(call.header("Accept")))
         limit = _check_limit(
             call.query_int("limit", wire.DEFAULT_LIMIT),
             self.bounds.page,
@@ -386,6 +428,8 @@ class ZaqarAPI:
             messages = []  # Zaqar v2: listing a missing queue is an empty 200.
         path = _queue_path(name)
         now = self._now()
+        if avro.wants_avro(call.header("Accept")):
+            return await self._avro_page(tenant, name, messages)
         links = []
         if messages:
             params = [("marker", messages[-1].id)]
@@ -395,12 +439,18 @@ class ZaqarAPI:
                 if call.has_query(k)
             ]
             links = _link(f"{path}/messages", params)
+        bodies = await self._bodies(tenant, name, messages)
         return Response(
             200,
-            {"messages": [wire.render_message(m, path, now) for m in messages], "links": links},
+            {
+                "messages": [wire.render_message(m, path, now, None, bodies) for m in messages],
+                "links": links,
+            },
         )
 
-    async def _get_by_ids(self, tenant: str, name: str, ids: list[str]) -> Response:
+    async def _get_by_ids(
+        self, tenant: str, name: str, ids: list[str], as_avro: bool = False
+    ) -> Response:
         _check_limit(
             len(ids), self.bounds.page, "Limit must be at least 1 and may not be greater than {0}."
         )
@@ -413,14 +463,22 @@ class ZaqarAPI:
                 f"No messages with IDs: {', '.join(ids)} found in the queue {name} "
                 f"for project {tenant}."
             )
+        if as_avro:
+            return await self._avro_page(tenant, name, messages)
         path, now = _queue_path(name), self._now()
-        return Response(200, {"messages": [wire.render_message(m, path, now) for m in messages]})
+        bodies = await self._bodies(tenant, name, messages)
+        return Response(
+            200, {"messages": [wire.render_message(m, path, now, None, bodies) for m in messages]}
+        )
 
     async def get_message(self, call: Call) -> Response:
         call.client_id()
         tenant, name = await self._scope(call)
         message = await self.service.get_message(tenant, name, call.params["message_id"])
-        return Response(200, wire.render_message(message, _queue_path(name), self._now()))
+        bodies = await self._bodies(tenant, name, [message])
+        return Response(
+            200, wire.render_message(message, _queue_path(name), self._now(), None, bodies)
+        )
 
     async def delete_messages(self, call: Call) -> Response:
         call.client_id()
@@ -441,7 +499,11 @@ class ZaqarAPI:
             except QueueNotFound:
                 popped = []
             path, now = _queue_path(name), self._now()
-            return Response(200, {"messages": [wire.render_message(m, path, now) for m in popped]})
+            bodies = await self._bodies(tenant, name, popped)
+            return Response(
+                200,
+                {"messages": [wire.render_message(m, path, now, None, bodies) for m in popped]},
+            )
         if ids is None:
             raise bad_request(
                 'The request should have either "ids" or "pop" parameter in the request, '
@@ -535,17 +597,26 @@ class ZaqarAPI:
         if found is None or not found.messages:
             return Response(204)
         path, now = _queue_path(name), self._now()
+        location = {"Location": f"{path}/claims/{found.id}"}
+        if avro.wants_avro(call.header("Accept")):
+            return await self._avro_page(tenant, name, found.messages, found.id, 201, location)
+        bodies = await self._bodies(tenant, name, found.messages)
         return Response(
             201,
-            {"messages": [wire.render_message(m, path, now, found.id) for m in found.messages]},
-            {"Location": f"{path}/claims/{found.id}"},
+            {
+                "messages": [
+                    wire.render_message(m, path, now, found.id, bodies) for m in found.messages
+                ]
+            },
+            location,
         )
 
     async def get_claim(self, call: Call) -> Response:
         call.client_id()
         tenant, name = await self._scope(call)
         claim = await self.service.get_claim(tenant, name, call.params["claim_id"])
-        return Response(200, wire.render_claim(claim, _queue_path(name), self._now()))
+        bodies = await self._bodies(tenant, name, claim.messages)
+        return Response(200, wire.render_claim(claim, _queue_path(name), self._now(), bodies))
 
     async def update_claim(self, call: Call) -> Response:
         call.client_id()
@@ -562,4 +633,103 @@ class ZaqarAPI:
             await self.service.release(tenant, name, call.params["claim_id"])
         except QueueNotFound:
             pass  # Zaqar: releasing a claim that is not there succeeds.
+        return Response(204)
+
+    # -- Avro ------------------------------------------------------------------------------
+
+    async def _bodies(
+        self, tenant: str, name: str, messages: Sequence[Message]
+    ) -> Mapping[int, Any] | None:
+        """The JSON of the Avro bodies among ``messages``, by marker (None when there are
+        none: the common case costs no call)."""
+        if not any(avro_writer(m.content_type, m.body) is not None for m in messages):
+            return None
+        bodies: Mapping[int, Any] = await self.service.decode_bodies(tenant, name, messages)
+        return bodies
+
+    async def _avro_page(
+        self,
+        tenant: str,
+        name: str,
+        messages: Sequence[Message],
+        claim_id: str | None = None,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """``Accept: avro/binary``: a container file of envelopes, Avro bodies in the
+        queue's current schema (which the file's metadata carries)."""
+        resolved = await self.service.resolve_bodies(tenant, name, messages)
+        schema = None
+        if messages:
+            try:
+                found = await self.service.get_schema(tenant, name)
+            except QueueNotFound:
+                found = None
+            schema = None if found is None else found[1]
+        data = avro.envelopes_file(resolved, self._now(), claim_id, schema)
+        return Response(status, headers=dict(headers or {}), content_type=AVRO_BINARY, body=data)
+
+    async def _container_messages(
+        self, call: Call, queue: Queue | None, client: str, limit: int
+    ) -> list[NewMessage]:
+        """The messages of an Avro container file post: one per record, TTL and delay from
+        the query (else the queue's defaults). On a queue with a schema the records are
+        resolved into it; else they are stored as the file's schema wrote them, and that
+        schema is registered."""
+        ttl = call.query_int("ttl")
+        if ttl is not None:
+            wire.check_message_ttl(ttl, self.bounds)
+        delay = call.query_int("delay")
+        if delay is not None:
+            wire.check_message_delay(delay, self.bounds)
+        reader = None
+        if queue is not None and queue.options.schema_text is not None:
+            reader = schema_from_text(queue.options.schema_text)
+        found = read_container(
+            call.body(), reader=reader, max_bytes=limit, max_records=self.service.limits.max_batch
+        )
+        if not found.records:
+            raise bad_request("No messages to enqueu.")
+        if reader is None:
+            await self.service.register_schema(found.schema.text)
+        if reader is None or reader.fingerprint == found.schema.fingerprint:
+            # Stored as the file has them: the core still checks every one.
+            fingerprint, bodies = found.schema.fingerprint, found.datums
+        else:
+            fingerprint = reader.fingerprint
+            bodies = [reader.write(r, f"records[{i}]") for i, r in enumerate(found.records)]
+        content_type = avro_content_type(fingerprint)
+        return [
+            NewMessage(
+                body=body,
+                content_type=content_type,
+                ttl=None if ttl is None else float(ttl),
+                delay=None if delay is None else float(delay),
+                producer=client,
+            )
+            for body in bodies
+        ]
+
+    async def get_schema(self, call: Call) -> Response:
+        tenant, name = await self._scope(call)
+        found = await self.service.get_schema(tenant, name)
+        if found is None:
+            raise not_found(f"Queue {name} has no schema.")
+        fingerprint, text = found
+        return Response(
+            200, json.loads(text), {"Avro-Fingerprint": format_fingerprint(fingerprint)}
+        )
+
+    async def put_schema(self, call: Call) -> Response:
+        """Sets the queue's schema; refused (400, naming the field) when it cannot read the
+        current schema or the messages in the queue."""
+        tenant, name = await self._scope(call)
+        document = call.json()
+        fingerprint = await self.service.set_schema(tenant, name, wire.schema_text(document))
+        shown = format_fingerprint(fingerprint)
+        return Response(200, {"fingerprint": shown}, {"Avro-Fingerprint": shown})
+
+    async def delete_schema(self, call: Call) -> Response:
+        tenant, name = await self._scope(call)
+        await self.service.clear_schema(tenant, name)
         return Response(204)

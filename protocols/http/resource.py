@@ -31,7 +31,7 @@ log = Logger()
 #: Request headers a browser may send cross-origin (preflight answer when it names none).
 CORS_ALLOW_HEADERS = "Content-Type, Client-ID, X-Project-ID, X-Auth-Token, Accept"
 #: Response headers a cross-origin script may read.
-CORS_EXPOSE_HEADERS = "Location, Retry-After, Accept-Patch"
+CORS_EXPOSE_HEADERS = "Location, Retry-After, Accept-Patch, Avro-Fingerprint"
 CORS_MAX_AGE = "86400"
 
 
@@ -161,7 +161,10 @@ class ApiResource(Resource):
         if pending.gone:
             return
         request = pending.request
-        body = b"" if response.document is None else wire.dump_json(response.document)
+        if response.body is not None:
+            body = response.body
+        else:
+            body = b"" if response.document is None else wire.dump_json(response.document)
         request.setResponseCode(response.status)
         request.setHeader(b"Server", b"qgate")
         origin = _header(request, b"Origin")
@@ -173,7 +176,7 @@ class ApiResource(Resource):
                 request.setHeader(b"Vary", b"Origin")
         for name, value in response.headers.items():
             request.setHeader(name.encode("ascii"), value.encode("latin-1"))
-        if response.document is not None:
+        if response.document is not None or response.body is not None:
             request.setHeader(b"Content-Type", response.content_type.encode("ascii"))
         else:
             request.defaultContentType = None

@@ -18,13 +18,15 @@ C = TypeVar("C")
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """What a handler answers: a status, an optional JSON document, extra headers."""
+    """What a handler answers: a status, an optional JSON document (or raw ``body``
+    bytes, such as an Avro container file), extra headers."""
 
     status: int
     document: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    #: Content type of ``document`` when it is sent (Zaqar's JSON by default).
+    #: Content type of ``document`` or ``body`` when it is sent (Zaqar's JSON by default).
     content_type: str = "application/json; charset=UTF-8"
+    body: bytes | None = None
 
 
 Handler = Callable[[C], Awaitable[Response]]

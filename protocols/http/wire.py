@@ -22,6 +22,11 @@ are rendered by content type:
 The binary marker lives inside ``body`` rather than as an extra message field because
 python-zaqarclient builds ``Message(**fields)`` and fails on keys it does not know.
 
+Avro bodies (``avro/binary; fingerprint=...``, see ``core.avro_bodies``) are shown as the
+JSON the core decodes them to, resolved into the queue's current schema; the handlers hand
+those values to :func:`render_message`. ``protocols.http.avro`` has the Avro forms of the
+API (container files in, envelopes out).
+
 Queue metadata
 --------------
 Metadata is stored as the client sent it. Reserved keys also set the queue's core
@@ -29,9 +34,10 @@ options: ``_default_message_ttl``, ``_default_message_delay``, ``_max_claim_coun
 ``_dead_letter_queue``, ``_dead_letter_queue_messages_ttl`` (Zaqar), ``_flavor``
 (``durable`` or ``transient``, chosen at creation) and the qgate extensions
 ``_max_messages``, ``_max_bytes`` and ``_overflow`` (``reject`` or ``drop_oldest``).
-``_max_messages_post_size`` is enforced by this layer only. When a queue is shown, the
-options are the truth: reserved keys are rendered from them, so a queue created by
-another protocol shows its real settings.
+``_max_messages_post_size`` is enforced by this layer only. ``_schema`` is the queue's Avro
+schema (a JSON value, ``null`` to clear it), set through the core's ``set_schema`` and never
+stored as metadata. When a queue is shown, the options are the truth: reserved keys are
+rendered from them, so a queue created by another protocol shows its real settings.
 """
 
 from __future__ import annotations
@@ -181,22 +187,10 @@ def parse_messages(document: Any, bounds: Bounds, producer: str | None) -> list[
         body = checked_field(item, "body", None, None)
         ttl = item.get("ttl")
         if ttl is not None:
-            ttl = checked_field(item, "ttl", int, None)
-            if not _in_range(ttl, bounds.message_ttl):
-                lo, hi = bounds.message_ttl
-                raise bad_request(
-                    f"The TTL for a message may not exceed {_n(hi)} seconds, and must be at "
-                    f"least {_n(lo)} seconds long."
-                )
+            ttl = check_message_ttl(checked_field(item, "ttl", int, None), bounds)
         delay = item.get("delay")
         if delay is not None:
-            delay = checked_field(item, "delay", int, None)
-            if not _in_range(delay, bounds.message_delay):
-                lo, hi = bounds.message_delay
-                raise bad_request(
-                    f"The Delay TTL for a message may not exceed {_n(hi)} seconds, and must "
-                    f"be at least {_n(lo)} seconds long."
-                )
+            delay = check_message_delay(checked_field(item, "delay", int, None), bounds)
         out.append(
             NewMessage(
                 body=dump_json(body),
@@ -207,6 +201,26 @@ def parse_messages(document: Any, bounds: Bounds, producer: str | None) -> list[
             )
         )
     return out
+
+
+def check_message_ttl(ttl: int, bounds: Bounds) -> int:
+    if not _in_range(ttl, bounds.message_ttl):
+        lo, hi = bounds.message_ttl
+        raise bad_request(
+            f"The TTL for a message may not exceed {_n(hi)} seconds, and must be at "
+            f"least {_n(lo)} seconds long."
+        )
+    return ttl
+
+
+def check_message_delay(delay: int, bounds: Bounds) -> int:
+    if not _in_range(delay, bounds.message_delay):
+        lo, hi = bounds.message_delay
+        raise bad_request(
+            f"The Delay TTL for a message may not exceed {_n(hi)} seconds, and must "
+            f"be at least {_n(lo)} seconds long."
+        )
+    return delay
 
 
 def is_json_type(content_type: str) -> bool:
@@ -236,18 +250,27 @@ def message_href(queue_path: str, message_id: str, claim_id: str | None = None) 
 
 
 def render_message(
-    message: Message, queue_path: str, now: float, claim_id: str | None = None
+    message: Message,
+    queue_path: str,
+    now: float,
+    claim_id: str | None = None,
+    bodies: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     """Zaqar's v1.1/v2 message document (``format_message_v1_1``), plus the claim fields
-    python-zaqarclient accepts. The href carries the claim id of a live claim."""
+    python-zaqarclient accepts. The href carries the claim id of a live claim. ``bodies``
+    holds the JSON of Avro bodies, by marker (``IQueueService.decode_bodies``)."""
     if claim_id is None and message.is_claimed(now):
         claim_id = message.claim_id
+    if bodies is not None and message.marker in bodies:
+        body = bodies[message.marker]
+    else:
+        body = render_body(message)
     rendered: dict[str, Any] = {
         "id": message.id,
         "href": message_href(queue_path, message.id, claim_id),
         "ttl": int(round(message.ttl)),
         "age": int(message.age(now)),
-        "body": render_body(message),
+        "body": body,
         "claim_count": message.claim_count,
     }
     if claim_id:
@@ -255,14 +278,16 @@ def render_message(
     return rendered
 
 
-def render_claim(claim: Claim, queue_path: str, now: float) -> dict[str, Any]:
+def render_claim(
+    claim: Claim, queue_path: str, now: float, bodies: Mapping[int, Any] | None = None
+) -> dict[str, Any]:
     """Zaqar's claim document (``GET /claims/{id}``): the claim without its id."""
     return {
         "age": int(claim.age(now)),
         "ttl": int(round(claim.ttl)),
         "grace": int(round(claim.grace)),
         "href": f"{queue_path}/claims/{claim.id}",
-        "messages": [render_message(m, queue_path, now, claim.id) for m in claim.messages],
+        "messages": [render_message(m, queue_path, now, claim.id, bodies) for m in claim.messages],
     }
 
 
@@ -294,6 +319,7 @@ def render_stats(stats: QueueStats, queue_path: str, now: float) -> dict[str, An
 
 FLAVORS = {"durable": True, "transient": False}
 POST_SIZE_KEY = "_max_messages_post_size"
+SCHEMA_KEY = "_schema"
 
 #: Reserved metadata key -> QueueOptions field it sets.
 OPTION_KEYS: dict[str, str] = {
@@ -307,7 +333,7 @@ OPTION_KEYS: dict[str, str] = {
     "_overflow": "overflow",
     "_flavor": "durable",
 }
-RESERVED_KEYS = frozenset([*OPTION_KEYS, POST_SIZE_KEY])
+RESERVED_KEYS = frozenset([*OPTION_KEYS, POST_SIZE_KEY, SCHEMA_KEY])
 
 
 def _option_value(key: str, value: Any) -> Any:
@@ -365,6 +391,14 @@ def check_metadata(metadata: Mapping[str, Any], bounds: Bounds) -> None:
     if flavor is not None and flavor not in FLAVORS:
         # Zaqar: FlavorDoesNotExist -> 400.
         raise bad_request(f"Flavor {flavor!r:.80} does not exist")
+    schema = metadata.get(SCHEMA_KEY)
+    if schema is not None and not isinstance(schema, dict | list | str):
+        raise bad_request(f"{SCHEMA_KEY} must be an Avro schema: a JSON object, array or name.")
+
+
+def schema_text(value: Any) -> str:
+    """The JSON text of a ``_schema`` value (a schema as a JSON value)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def options_for(
@@ -423,6 +457,10 @@ def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
             out.pop(key, None)
     if options.max_messages is not None or options.max_bytes is not None or "_overflow" in out:
         out["_overflow"] = options.overflow.value
+    if options.schema_text is not None:
+        out[SCHEMA_KEY] = json.loads(options.schema_text)
+    else:
+        out.pop(SCHEMA_KEY, None)
     return out
 
 

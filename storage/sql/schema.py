@@ -93,3 +93,12 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.Double, nullable=True),
 )
 sa.Index("ix_api_keys_tenant", api_keys.c.tenant)
+
+# Writer schemas of Avro bodies by CRC-64-AVRO fingerprint (signed, as Java's long), as JSON
+# text. Content-addressed: a row is written once and never changed.
+schemas = sa.Table(
+    "schemas",
+    metadata,
+    sa.Column("fingerprint", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text, nullable=False),
+)

@@ -13,6 +13,7 @@ import select
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -25,7 +26,15 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from core.errors import MessageClaimed, QueueExists, QueueFull, QueueNotFound
+from core.avro_bodies import avro_writer
+from core.errors import (
+    MessageClaimed,
+    QueueExists,
+    QueueFull,
+    QueueNotFound,
+    SchemaChanged,
+    UncheckedWriters,
+)
 from core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
 from core.limits import resolve_times
 from core.model import (
@@ -38,7 +47,15 @@ from core.model import (
     QueueStats,
     Tenant,
 )
-from storage.sql.schema import api_keys, claims, messages, queues, subscriptions, tenants
+from storage.sql.schema import (
+    api_keys,
+    claims,
+    messages,
+    queues,
+    schemas,
+    subscriptions,
+    tenants,
+)
 from storage.sql.writer import GroupCommitWriter, each
 
 log = Logger()
@@ -219,10 +236,15 @@ class SQLStorage:
     def writer(self) -> GroupCommitWriter:
         return self._writer
 
-    def _queue_row(self, conn: sa.Connection, tenant: str, name: str) -> _QueueRow | None:
-        row = conn.execute(
-            sa.select(queues).where(queues.c.tenant == tenant, queues.c.name == name)
-        ).first()
+    def _queue_row(
+        self, conn: sa.Connection, tenant: str, name: str, *, lock: bool = False
+    ) -> _QueueRow | None:
+        """The queue's row; with ``lock``, locked until the transaction ends (PostgreSQL's
+        FOR UPDATE; SQLite's writer holds the whole database already)."""
+        query = sa.select(queues).where(queues.c.tenant == tenant, queues.c.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
         return None if row is None else _QueueRow(row)
 
     def _need_queue(self, conn: sa.Connection, tenant: str, name: str) -> _QueueRow:
@@ -298,6 +320,36 @@ class SQLStorage:
     ) -> Deferred[Queue]:
         return self._write(_update_queue, self, tenant, name, options, metadata)
 
+    def set_queue_schema(
+        self,
+        tenant: str,
+        name: str,
+        fingerprint: int | None,
+        text: str | None,
+        writers: Sequence[int],
+        now: float,
+    ) -> Deferred[Queue]:
+        return self._write(
+            _set_queue_schema, self, tenant, name, fingerprint, text, list(writers), now
+        )
+
+    def schema_writers(self, tenant: str, name: str, now: float) -> Deferred[list[int]]:
+        def read(conn: sa.Connection) -> list[int]:
+            return _writers(conn, self._need_queue(conn, tenant, name).id, now)
+
+        return self._read(read)
+
+    def put_schema(self, fingerprint: int, text: str) -> Deferred[None]:
+        return self._write(_put_schema, self, fingerprint, text)
+
+    def get_schema(self, fingerprint: int) -> Deferred[str | None]:
+        def read(conn: sa.Connection) -> str | None:
+            return conn.execute(
+                sa.select(schemas.c.text).where(schemas.c.fingerprint == fingerprint)
+            ).scalar()
+
+        return self._read(read)
+
     def delete_queue(self, tenant: str, name: str) -> Deferred[bool]:
         return self._write(_delete_queue, self, tenant, name)
 
@@ -347,19 +399,26 @@ class SQLStorage:
     # -- messages --------------------------------------------------------------------------
 
     def publish(
-        self, tenant: str, name: str, new: Sequence[NewMessage], now: float
+        self,
+        tenant: str,
+        name: str,
+        new: Sequence[NewMessage],
+        now: float,
+        schema: int | None,
     ) -> Deferred[list[int]]:
-        return self._write(self._publish_group, tenant, name, new, now)
+        return self._write(self._publish_group, tenant, name, new, now, schema)
 
     def _publish_group(
-        self, conn: sa.Connection, batch: Sequence[tuple[str, str, Sequence[NewMessage], float]]
+        self,
+        conn: sa.Connection,
+        batch: Sequence[tuple[str, str, Sequence[NewMessage], float, int | None]],
     ) -> list[Any]:
         """Every publish of a transaction: per queue ONE marker UPDATE (which also finds the
         queue and its options), then ONE INSERT for all their rows, at the driver level
         (the hottest statements skip SQLAlchemy's per-row parameter processing)."""
         out: list[Any] = [None] * len(batch)
         by_queue: dict[tuple[str, str], list[int]] = {}
-        for i, (tenant, name, _, _) in enumerate(batch):
+        for i, (tenant, name, _, _, _) in enumerate(batch):
             by_queue.setdefault((tenant, name), []).append(i)
         rows: list[tuple[Any, ...]] = []
         trims: list[tuple[int, QueueOptions]] = []
@@ -376,9 +435,15 @@ class SQLStorage:
             queue_id, last, options_json = found[-3:]
             options = _options(options_json)
             marker = int(last) - requested + 1
-            accepted = set(
-                self._admit(conn, queue_id, name, options, [(i, batch[i][2]) for i in indexes], out)
-            )
+            # The schema check happens here, under the queue row's lock: exact even when
+            # another process changes the schema between a publisher's check and now.
+            checked = []
+            for i in indexes:
+                if batch[i][4] == options.schema:
+                    checked.append((i, batch[i][2]))
+                else:
+                    out[i] = SchemaChanged(name, options.schema)
+            accepted = set(self._admit(conn, queue_id, name, options, checked, out))
             for i in indexes:
                 new = batch[i][2]
                 if i not in accepted:
@@ -876,7 +941,11 @@ def _update_queue(
     options: QueueOptions,
     metadata: Mapping[str, Any],
 ) -> Queue:
-    q = store._need_queue(conn, tenant, name)
+    q = store._queue_row(conn, tenant, name, lock=True)
+    if q is None:
+        raise QueueNotFound(name)
+    old = q.queue.options
+    options = replace(options, schema=old.schema, schema_text=old.schema_text)
     conn.execute(
         sa.update(queues)
         .where(queues.c.id == q.id)
@@ -884,6 +953,55 @@ def _update_queue(
     )
     store._notify(conn, tenant, name)
     return Queue(tenant, name, options, dict(metadata), q.queue.created_at)
+
+
+def _writers(conn: sa.Connection, queue_id: int, now: float) -> list[int]:
+    """The writer fingerprints named by the content types of a queue's live messages."""
+    query = (
+        sa.select(m.content_type)
+        .distinct()
+        .where(
+            m.queue_id == queue_id,
+            m.expires_at > now,
+            sa.func.lower(m.content_type).like("avro/binary%"),
+        )
+    )
+    found = {avro_writer(row.content_type, b"") for row in conn.execute(query)}
+    return sorted(w[0] for w in found if w is not None)
+
+
+@each
+def _set_queue_schema(
+    conn: sa.Connection,
+    store: SQLStorage,
+    tenant: str,
+    name: str,
+    fingerprint: int | None,
+    text: str | None,
+    writers: list[int],
+    now: float,
+) -> Queue:
+    # The queue row is locked first: a publish elsewhere either committed before (its
+    # messages are in the scan below) or waits and then sees the new schema.
+    q = store._queue_row(conn, tenant, name, lock=True)
+    if q is None:
+        raise QueueNotFound(name)
+    if fingerprint is not None:
+        unchecked = set(_writers(conn, q.id, now)) - set(writers) - {fingerprint}
+        if unchecked:
+            raise UncheckedWriters(name, sorted(unchecked))
+    options = replace(q.queue.options, schema=fingerprint, schema_text=text)
+    conn.execute(
+        sa.update(queues).where(queues.c.id == q.id).values(options=json.dumps(options.to_dict()))
+    )
+    store._notify(conn, tenant, name)
+    return Queue(tenant, name, options, q.queue.metadata, q.queue.created_at)
+
+
+@each
+def _put_schema(conn: sa.Connection, store: SQLStorage, fingerprint: int, text: str) -> None:
+    stmt = store._upsert(schemas).values(fingerprint=fingerprint, text=text)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[schemas.c.fingerprint]))
 
 
 @each

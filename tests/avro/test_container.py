@@ -73,6 +73,17 @@ def test_written_files_read_back_with_fastavro_and_apache_avro(codec: str) -> No
 
 
 @pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_each_record_comes_with_its_binary_as_the_file_wrote_it(codec: str) -> None:
+    s = parse_schema(ROW)
+    data = write_container(s, ROWS, codec=codec)
+    assert read_container(data).datums == [s.write(row) for row in ROWS]
+    older = parse_schema({**ROW, "fields": ROW["fields"][:2]})
+    resolved = read_container(write_container(older, [{"id": 1, "name": "a"}]), reader=s)
+    assert resolved.records == [{"id": 1, "name": "a", "raw": b""}]
+    assert resolved.datums == [older.write({"id": 1, "name": "a"})]  # the writer's bytes
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
 def test_files_written_by_apache_avro_are_read(codec: str) -> None:
     out = io.BytesIO()
     writer = avro.datafile.DataFileWriter(

@@ -1,0 +1,332 @@
+"""Avro RPC over HTTP at /avro, driven by apache avro's Requestor and HTTPTransceiver over a
+real socket (the site listens on 127.0.0.1 in this process; blocking client calls run in a
+thread)."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import avro.errors
+import avro.ipc
+import avro.protocol
+import fastavro
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+
+from core.auth import TrustedTenant
+from core.avro_bodies import avro_content_type, format_fingerprint
+from core.model import NewMessage
+from core.schemas import parse_schema
+from core.service import QueueService
+from gateway.config import Config
+from gateway.registry import GatewayContext, web_mounts
+from protocols.avro import qgate_protocol
+from protocols.avro.ipc import HandshakeRequest, frame, write_handshake_request
+from protocols.http import build_site
+from storage.memory import MemoryStorage
+from tests.conftest import TEST_LIMITS
+from tests.helpers import until
+from tests.http.conftest import HTTP_TEST_CONFIG
+
+T = "p1"
+SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Job",
+    "namespace": "test",
+    "fields": [{"name": "task", "type": "string"}, {"name": "tries", "type": "int"}],
+}
+
+
+class Transceiver(avro.ipc.HTTPTransceiver):  # type: ignore[misc]
+    """apache avro's HTTP transceiver, sending the tenant header (and counting posts)."""
+
+    def __init__(self, port: int, project: str | None = T) -> None:
+        super().__init__("127.0.0.1", port, req_resource="/avro")
+        self.project = project
+        self.posts = 0
+
+    def write_framed_message(self, message: bytes) -> None:
+        writer = avro.ipc.FramedWriter(io.BytesIO())
+        writer.write_framed_message(message)
+        headers = {"Content-Type": "avro/binary"}
+        if self.project:
+            headers["X-Project-Id"] = self.project
+        self.posts += 1
+        self.conn.request("POST", self.req_resource, writer.writer.getvalue(), headers)
+
+
+class Client:
+    """A blocking apache avro requestor, called from a thread."""
+
+    def __init__(self, port: int, project: str | None = T) -> None:
+        self.transceiver = Transceiver(port, project)
+        text = qgate_protocol().text
+        self.requestor = avro.ipc.Requestor(avro.protocol.parse(text), self.transceiver)
+
+    def call(self, message: str, params: dict[str, Any]) -> Deferred[Any]:
+        """The call, made now in a thread."""
+        return threads.deferToThread(self.requestor.request, message, params)
+
+    async def fails(self, message: str, params: dict[str, Any]) -> Any:
+        with pytest.raises(avro.errors.AvroRemoteException) as info:
+            await self.call(message, params)
+        return info.value.args[0]
+
+    def close(self) -> None:
+        self.transceiver.close()
+
+
+@pytest.fixture
+def rpc_service(reactor) -> Iterator[QueueService]:
+    yield QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+
+
+def listen(reactor: Any, service: QueueService, auth: Any = None) -> Any:
+    base = GatewayContext(
+        reactor, service, auth or TrustedTenant(), replace(Config(), http=HTTP_TEST_CONFIG)
+    )
+    ctx = replace(base, web_mounts=web_mounts(base))  # the registered /avro mount
+    return reactor.listenTCP(0, build_site(ctx), interface="127.0.0.1")
+
+
+@pytest.fixture
+def port(reactor, rpc_service: QueueService) -> Iterator[int]:
+    listening = listen(reactor, rpc_service)
+    yield listening.getHost().port
+    pytest_twisted.blockon(listening.stopListening())
+
+
+def new_message(body: bytes, content_type: str = "application/json", **kw: Any) -> dict[str, Any]:
+    message = {
+        "body": body,
+        "contentType": content_type,
+        "headers": {},
+        "ttl": None,
+        "delay": None,
+        "priority": None,
+    }
+    message.update(kw)
+    return message
+
+
+def http_request(port: int, method: str, path: str, body: bytes, content_type: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, body, {"Content-Type": content_type, "X-Project-Id": T})
+    response = conn.getresponse()
+    return response.status, response.getheader("Content-Type"), response.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_first_call_handshakes_none_then_every_message_reaches_the_core(
+    port: int, rpc_service: QueueService
+) -> None:
+    client = Client(port)
+    try:
+        assert await client.call("ping", {}) is True
+        # apache avro hashes its own rendering of our protocol: NONE, then a resend.
+        assert client.transceiver.posts == 2
+        options = {
+            "durable": True,
+            "defaultTtl": 600.0,
+            "defaultDelay": None,
+            "maxMessages": None,
+            "maxBytes": None,
+            "overflow": "REJECT",
+            "maxClaimCount": None,
+            "deadLetterQueue": None,
+            "deadLetterTtl": None,
+            "schema": json.dumps(SCHEMA),
+        }
+        assert await client.call(
+            "createQueue", {"queue": "jobs", "options": options, "metadata": '{"team": "a"}'}
+        )
+        assert client.transceiver.posts == 3  # BOTH from now on: one post per call
+        queue = await client.call("getQueue", {"queue": "jobs"})
+        assert queue["options"]["defaultTtl"] == 600.0
+        assert json.loads(queue["options"]["schema"]) == SCHEMA
+        assert json.loads(queue["metadata"]) == {"team": "a"}
+        ids = await client.call(
+            "publish",
+            {
+                "queue": "jobs",
+                "messages": [
+                    new_message(b'{"task": "build", "tries": 1}', priority=7),
+                    new_message(b'{"task": "test", "tries": 2}', delay=None),
+                ],
+            },
+        )
+        assert ids == ["1", "2"]
+        stats = await client.call("stats", {"queue": "jobs"})
+        assert (stats["total"], stats["available"]) == (2, 2)
+        seen = await client.call(
+            "observe",
+            {
+                "queue": "jobs",
+                "after": "1",
+                "limit": 10,
+                "includeClaimed": False,
+                "includeDelayed": False,
+                "wait": 0.0,
+            },
+        )
+        schema = parse_schema(SCHEMA)
+        assert [m["id"] for m in seen] == ["2"]
+        assert seen[0]["contentType"] == avro_content_type(schema.fingerprint)
+        assert schema.decode(seen[0]["body"]) == {"task": "test", "tries": 2}
+        claim = await client.call(
+            "claim", {"queue": "jobs", "limit": 5, "ttl": 60.0, "grace": 0.0, "wait": 0.0}
+        )
+        assert [m["id"] for m in claim["messages"]] == ["1", "2"]  # priority 7 first
+        assert claim["messages"][0]["priority"] == 7
+        assert claim["messages"][0]["claimId"] == claim["id"]
+        assert (
+            await client.call(
+                "release", {"queue": "jobs", "claimId": claim["id"], "ids": ["2"], "delay": 0.0}
+            )
+            == 1
+        )
+        assert await client.call(
+            "ack", {"queue": "jobs", "claimId": claim["id"], "ids": ["1", "2"]}
+        ) == ["1"]
+        assert (await rpc_service.queue_stats(T, "jobs")).total == 1
+        assert await client.call("deleteQueue", {"queue": "jobs"}) is True
+    finally:
+        client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_schemas_over_rpc_and_core_errors_as_the_declared_error(port: int) -> None:
+    client = Client(port)
+    try:
+        await client.call("createQueue", {"queue": "q", "options": None, "metadata": None})
+        assert await client.call("getSchema", {"queue": "q"}) is None
+        fingerprint = await client.call("setSchema", {"queue": "q", "schema": json.dumps(SCHEMA)})
+        assert fingerprint == format_fingerprint(parse_schema(SCHEMA).fingerprint)
+        assert json.loads(await client.call("getSchema", {"queue": "q"})) == SCHEMA
+        error = await client.fails(
+            "publish",
+            {"queue": "q", "messages": [new_message(b'{"task": "x", "tries": "many"}')]},
+        )
+        assert error["title"] == "Invalid Avro data"
+        assert error["field"] == "messages[0].body.tries"
+        assert await client.call("clearSchema", {"queue": "q"}) is None
+        missing = await client.fails("getQueue", {"queue": "nope"})
+        assert missing == {
+            "title": "Not found",
+            "description": "Queue 'nope' does not exist",
+            "field": "queue_name",
+        }
+        bad = await client.fails(
+            "createQueue", {"queue": "bad name", "options": None, "metadata": None}
+        )
+        assert bad["field"] == "queue_name"
+        bad = await client.fails("createQueue", {"queue": "q2", "options": None, "metadata": "[]"})
+        assert bad["field"] == "metadata"
+    finally:
+        client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_claim_is_woken_by_a_publish(port: int, rpc_service: QueueService) -> None:
+    client = Client(port)
+    try:
+        await client.call("ping", {})  # handshake done before the clock matters
+        waiting = client.call(
+            "claim", {"queue": "later", "limit": 1, "ttl": 60.0, "grace": 0.0, "wait": 30.0}
+        )
+        await until(lambda: rpc_service.waiting(T, "later") == 1)
+        start = time.monotonic()
+        await rpc_service.publish(T, "later", [NewMessage(b"now", content_type="text/plain")])
+        claim = await waiting
+        assert time.monotonic() - start < 5
+        assert [m["body"] for m in claim["messages"]] == [b"now"]
+    finally:
+        client.close()
+
+
+def claim_request(wait: float) -> bytes:
+    """A framed call of ``claim`` as a client that knows the server's protocol sends it."""
+    protocol = qgate_protocol()
+    out = io.BytesIO()
+    out.write(write_handshake_request(HandshakeRequest(protocol.md5, None, protocol.md5)))
+    fastavro.schemaless_writer(out, {"type": "map", "values": "bytes"}, {})
+    fastavro.schemaless_writer(out, "string", "claim")
+    params = {"queue": "idle", "limit": 1, "ttl": 60.0, "grace": 0.0, "wait": wait}
+    protocol.messages["claim"].request.write_to(out, params)
+    return frame(out.getvalue())
+
+
+def post_then_hang_up(port: int, body: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            b"POST /avro HTTP/1.1\r\nHost: x\r\nContent-Type: avro/binary\r\n"
+            b"X-Project-Id: p1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        time.sleep(0.3)  # parked in the core by now
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_hangs_up_cancels_its_waiting_call(
+    port: int, rpc_service: QueueService
+) -> None:
+    await rpc_service.create_queue(T, "idle")
+    gone = threads.deferToThread(post_then_hang_up, port, claim_request(wait=60))
+    await until(lambda: rpc_service.waiting(T, "idle") == 1)
+    await gone
+    await until(lambda: rpc_service.waiting(T, "idle") == 0, timeout=5)
+    assert (await rpc_service.queue_stats(T, "idle")).total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_is_not_avro_rpc_gets_an_http_error(port: int) -> None:
+    status, content_type, body = await threads.deferToThread(
+        http_request, port, "POST", "/avro", b"\x00\x00\x00\x03abc", "avro/binary"
+    )
+    assert status == 400
+    assert content_type.startswith("application/json")
+    assert "terminator" in json.loads(body)["description"]
+    status, _, body = await threads.deferToThread(
+        http_request, port, "POST", "/avro", b"{}", "application/json"
+    )
+    assert status == 415
+    assert set(json.loads(body)) == {"title", "description"}
+    # a handshake that is not one
+    status, _, body = await threads.deferToThread(
+        http_request, port, "POST", "/avro", frame(b"\x01\x02"), "avro/binary"
+    )
+    assert status == 400
+    assert "handshake" in json.loads(body)["description"]
+    status, content_type, body = await threads.deferToThread(
+        http_request, port, "GET", "/avro", b"", "application/json"
+    )
+    assert status == 200
+    assert body.decode() == qgate_protocol().text
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_tenant_comes_from_the_request_headers(reactor, rpc_service) -> None:
+    listening = listen(reactor, rpc_service, auth=TrustedTenant())  # no default tenant
+    port = listening.getHost().port
+    anonymous, named = Client(port, project=None), Client(port, project="other")
+    try:
+        assert await anonymous.call("ping", {}) is True  # ping needs no tenant
+        error = await anonymous.fails("stats", {"queue": "q"})
+        assert error["title"] == "Unauthorized"
+        await named.call(
+            "publish", {"queue": "mine", "messages": [new_message(b"x", "text/plain")]}
+        )
+        assert [q.name for q in await rpc_service.list_queues("other")] == ["mine"]
+        assert await rpc_service.list_queues(T) == []
+    finally:
+        anonymous.close()
+        named.close()
+        await listening.stopListening()
