@@ -772,7 +772,7 @@ class SQLStorage:
     def ack(
         self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float
     ) -> Deferred[list[int]]:
-        return self._write(_ack, self, tenant, name, claim_id, list(markers))
+        return self._write(_ack_group, tenant, name, claim_id, list(markers))
 
     def next_wake(
         self, tenant: str, name: str, now: float, after: int | None = None
@@ -1199,27 +1199,51 @@ def _release(
     return int(count)
 
 
-@each
-def _ack(
-    conn: sa.Connection,
-    store: SQLStorage,
-    tenant: str,
-    name: str,
-    claim_id: str,
-    markers: list[int],
-) -> list[int]:
-    if not markers:
-        return []
-    rows = conn.execute(
-        sa.delete(messages)
-        .where(
-            m.queue_id == _qid(tenant, name),
-            m.marker.in_(markers),
-            m.claim_id == claim_id,
+def _ack_group(
+    conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]
+) -> list[list[int]]:
+    """Every ack of a transaction, per queue in at most two statements.
+
+    One ack is one ``DELETE ... WHERE claim_id = ? RETURNING``. Several acks of a queue
+    (many consumers, one commit) lock and read their rows in one SELECT, decide in Python
+    which rows each caller still holds, and delete them all with one DELETE: a row that a
+    later claim took over is never deleted by an earlier claim's late ack.
+    """
+    out: list[list[int]] = [[] for _ in batch]
+    by_queue: dict[tuple[str, str], list[int]] = {}
+    for i, (tenant, name, _, markers) in enumerate(batch):
+        if markers:
+            by_queue.setdefault((tenant, name), []).append(i)
+    for (tenant, name), indexes in by_queue.items():
+        queue_id = _qid(tenant, name)
+        if len(indexes) == 1:
+            i = indexes[0]
+            rows = conn.execute(
+                sa.delete(messages)
+                .where(m.queue_id == queue_id, m.marker.in_(batch[i][3]), m.claim_id == batch[i][2])
+                .returning(m.marker)
+            )
+            out[i] = sorted(row.marker for row in rows)
+            continue
+        wanted = sorted({marker for i in indexes for marker in batch[i][3]})
+        held = dict(
+            conn.execute(
+                sa.select(m.marker, m.claim_id)
+                .where(m.queue_id == queue_id, m.marker.in_(wanted))
+                .with_for_update()
+            ).all()
         )
-        .returning(m.marker)
-    )
-    return sorted(row.marker for row in rows)
+        doomed: set[int] = set()
+        for i in indexes:
+            claim_id = batch[i][2]
+            mine = sorted(k for k in set(batch[i][3]) if held.get(k) == claim_id)
+            out[i] = mine
+            doomed.update(mine)
+        if doomed:
+            conn.execute(
+                sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(sorted(doomed)))
+            )
+    return out
 
 
 @each

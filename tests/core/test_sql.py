@@ -197,3 +197,41 @@ async def test_a_publish_in_one_process_wakes_a_waiter_in_another(reactor, pg_da
     finally:
         await waiter.stop()
         await publisher_store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(reactor, sql_url):
+    clock = Clock()
+    clock.advance(1_000_000)
+    service, store = make_service(reactor, sql_url, clock)
+    try:
+        await service.publish(T, "q", [NewMessage(b"%d" % i) for i in range(6)])
+        stale = await service.claim(T, "q", limit=2, ttl=10)
+        clock.advance(10)  # the stale claim's lease ends; a new claim takes its messages
+        fresh = await service.claim(T, "q", limit=2, ttl=60)
+        other = await service.claim(T, "q", limit=2, ttl=60)
+        assert [m.id for m in fresh.messages] == [m.id for m in stale.messages]
+        gate = threading.Event()
+
+        @each
+        def block(conn: sa.Connection) -> None:
+            gate.wait(5)
+
+        held = store.writer.submit(block)  # so the three acks below share one transaction
+        before = store.writer.batches
+        acks = [
+            service.ack(T, "q", stale.id, [m.id for m in stale.messages]),  # too late
+            service.ack(T, "q", other.id, [m.id for m in other.messages]),
+            service.ack(T, "q", fresh.id, [fresh.messages[0].id]),
+        ]
+        gate.set()
+        await held
+        results = await defer.gatherResults(acks)
+        assert results == [[], [m.id for m in other.messages], [fresh.messages[0].id]]
+        # Whether or not the writer had already taken them with the blocker, the three acks
+        # shared one transaction: at most the blocker's batch and one more.
+        assert store.writer.batches - before in (1, 2)
+        left = await service.observe(T, "q", limit=10, include_claimed=True)
+        assert [m.id for m in left] == [fresh.messages[1].id, "5", "6"]
+    finally:
+        await store.close()
