@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
 from core.limits import NAME_RE
 from core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
+from protocols.stomp.bodies import DEFAULT, SubscriptionBodies, parse_accept
 from protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
 
 log = Logger()
@@ -187,6 +188,7 @@ class Subscription:
         ack: str,
         prefetch: int,
         options: QueueOptions | None,
+        accept: str = DEFAULT,
     ) -> None:
         self.session = session
         self.id = sub_id
@@ -195,6 +197,8 @@ class Subscription:
         self.ack = ack
         self.prefetch = prefetch
         self.options = options
+        #: Avro bodies of a schema-checked queue in the format SUBSCRIBE's accept chose.
+        self.bodies = SubscriptionBodies(session.service, accept)
         self.unacked: dict[str, _Delivery] = {}
         self.active = False
         self.stopped = False
@@ -398,13 +402,19 @@ class QueueSubscription(Subscription):
             await self._deliver_claim(claim)
 
     async def _deliver_claim(self, claim: Claim) -> None:
+        try:
+            messages = await self.bodies.convert(self.tenant, self.queue, claim.messages)
+        except Exception:
+            # Not delivered, so not left claimed until the lease ends.
+            await self.service.release(self.tenant, self.queue, claim.id)
+            raise
         delivered: list[str] = []
-        for message in claim.messages:
+        for message in messages:
             if not self.active:
                 break
             self.deliver(message, claim.id, redelivered=message.claim_count > 1)
             delivered.append(message.id)
-        rest = [m.id for m in claim.messages[len(delivered) :]]
+        rest = [m.id for m in messages[len(delivered) :]]
         if rest:
             # Stopped in the middle of a batch: the rest goes straight back.
             await self.service.release(self.tenant, self.queue, claim.id, rest)
@@ -505,6 +515,7 @@ class TopicSubscription(Subscription):
         )
         if not found or not self.active:
             return
+        found = await self.bodies.convert(self.tenant, self.queue, found)
         for message in found:
             if not self.active:
                 break
@@ -1085,6 +1096,13 @@ class StompSession:
             prefetch = min(count, MAX_PREFETCH) if count > 0 else prefetch
         durable = frame.get("durable") == "true"
         options = self._options(frame)
+        # Not in the STOMP spec; named after HTTP's Accept (qgate's HTTP API takes the same
+        # media types): how Avro bodies of a schema-checked queue reach this subscriber.
+        accept = parse_accept(frame.get("accept"))
+        if accept is None:
+            raise StompError(
+                f"accept must be application/json or avro/binary (got {frame.get('accept')!r:.60})"
+            )
         if kind == "reply-queue":
             raise StompError("cannot SUBSCRIBE to a /reply-queue/ destination")
         sub: Subscription
@@ -1092,12 +1110,12 @@ class StompSession:
             if durable and not frame.get("id"):
                 raise StompError("a durable subscription needs an id header")
             sub = TopicSubscription(
-                self, sub_id, destination, name, ack, prefetch, options, durable=durable
+                self, sub_id, destination, name, ack, prefetch, options, accept, durable=durable
             )
             self.subscriptions[sub_id] = sub
             d = sub.start()
         elif kind == "temp-queue":
-            sub = QueueSubscription(self, sub_id, destination, "", ack, prefetch, None)
+            sub = QueueSubscription(self, sub_id, destination, "", ack, prefetch, None, accept)
             self.subscriptions[sub_id] = sub
 
             async def start_temp() -> None:
@@ -1106,7 +1124,7 @@ class StompSession:
 
             d = Deferred.fromCoroutine(start_temp())
         else:
-            sub = QueueSubscription(self, sub_id, destination, name, ack, prefetch, options)
+            sub = QueueSubscription(self, sub_id, destination, name, ack, prefetch, options, accept)
             self.subscriptions[sub_id] = sub
             d = sub.start()
         return d.addCallback(self._receipt_cb(frame)).addCallback(sub.begin)
@@ -1295,6 +1313,7 @@ TRIMMED_10 = frozenset(
         "prefetch-count",
         "durable",
         "reply-to",
+        "accept",
     }
 )
 

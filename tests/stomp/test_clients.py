@@ -6,6 +6,7 @@ its receiver thread sees is collected in thread-safe queues the test waits on.
 
 from __future__ import annotations
 
+import json
 import queue
 import socket
 from types import SimpleNamespace
@@ -26,6 +27,7 @@ from storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 
 from .conftest import make_ctx
+from .test_avro import V1, datum, fingerprint, read_single_object
 
 pytestmark = pytest.mark.integration
 
@@ -381,5 +383,52 @@ async def test_durable_subscription_on_an_empty_sql_queue_gets_what_was_sent_whi
         await deferToThread(conn.ack, m.headers["ack"], receipt="acked")
         assert await get(events.receipts) == "acked"
         assert await sql_server.service.get_cursor("default", "alerts", "keeper") == "1"
+    finally:
+        await close_conn(conn)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomp_py_on_a_schema_checked_sql_queue_gets_json_or_single_object(sql_server):
+    service = sql_server.service
+    await service.create_queue("default", "users")
+    await service.set_schema("default", "users", V1)
+    conn, events = await open_conn(sql_server)
+    try:
+        await deferToThread(conn.subscribe, "/topic/users", id="json", receipt="j")
+        await deferToThread(
+            conn.subscribe,
+            "/topic/users",
+            id="avro",
+            receipt="a",
+            headers={"accept": "avro/binary"},
+        )
+        assert {await get(events.receipts), await get(events.receipts)} == {"j", "a"}
+        # One message published as JSON over the core (what HTTP does), one sent by stomp.py
+        # in single-object encoding (id 0 is a NUL byte: stomp.py sends a content-length).
+        await service.publish(
+            "default",
+            "users",
+            [NewMessage(b'{"id": 1, "name": "ann"}', content_type="application/json")],
+        )
+        single = b"\xc3\x01" + fingerprint(V1) + datum(V1, {"id": 0, "name": "bo"})
+        await deferToThread(
+            conn.send, "/topic/users", single, content_type="avro/binary", receipt="sent"
+        )
+        assert await get(events.receipts) == "sent"
+        got: dict[str, list[Any]] = {"json": [], "avro": []}
+        for _ in range(4):
+            m = await get(events.messages)
+            got[m.headers["subscription"]].append(m)
+        assert [json.loads(m.body) for m in got["json"]] == [
+            {"id": 1, "name": "ann"},
+            {"id": 0, "name": "bo"},
+        ]
+        assert {m.headers["content-type"] for m in got["json"]} == {"application/json"}
+        assert [read_single_object(m.body, V1) for m in got["avro"]] == [
+            {"id": 1, "name": "ann"},
+            {"id": 0, "name": "bo"},
+        ]
+        assert got["avro"][1].body == single
+        assert {m.headers["content-type"] for m in got["avro"]} == {"avro/binary"}
     finally:
         await close_conn(conn)

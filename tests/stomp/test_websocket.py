@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, DeferredQueue, maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from core.model import NewMessage
 from core.service import QueueService
 from gateway.registry import web_mounts
 from protocols.stomp.codec import V12, Frame, Parser, encode
@@ -19,6 +20,7 @@ from storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 
 from .conftest import make_ctx
+from .test_avro import V1, read_single_object
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +146,21 @@ async def test_websocket_error_closes_the_connection(site):
     error = await c.next()
     assert error.command == "ERROR"
     assert await c.factory.closed == 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_subscriber_chooses_single_object_encoding(site):
+    await site.service.create_queue("default", "users")
+    await site.service.set_schema("default", "users", V1)
+    c = await ws_connect(site, ["v12.stomp"], binary=True)
+    c.send("CONNECT", {"accept-version": "1.2", "host": "/"})
+    await c.next()
+    c.send("SUBSCRIBE", {"destination": "/queue/users", "id": "s", "accept": "avro/binary"})
+    json_body = b'{"id": 5, "name": "ws"}'
+    await site.service.publish(
+        "default", "users", [NewMessage(json_body, content_type="application/json")]
+    )
+    m = await c.next()
+    assert m.headers["content-type"] == "avro/binary"
+    assert read_single_object(m.body, V1) == {"id": 5, "name": "ws"}
+    await c.close()
