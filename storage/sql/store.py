@@ -241,11 +241,19 @@ class SQLStorage:
     ) -> _QueueRow | None:
         """The queue's row; with ``lock``, locked until the transaction ends (PostgreSQL's
         FOR UPDATE; SQLite's writer holds the whole database already)."""
-        query = sa.select(queues).where(queues.c.tenant == tenant, queues.c.name == name)
-        if lock:
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        query = self._queue_locked if lock else self._queue_by_name
+        row = conn.execute(query, {"tenant": tenant, "name": name}).first()
         return None if row is None else _QueueRow(row)
+
+    @functools.cached_property
+    def _queue_by_name(self) -> sa.Select[Any]:
+        return sa.select(queues).where(
+            queues.c.tenant == sa.bindparam("tenant"), queues.c.name == sa.bindparam("name")
+        )
+
+    @functools.cached_property
+    def _queue_locked(self) -> sa.Select[Any]:
+        return self._queue_by_name.with_for_update()
 
     def _need_queue(self, conn: sa.Connection, tenant: str, name: str) -> _QueueRow:
         q = self._queue_row(conn, tenant, name)
@@ -635,7 +643,7 @@ class SQLStorage:
         grace: float,
         now: float,
     ) -> Deferred[list[Message]]:
-        return self._write(_claim, self, tenant, name, claim_id, limit, ttl, grace, now)
+        return self._write(_claim_group, self, tenant, name, claim_id, limit, ttl, grace, now)
 
     def _claimable(self, queue_id: int, limit: int, now: float) -> sa.Select[Any]:
         return (
@@ -646,37 +654,82 @@ class SQLStorage:
             .with_for_update(skip_locked=True)
         )
 
-    def _lease(
-        self,
-        conn: sa.Connection,
-        queue_id: int,
-        chosen: sa.Select[Any] | list[int],
-        claim_id: str,
-        ttl: float,
-        grace: float,
-        now: float,
-    ) -> list[Message]:
-        """Lease the chosen messages in ONE statement (UPDATE ... RETURNING)."""
-        if isinstance(chosen, list):
-            where = m.marker.in_(chosen)
-        else:
-            cte = chosen.cte("chosen")
-            where = m.marker.in_(sa.select(cte.c.marker))
-        expires = now + ttl
-        keep_until = now + ttl + grace
-        rows = conn.execute(
+    def _among(self, chosen: sa.Select[Any]) -> sa.ColumnElement[bool]:
+        """``marker`` is one of the markers ``chosen`` selects, evaluated once.
+
+        PostgreSQL gets ``marker = ANY(<array of the chosen markers>)``: an InitPlan run
+        once, then primary-key lookups. ``marker IN (<the chosen subquery>)`` lets its
+        planner pick a semi-join that walks the whole queue when its statistics are off
+        (measured: 110 ms per claim at 50,000 messages, against 0.1 ms this way).
+        """
+        if self._pg:
+            picked = chosen.subquery("chosen")
+            array = sa.select(sa.func.array_agg(picked.c.marker)).scalar_subquery()
+            return m.marker == sa.any_(sa.cast(array, pg_dialect.ARRAY(sa.BigInteger)))
+        cte = chosen.cte("chosen")
+        return m.marker.in_(sa.select(cte.c.marker))
+
+    def _lease_statement(self, where: sa.ColumnElement[bool]) -> sa.Update:
+        """UPDATE ... RETURNING that leases the messages ``where`` selects (bound
+        parameters: qid, claim_id, expires, keep_until)."""
+        keep_until = sa.bindparam("keep_until", type_=sa.Double)
+        return (
             sa.update(messages)
-            .where(m.queue_id == queue_id, where)
+            .where(m.queue_id == sa.bindparam("qid"), where)
             .values(
-                claim_id=claim_id,
-                claim_expires=expires,
-                visible_at=expires,
+                claim_id=sa.bindparam("claim_id"),
+                claim_expires=sa.bindparam("expires", type_=sa.Double),
+                visible_at=sa.bindparam("expires", type_=sa.Double),
                 claim_count=m.claim_count + 1,
                 expires_at=sa.case((m.expires_at < keep_until, keep_until), else_=m.expires_at),
             )
             .returning(*MESSAGE_COLUMNS)
         )
-        return [_message(row) for row in rows]
+
+    @functools.cached_property
+    def _claim_next(self) -> sa.Update:
+        """The claim in ONE statement, built once: lease the next ``n`` claimable."""
+        chosen = (
+            sa.select(m.marker)
+            .where(
+                m.queue_id == sa.bindparam("qid"),
+                m.visible_at <= sa.bindparam("now", type_=sa.Double),
+                m.expires_at > sa.bindparam("now", type_=sa.Double),
+            )
+            .order_by(m.priority.desc(), m.marker)
+            .limit(sa.bindparam("n", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+        )
+        return self._lease_statement(self._among(chosen))
+
+    @functools.cached_property
+    def _claim_these(self) -> sa.Update:
+        return self._lease_statement(m.marker.in_(sa.bindparam("markers", expanding=True)))
+
+    def _lease(
+        self,
+        conn: sa.Connection,
+        queue_id: int,
+        limit_or_markers: int | list[int],
+        claim_id: str,
+        ttl: float,
+        grace: float,
+        now: float,
+    ) -> list[Message]:
+        """Lease the next ``limit`` claimable messages, or these markers, in ONE statement."""
+        params: dict[str, Any] = {
+            "qid": queue_id,
+            "claim_id": claim_id,
+            "expires": now + ttl,
+            "keep_until": now + ttl + grace,
+        }
+        if isinstance(limit_or_markers, int):
+            statement = self._claim_next
+            params.update(now=now, n=limit_or_markers)
+        else:
+            statement = self._claim_these
+            params["markers"] = limit_or_markers
+        return [_message(row) for row in conn.execute(statement, params)]
 
     def _dead_letter(
         self, conn: sa.Connection, q: _QueueRow, markers: list[int], now: float
@@ -1055,33 +1108,63 @@ def _pop_messages(
     conn: sa.Connection, store: SQLStorage, tenant: str, name: str, limit: int, now: float
 ) -> list[Message]:
     q = store._need_queue(conn, tenant, name)
-    chosen = store._claimable(q.id, limit, now).cte("chosen")
     rows = conn.execute(
         sa.delete(messages)
-        .where(m.queue_id == q.id, m.marker.in_(sa.select(chosen.c.marker)))
+        .where(m.queue_id == q.id, store._among(store._claimable(q.id, limit, now)))
         .returning(*MESSAGE_COLUMNS)
     )
     return _claim_order([_message(row) for row in rows])
 
 
-@each
+def _claim_group(
+    conn: sa.Connection,
+    batch: Sequence[tuple[SQLStorage, str, str, str, int, float, float, float]],
+) -> list[Any]:
+    """Every claim of a transaction: each queue is read once, each claim is one UPDATE
+    (more for dead-lettering queues), and all claim records are ONE INSERT."""
+    out: list[Any] = []
+    found_queues: dict[tuple[str, str], _QueueRow] = {}
+    records: list[dict[str, Any]] = []
+    for store, tenant, name, claim_id, limit, ttl, grace, now in batch:
+        q = found_queues.get((tenant, name))
+        if q is None:
+            q = store._queue_row(conn, tenant, name)
+            if q is None:
+                out.append(QueueNotFound(name))
+                continue
+            found_queues[(tenant, name)] = q
+        found = _claim(conn, store, q, claim_id, limit, ttl, grace, now)
+        if found:
+            records.append(
+                {
+                    "id": claim_id,
+                    "queue_id": q.id,
+                    "ttl": ttl,
+                    "grace": grace,
+                    "created_at": now,
+                    "expires_at": now + ttl,
+                    "markers": json.dumps([msg.marker for msg in found]),
+                }
+            )
+        out.append(found)
+    if records:
+        conn.execute(claims.insert(), records)
+    return out
+
+
 def _claim(
     conn: sa.Connection,
     store: SQLStorage,
-    tenant: str,
-    name: str,
+    q: _QueueRow,
     claim_id: str,
     limit: int,
     ttl: float,
     grace: float,
     now: float,
 ) -> list[Message]:
-    q = store._need_queue(conn, tenant, name)
     max_count = q.queue.options.max_claim_count
     if max_count is None:
-        found = store._lease(
-            conn, q.id, store._claimable(q.id, limit, now), claim_id, ttl, grace, now
-        )
+        found = store._lease(conn, q.id, limit, claim_id, ttl, grace, now)
     else:
         found = []
         while len(found) < limit:
@@ -1097,18 +1180,6 @@ def _claim(
                 found += store._lease(conn, q.id, live, claim_id, ttl, grace, now)
             if len(candidates) < want or not dead:
                 break
-    if found:
-        conn.execute(
-            claims.insert().values(
-                id=claim_id,
-                queue_id=q.id,
-                ttl=ttl,
-                grace=grace,
-                created_at=now,
-                expires_at=now + ttl,
-                markers=json.dumps([msg.marker for msg in found]),
-            )
-        )
     return _claim_order(found)
 
 
