@@ -139,6 +139,21 @@ class ITransientStorage(IQueueStorage):
         """bool, synchronously: whether this storage holds the queue."""
 
 
+class ISynchronousStorage(Interface):
+    """A store that can also answer the hot calls synchronously (memory): the service
+    then wraps one fired Deferred instead of chaining on the store's. Same arguments and
+    meaning as the IQueueStorage methods; results come back plain, errors are raised."""
+
+    def publish_now(tenant, name, messages, now, schema):
+        """-> list[int]."""
+
+    def claim_now(tenant, name, claim_id, limit, ttl, grace, now):
+        """-> list[Message]."""
+
+    def ack_now(tenant, name, claim_id, markers, now):
+        """-> list[int]."""
+
+
 class IWakeupSource(Interface):
     """Something that learns of publishes made elsewhere (other processes)."""
 

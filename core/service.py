@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -26,7 +26,13 @@ from core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
-from core.interfaces import IQueueService, IQueueStorage, ITransientStorage, IWakeupSource
+from core.interfaces import (
+    IQueueService,
+    IQueueStorage,
+    ISynchronousStorage,
+    ITransientStorage,
+    IWakeupSource,
+)
 from core.limits import (
     SUBSCRIPTION_RE,
     Limits,
@@ -137,6 +143,12 @@ class QueueService:
         self._wakeups = WakeupRegistry(clock)
         self._generations: dict[Hashable, int] = {}
         self._checked: set[tuple[str, str]] = set()
+        # Stores that answer the hot calls synchronously, by identity (memory).
+        self._synchronous: dict[int, ISynchronousStorage] = {
+            id(store): store
+            for store in (durable, transient)
+            if ISynchronousStorage.providedBy(store)
+        }
         self._closing = False
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
@@ -367,6 +379,14 @@ class QueueService:
             return Deferred.fromCoroutine(self._publish_checked(tenant, name, messages, create))
         # The hot path: a queue not known to have a schema is published to as one without;
         # storage refuses with SchemaChanged (storing nothing) if it has one after all.
+        fast = self._synchronous.get(id(store))
+        if fast is not None:
+            try:
+                markers = fast.publish_now(tenant, name, messages, self._now(), None)
+            except QGateError:
+                pass  # the careful way below says what to do about it
+            else:
+                return succeed(self._published(markers, tenant, name))
         d = store.publish(tenant, name, messages, self._now(), None)
         return d.addCallbacks(
             self._published,
@@ -575,6 +595,13 @@ class QueueService:
             )
         now = self._now()
         claim_id = new_claim_id()
+        fast = self._synchronous.get(id(store))
+        if fast is not None:
+            try:
+                found = fast.claim_now(tenant, name, claim_id, limit, lease, grace_s, now)
+            except QGateError as e:
+                return fail(e)
+            return succeed(_to_claim(found, claim_id, name, lease, grace_s, now))
         return store.claim(tenant, name, claim_id, limit, lease, grace_s, now).addCallback(
             _to_claim, claim_id, name, lease, grace_s, now
         )
@@ -686,6 +713,14 @@ class QueueService:
             store = self._store(tenant, name)
         except QGateError as e:
             return fail(e)
+        fast = self._synchronous.get(id(store))
+        if fast is not None:
+            try:
+                return succeed(
+                    _ids(fast.ack_now(tenant, name, claim_id, _markers(ids), self._now()))
+                )
+            except QGateError as e:
+                return fail(e)
         d = store.ack(tenant, name, claim_id, _markers(ids), self._now())
         return d.addCallback(_ids)
 

@@ -32,7 +32,7 @@ from core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
-from core.interfaces import ITenantStore, ITransientStorage
+from core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
 from core.limits import resolve_times
 from core.model import (
     Claim,
@@ -253,7 +253,7 @@ def _writers(q: _Queue, now: float) -> list[int]:
     return sorted(w[0] for w in found if w is not None)
 
 
-@implementer(ITransientStorage, ITenantStore)
+@implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
 class MemoryStorage:
     """Queues held in this process's memory; lost on restart by design."""
 
@@ -386,8 +386,7 @@ class MemoryStorage:
 
     # -- messages --------------------------------------------------------------------------
 
-    @_deferred
-    def publish(
+    def publish_now(
         self,
         tenant: str,
         name: str,
@@ -408,6 +407,8 @@ class MemoryStorage:
             q.add(msg, now)
             markers.append(msg.marker)
         return markers
+
+    publish = _deferred(publish_now)
 
     def _make_room(self, q: _Queue, messages: Sequence[NewMessage]) -> None:
         """Apply the queue's bounds to a whole batch before any of it is stored."""
@@ -513,8 +514,7 @@ class MemoryStorage:
 
     # -- claims ----------------------------------------------------------------------------
 
-    @_deferred
-    def claim(
+    def claim_now(
         self,
         tenant: str,
         name: str,
@@ -550,6 +550,8 @@ class MemoryStorage:
         if out:
             q.claims[claim_id] = claim
         return out
+
+    claim = _deferred(claim_now)
 
     def _dead_letter(self, q: _Queue, msg: _Msg, now: float) -> None:
         """Move ``msg`` to its queue's dead-letter queue (created on demand), or drop it."""
@@ -658,8 +660,7 @@ class MemoryStorage:
             del q.claims[claim_id]
         return count
 
-    @_deferred
-    def ack(
+    def ack_now(
         self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float
     ) -> list[int]:
         q = self._get(tenant, name)
@@ -670,6 +671,8 @@ class MemoryStorage:
                 q.remove(marker)
                 done.append(marker)
         return done
+
+    ack = _deferred(ack_now)
 
     @_deferred
     def next_wake(

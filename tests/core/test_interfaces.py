@@ -7,7 +7,13 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from core.auth import APIKeys, IAuthenticator, TrustedTenant
-from core.interfaces import IQueueService, IQueueStorage, ITenantStore, ITransientStorage
+from core.interfaces import (
+    IQueueService,
+    IQueueStorage,
+    ISynchronousStorage,
+    ITenantStore,
+    ITransientStorage,
+)
 from core.service import QueueService
 from storage.memory import MemoryStorage
 from storage.sql.store import SQLStorage
@@ -18,6 +24,7 @@ def test_memory_storage_provides_its_interfaces():
     assert verifyObject(ITransientStorage, store)
     assert verifyObject(IQueueStorage, store)
     assert verifyObject(ITenantStore, store)
+    assert verifyObject(ISynchronousStorage, store)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
