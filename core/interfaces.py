@@ -273,9 +273,6 @@ class IQueueService(Interface):
     def ping():
         """-> bool: whether the durable storage answers."""
 
-    def wait_for_messages(tenant, name, timeout):
-        """-> bool: True when the queue was woken (a publish or release) within ``timeout``."""
-
 
 class ITenantStore(Interface):
     """Tenants and their API keys (only hashes of the secrets are stored)."""

@@ -167,11 +167,16 @@ class QueueService:
         if source is not None:
             source.start_wakeups(self.notify)
         if self._reaper is None:
-            self._reaper = LoopingCall(self.reap)
+            self._reaper = LoopingCall(self._reap_and_carry_on)
             self._reaper.clock = self.clock
-            self._reaper.start(self._reap_interval, now=False).addErrback(
-                lambda f: log.failure("expiry reaper stopped", f)
-            )
+            self._reaper.start(self._reap_interval, now=False)
+
+    def _reap_and_carry_on(self) -> Deferred[None]:
+        """One reaper round; a failure (the database away for a moment) is logged and the
+        next round tries again, instead of stopping the reaper for good."""
+        return self.reap().addCallbacks(
+            lambda _: None, lambda f: log.failure("reaping expired messages failed", f)
+        )
 
     async def _stop(self) -> None:
         self._closing = True
@@ -223,12 +228,6 @@ class QueueService:
     def waiting(self, tenant: str, name: str) -> int:
         """How many callers are parked waiting on this queue right now."""
         return self._wakeups.waiting((tenant, name))
-
-    @_as_deferred
-    async def wait_for_messages(self, tenant: str, name: str, timeout: float) -> bool:
-        check_tenant(tenant)
-        check_name(name)
-        return await self._wakeups.wait((tenant, name), timeout)
 
     # -- helpers ---------------------------------------------------------------------------
 

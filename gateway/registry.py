@@ -63,7 +63,3 @@ def web_mounts(ctx: GatewayContext) -> dict[bytes, IResource]:
         make: WebMount = load(ref)
         mounts[path.strip("/").encode()] = make(ctx)
     return mounts
-
-
-def registered() -> Mapping[str, str]:
-    return dict(PROTOCOLS)

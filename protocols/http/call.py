@@ -148,9 +148,6 @@ class Call:
             raise too_large(self._max_request_body)
         return data
 
-    def content_length(self) -> int:
-        return len(self.body())
-
     def check_content_type(self, *allowed: str) -> None:
         """Refuse bodies that are not JSON. Zaqar refuses form posts with a 400 (its
         ``require_content_type_be_non_urlencoded`` hook); other non-JSON types are a 415

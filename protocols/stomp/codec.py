@@ -164,10 +164,6 @@ def _escaped(command: str, pairs: list[tuple[str, str]], esc: str) -> str:
     return "\n".join(lines)
 
 
-def encode_frame(frame: Frame, version: str | None = V12) -> bytes:
-    return encode(frame.command, frame.headers, frame.body, version)
-
-
 # -- parser ----------------------------------------------------------------------------------
 
 _COMMAND, _HEADERS, _BODY = 0, 1, 2

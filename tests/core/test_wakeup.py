@@ -45,3 +45,36 @@ def test_notify_cancels_the_timers_of_woken_waiters():
     registry.wait("a", 5)
     registry.notify("a")
     assert clock.getDelayedCalls() == []
+
+
+def test_the_reaper_carries_on_after_a_failed_round():
+    from twisted.internet.defer import fail
+
+    from core.errors import StorageUnavailable
+    from core.model import NewMessage
+    from core.service import QueueService
+    from storage.memory import MemoryStorage
+    from tests.conftest import TEST_LIMITS
+    from tests.helpers import fired
+
+    class FlakyOnce(MemoryStorage):
+        failures = 1
+
+        def reap(self, now: float, limit: int):  # type: ignore[no-untyped-def]
+            if self.failures:
+                self.failures -= 1
+                return fail(StorageUnavailable("database away"))
+            return super().reap(now, limit)
+
+    clock = Clock()
+    durable = FlakyOnce()
+    service = QueueService(clock, durable, MemoryStorage(), limits=TEST_LIMITS, reap_interval=5)
+    fired(service.publish("t", "q", [NewMessage(b"x", ttl=1)]))
+    service.start()
+    clock.advance(5)  # the first round fails
+    assert durable.failures == 0
+    assert fired(service.queue_stats("t", "q")).total == 0  # expired, not yet reaped
+    assert fired(durable.get_messages("t", "q", [1], 0.0)) != []
+    clock.advance(5)  # the next round runs and reaps
+    assert fired(durable.get_messages("t", "q", [1], 0.0)) == []
+    fired(service.stop())
