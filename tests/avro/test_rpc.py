@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -265,13 +266,13 @@ def claim_request(wait: float) -> bytes:
     return frame(out.getvalue())
 
 
-def post_then_hang_up(port: int, body: bytes) -> None:
+def post_then_hang_up(port: int, body: bytes, parked: threading.Event) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(
             b"POST /avro HTTP/1.1\r\nHost: x\r\nContent-Type: avro/binary\r\n"
             b"X-Project-Id: p1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
-        time.sleep(0.3)  # parked in the core by now
+        parked.wait(10)  # the test says when the call is parked in the core
 
 
 @pytest_twisted.ensureDeferred
@@ -279,8 +280,10 @@ async def test_a_client_that_hangs_up_cancels_its_waiting_call(
     port: int, rpc_service: QueueService
 ) -> None:
     await rpc_service.create_queue(T, "idle")
-    gone = threads.deferToThread(post_then_hang_up, port, claim_request(wait=60))
+    parked = threading.Event()
+    gone = threads.deferToThread(post_then_hang_up, port, claim_request(wait=60), parked)
     await until(lambda: rpc_service.waiting(T, "idle") == 1)
+    parked.set()
     await gone
     await until(lambda: rpc_service.waiting(T, "idle") == 0, timeout=5)
     assert (await rpc_service.queue_stats(T, "idle")).total == 0

@@ -150,7 +150,10 @@ def test_python_zaqarclient_works_unmodified(server):
     assert "orders" not in [q.name for q in zaqar.queues()[0]]
 
 
-def test_long_poll_answers_on_publish_and_at_its_timeout(server):
+def test_long_poll_over_a_real_socket_delivers_and_times_out(server):
+    """Raw requests against a real server (that a parked poll is woken, rather than
+    answered because the publish came first, is proven in-process: tests/http and
+    tests/gateway/test_app.py watch the parked waiter)."""
     server.request("PUT", "/v2/queues/poll")
     results: dict[str, object] = {}
 

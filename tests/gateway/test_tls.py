@@ -93,10 +93,11 @@ async def test_client_certificates_are_required_when_a_client_ca_is_set(reactor,
         bare = client_context(certs, with_cert=False)
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
             await threads.deferToThread(https_ping, http_port, bare)
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        try:
             reply = await threads.deferToThread(stomp_over_tls, stomp_port, bare)
-            assert not reply.startswith(b"CONNECTED")
-            raise ConnectionError("server answered without a client certificate")
+        except OSError:  # ssl.SSLError and ConnectionError included: the handshake failed
+            reply = b""
+        assert reply == b"", "the STOMP listener answered a client without a certificate"
         # The listener survived the rejected handshakes.
         assert await threads.deferToThread(https_ping, http_port, good) == 204
     finally:
