@@ -89,6 +89,8 @@ def check_options(options: QueueOptions, limits: Limits) -> QueueOptions:
         check_number(options.max_claim_count, "max_claim_count", 1, 2**31, integer=True)
     if options.dead_letter_queue is not None:
         check_name(options.dead_letter_queue, "dead_letter_queue")
+    if options.max_post_bytes is not None:
+        check_number(options.max_post_bytes, "max_post_bytes", 1, 2**62, integer=True)
     if options.dead_letter_ttl is not None:
         check_number(options.dead_letter_ttl, "dead_letter_ttl", limits.min_ttl, limits.max_ttl)
     if (options.schema is None) != (options.schema_text is None):
@@ -171,6 +173,19 @@ def _plain(m: object, limits: Limits) -> bool:
         and type(m.content_type) is str
         and len(m.content_type) <= limits.max_content_type
     )
+
+
+def check_post_size(name: str, options: QueueOptions, messages: Sequence[NewMessage]) -> None:
+    """A queue's ``max_post_bytes`` (stores call this before storing anything)."""
+    limit = options.max_post_bytes
+    if limit is not None:
+        size = sum(len(m.body) for m in messages)
+        if size > limit:
+            raise TooLarge(
+                f"a publish of {size} bytes is larger than queue {name!r} takes "
+                f"(max_post_bytes {limit})",
+                field="messages",
+            )
 
 
 def resolve_times(message: NewMessage, options: QueueOptions, now: float) -> tuple[float, float]:

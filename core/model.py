@@ -34,6 +34,8 @@ class QueueOptions:
     max_claim_count: int | None = None
     dead_letter_queue: str | None = None
     dead_letter_ttl: float | None = None
+    #: Largest publish, in bytes of message bodies (Zaqar's ``_max_messages_post_size``).
+    max_post_bytes: int | None = None
     #: The queue's Avro schema (see ``docs/avro.md``): ``schema`` is its CRC-64-AVRO
     #: fingerprint, the identity storage checks on every publish; ``schema_text`` its JSON
     #: text as set, which keeps what resolution needs and the fingerprint ignores (field
@@ -53,6 +55,7 @@ class QueueOptions:
             "max_claim_count": self.max_claim_count,
             "dead_letter_queue": self.dead_letter_queue,
             "dead_letter_ttl": self.dead_letter_ttl,
+            "max_post_bytes": self.max_post_bytes,
             "schema": self.schema,
             "schema_text": self.schema_text,
         }

@@ -33,7 +33,7 @@ from core.errors import (
     UncheckedWriters,
 )
 from core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
-from core.limits import resolve_times
+from core.limits import check_post_size, resolve_times
 from core.model import (
     Claim,
     Message,
@@ -398,6 +398,7 @@ class MemoryStorage:
         options = q.queue.options
         if options.schema != schema:
             raise SchemaChanged(name, options.schema)
+        check_post_size(name, options, messages)
         self._make_room(q, messages)
         markers = []
         for m in messages:

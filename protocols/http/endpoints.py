@@ -29,11 +29,10 @@ from core.avro_bodies import (
     avro_writer,
     format_fingerprint,
     media_type,
-    schema_from_text,
 )
 from core.errors import MessageClaimed, MessageNotFound, QueueNotFound
 from core.interfaces import IQueueService
-from core.model import Message, NewMessage, Queue, QueueOptions
+from core.model import Message, NewMessage, QueueOptions
 from core.schemas import read_container
 from gateway.registry import GatewayContext
 from protocols.http import avro, wire
@@ -367,25 +366,13 @@ class ZaqarAPI:
     async def post_messages(self, call: Call) -> Response:
         client = call.client_id()
         tenant, name = await self._scope(call)
-        queue: Queue | None
-        try:
-            queue = await self.service.get_queue(tenant, name)
-            metadata = queue.metadata
-        except QueueNotFound:
-            queue, metadata = None, {}  # Zaqar creates queues lazily, on their first post.
-        size = len(call.body())
-        limit = wire.post_size_limit(metadata, self.bounds)
-        if size > limit:
-            if limit < self.bounds.post_size:
-                raise bad_request(
-                    "Message collection size is too large. The max size for current queue "
-                    f"is {limit}. It is calculated by max size = min("
-                    f"max_messages_post_size_config: {self.bounds.post_size}, "
-                    f"max_messages_post_size_queue: {metadata.get(wire.POST_SIZE_KEY)})."
-                )
+        # No read of the queue here: the queue's own limits (max_post_bytes, bounds, its
+        # schema) are the core's to check, in the same step that stores.
+        limit = self.bounds.post_size
+        if len(call.body()) > limit:
             raise bad_request(f"Message collection size is too large. Max size {limit}")
         if media_type(call.header("Content-Type") or "") == AVRO_BINARY:
-            messages = await self._container_messages(call, queue, client, limit)
+            messages = await self._container_messages(call, client, limit)
         else:
             messages = wire.parse_messages(call.json(), self.bounds, client)
         ids = await self.service.publish(tenant, name, messages, create=True)
@@ -669,35 +656,24 @@ class ZaqarAPI:
         data = avro.envelopes_file(resolved, self._now(), claim_id, schema)
         return Response(status, headers=dict(headers or {}), content_type=AVRO_BINARY, body=data)
 
-    async def _container_messages(
-        self, call: Call, queue: Queue | None, client: str, limit: int
-    ) -> list[NewMessage]:
+    async def _container_messages(self, call: Call, client: str, limit: int) -> list[NewMessage]:
         """The messages of an Avro container file post: one per record, TTL and delay from
-        the query (else the queue's defaults). On a queue with a schema the records are
-        resolved into it; else they are stored as the file's schema wrote them, and that
-        schema is registered."""
+        the query (else the queue's defaults), stored as the file's schema wrote them. The
+        file's schema is registered; on a queue with a schema the core resolves every
+        record into it as it stores them (and refuses what it cannot read)."""
         ttl = call.query_int("ttl")
         if ttl is not None:
             wire.check_message_ttl(ttl, self.bounds)
         delay = call.query_int("delay")
         if delay is not None:
             wire.check_message_delay(delay, self.bounds)
-        reader = None
-        if queue is not None and queue.options.schema_text is not None:
-            reader = schema_from_text(queue.options.schema_text)
         found = read_container(
-            call.body(), reader=reader, max_bytes=limit, max_records=self.service.limits.max_batch
+            call.body(), max_bytes=limit, max_records=self.service.limits.max_batch
         )
         if not found.records:
             raise bad_request("No messages to enqueu.")
-        if reader is None:
-            await self.service.register_schema(found.schema.text)
-        if reader is None or reader.fingerprint == found.schema.fingerprint:
-            # Stored as the file has them: the core still checks every one.
-            fingerprint, bodies = found.schema.fingerprint, found.datums
-        else:
-            fingerprint = reader.fingerprint
-            bodies = [reader.write(r, f"records[{i}]") for i, r in enumerate(found.records)]
+        await self.service.register_schema(found.schema.text)
+        fingerprint, bodies = found.schema.fingerprint, found.datums
         content_type = avro_content_type(fingerprint)
         return [
             NewMessage(

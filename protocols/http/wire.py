@@ -34,10 +34,12 @@ options: ``_default_message_ttl``, ``_default_message_delay``, ``_max_claim_coun
 ``_dead_letter_queue``, ``_dead_letter_queue_messages_ttl`` (Zaqar), ``_flavor``
 (``durable`` or ``transient``, chosen at creation) and the qgate extensions
 ``_max_messages``, ``_max_bytes`` and ``_overflow`` (``reject`` or ``drop_oldest``).
-``_max_messages_post_size`` is enforced by this layer only. ``_schema`` is the queue's Avro
-schema (a JSON value, ``null`` to clear it), set through the core's ``set_schema`` and never
-stored as metadata. When a queue is shown, the options are the truth: reserved keys are
-rendered from them, so a queue created by another protocol shows its real settings.
+``_max_messages_post_size`` sets ``max_post_bytes`` (the core checks the bodies' bytes
+against it; this layer checks whole requests against the configured maximum). ``_schema``
+is the queue's Avro schema (a JSON value, ``null`` to clear it), set through the core's
+``set_schema`` and never stored as metadata. When a queue is shown, the options are the
+truth: reserved keys are rendered from them, so a queue created by another protocol shows
+its real settings.
 """
 
 from __future__ import annotations
@@ -332,8 +334,9 @@ OPTION_KEYS: dict[str, str] = {
     "_max_bytes": "max_bytes",
     "_overflow": "overflow",
     "_flavor": "durable",
+    POST_SIZE_KEY: "max_post_bytes",
 }
-RESERVED_KEYS = frozenset([*OPTION_KEYS, POST_SIZE_KEY, SCHEMA_KEY])
+RESERVED_KEYS = frozenset([*OPTION_KEYS, SCHEMA_KEY])
 
 
 def _option_value(key: str, value: Any) -> Any:
@@ -419,14 +422,6 @@ def options_for(
     return dataclasses.replace(base, **changes)
 
 
-def post_size_limit(metadata: Mapping[str, Any], bounds: Bounds) -> int:
-    """Zaqar: min(the queue's ``_max_messages_post_size``, the configured maximum)."""
-    own = metadata.get(POST_SIZE_KEY)
-    if isinstance(own, int) and not isinstance(own, bool) and own > 0:
-        return min(own, bounds.post_size)
-    return bounds.post_size
-
-
 def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
 
@@ -437,7 +432,8 @@ def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
     ``_default_message_delay`` when they were never set."""
     options = queue.options
     out = dict(queue.metadata)
-    out[POST_SIZE_KEY] = post_size_limit(queue.metadata, bounds)
+    own = options.max_post_bytes
+    out[POST_SIZE_KEY] = bounds.post_size if own is None else min(own, bounds.post_size)
     out["_default_message_ttl"] = _num(options.default_ttl)
     out["_default_message_delay"] = _num(options.default_delay)
     out["_flavor"] = "durable" if options.durable else "transient"

@@ -33,10 +33,11 @@ from core.errors import (
     QueueFull,
     QueueNotFound,
     SchemaChanged,
+    TooLarge,
     UncheckedWriters,
 )
 from core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
-from core.limits import resolve_times
+from core.limits import check_post_size, resolve_times
 from core.model import (
     Claim,
     Message,
@@ -511,7 +512,18 @@ class SQLStorage:
         requests: list[tuple[int, Sequence[NewMessage]]],
         out: list[Any],
     ) -> list[int]:
-        """Which publishes fit the queue's bounds; the others get QueueFull in ``out``."""
+        """Which publishes fit the queue's bounds; the others get QueueFull (or TooLarge,
+        past ``max_post_bytes``) in ``out``."""
+        if options.max_post_bytes is not None:
+            fitting = []
+            for i, new in requests:
+                try:
+                    check_post_size(name, options, new)
+                except TooLarge as e:
+                    out[i] = e
+                else:
+                    fitting.append((i, new))
+            requests = fitting
         max_messages, max_bytes = options.max_messages, options.max_bytes
         if max_messages is None and max_bytes is None:
             return [i for i, _ in requests]

@@ -543,3 +543,14 @@ async def test_stopping_answers_parked_waiters_at_once(service):
     await until(lambda: service.waiting(T, "q") == 1)
     await service.stop()
     assert await d is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queue_refuses_publishes_larger_than_its_max_post_bytes(service):
+    await service.create_queue(T, "q", options=QueueOptions(max_post_bytes=10))
+    with pytest.raises(TooLarge) as e:
+        await service.publish(T, "q", msgs(b"123456", b"78901"))
+    assert e.value.field == "messages" and "max_post_bytes 10" in str(e.value)
+    assert (await service.queue_stats(T, "q")).total == 0
+    await service.publish(T, "q", msgs(b"12345", b"67890"))
+    assert (await service.queue_stats(T, "q")).total == 2

@@ -201,7 +201,7 @@ async def test_bad_container_files_are_refused_naming_the_record_and_store_nothi
     await api.put("/v2/queues/q", {"_schema": V1})
     other = {**V1, "fields": [{"name": "sensor", "type": "long"}, V1["fields"][1]]}
     cases = [
-        (container(other, [{"sensor": 1, "value": 1.0}]), "records.sensor"),
+        (container(other, [{"sensor": 1, "value": 1.0}]), "messages[0].body.sensor"),
         (b"Obj\x01garbage", "records"),
         (b"not avro at all", "not an Avro object container file"),
         (container(V1, []), "No messages"),

@@ -318,7 +318,7 @@ async def test_posts_over_zaqars_size_limit_are_a_400(api: Api, service: QueueSe
     await api.put("/v2/queues/small", {"_max_messages_post_size": 100})
     small = await api.post("/v2/queues/small/messages", {"messages": [{"body": "y" * 100}]})
     assert small.status == 400
-    assert "The max size for current queue is 100" in small.json["description"]
+    assert "max_post_bytes 100" in small.json["description"]
     assert (await service.queue_stats("p1", "small")).total == 0
 
 
