@@ -330,9 +330,8 @@ class AvroRpcResource(Resource):
             d.cancel()
 
         request.notifyFinish().addErrback(hung_up)
-        d.addCallbacks(
-            self._answer, self._failed, callbackArgs=(request, gone), errbackArgs=(request, gone)
-        )
+        # addCallback then addErrback: an error while answering is answered too.
+        d.addCallback(self._answer, request, gone).addErrback(self._failed, request, gone)
         return NOT_DONE_YET
 
     @staticmethod

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -185,7 +186,9 @@ class ZaqarAPI:
         tenant = await call.tenant()
         return tenant, call.queue()
 
-    def _storage_down(self, failure: Failure) -> bool:
+    def _storage_down(self, failure: Failure) -> bool | Failure:
+        if failure.check(CancelledError):  # the client hung up: storage is not down
+            return failure
         log.failure("storage check failed", failure)
         return False
 

@@ -246,6 +246,13 @@ class Subscription:
         finally:
             self._waiting = None
 
+    def halt(self) -> None:
+        """Deliver nothing more; what was delivered stays unacked until ``stop()``."""
+        self.active = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+
     def stop(self) -> Deferred[Any]:
         """Stop delivering; give back what was delivered and not acknowledged (what was
         acknowledged and not yet written goes to the core first)."""
@@ -310,7 +317,8 @@ class Subscription:
             taken = [self.unacked.pop(tag)]
         else:
             taken = []
-            for t in list(self.unacked):
+            while self.unacked:  # oldest first, up to and including ``tag``
+                t = next(iter(self.unacked))
                 taken.append(self.unacked.pop(t))
                 if t == tag:
                     break
@@ -450,7 +458,7 @@ class QueueSubscription(Subscription):
             self.service.release(self.tenant, self.queue, claim_id, ids)
             for claim_id, ids in _by_claim(deliveries).items()
         ]
-        return DeferredList(ds, consumeErrors=True)
+        return gatherResults(ds, consumeErrors=True)
 
     def renew(self) -> list[Deferred[Any]]:
         limits = self.service.limits
@@ -648,6 +656,10 @@ class StompSession:
                 raise StompError("NACK is not part of STOMP 1.0")
             d = handler(frame)
         except (StompError, QGateError) as e:
+            self.fail_with(e, frame)
+            return None
+        except Exception as e:  # noqa: BLE001 - a bug of ours: an ERROR, logged, not a crash
+            log.failure("handling a {command} frame failed", command=frame.command)
             self.fail_with(e, frame)
             return None
         if d is None:
@@ -1277,6 +1289,8 @@ class StompSession:
         taken effect, then the server closes."""
         pending = list(self._pending)
         self.state = "disconnecting"
+        for sub in self.subscriptions.values():
+            sub.halt()  # the client is leaving: deliver nothing more (given back at the end)
         d: Deferred[Any] = DeferredList(pending, consumeErrors=True)
 
         def finish(_: Any) -> None:
@@ -1344,7 +1358,7 @@ def _trim_10(frame: Frame) -> Frame:
 
 def _heart_beat(value: str) -> tuple[int, int]:
     parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.strip().isdigit() and p.isascii() for p in parts):
         raise StompError(f"heart-beat must be two numbers cx,cy (got {value[:40]!r})")
     return int(parts[0]), int(parts[1])
 

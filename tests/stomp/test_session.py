@@ -217,6 +217,32 @@ def test_a_bad_escape_is_an_error(client):
     assert "escape" in f.headers["message"]
 
 
+def test_a_heart_beat_with_non_ascii_digits_is_an_error_not_a_crash(client):
+    client.send("CONNECT", {"accept-version": "1.2", "host": "/", "heart-beat": "\u00b2,0"})
+    f = client.next()
+    assert f.command == "ERROR"
+    assert "heart-beat" in f.headers["message"]
+    assert client.closing
+
+
+def test_an_unsubscribe_whose_messages_cannot_go_back_is_an_error(clock):
+    from twisted.internet.defer import fail
+
+    from core.errors import StorageUnavailable
+    from tests.stomp.conftest import memory_service
+
+    service = memory_service(clock)
+    service.release = lambda *a, **k: fail(StorageUnavailable("database away"))  # type: ignore[method-assign]
+    client = Client(make_ctx(service, heartbeat_ms=0))
+    _publish(service, "jobs", b"a")
+    client.connect()
+    client.send("SUBSCRIBE", {"destination": "/queue/jobs", "id": "s", "ack": "client"})
+    assert len(client.messages()) == 1
+    client.send("UNSUBSCRIBE", {"id": "s", "receipt": "r1"})
+    f = client.next()
+    assert f.command == "ERROR" and f.headers.get("receipt-id") == "r1"
+
+
 def test_persistent_false_makes_a_new_queue_transient(client, mem_service):
     client.connect()
     client.send("SEND", {"destination": "/queue/t", "persistent": "false", "receipt": "1"}, b"x")
