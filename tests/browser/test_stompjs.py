@@ -19,13 +19,10 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -34,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.gateway.certs import CertFiles, make_certs
-from tests.gateway.test_serve import CLIENT_ID, QGATE, ROOT, free_port
+from tests.gateway.serve import CLIENT_ID, Server, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -69,93 +66,41 @@ def spki_hash(cert_path: Path) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
 
 
-@dataclass
-class Gateway:
-    """A ``qgate serve`` subprocess with a plain and a TLS HTTP listener."""
+class Gateway(Server):
+    """``qgate serve`` with, beside its plain HTTP listener, a TLS one (the test CA)."""
 
-    workdir: Path
-    certs: CertFiles
-    proc: subprocess.Popen[bytes]
-    http: int
-    https: int
-
-    def request(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=10)
-        try:
-            headers = {"Client-ID": CLIENT_ID, "X-Project-Id": TENANT}
-            data = None
-            if body is not None:
-                data = json.dumps(body).encode()
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, data, headers)
-            response = conn.getresponse()
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else {})
-        finally:
-            conn.close()
-
-    def output(self) -> str:
-        return (self.workdir / "serve.log").read_text(errors="replace")
-
-
-def start_gateway(workdir: Path) -> Gateway:
-    certs = make_certs(workdir)
-    plain, tls = free_port(), free_port()
-    config = workdir / "qgate.toml"
-    config.write_text(
-        f"""
-[storage]
-url = "sqlite:///{workdir}/qgate.db"
-synchronous = "NORMAL"
+    def __init__(self, workdir: Path) -> None:
+        self.certs: CertFiles = make_certs(workdir)
+        self.https = free_port()
+        super().__init__(
+            workdir,
+            tenant=TENANT,
+            extra=f"""
 [[listeners]]
 protocol = "http"
-endpoint = "tcp:{plain}:interface=127.0.0.1"
-[[listeners]]
-protocol = "http"
-endpoint = "tcp:{tls}:interface=127.0.0.1"
-tls = {{ certificate = "{certs.server_cert}", key = "{certs.server_key}" }}
-"""
-    )
-    log = open(workdir / "serve.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [*QGATE, "serve", "-c", str(config)],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    log.close()
-    gateway = Gateway(workdir, certs, proc, plain, tls)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, gateway.output()
-        try:
-            if gateway.request("GET", "/v2/ping")[0] == 204:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("qgate did not answer /v2/ping: " + gateway.output())
-    # The TLS listener is up too, and serves the test CA's certificate.
-    context = ssl.create_default_context(cafile=str(certs.ca))
-    conn = http.client.HTTPSConnection("127.0.0.1", tls, context=context, timeout=10)
-    conn.request("GET", "/v2/ping", headers={"Client-ID": CLIENT_ID, "X-Project-Id": TENANT})
-    assert conn.getresponse().status == 204
-    conn.close()
-    return gateway
+endpoint = "tcp:{self.https}:interface=127.0.0.1"
+tls = {{ certificate = "{self.certs.server_cert}", key = "{self.certs.server_key}" }}
+""",
+        )
+
+    def start(self) -> None:
+        super().start()
+        # The TLS listener is up too, and serves the test CA's certificate.
+        context = ssl.create_default_context(cafile=str(self.certs.ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.https, context=context, timeout=10)
+        conn.request("GET", "/v2/ping", headers={"Client-ID": CLIENT_ID, "X-Project-Id": TENANT})
+        assert conn.getresponse().status == 204
+        conn.close()
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     require_browser()
-    gw = start_gateway(tmp_path_factory.mktemp("browser"))
+    gw = Gateway(tmp_path_factory.mktemp("browser"))
+    gw.start()
     yield gw
-    gw.proc.send_signal(signal.SIGTERM)
-    try:
-        gw.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        gw.proc.kill()
-        gw.proc.wait()
+    if gw.stop() != 0:
+        raise AssertionError("qgate serve did not exit cleanly: " + gw.output())
 
 
 class Driver:

@@ -2,116 +2,18 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.gateway.serve import QGATE, ROOT, Server
+
 pytestmark = pytest.mark.integration
-
-QGATE = [sys.executable, "-m", "gateway.cli"]
-ROOT = Path(__file__).resolve().parents[2]
-CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, workdir: Path, auth: str = "none") -> None:
-        self.workdir = workdir
-        self.http = free_port()
-        self.stomp = free_port()
-        self.config = workdir / "qgate.toml"
-        self.config.write_text(
-            f"""
-[storage]
-url = "sqlite:///{workdir}/data/qgate.db"
-synchronous = "NORMAL"
-[auth]
-mode = "{auth}"
-[[listeners]]
-protocol = "http"
-endpoint = "tcp:{self.http}:interface=127.0.0.1"
-[[listeners]]
-protocol = "stomp"
-endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
-"""
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*QGATE, *args, "-c", str(self.config)],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-
-    def start(self) -> None:
-        self.log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*QGATE, "serve", "-c", str(self.config)],
-            cwd=self.workdir,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if self.request("GET", "/v2/ping")[0] == 204:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("qgate did not answer /v2/ping: " + self.output())
-
-    def output(self) -> str:
-        return (self.workdir / "serve.log").read_text(errors="replace")
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        self.log.close()
-        return code
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10,
-    ) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=timeout)
-        try:
-            hdrs = {"Client-ID": CLIENT_ID, "X-Project-Id": "proj-1", **(headers or {})}
-            data = None
-            if body is not None:
-                data = json.dumps(body).encode()
-                hdrs["Content-Type"] = "application/json"
-            conn.request(method, path, data, hdrs)
-            response = conn.getresponse()
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else {})
-        finally:
-            conn.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from protocols.stomp.codec import V12, Frame, Parser, encode
 from protocols.stomp.protocol import StompFactory, StompProtocol
 from storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
+from tests.helpers import fired
 
 
 def memory_service(clock: Any) -> QueueService:
@@ -126,21 +127,5 @@ def client(ctx: GatewayContext) -> Client:
     return Client(ctx)
 
 
-def result(d: Any) -> Any:
-    """The result of an already fired Deferred (the memory store answers at once)."""
-    from twisted.python.failure import Failure
-
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "the Deferred has not fired"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
-
-
-@pytest.fixture
-def real_reactor() -> Any:
-    """The reactor pytest-twisted runs (tests may import it; the code under test may not)."""
-    from twisted.internet import reactor
-
-    return reactor
+#: The result of an already fired Deferred (the memory store answers at once).
+result = fired

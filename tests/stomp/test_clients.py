@@ -36,10 +36,10 @@ TIMEOUT = 5.0
 
 
 @pytest.fixture
-def server(real_reactor: Any) -> Any:
-    service = QueueService(real_reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
-    ctx = make_ctx(service, reactor=real_reactor, heartbeat_ms=100)
-    port = real_reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")
+def server(reactor: Any) -> Any:
+    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=reactor, heartbeat_ms=100)
+    port = reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")
     yield SimpleNamespace(service=service, ctx=ctx, port=port.getHost().port)
     pytest_twisted.blockon(maybeDeferred(port.stopListening))
 
@@ -349,17 +349,17 @@ async def test_a_silent_client_is_disconnected(server):
 
 
 @pytest.fixture
-def sql_server(real_reactor: Any, tmp_path: Any) -> Any:
+def sql_server(reactor: Any, tmp_path: Any) -> Any:
     """The STOMP listener over a SQLite store (durable queues, cursors in SQL)."""
     from storage.sql.migrate import upgrade
     from storage.sql.store import SQLStorage
 
     url = f"sqlite:///{tmp_path}/qgate.db"
     upgrade(url)
-    store = SQLStorage(real_reactor, url, synchronous="NORMAL")
-    service = QueueService(real_reactor, store, MemoryStorage(), limits=TEST_LIMITS)
-    ctx = make_ctx(service, reactor=real_reactor, heartbeat_ms=0)
-    port = real_reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")
+    store = SQLStorage(reactor, url, synchronous="NORMAL")
+    service = QueueService(reactor, store, MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=reactor, heartbeat_ms=0)
+    port = reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")
     yield SimpleNamespace(service=service, ctx=ctx, port=port.getHost().port)
     pytest_twisted.blockon(maybeDeferred(port.stopListening))
     pytest_twisted.blockon(store.close())

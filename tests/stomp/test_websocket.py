@@ -26,15 +26,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def site(real_reactor: Any) -> Any:
-    service = QueueService(real_reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
-    ctx = make_ctx(service, reactor=real_reactor, heartbeat_ms=0)
+def site(reactor: Any) -> Any:
+    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    ctx = make_ctx(service, reactor=reactor, heartbeat_ms=0)
     root = Resource()
     # What the HTTP protocol does with ctx.web_mounts: the registry builds the STOMP mount.
     for path, resource in web_mounts(ctx).items():
         root.putChild(path, resource)
-    port = real_reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-    yield SimpleNamespace(service=service, port=port.getHost().port, reactor=real_reactor)
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    yield SimpleNamespace(service=service, port=port.getHost().port, reactor=reactor)
     pytest_twisted.blockon(maybeDeferred(port.stopListening))
 
 

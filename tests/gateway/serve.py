@@ -1,0 +1,115 @@
+"""``qgate serve`` in a subprocess on free ports, as a user runs it (shared by the
+gateway and browser tests)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+QGATE = [sys.executable, "-m", "gateway.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``extra`` is TOML appended to the config (more listeners); ``tenant`` the
+    X-Project-Id its requests send."""
+
+    def __init__(
+        self, workdir: Path, auth: str = "none", tenant: str = "proj-1", extra: str = ""
+    ) -> None:
+        self.workdir = workdir
+        self.tenant = tenant
+        self.http = free_port()
+        self.stomp = free_port()
+        self.config = workdir / "qgate.toml"
+        self.config.write_text(
+            f"""
+[storage]
+url = "sqlite:///{workdir}/data/qgate.db"
+synchronous = "NORMAL"
+[auth]
+mode = "{auth}"
+[[listeners]]
+protocol = "http"
+endpoint = "tcp:{self.http}:interface=127.0.0.1"
+[[listeners]]
+protocol = "stomp"
+endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
+{extra}"""
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*QGATE, *args, "-c", str(self.config)],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def start(self) -> None:
+        self.log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*QGATE, "serve", "-c", str(self.config)],
+            cwd=self.workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if self.request("GET", "/v2/ping")[0] == 204:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("qgate did not answer /v2/ping: " + self.output())
+
+    def output(self) -> str:
+        return (self.workdir / "serve.log").read_text(errors="replace")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.log.close()
+        return code
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=timeout)
+        try:
+            hdrs = {"Client-ID": CLIENT_ID, "X-Project-Id": self.tenant, **(headers or {})}
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode()
+                hdrs["Content-Type"] = "application/json"
+            conn.request(method, path, data, hdrs)
+            response = conn.getresponse()
+            raw = response.read()
+            return response.status, (json.loads(raw) if raw else {})
+        finally:
+            conn.close()
