@@ -1017,16 +1017,12 @@ def from_single_object(data: bytes, path: str = "body") -> tuple[int, bytes]:
 
 
 class SchemaCodec:
-    """Schemas by fingerprint, and the conversions a schema-checked queue needs.
-
-    Writers are named by fingerprint (as stored beside a message or carried by a
-    single-object body); readers are the queue's current schema. Compatibility results
-    are cached per (reader, writer) pair.
-    """
+    """Schemas by fingerprint: writers are named by fingerprint (in a message's content
+    type, or carried by a single-object body). Conversions are ``AvroSchema``'s and
+    ``core.avro_bodies.QueueBodies``'s."""
 
     def __init__(self) -> None:
         self._schemas: dict[int, AvroSchema] = {}
-        self._compat: dict[tuple[int, int], Compatibility] = {}
 
     def add(self, schema: AvroSchema | str | bytes | Mapping[str, Any] | list[Any]) -> AvroSchema:
         """Register a schema (parsing it if needed); an equal one already known is kept."""
@@ -1045,75 +1041,6 @@ class SchemaCodec:
 
     def __len__(self) -> int:
         return len(self._schemas)
-
-    def can_read(self, reader: AvroSchema, writer: AvroSchema, path: str = "body") -> Compatibility:
-        key = (reader.fingerprint, writer.fingerprint)
-        result = self._compat.get(key)
-        if result is None:
-            result = COMPATIBLE if key[0] == key[1] else reader.can_read(writer, path)
-            self._compat[key] = result
-        return result
-
-    def check_can_read(self, reader: AvroSchema, writer: AvroSchema, path: str = "body") -> None:
-        result = self.can_read(reader, writer, path)
-        if not result:
-            raise IncompatibleSchema(
-                f"schema {reader.fingerprint_bytes.hex()} cannot read data written with "
-                f"schema {writer.fingerprint_bytes.hex()}: {result}",
-                path=result.path,
-            )
-
-    def encode_json(self, schema: AvroSchema | int, value: Any, path: str = "body") -> bytes:
-        """Check a JSON value and write it as schemaless Avro binary."""
-        return self._schema(schema).encode_json(value, path)
-
-    def decode(
-        self,
-        writer: AvroSchema | int,
-        reader: AvroSchema | int | None,
-        data: bytes,
-        path: str = "body",
-    ) -> Any:
-        """Read binary written with ``writer``, resolved into ``reader`` (default: as
-        written)."""
-        w = self._schema(writer)
-        r = w if reader is None else self._schema(reader)
-        if r is not w:
-            self.check_can_read(r, w, path)
-        return r.decode(data, w, path)
-
-    def decode_json(
-        self,
-        writer: AvroSchema | int,
-        reader: AvroSchema | int | None,
-        data: bytes,
-        path: str = "body",
-    ) -> Any:
-        return to_json(self.decode(writer, reader, data, path))
-
-    def transcode(
-        self, writer: AvroSchema | int, reader: AvroSchema | int, data: bytes, path: str = "body"
-    ) -> bytes:
-        """Binary written with ``writer`` rewritten as ``reader`` writes it."""
-        w, r = self._schema(writer), self._schema(reader)
-        if w is r:
-            r.decode(data, w, path)  # still check it is well formed
-            return data
-        return r.write(self.decode(w, r, data, path), path)
-
-    def encode_single_object(self, schema: AvroSchema | int, datum: bytes) -> bytes:
-        return to_single_object(self._schema(schema).fingerprint, datum)
-
-    def decode_single_object(
-        self, data: bytes, reader: AvroSchema | int | None = None, path: str = "body"
-    ) -> tuple[AvroSchema, Any]:
-        """(writer schema, value resolved into ``reader``) of a single-object body."""
-        fp, datum = from_single_object(data, path)
-        writer = self.get(fp)
-        return writer, self.decode(writer, reader, datum, path)
-
-    def _schema(self, schema: AvroSchema | int) -> AvroSchema:
-        return schema if isinstance(schema, AvroSchema) else self.get(schema)
 
 
 # -- object container files (spec "Object Container Files") ----------------------------------
