@@ -125,7 +125,7 @@ def rpc_publisher(port: int, queue: str = "typed") -> Callable[[], Callable[[], 
     import avro.ipc
     import avro.protocol
 
-    from protocols.avro import qgate_protocol
+    from qgate.protocols.avro import qgate_protocol
 
     protocol = avro.protocol.parse(qgate_protocol().text)
     body = json.dumps(records(1)[0]).encode()

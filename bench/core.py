@@ -20,12 +20,12 @@ from typing import Any
 import sqlalchemy as sa
 from twisted.internet import defer, task, threads
 
-from core.limits import Limits
-from core.model import NewMessage
-from core.service import QueueService
-from storage.memory import MemoryStorage
-from storage.sql.migrate import upgrade
-from storage.sql.store import SQLStorage, normalize_url
+from qgate.core.limits import Limits
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
+from qgate.storage.memory import MemoryStorage
+from qgate.storage.sql.migrate import upgrade
+from qgate.storage.sql.store import SQLStorage, normalize_url
 
 PG_URL = os.environ.get("QGATE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BODY = b"x" * 200
@@ -213,7 +213,7 @@ async def claim_latency(
 
 def bulk_load(store: SQLStorage, queue: str, count: int) -> None:
     """Load ``count`` messages with multi-row INSERTs (setup only, not measured)."""
-    from storage.sql.schema import messages, queues
+    from qgate.storage.sql.schema import messages, queues
 
     now = time.time()
     with store.write_engine.begin() as conn:

@@ -93,7 +93,7 @@ class Qgate:
             [
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "qgate.gateway.cli",
                 "--log-level",
                 "warn",
                 "serve",
@@ -214,7 +214,7 @@ def long_poll_latency(port: int, samples: int) -> tuple[float, float]:
 def fresh_pg_database() -> str:
     import sqlalchemy as sa
 
-    from storage.sql.store import normalize_url
+    from qgate.storage.sql.store import normalize_url
 
     admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -296,7 +296,7 @@ endpoint = "tcp:{self.port}:interface=127.0.0.1:backlog=1024"
         )
         self.log = open(workdir / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--log-level", "warn", "serve"]
+            [sys.executable, "-m", "qgate.gateway.cli", "--log-level", "warn", "serve"]
             + ["-c", str(self.config)],
             cwd=workdir,
             stdout=self.log,

@@ -16,10 +16,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
-from core.errors import InvalidArgument, Unauthorized
-from core.interfaces import ITenantStore
-from core.limits import check_tenant
-from core.model import Tenant
+from qgate.core.errors import InvalidArgument, Unauthorized
+from qgate.core.interfaces import ITenantStore
+from qgate.core.limits import check_tenant
+from qgate.core.model import Tenant
 
 KEY_PREFIX = "qg"
 

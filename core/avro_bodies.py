@@ -35,9 +35,9 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from core.errors import InvalidArgument
-from core.model import Message, NewMessage
-from core.schemas import (
+from qgate.core.errors import InvalidArgument
+from qgate.core.model import Message, NewMessage
+from qgate.core.schemas import (
     AvroSchema,
     Compatibility,
     IncompatibleSchema,

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InvalidArgument, TooLarge
-from core.model import NewMessage, Overflow, QueueOptions
+from qgate.core.errors import InvalidArgument, TooLarge
+from qgate.core.model import NewMessage, Overflow, QueueOptions
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 TENANT_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}\Z")

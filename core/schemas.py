@@ -52,7 +52,7 @@ import fastavro.validation
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, UnknownType
 
-from core.errors import InvalidArgument, TooLarge
+from qgate.core.errors import InvalidArgument, TooLarge
 
 __all__ = [
     "COMPATIBLE",

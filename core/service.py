@@ -14,8 +14,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from core.avro_bodies import QueueBodies, avro_writer, format_fingerprint, schema_from_text
-from core.errors import (
+from qgate.core.avro_bodies import QueueBodies, avro_writer, format_fingerprint, schema_from_text
+from qgate.core.errors import (
     ClaimNotFound,
     Conflict,
     InvalidArgument,
@@ -26,14 +26,14 @@ from core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
-from core.interfaces import (
+from qgate.core.interfaces import (
     IQueueService,
     IQueueStorage,
     ISynchronousStorage,
     ITransientStorage,
     IWakeupSource,
 )
-from core.limits import (
+from qgate.core.limits import (
     SUBSCRIPTION_RE,
     Limits,
     check_messages,
@@ -43,9 +43,9 @@ from core.limits import (
     check_options,
     check_tenant,
 )
-from core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
-from core.schemas import AvroSchema, UnknownSchema, parse_schema
-from core.wakeup import WakeupRegistry
+from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
+from qgate.core.schemas import AvroSchema, UnknownSchema, parse_schema
+from qgate.core.wakeup import WakeupRegistry
 
 P = ParamSpec("P")
 T = TypeVar("T")

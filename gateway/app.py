@@ -16,13 +16,13 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from core.auth import APIKeys, IAuthenticator, TrustedTenant
-from core.interfaces import IQueueStorage, ITenantStore
-from core.model import QueueOptions
-from core.service import QueueService
-from gateway import registry, tls
-from gateway.config import Config, ConfigError
-from storage.memory import MemoryStorage
+from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
+from qgate.core.interfaces import IQueueStorage, ITenantStore
+from qgate.core.model import QueueOptions
+from qgate.core.service import QueueService
+from qgate.gateway import registry, tls
+from qgate.gateway.config import Config, ConfigError
+from qgate.storage.memory import MemoryStorage
 
 log = Logger()
 
@@ -35,7 +35,7 @@ def make_storage(reactor: Any, config: Config) -> IQueueStorage:
     url = config.storage.url
     if url.startswith("memory:"):
         return MemoryStorage()
-    from storage.sql.store import SQLStorage
+    from qgate.storage.sql.store import SQLStorage
 
     return SQLStorage(
         reactor,
@@ -55,7 +55,7 @@ def make_authenticator(reactor: Any, config: Config, store: IQueueStorage) -> IA
 def upgrade_now_blocking(config: Config) -> None:
     """Apply pending migrations right now (CLI commands, and before the reactor runs)."""
     if not config.storage.url.startswith("memory:"):
-        from storage.sql.migrate import upgrade
+        from qgate.storage.sql.migrate import upgrade
 
         upgrade(config.storage.url)
 

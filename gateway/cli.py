@@ -25,10 +25,10 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from core.auth import TenantAdmin
-from core.errors import QGateError
-from gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
-from gateway.config import Config, ConfigError, load
+from qgate.core.auth import TenantAdmin
+from qgate.core.errors import QGateError
+from qgate.gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
+from qgate.gateway.config import Config, ConfigError, load
 
 
 def _start_logging(level: str) -> None:

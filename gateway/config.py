@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.limits import Limits
+from qgate.core.limits import Limits
 
 T = TypeVar("T")
 
@@ -181,7 +181,7 @@ def _tls(value: Any, name: str) -> TLSConfig:
 
 
 def _listeners(value: Any, name: str) -> tuple[ListenerConfig, ...]:
-    from gateway.registry import PROTOCOLS
+    from qgate.gateway.registry import PROTOCOLS
 
     if not isinstance(value, list):
         raise ConfigError(f"{name}: expected an array of tables ([[listeners]])")

@@ -14,8 +14,8 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import IResource
 
-from core.auth import IAuthenticator
-from core.interfaces import IQueueService
+from qgate.core.auth import IAuthenticator
+from qgate.core.interfaces import IQueueService
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,14 @@ WebMount = Callable[[GatewayContext], IResource]
 
 #: protocol name (as in ``[[listeners]] protocol = ...``) -> "module:factory(ctx, listener)"
 PROTOCOLS: dict[str, str] = {
-    "http": "protocols.http:listener_factory",
-    "stomp": "protocols.stomp:listener_factory",
+    "http": "qgate.protocols.http:listener_factory",
+    "stomp": "qgate.protocols.stomp:listener_factory",
 }
 
 #: config attribute naming the mount path -> "module:factory(ctx)" of a web resource
 WEB_MOUNTS: dict[str, str] = {
-    "stomp": "protocols.stomp.websocket:websocket_resource",
-    "avro": "protocols.avro.rpc:rpc_resource",
+    "stomp": "qgate.protocols.stomp.websocket:websocket_resource",
+    "avro": "qgate.protocols.avro.rpc:rpc_resource",
 }
 
 

@@ -15,7 +15,7 @@ from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from gateway.config import ConfigError, TLSConfig
+from qgate.gateway.config import ConfigError, TLSConfig
 
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 

@@ -22,8 +22,8 @@ from typing import Any, ParamSpec, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from core.avro_bodies import avro_writer
-from core.errors import (
+from qgate.core.avro_bodies import avro_writer
+from qgate.core.errors import (
     MessageClaimed,
     QGateError,
     QueueExists,
@@ -32,9 +32,9 @@ from core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
-from core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
-from core.limits import check_post_size, resolve_times
-from core.model import (
+from qgate.core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
+from qgate.core.limits import check_post_size, resolve_times
+from qgate.core.model import (
     Claim,
     Message,
     NewMessage,

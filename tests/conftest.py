@@ -11,11 +11,11 @@ import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet.task import Clock
 
-from core.limits import Limits
-from core.service import QueueService
-from storage.memory import MemoryStorage
-from storage.sql.migrate import upgrade
-from storage.sql.store import SQLStorage, normalize_url
+from qgate.core.limits import Limits
+from qgate.core.service import QueueService
+from qgate.storage.memory import MemoryStorage
+from qgate.storage.sql.migrate import upgrade
+from qgate.storage.sql.store import SQLStorage, normalize_url
 
 PG_URL = os.environ.get("QGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -1,6 +1,6 @@
 import pytest_twisted
 
-from core.model import NewMessage
+from qgate.core.model import NewMessage
 
 
 @pytest_twisted.ensureDeferred

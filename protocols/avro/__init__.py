@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from protocols.avro.ipc import Protocol
+from qgate.protocols.avro.ipc import Protocol
 
 #: qgate's protocol (org.qgate.QGate), shipped as package data.
 PROTOCOL_FILE = "qgate.avpr"

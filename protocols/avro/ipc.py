@@ -25,8 +25,8 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError
 
-from core.errors import InvalidArgument, QGateError, TooLarge
-from core.schemas import (
+from qgate.core.errors import InvalidArgument, QGateError, TooLarge
+from qgate.core.schemas import (
     MAX_SCHEMA_SIZE,
     AvroType,
     Compatibility,

@@ -34,14 +34,14 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from core.auth import IAuthenticator
-from core.avro_bodies import format_fingerprint, media_type
-from core.errors import InvalidArgument, QGateError
-from core.interfaces import IQueueService
-from core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, Overflow, QueueOptions
-from gateway.registry import GatewayContext
-from protocols.avro import qgate_protocol
-from protocols.avro.ipc import CONTENT_TYPE, AvroError, Responder
+from qgate.core.auth import IAuthenticator
+from qgate.core.avro_bodies import format_fingerprint, media_type
+from qgate.core.errors import InvalidArgument, QGateError
+from qgate.core.interfaces import IQueueService
+from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, Overflow, QueueOptions
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.avro import qgate_protocol
+from qgate.protocols.avro.ipc import CONTENT_TYPE, AvroError, Responder
 
 __all__ = ["AvroRpcResource", "QGateCalls", "rpc_resource"]
 

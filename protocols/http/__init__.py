@@ -14,9 +14,9 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from gateway.registry import GatewayContext
-from protocols.http.resource import ApiResource, RootResource, build_resource
-from protocols.http.site import QGateSite
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.http.resource import ApiResource, RootResource, build_resource
+from qgate.protocols.http.site import QGateSite
 
 __all__ = [
     "ApiResource",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from core.avro_bodies import AVRO_BINARY, media_type
-from core.model import Message
-from core.schemas import parse_schema, write_container
+from qgate.core.avro_bodies import AVRO_BINARY, media_type
+from qgate.core.model import Message
+from qgate.core.schemas import parse_schema, write_container
 
 #: One message as an Avro consumer of the HTTP API receives it. Field names follow the
 #: Zaqar JSON documents; times are seconds.

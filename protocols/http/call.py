@@ -9,11 +9,11 @@ from urllib.parse import parse_qs
 
 from twisted.web.server import Request
 
-from core.auth import IAuthenticator
-from core.errors import QGateError
-from core.limits import NAME_RE
-from protocols.http import wire
-from protocols.http.errors import HTTPError, bad_request, from_core, invalid_param
+from qgate.core.auth import IAuthenticator
+from qgate.core.errors import QGateError
+from qgate.core.limits import NAME_RE
+from qgate.protocols.http import wire
+from qgate.protocols.http.errors import HTTPError, bad_request, from_core, invalid_param
 
 
 class Call:

@@ -24,22 +24,22 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from core.avro_bodies import (
+from qgate.core.avro_bodies import (
     AVRO_BINARY,
     avro_content_type,
     avro_writer,
     format_fingerprint,
     media_type,
 )
-from core.errors import MessageClaimed, MessageNotFound, QueueNotFound
-from core.interfaces import IQueueService
-from core.model import Message, NewMessage, QueueOptions
-from core.schemas import read_container
-from gateway.registry import GatewayContext
-from protocols.http import avro, wire
-from protocols.http.call import Call
-from protocols.http.errors import HTTPError, bad_body, bad_request, not_found
-from protocols.http.router import Response, Router
+from qgate.core.errors import MessageClaimed, MessageNotFound, QueueNotFound
+from qgate.core.interfaces import IQueueService
+from qgate.core.model import Message, NewMessage, QueueOptions
+from qgate.core.schemas import read_container
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.http import avro, wire
+from qgate.protocols.http.call import Call
+from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
+from qgate.protocols.http.router import Response, Router
 
 T = TypeVar("T")
 

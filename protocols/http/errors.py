@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from core import errors as core
+from qgate.core import errors as core
 
 #: Zaqar's ``HTTPBadRequestAPI`` title: a bad parameter or a rule of the API was broken.
 BAD_API = "Invalid API request"

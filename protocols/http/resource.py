@@ -18,13 +18,13 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from core.errors import QGateError
-from gateway.registry import GatewayContext
-from protocols.http import wire
-from protocols.http.call import Call
-from protocols.http.endpoints import ZaqarAPI
-from protocols.http.errors import HTTPError, from_core
-from protocols.http.router import Response, Route, Router
+from qgate.core.errors import QGateError
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.http import wire
+from qgate.protocols.http.call import Call
+from qgate.protocols.http.endpoints import ZaqarAPI
+from qgate.protocols.http.errors import HTTPError, from_core
+from qgate.protocols.http.router import Response, Route, Router
 
 log = Logger()
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from protocols.http.errors import HTTPError
+from qgate.protocols.http.errors import HTTPError
 
 C = TypeVar("C")
 

@@ -53,9 +53,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.limits import NAME_RE, Limits
-from core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
-from protocols.http.errors import HTTPError, bad_body, bad_request
+from qgate.core.limits import NAME_RE, Limits
+from qgate.core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
+from qgate.protocols.http.errors import HTTPError, bad_body, bad_request
 
 # Zaqar's validation defaults (zaqar/transport/validation.py, [transport] options).
 MIN_MESSAGE_TTL = 60

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from protocols.stomp.protocol import StompFactory
+from qgate.protocols.stomp.protocol import StompFactory
 
 
 def listener_factory(ctx: Any, listener: Any) -> IProtocolFactory:

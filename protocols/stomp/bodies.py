@@ -27,10 +27,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from core.avro_bodies import avro_writer, format_fingerprint, media_type, schema_from_text
-from core.errors import InvalidArgument, QueueNotFound
-from core.model import Message
-from core.schemas import AvroSchema, to_json, to_single_object
+from qgate.core.avro_bodies import avro_writer, format_fingerprint, media_type, schema_from_text
+from qgate.core.errors import InvalidArgument, QueueNotFound
+from qgate.core.model import Message
+from qgate.core.schemas import AvroSchema, to_json, to_single_object
 
 JSON = "application/json"
 AVRO = "avro/binary"

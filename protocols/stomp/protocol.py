@@ -20,8 +20,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from protocols.stomp.codec import V10, VERSIONS, FrameError, Parser, encode
-from protocols.stomp.session import StompSession
+from qgate.protocols.stomp.codec import V10, VERSIONS, FrameError, Parser, encode
+from qgate.protocols.stomp.session import StompSession
 
 log = Logger()
 

@@ -44,11 +44,11 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
-from core.limits import NAME_RE
-from core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
-from protocols.stomp.bodies import DEFAULT, SubscriptionBodies, parse_accept
-from protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
+from qgate.core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
+from qgate.core.limits import NAME_RE
+from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
+from qgate.protocols.stomp.bodies import DEFAULT, SubscriptionBodies, parse_accept
+from qgate.protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
 
 log = Logger()
 T = TypeVar("T")

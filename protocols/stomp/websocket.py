@@ -18,8 +18,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from protocols.stomp.codec import V10, V11, V12, VERSIONS
-from protocols.stomp.protocol import StompLink
+from qgate.protocols.stomp.codec import V10, V11, V12, VERSIONS
+from qgate.protocols.stomp.protocol import StompLink
 
 #: WebSocket subprotocol -> the STOMP versions it allows (STOMP over WebSocket convention).
 SUBPROTOCOLS: dict[str, tuple[str, ...]] = {

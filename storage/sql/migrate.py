@@ -22,7 +22,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` up to ``revision`` (blocking: call off the reactor)."""
-    from storage.sql.store import make_engine
+    from qgate.storage.sql.store import make_engine
 
     engine = make_engine(url, writer=True)
     try:
@@ -35,7 +35,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def current_revision(url: str) -> str | None:
-    from storage.sql.store import normalize_url
+    from qgate.storage.sql.store import normalize_url
 
     engine = sa.create_engine(normalize_url(url))
     try:

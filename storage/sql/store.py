@@ -26,8 +26,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from core.avro_bodies import avro_writer
-from core.errors import (
+from qgate.core.avro_bodies import avro_writer
+from qgate.core.errors import (
     MessageClaimed,
     QueueExists,
     QueueFull,
@@ -36,9 +36,9 @@ from core.errors import (
     TooLarge,
     UncheckedWriters,
 )
-from core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
-from core.limits import check_post_size, resolve_times
-from core.model import (
+from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
+from qgate.core.limits import check_post_size, resolve_times
+from qgate.core.model import (
     Claim,
     Message,
     NewMessage,
@@ -48,7 +48,7 @@ from core.model import (
     QueueStats,
     Tenant,
 )
-from storage.sql.schema import (
+from qgate.storage.sql.schema import (
     api_keys,
     claims,
     messages,
@@ -57,7 +57,7 @@ from storage.sql.schema import (
     subscriptions,
     tenants,
 )
-from storage.sql.writer import GroupCommitWriter, each
+from qgate.storage.sql.writer import GroupCommitWriter, each
 
 log = Logger()
 T = TypeVar("T")

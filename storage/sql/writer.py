@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from core.errors import QGateError, StorageUnavailable
+from qgate.core.errors import QGateError, StorageUnavailable
 
 log = Logger()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from core.schemas import PRIMITIVES, AvroType
+from qgate.core.schemas import PRIMITIVES, AvroType
 
 _FLOAT32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 _NON_FINITE = st.sampled_from(["NaN", "Infinity", "-Infinity"])

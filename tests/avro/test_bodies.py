@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from core.avro_bodies import (
+from qgate.core.avro_bodies import (
     avro_content_type,
     avro_writer,
     format_fingerprint,
     is_json_type,
     parse_fingerprint,
 )
-from core.schemas import parse_schema, to_single_object
+from qgate.core.schemas import parse_schema, to_single_object
 
 FINGERPRINT = parse_schema('"string"').fingerprint
 

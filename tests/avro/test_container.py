@@ -12,8 +12,8 @@ import avro.schema
 import fastavro
 import pytest
 
-from core.errors import InvalidArgument, TooLarge
-from core.schemas import (
+from qgate.core.errors import InvalidArgument, TooLarge
+from qgate.core.schemas import (
     IncompatibleSchema,
     InvalidSchema,
     parse_schema,

@@ -19,10 +19,10 @@ import fastavro
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 
-from core.errors import InvalidArgument, QueueNotFound, TooLarge
-from core.schemas import InvalidSchema
-from protocols.avro import qgate_protocol
-from protocols.avro.ipc import (
+from qgate.core.errors import InvalidArgument, QueueNotFound, TooLarge
+from qgate.core.schemas import InvalidSchema
+from qgate.protocols.avro import qgate_protocol
+from qgate.protocols.avro.ipc import (
     AvroError,
     FramingError,
     HandshakeError,
@@ -36,7 +36,7 @@ from protocols.avro.ipc import (
     write_handshake_request,
 )
 
-QGATE_TEXT = files("protocols.avro").joinpath("qgate.avpr").read_text(encoding="utf-8")
+QGATE_TEXT = files("qgate.protocols.avro").joinpath("qgate.avpr").read_text(encoding="utf-8")
 
 
 def run(coro: Coroutine[Any, Any, bytes]) -> bytes:

@@ -23,17 +23,17 @@ import pytest_twisted
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
-from core.auth import TrustedTenant
-from core.avro_bodies import avro_content_type, format_fingerprint
-from core.model import NewMessage
-from core.schemas import parse_schema
-from core.service import QueueService
-from gateway.config import Config
-from gateway.registry import GatewayContext, web_mounts
-from protocols.avro import qgate_protocol
-from protocols.avro.ipc import HandshakeRequest, frame, write_handshake_request
-from protocols.http import build_site
-from storage.memory import MemoryStorage
+from qgate.core.auth import TrustedTenant
+from qgate.core.avro_bodies import avro_content_type, format_fingerprint
+from qgate.core.model import NewMessage
+from qgate.core.schemas import parse_schema
+from qgate.core.service import QueueService
+from qgate.gateway.config import Config
+from qgate.gateway.registry import GatewayContext, web_mounts
+from qgate.protocols.avro import qgate_protocol
+from qgate.protocols.avro.ipc import HandshakeRequest, frame, write_handshake_request
+from qgate.protocols.http import build_site
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 from tests.helpers import until
 from tests.http.conftest import HTTP_TEST_CONFIG

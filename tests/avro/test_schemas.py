@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InvalidArgument, TooLarge
-from core.schemas import (
+from qgate.core.errors import InvalidArgument, TooLarge
+from qgate.core.schemas import (
     AvroSchema,
     IncompatibleSchema,
     InvalidAvroData,

@@ -4,8 +4,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from core.auth import APIKeys, TenantAdmin, TrustedTenant, hash_secret
-from core.errors import InvalidArgument, Unauthorized
+from qgate.core.auth import APIKeys, TenantAdmin, TrustedTenant, hash_secret
+from qgate.core.errors import InvalidArgument, Unauthorized
 
 
 @pytest_twisted.ensureDeferred

@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import CancelledError
 
-from core.errors import (
+from qgate.core.errors import (
     ClaimNotFound,
     InvalidArgument,
     MessageClaimed,
@@ -18,7 +18,7 @@ from core.errors import (
     QueueNotFound,
     TooLarge,
 )
-from core.model import NewMessage, Overflow, QueueOptions
+from qgate.core.model import NewMessage, Overflow, QueueOptions
 from tests.helpers import until
 
 T = "tenant-a"

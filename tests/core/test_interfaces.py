@@ -6,17 +6,17 @@ import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from core.auth import APIKeys, IAuthenticator, TrustedTenant
-from core.interfaces import (
+from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
+from qgate.core.interfaces import (
     IQueueService,
     IQueueStorage,
     ISynchronousStorage,
     ITenantStore,
     ITransientStorage,
 )
-from core.service import QueueService
-from storage.memory import MemoryStorage
-from storage.sql.store import SQLStorage
+from qgate.core.service import QueueService
+from qgate.storage.memory import MemoryStorage
+from qgate.storage.sql.store import SQLStorage
 
 
 def test_memory_storage_provides_its_interfaces():

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from core.model import NewMessage
-from core.service import QueueService
-from storage.memory import MemoryStorage
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 from tests.helpers import fired
 

@@ -12,18 +12,18 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import succeed
 
-from core.avro_bodies import avro_content_type, avro_writer
-from core.errors import InvalidArgument, QueueNotFound
-from core.model import NewMessage, QueueOptions
-from core.schemas import (
+from qgate.core.avro_bodies import avro_content_type, avro_writer
+from qgate.core.errors import InvalidArgument, QueueNotFound
+from qgate.core.model import NewMessage, QueueOptions
+from qgate.core.schemas import (
     IncompatibleSchema,
     InvalidAvroData,
     InvalidSchema,
     parse_schema,
     to_single_object,
 )
-from core.service import SCHEMA_TTL, QueueService
-from storage.memory import MemoryStorage
+from qgate.core.service import SCHEMA_TTL, QueueService
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 
 T = "tenant-a"

@@ -13,14 +13,14 @@ from alembic.runtime.migration import MigrationContext
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from core.errors import QueueNotFound
-from core.model import NewMessage
-from core.service import QueueService
-from storage.memory import MemoryStorage
-from storage.sql.migrate import current_revision, head_revision, upgrade
-from storage.sql.schema import metadata
-from storage.sql.store import SQLStorage, make_engine
-from storage.sql.writer import GroupCommitWriter, each
+from qgate.core.errors import QueueNotFound
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
+from qgate.storage.memory import MemoryStorage
+from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
+from qgate.storage.sql.schema import metadata
+from qgate.storage.sql.store import SQLStorage, make_engine
+from qgate.storage.sql.writer import GroupCommitWriter, each
 from tests.conftest import TEST_LIMITS, _clean_pg
 from tests.helpers import until
 
@@ -169,7 +169,7 @@ def test_migrations_build_exactly_the_schema_the_code_uses(tmp_path):
 
 @pytest.mark.postgres
 def test_migrations_match_the_schema_on_postgresql(pg_database):
-    from storage.sql.store import normalize_url
+    from qgate.storage.sql.store import normalize_url
 
     engine = sa.create_engine(normalize_url(pg_database))
     with engine.connect() as conn:

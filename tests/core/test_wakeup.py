@@ -3,7 +3,7 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 
-from core.wakeup import WakeupRegistry
+from qgate.core.wakeup import WakeupRegistry
 
 
 def test_notify_wakes_every_waiter_of_that_queue_only():
@@ -50,10 +50,10 @@ def test_notify_cancels_the_timers_of_woken_waiters():
 def test_the_reaper_carries_on_after_a_failed_round():
     from twisted.internet.defer import fail
 
-    from core.errors import StorageUnavailable
-    from core.model import NewMessage
-    from core.service import QueueService
-    from storage.memory import MemoryStorage
+    from qgate.core.errors import StorageUnavailable
+    from qgate.core.model import NewMessage
+    from qgate.core.service import QueueService
+    from qgate.storage.memory import MemoryStorage
     from tests.conftest import TEST_LIMITS
     from tests.helpers import fired
 

@@ -7,7 +7,7 @@ import json
 
 import pytest_twisted
 
-from protocols.http import build_resource
+from qgate.protocols.http import build_resource
 from tests.http.conftest import Api
 from tests.http.conftest import make_ctx as http_ctx
 from tests.stomp.conftest import Client, memory_service

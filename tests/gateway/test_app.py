@@ -11,9 +11,9 @@ from twisted.application.service import IServiceMaker
 from twisted.internet import threads
 from twisted.plugin import getPlugins
 
-from gateway import registry
-from gateway.app import Gateway
-from gateway.config import parse
+from qgate.gateway import registry
+from qgate.gateway.app import Gateway
+from qgate.gateway.config import parse
 
 HEADERS = {"Client-ID": "3381af92-2b9e-11e3-b191-71861300734c", "X-Project-Id": "p"}
 

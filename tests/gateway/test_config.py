@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import Config, ConfigError, load, parse
+from qgate.gateway.config import Config, ConfigError, load, parse
 
 
 def test_the_embedded_default_listens_on_localhost_with_sqlite():

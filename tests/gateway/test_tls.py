@@ -10,8 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from gateway.app import Gateway
-from gateway.config import ConfigError, parse
+from qgate.gateway.app import Gateway
+from qgate.gateway.config import ConfigError, parse
 from tests.gateway.certs import make_certs
 
 

@@ -15,12 +15,12 @@ from twisted.internet.task import Clock
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from core.auth import TrustedTenant
-from core.service import QueueService
-from gateway.config import Config, HTTPConfig
-from gateway.registry import GatewayContext
-from protocols.http import build_resource
-from storage.memory import MemoryStorage
+from qgate.core.auth import TrustedTenant
+from qgate.core.service import QueueService
+from qgate.gateway.config import Config, HTTPConfig
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.http import build_resource
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 
 #: Client-IDs as python-zaqarclient sends them (any UUID form is accepted).

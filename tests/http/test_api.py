@@ -15,12 +15,12 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from core.auth import APIKeys, IAuthenticator, TenantAdmin
-from core.errors import StorageUnavailable
-from core.service import QueueService
-from gateway.registry import GatewayContext
-from protocols.http import build_resource
-from storage.memory import MemoryStorage
+from qgate.core.auth import APIKeys, IAuthenticator, TenantAdmin
+from qgate.core.errors import StorageUnavailable
+from qgate.core.service import QueueService
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.http import build_resource
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 from tests.http.conftest import HTTP_TEST_CONFIG, Api, make_ctx
 

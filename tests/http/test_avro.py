@@ -12,11 +12,11 @@ import fastavro
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from core.avro_bodies import avro_content_type, format_fingerprint
-from core.model import NewMessage
-from core.schemas import parse_schema
-from core.service import QueueService
-from protocols.http.avro import QUEUE_SCHEMA_META, wants_avro
+from qgate.core.avro_bodies import avro_content_type, format_fingerprint
+from qgate.core.model import NewMessage
+from qgate.core.schemas import parse_schema
+from qgate.core.service import QueueService
+from qgate.protocols.http.avro import QUEUE_SCHEMA_META, wants_avro
 from tests.http.conftest import Api
 
 V1: dict[str, Any] = {

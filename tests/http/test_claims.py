@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from core.service import QueueService
+from qgate.core.service import QueueService
 from tests.http.conftest import Api, Reply
 
 

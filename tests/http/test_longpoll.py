@@ -9,8 +9,8 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.web.client import ResponseNeverReceived
 
-from core.model import NewMessage
-from core.service import QueueService
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
 from tests.http.conftest import OTHER_CLIENT, Api, has_result
 
 

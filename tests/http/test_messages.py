@@ -10,8 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from core.model import NewMessage, QueueOptions
-from core.service import QueueService
+from qgate.core.model import NewMessage, QueueOptions
+from qgate.core.service import QueueService
 from tests.http.conftest import CLIENT, OTHER_CLIENT, Api
 
 

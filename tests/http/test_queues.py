@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from core.model import NewMessage, Overflow
-from core.service import QueueService
+from qgate.core.model import NewMessage, Overflow
+from qgate.core.service import QueueService
 from tests.http.conftest import Api
 
 

@@ -13,10 +13,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface.verify import verifyObject
 
-from core.service import QueueService
-from gateway.config import ListenerConfig
-from gateway.registry import GatewayContext, listener_factory
-from protocols.http import QGateSite
+from qgate.core.service import QueueService
+from qgate.gateway.config import ListenerConfig
+from qgate.gateway.registry import GatewayContext, listener_factory
+from qgate.protocols.http import QGateSite
 from tests.helpers import fired
 from tests.http.conftest import CLIENT, HTTP_TEST_CONFIG, make_ctx
 

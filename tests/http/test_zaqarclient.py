@@ -9,10 +9,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from core.service import QueueService
-from gateway.config import ListenerConfig
-from protocols.http import listener_factory
-from storage.memory import MemoryStorage
+from qgate.core.service import QueueService
+from qgate.gateway.config import ListenerConfig
+from qgate.protocols.http import listener_factory
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 from tests.http.conftest import make_ctx
 

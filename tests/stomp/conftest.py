@@ -11,13 +11,13 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from core.auth import TrustedTenant
-from core.service import QueueService
-from gateway.config import Config, StompConfig
-from gateway.registry import GatewayContext
-from protocols.stomp.codec import V12, Frame, Parser, encode
-from protocols.stomp.protocol import StompFactory, StompProtocol
-from storage.memory import MemoryStorage
+from qgate.core.auth import TrustedTenant
+from qgate.core.service import QueueService
+from qgate.gateway.config import Config, StompConfig
+from qgate.gateway.registry import GatewayContext
+from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
+from qgate.protocols.stomp.protocol import StompFactory, StompProtocol
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 from tests.helpers import fired
 

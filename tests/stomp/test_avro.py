@@ -16,9 +16,9 @@ import fastavro
 import fastavro.schema
 import pytest
 
-from core.model import NewMessage
-from protocols.stomp.bodies import ERROR_HEADER, SCHEMA_TTL
-from protocols.stomp.codec import V10
+from qgate.core.model import NewMessage
+from qgate.protocols.stomp.bodies import ERROR_HEADER, SCHEMA_TTL
+from qgate.protocols.stomp.codec import V10
 
 from .conftest import Client, make_ctx, result
 

@@ -19,11 +19,11 @@ import stomper
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThread
 
-from core.model import NewMessage
-from core.service import QueueService
-from protocols.stomp import listener_factory
-from protocols.stomp.codec import V10, V11, Parser
-from storage.memory import MemoryStorage
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
+from qgate.protocols.stomp import listener_factory
+from qgate.protocols.stomp.codec import V10, V11, Parser
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 from tests.helpers import until
 
@@ -351,8 +351,8 @@ async def test_a_silent_client_is_disconnected(server):
 @pytest.fixture
 def sql_server(reactor: Any, tmp_path: Any) -> Any:
     """The STOMP listener over a SQLite store (durable queues, cursors in SQL)."""
-    from storage.sql.migrate import upgrade
-    from storage.sql.store import SQLStorage
+    from qgate.storage.sql.migrate import upgrade
+    from qgate.storage.sql.store import SQLStorage
 
     url = f"sqlite:///{tmp_path}/qgate.db"
     upgrade(url)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.stomp.codec import (
+from qgate.protocols.stomp.codec import (
     V10,
     V11,
     V12,

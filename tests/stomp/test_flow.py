@@ -7,9 +7,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
-from core.model import NewMessage, QueueOptions
-from protocols.stomp.protocol import CLOSE_TIMEOUT
-from protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
+from qgate.core.model import NewMessage, QueueOptions
+from qgate.protocols.stomp.protocol import CLOSE_TIMEOUT
+from qgate.protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
 
 from .conftest import Client, make_ctx, result
 

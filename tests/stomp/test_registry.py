@@ -6,9 +6,9 @@ from twisted.internet.interfaces import IProtocolFactory, IPushProducer
 from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
-from gateway.registry import listener_factory, web_mounts
-from protocols.stomp.protocol import StompProtocol
-from protocols.stomp.websocket import StompWebSocketProtocol
+from qgate.gateway.registry import listener_factory, web_mounts
+from qgate.protocols.stomp.protocol import StompProtocol
+from qgate.protocols.stomp.websocket import StompWebSocketProtocol
 
 from .conftest import Client
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 from twisted.internet.task import Clock
 
-from core.model import NewMessage, QueueOptions
-from core.service import QueueService
-from protocols.stomp.codec import V10, V11
-from storage.memory import MemoryStorage
+from qgate.core.model import NewMessage, QueueOptions
+from qgate.core.service import QueueService
+from qgate.protocols.stomp.codec import V10, V11
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 
 from .conftest import Client, make_ctx, result
@@ -87,9 +87,9 @@ def test_a_bad_tenant_name_is_refused(client):
 
 
 def test_api_keys_login_and_passcode(mem_service):
-    from core.auth import APIKeys, TenantAdmin
-    from gateway.config import AuthConfig, Config
-    from storage.memory import MemoryStorage
+    from qgate.core.auth import APIKeys, TenantAdmin
+    from qgate.gateway.config import AuthConfig, Config
+    from qgate.storage.memory import MemoryStorage
 
     tenants = MemoryStorage()
     clock = mem_service.clock
@@ -228,7 +228,7 @@ def test_a_heart_beat_with_non_ascii_digits_is_an_error_not_a_crash(client):
 def test_an_unsubscribe_whose_messages_cannot_go_back_is_an_error(clock):
     from twisted.internet.defer import fail
 
-    from core.errors import StorageUnavailable
+    from qgate.core.errors import StorageUnavailable
     from tests.stomp.conftest import memory_service
 
     service = memory_service(clock)

@@ -12,11 +12,11 @@ from twisted.internet.defer import Deferred, DeferredQueue, maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from core.model import NewMessage
-from core.service import QueueService
-from gateway.registry import web_mounts
-from protocols.stomp.codec import V12, Frame, Parser, encode
-from storage.memory import MemoryStorage
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
+from qgate.gateway.registry import web_mounts
+from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
+from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
 
 from .conftest import make_ctx

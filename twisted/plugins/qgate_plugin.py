@@ -23,8 +23,8 @@ class QGateServiceMaker:
     def makeService(self, options: Options) -> Any:
         from twisted.internet import reactor
 
-        from gateway.app import Gateway, upgrade_now_blocking
-        from gateway.config import load
+        from qgate.gateway.app import Gateway, upgrade_now_blocking
+        from qgate.gateway.config import load
 
         config = load(options["config"])
         if config.storage.auto_upgrade:

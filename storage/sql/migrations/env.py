@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from storage.sql.schema import metadata
+from qgate.storage.sql.schema import metadata
 
 config = context.config
 
