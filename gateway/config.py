@@ -84,6 +84,9 @@ class StompConfig:
     prefetch: int = 100
     #: Bytes queued for a client that does not read before it is disconnected.
     max_output_buffer: int = 4 * 1024 * 1024
+    #: Seconds a queue subscription's messages stay claimed; renewed every third of it while
+    #: the connection lives, so after a crash they come back within one lease.
+    lease: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,12 @@ def parse(data: Mapping[str, Any]) -> Config:
     )
     if not config.listeners:
         raise ConfigError("listeners: at least one listener is needed")
+    limits = config.limits
+    if not limits.min_lease <= config.stomp.lease <= limits.max_lease:
+        raise ConfigError(
+            f"stomp.lease: must be between limits.min_lease ({limits.min_lease:g}) and "
+            f"limits.max_lease ({limits.max_lease:g}) seconds (got {config.stomp.lease:g})"
+        )
     if config.auth.mode == "keys" and config.storage.url.startswith("memory"):
         raise ConfigError("auth.mode: keys need a SQL storage.url to keep the keys in")
     return config

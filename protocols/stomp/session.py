@@ -55,9 +55,6 @@ T = TypeVar("T")
 
 SERVER = "qgate/0.1"
 
-#: Lease of a claim made for a queue subscription; renewed every third of it while the
-#: connection lives, so a crashed process gives its messages back within one lease.
-LEASE = 300.0
 #: Longest single wait on the core; a subscription waits again after it (no busy loop).
 WAIT = 30.0
 #: Producer flow control: input is paused while this many publishes (or bytes) are in
@@ -396,7 +393,7 @@ class QueueSubscription(Subscription):
 
     async def fetch_and_deliver(self, room: int) -> None:
         limits = self.service.limits
-        lease = min(max(LEASE, limits.min_lease), limits.max_lease)
+        lease = self.session.lease
         claim = await self.wait_on(
             self.service.claim(
                 self.tenant,
@@ -461,8 +458,7 @@ class QueueSubscription(Subscription):
         return gatherResults(ds, consumeErrors=True)
 
     def renew(self) -> list[Deferred[Any]]:
-        limits = self.service.limits
-        lease = min(max(LEASE, limits.min_lease), limits.max_lease)
+        lease = self.session.lease
         out = []
         for claim_id in _by_claim(self.unacked.values()):
             d = self.service.renew_claim(self.tenant, self.queue, claim_id, lease)
@@ -833,10 +829,16 @@ class StompSession:
         self.link.start_heartbeat(send_ms / 1000.0, expect_ms / 1000.0)
         self._schedule_renew()
 
-    def _schedule_renew(self) -> None:
+    @property
+    def lease(self) -> float:
+        """Seconds a queue subscription's claim is leased for (``[stomp] lease`` within the
+        core's bounds). Renewed every third of it while the connection lives, so the
+        messages of a crashed process come back within one lease."""
         limits = self.service.limits
-        lease = min(max(LEASE, limits.min_lease), limits.max_lease)
-        self._renewer = self.service.clock.callLater(lease / 3, self._renew)
+        return float(min(max(self.config.lease, limits.min_lease), limits.max_lease))
+
+    def _schedule_renew(self) -> None:
+        self._renewer = self.service.clock.callLater(self.lease / 3, self._renew)
 
     def _renew(self) -> None:
         self._renewer = None

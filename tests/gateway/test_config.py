@@ -53,12 +53,27 @@ def test_shipped_postgres_example_parses():
         ({"listeners": []}, "at least one listener"),
         ({"limits": {"max_body": True}}, "limits.max_body: expected a whole number"),
         ({"auth": {"mode": "keys"}, "storage": {"url": "memory://"}}, "auth.mode: keys need"),
+        ({"stomp": {"lease": "long"}}, "stomp.lease: expected a number"),
+        ({"stomp": {"lease": 0.5}}, "stomp.lease: must be between limits.min_lease (1)"),
+        ({"stomp": {"lease": 86400}}, "stomp.lease: must be between"),
+        (
+            {"stomp": {"lease": 5}, "limits": {"min_lease": 10}},
+            "stomp.lease: must be between limits.min_lease (10)",
+        ),
+        ({"stomp": {"leases": 5}}, "stomp.leases: unknown key"),
     ],
 )
 def test_bad_configs_stop_start_up_naming_the_key(data, message):
     with pytest.raises(ConfigError) as e:
         parse(data)
     assert message in str(e.value)
+
+
+def test_stomp_lease_defaults_to_30_seconds_and_is_configurable():
+    assert Config().stomp.lease == 30.0
+    config = parse({"stomp": {"lease": 5}})
+    assert config.stomp.lease == 5.0 and isinstance(config.stomp.lease, float)
+    assert parse({"stomp": {"lease": 300}, "limits": {"max_lease": 300}}).stomp.lease == 300
 
 
 def test_config_objects_are_frozen():

@@ -442,11 +442,58 @@ def test_claims_are_renewed_while_the_connection_lives(client, mem_service, cloc
     client.connect()
     client.send("SUBSCRIBE", {"destination": "/queue/jobs", "id": "s", "ack": "client"})
     [m] = client.messages()
-    for _ in range(10):
-        clock.advance(100)
+    for _ in range(100):  # 1000 s, in steps shorter than a third of the 30 s lease
+        clock.advance(10)
     assert _stats(mem_service, "jobs").claimed == 1
+    assert _stats(mem_service, "jobs").oldest.claim_count == 1  # held, never given back
     client.send("ACK", {"id": m.headers["ack"]})
     assert _stats(mem_service, "jobs").total == 0
+
+
+class _TwoProcesses:
+    """Two gateway processes on one store, each with its own clock: the STOMP one can
+    crash (its clock stops: no renewal, no release, nothing more), the other keeps time and
+    claims what the dead one held."""
+
+    def __init__(self, **stomp: object) -> None:
+        store = MemoryStorage()
+        self.stomp_clock, self.other_clock = Clock(), Clock()
+        stomp_side = QueueService(self.stomp_clock, store, MemoryStorage(), limits=TEST_LIMITS)
+        self.other = QueueService(self.other_clock, store, MemoryStorage(), limits=TEST_LIMITS)
+        _publish(self.other, "jobs", b"x")
+        self.client = Client(make_ctx(stomp_side, heartbeat_ms=0, **stomp))
+        self.client.connect()
+        self.client.send("SUBSCRIBE", {"destination": "/queue/jobs", "id": "s", "ack": "client"})
+        [self.message] = self.client.messages()
+
+    def both_advance(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.stomp_clock.advance(1)
+            self.other_clock.advance(1)
+
+    def other_claims(self) -> list[bytes]:
+        claim = result(self.other.claim("default", "jobs", ttl=60))
+        return [] if claim is None else [m.body for m in claim.messages]
+
+
+@pytest.mark.parametrize(("stomp", "lease"), [({"lease": 20.0}, 20), ({}, 30)])
+def test_after_a_crash_the_messages_come_back_after_one_lease(stomp, lease):
+    world = _TwoProcesses(**stomp)
+    world.other_clock.advance(lease - 0.5)
+    assert world.other_claims() == []
+    world.other_clock.advance(1)
+    assert world.other_claims() == [b"x"]
+
+
+def test_the_lease_is_renewed_while_connected_and_ends_one_lease_after_a_crash():
+    world = _TwoProcesses(lease=3.0)  # renewed every second
+    world.both_advance(10)  # ten seconds: three leases and more
+    assert world.other_claims() == []
+    # The STOMP process dies now: its last renewal (at 10 s) holds the claim until 13 s.
+    world.other_clock.advance(2.5)
+    assert world.other_claims() == []
+    world.other_clock.advance(1)
+    assert world.other_claims() == [b"x"]
 
 
 def test_publisher_headers_cannot_override_stomp_headers(client, mem_service):
