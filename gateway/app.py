@@ -93,7 +93,7 @@ class Gateway(service.MultiService):
         for listener in config.listeners:
             factory = registry.listener_factory(listener.protocol)(self.context, listener)
             if listener.tls is not None:
-                factory = tls.wrap(factory, listener.tls)
+                factory = tls.wrap(factory, listener.tls, reactor)
             try:
                 endpoint = endpoints.serverFromString(reactor, listener.endpoint)
             except (ValueError, TypeError, KeyError) as e:

@@ -18,6 +18,9 @@ from qgate.core.limits import Limits
 T = TypeVar("T")
 
 DEFAULT_STORAGE_URL = "sqlite:///var/qgate.db"
+#: TLS 1.2 suites of a TLS listener by default: forward secret (ECDHE, DHE) and AEAD
+#: (AES-GCM, ChaCha20-Poly1305) only. TLS 1.3 suites are all of that and not affected.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!PSK:!DSS"
 
 
 class ConfigError(ValueError):
@@ -53,6 +56,10 @@ class TLSConfig:
     chain: str = ""
     client_ca: str = ""
     min_version: str = "TLSv1.2"
+    #: OpenSSL cipher string of the TLS 1.2 suites offered.
+    ciphers: str = DEFAULT_CIPHERS
+    #: Seconds a connection may take to complete its TLS handshake before it is dropped.
+    handshake_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,11 @@ def _tls(value: Any, name: str) -> TLSConfig:
         path = getattr(tls, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"{name}.{key}: no such file {path!r}")
+    if not tls.handshake_timeout > 0:
+        raise ConfigError(f"{name}.handshake_timeout: must be more than 0 seconds")
+    from qgate.gateway.tls import acceptable_ciphers
+
+    acceptable_ciphers(tls.ciphers, f"{name}.ciphers")
     return tls
 
 

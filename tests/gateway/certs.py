@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -27,7 +27,7 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+def _write_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, path: Path) -> None:
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -69,9 +69,17 @@ def _ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
 
 
 def _leaf(
-    cn: str, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, server: bool
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+    cn: str,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    server: bool,
+    use_rsa: bool = False,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey]:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if use_rsa:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -102,10 +110,12 @@ def _leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def make_certs(directory: Path) -> CertFiles:
+def make_certs(directory: Path, rsa_server: bool = False) -> CertFiles:
+    """Test certificates in ``directory``; ``rsa_server``: the server's key is RSA (as
+    static-RSA and ECDHE-RSA cipher suites need), else ECDSA P-256."""
     ca, ca_key = _ca("qgate test CA")
     other, _ = _ca("some other CA")
-    server, server_key = _leaf("localhost", ca, ca_key, server=True)
+    server, server_key = _leaf("localhost", ca, ca_key, server=True, use_rsa=rsa_server)
     client, client_key = _leaf("client-1", ca, ca_key, server=False)
     files = CertFiles(
         ca=directory / "ca.crt",

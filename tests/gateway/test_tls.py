@@ -5,13 +5,21 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import defer, threads
+from twisted.internet import ssl as ssl_twisted
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import connectedServerAndClient
 
 from qgate.gateway.app import Gateway
 from qgate.gateway.config import ConfigError, parse
+from qgate.gateway.tls import wrap
 from tests.gateway.certs import make_certs
 
 
@@ -134,3 +142,218 @@ def test_a_key_that_does_not_match_the_certificate_is_a_config_error(reactor, tm
     )
     with pytest.raises(ConfigError):
         Gateway(reactor, config)
+
+
+# -- cipher suites ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rsa_certs(tmp_path):
+    """An RSA server certificate: the only kind a static-RSA suite can be used with."""
+    return make_certs(tmp_path, rsa_server=True)
+
+
+def tls12_client(certs, ciphers: str) -> ssl.SSLContext:
+    context = client_context(certs, with_cert=False, max_version=ssl.TLSVersion.TLSv1_2)
+    context.set_ciphers(ciphers)
+    return context
+
+
+def tls_cipher(port: int, context: ssl.SSLContext) -> str:
+    """The suite a TLS handshake with ``port`` agreed on (no application data)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            cipher = s.cipher()
+            assert cipher is not None
+            return cipher[0]
+
+
+def stomp_cipher(port: int, context: ssl.SSLContext) -> str:
+    """The suite a STOMP/TLS connection agreed on, after a CONNECT answered CONNECTED."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:tenant-1\n\n\x00")
+            assert s.recv(4096).startswith(b"CONNECTED\n")
+            cipher = s.cipher()
+            assert cipher is not None
+            return cipher[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls12_accepts_only_forward_secret_aead_suites(reactor, rsa_certs):
+    tls = {"certificate": str(rsa_certs.server_cert), "key": str(rsa_certs.server_key)}
+    gateway = await start(reactor, tls)
+    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
+    try:
+        for port in (http_port, stomp_port):
+            # Static RSA key exchange (no forward secrecy), CBC with SHA-1 or with GCM.
+            for weak in ("AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA"):
+                with pytest.raises((ssl.SSLError, ConnectionError)):
+                    await threads.deferToThread(tls_cipher, port, tls12_client(rsa_certs, weak))
+        for good in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305"):
+            context = tls12_client(rsa_certs, good)
+            assert await threads.deferToThread(stomp_cipher, stomp_port, context) == good
+        assert (
+            await threads.deferToThread(
+                https_ping, http_port, tls12_client(rsa_certs, "ECDHE-RSA-AES256-GCM-SHA384")
+            )
+            == 204
+        )
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_ciphers_key_admits_a_suite_the_default_refuses(reactor, rsa_certs):
+    from qgate.gateway.config import DEFAULT_CIPHERS
+
+    tls = {
+        "certificate": str(rsa_certs.server_cert),
+        "key": str(rsa_certs.server_key),
+        "ciphers": DEFAULT_CIPHERS + ":AES256-GCM-SHA384",
+    }
+    gateway = await start(reactor, tls)
+    stomp_port = gateway.ports[1].getHost().port
+    try:
+        context = tls12_client(rsa_certs, "AES256-GCM-SHA384")
+        assert await threads.deferToThread(stomp_cipher, stomp_port, context) == (
+            "AES256-GCM-SHA384"
+        )
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await threads.deferToThread(
+                tls_cipher, stomp_port, tls12_client(rsa_certs, "AES128-SHA")
+            )
+    finally:
+        await gateway.stopService()
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"ciphers": "NO-SUCH-SUITE"}, "listeners[0].tls.ciphers: no TLS 1.2 cipher suite"),
+        ({"ciphers": 3}, "listeners[0].tls.ciphers: expected a string"),
+        ({"handshake_timeout": 0}, "listeners[0].tls.handshake_timeout: must be more than 0"),
+        ({"handshake_timeout": "soon"}, "listeners[0].tls.handshake_timeout: expected a number"),
+        ({"cipher": "HIGH"}, "listeners[0].tls.cipher: unknown key"),
+    ],
+)
+def test_bad_tls_settings_name_the_key(certs, tls, message):
+    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key), **tls}
+    with pytest.raises(ConfigError) as e:
+        parse({"listeners": [{"protocol": "stomp", "endpoint": "tcp:0", "tls": tls}]})
+    assert message in str(e.value)
+
+
+# -- handshake deadline ----------------------------------------------------------------------
+
+
+def silent_client(port: int) -> float:
+    """Connect and send nothing; seconds until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        started = time.monotonic()
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        return time.monotonic() - started
+
+
+def slow_stomp_client(port: int, context: ssl.SSLContext, pause: float) -> bytes:
+    """A complete handshake, then nothing for ``pause`` seconds, then a CONNECT."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            time.sleep(pause)
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:tenant-1\n\n\x00")
+            return s.recv(4096)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_without_a_tls_handshake_is_closed_after_the_timeout(reactor, certs):
+    tls = {
+        "certificate": str(certs.server_cert),
+        "key": str(certs.server_key),
+        "handshake_timeout": 0.5,
+    }
+    gateway = await start(reactor, tls)
+    try:
+        waited = await defer.gatherResults(
+            [threads.deferToThread(silent_client, p.getHost().port) for p in gateway.ports]
+        )
+        assert all(0.4 < w < 3 for w in waited), waited
+        # A connection whose handshake is done is not bound by the deadline.
+        stomp_port = gateway.ports[1].getHost().port
+        context = client_context(certs, with_cert=False)
+        reply = await threads.deferToThread(slow_stomp_client, stomp_port, context, 1.0)
+        assert reply.startswith(b"CONNECTED\n")
+    finally:
+        await gateway.stopService()
+
+
+class _Recorder(Protocol):
+    """Keeps what the peer sent."""
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class _Greeter(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.write(b"hello")  # type: ignore[union-attr]
+
+
+def _deadline_server(certs, clock: Clock, timeout: float = 10.0):
+    """A TLS server factory made by ``wrap`` on ``clock``, and the protocols it built."""
+    tls = {
+        "certificate": str(certs.server_cert),
+        "key": str(certs.server_key),
+        "handshake_timeout": timeout,
+    }
+    config = parse({"listeners": [{"protocol": "stomp", "endpoint": "tcp:0", "tls": tls}]})
+    tls_config = config.listeners[0].tls
+    assert tls_config is not None
+    built: list[_Recorder] = []
+
+    def app() -> _Recorder:
+        built.append(_Recorder())
+        return built[-1]
+
+    return wrap(Factory.forProtocol(app), tls_config, clock), built
+
+
+def test_the_handshake_deadline_on_a_clock(certs):
+    clock = Clock()
+    factory, _ = _deadline_server(certs, clock)
+    server = factory.buildProtocol(None)
+    transport = StringTransport()
+    server.makeConnection(transport)
+    clock.advance(9.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+    assert not clock.getDelayedCalls()
+
+
+def test_a_finished_handshake_cancels_the_deadline(certs):
+    clock = Clock()
+    server_factory, built = _deadline_server(certs, clock)
+    trust = ssl_twisted.Certificate.loadPEM(certs.ca.read_bytes())
+    client_factory = TLSMemoryBIOFactory(
+        ssl_twisted.optionsForClientTLS("localhost", trustRoot=trust),
+        True,
+        Factory.forProtocol(_Greeter),
+        clock,
+    )
+    _, _, pump = connectedServerAndClient(
+        lambda: server_factory.buildProtocol(None),
+        lambda: client_factory.buildProtocol(None),
+    )
+    clock.advance(0)  # TLS writes are aggregated until the next reactor turn
+    pump.flush()
+    assert [p.received for p in built] == [b"hello"]  # the handshake is done
+    assert not clock.getDelayedCalls()  # and the deadline cancelled
+    clock.advance(60)
+    pump.flush()
+    assert not pump.serverIO.disconnecting
