@@ -28,6 +28,42 @@ log = Logger()
 
 #: Seconds a stopping gateway gives open connections to flush their last responses.
 FLUSH_GRACE = 0.2
+#: Listen backlog of stream listeners whose endpoint names none (Twisted's default is 50,
+#: short enough that bursts of connects wait for a SYN retransmit; the kernel caps it at
+#: net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+#: Endpoint types whose server parser takes ``backlog=``.
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def _fields(description: str) -> list[str]:
+    """The ``:``-separated fields of an endpoint description (``\\:`` does not split)."""
+    out, field, escaped = [], "", False
+    for ch in description:
+        if escaped:
+            field += ch
+            escaped = False
+        elif ch == "\\":
+            field += ch
+            escaped = True
+        elif ch == ":":
+            out.append(field)
+            field = ""
+        else:
+            field += ch
+    out.append(field)
+    return out
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """``description`` with ``backlog=`` added for tcp, tcp6, ssl and unix endpoints that
+    do not set their own (which is kept); other endpoint types are left alone."""
+    fields = _fields(description)
+    if fields[0].strip().lower() not in _BACKLOG_TYPES:
+        return description
+    if any(f.startswith("backlog=") for f in fields[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def make_storage(reactor: Any, config: Config) -> IQueueStorage:
@@ -95,7 +131,7 @@ class Gateway(service.MultiService):
             if listener.tls is not None:
                 factory = tls.wrap(factory, listener.tls, reactor)
             try:
-                endpoint = endpoints.serverFromString(reactor, listener.endpoint)
+                endpoint = endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
             except (ValueError, TypeError, KeyError) as e:
                 raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
             self._factories.append((listener, endpoint, factory))

@@ -6,13 +6,14 @@ import http.client
 import json
 import time
 
+import pytest
 import pytest_twisted
 from twisted.application.service import IServiceMaker
 from twisted.internet import threads
 from twisted.plugin import getPlugins
 
 from qgate.gateway import registry
-from qgate.gateway.app import Gateway
+from qgate.gateway.app import LISTEN_BACKLOG, Gateway, with_backlog
 from qgate.gateway.config import parse
 
 HEADERS = {"Client-ID": "3381af92-2b9e-11e3-b191-71861300734c", "X-Project-Id": "p"}
@@ -76,3 +77,46 @@ async def test_stopping_answers_parked_long_polls_and_stops_accepting(reactor):
         pass
     else:
         raise AssertionError("a stopped gateway still accepts connections")
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("tcp:0", "tcp:0:backlog=1024"),
+        ("tcp:8888:interface=127.0.0.1", "tcp:8888:interface=127.0.0.1:backlog=1024"),
+        ("tcp6:0:interface=\\:\\:1", "tcp6:0:interface=\\:\\:1:backlog=1024"),
+        ("ssl:443:privateKey=k.pem", "ssl:443:privateKey=k.pem:backlog=1024"),
+        ("unix:/run/q.sock", "unix:/run/q.sock:backlog=1024"),
+        # The endpoint's own backlog is kept.
+        ("tcp:0:backlog=7", "tcp:0:backlog=7"),
+        ("tcp:0:backlog=7:interface=127.0.0.1", "tcp:0:backlog=7:interface=127.0.0.1"),
+        # An escaped colon does not start a field: this path is not a backlog= option.
+        ("unix:/tmp/x\\:backlog=3", "unix:/tmp/x\\:backlog=3:backlog=1024"),
+        # Endpoint types without a backlog are left alone.
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_stream_endpoints_get_a_long_listen_backlog(description, expected):
+    assert with_backlog(description) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_listeners_listen_with_backlog_1024_unless_the_endpoint_names_one(reactor, tmp_path):
+    config = parse(
+        {
+            "storage": {"url": "memory://"},
+            "listeners": [
+                {"protocol": "http", "endpoint": "tcp:0:interface=127.0.0.1"},
+                {"protocol": "stomp", "endpoint": "tcp:0:interface=127.0.0.1:backlog=7"},
+                {"protocol": "stomp", "endpoint": f"unix:{tmp_path / 'stomp.sock'}"},
+            ],
+        }
+    )
+    gateway = Gateway(reactor, config)
+    await gateway.listen()
+    try:
+        # What the listening socket was given (socket.listen(port.backlog) in Twisted).
+        assert [p.backlog for p in gateway.ports] == [LISTEN_BACKLOG, 7, LISTEN_BACKLOG]
+        assert LISTEN_BACKLOG == 1024
+    finally:
+        await gateway.stopService()

@@ -301,7 +301,7 @@ class _Recorder(Protocol):
 
 class _Greeter(Protocol):
     def connectionMade(self) -> None:
-        self.transport.write(b"hello")  # type: ignore[union-attr]
+        self.transport.write(b"hello")
 
 
 def _deadline_server(certs, clock: Clock, timeout: float = 10.0):
