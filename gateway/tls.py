@@ -19,18 +19,10 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.error import VerifyError
-from twisted.internet.interfaces import (
-    IAddress,
-    IDelayedCall,
-    IHandshakeListener,
-    IProtocol,
-    IProtocolFactory,
-    IReactorTime,
-)
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from qgate.gateway.config import ConfigError, TLSConfig
 
@@ -96,10 +88,14 @@ def certificate_options(tls: TLSConfig) -> ssl.CertificateOptions:
     )
 
 
-@implementer(IHandshakeListener)
-class _HandshakeDeadline(ProtocolWrapper):
-    """Between the TLS layer and the application protocol: aborts the connection unless
-    the TLS layer reports a completed handshake within the factory's timeout."""
+class _HandshakeDeadline(BufferingTLSTransport):
+    """Twisted's TLS protocol, aborted unless its handshake is done within the factory's
+    ``handshake_timeout``.
+
+    A subclass rather than a wrapper around the application protocol: autobahn (WSS)
+    wants its transport to be the TLS protocol itself. The handshake counts as done once
+    the peer's Finished message has arrived (``get_peer_finished``: the last message of
+    a handshake, full or resumed, as the server sees it)."""
 
     factory: HandshakeDeadlineFactory
     _deadline: IDelayedCall | None = None
@@ -108,14 +104,17 @@ class _HandshakeDeadline(ProtocolWrapper):
         self._deadline = self.factory.clock.callLater(self.factory.timeout, self._expired)
         super().makeConnection(transport)
 
-    def handshakeCompleted(self) -> None:
-        self._cancel()
-        if IHandshakeListener.providedBy(self.wrappedProtocol):
-            self.wrappedProtocol.handshakeCompleted()
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._deadline is not None and self._handshaken():
+            self._cancel()
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel()
         super().connectionLost(reason)
+
+    def _handshaken(self) -> bool:
+        return self.getHandle().get_peer_finished() is not None
 
     def _cancel(self) -> None:
         deadline, self._deadline = self._deadline, None
@@ -124,25 +123,27 @@ class _HandshakeDeadline(ProtocolWrapper):
 
     def _expired(self) -> None:
         self._deadline = None
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        if not self._handshaken():
+            self.abortConnection()
 
 
-class HandshakeDeadlineFactory(WrappingFactory[_HandshakeDeadline]):
-    """Wraps the application factory of a TLS listener (see ``_HandshakeDeadline``)."""
+class HandshakeDeadlineFactory(TLSMemoryBIOFactory):
+    """TLS on a server listener, with a deadline for the handshake."""
 
     protocol = _HandshakeDeadline
 
-    def __init__(self, factory: IProtocolFactory, clock: IReactorTime, timeout: float) -> None:
-        super().__init__(factory)
+    def __init__(
+        self,
+        options: ssl.CertificateOptions,
+        factory: IProtocolFactory,
+        clock: IReactorTime,
+        timeout: float,
+    ) -> None:
+        super().__init__(options, False, factory, clock)
         self.clock = clock
         self.timeout = timeout
-
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        inner: IProtocol | None = self.wrappedFactory.buildProtocol(addr)
-        return None if inner is None else self.protocol(self, inner)
 
 
 def wrap(factory: IProtocolFactory, tls: TLSConfig, clock: IReactorTime) -> IProtocolFactory:
     """``factory`` behind TLS with the options of ``tls``, and a handshake deadline."""
-    deadline = HandshakeDeadlineFactory(factory, clock, tls.handshake_timeout)
-    return TLSMemoryBIOFactory(certificate_options(tls), False, deadline, clock)
+    return HandshakeDeadlineFactory(certificate_options(tls), factory, clock, tls.handshake_timeout)

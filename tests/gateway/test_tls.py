@@ -323,6 +323,57 @@ def _deadline_server(certs, clock: Clock, timeout: float = 10.0):
     return wrap(Factory.forProtocol(app), tls_config, clock), built
 
 
+def https_alpn(port: int, context: ssl.SSLContext) -> tuple[int, str | None]:
+    """A ping from a client that offers ALPN, as browsers and curl do."""
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /v2/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            status = int(s.recv(4096).split(b" ", 2)[1])
+            return status, s.selected_alpn_protocol()
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_clients_offering_alpn_get_http_1_1(reactor, certs):
+    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
+    gateway = await start(reactor, tls)
+    try:
+        context = client_context(certs, with_cert=False)
+        status, alpn = await threads.deferToThread(
+            https_alpn, gateway.ports[0].getHost().port, context
+        )
+        assert (status, alpn) == (204, "http/1.1")
+    finally:
+        await gateway.stopService()
+
+
+def wss_upgrade(port: int, context: ssl.SSLContext) -> bytes:
+    """The status line of a STOMP-over-WebSocket upgrade over TLS."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(
+                b"GET /stomp HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n"
+            )
+            return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_upgrades_work_over_tls(reactor, certs):
+    # autobahn needs its transport to be Twisted's TLS protocol itself (not a wrapper).
+    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
+    gateway = await start(reactor, tls)
+    try:
+        context = client_context(certs, with_cert=False)
+        port = gateway.ports[0].getHost().port
+        assert await threads.deferToThread(wss_upgrade, port, context) == (
+            b"HTTP/1.1 101 Switching Protocols"
+        )
+    finally:
+        await gateway.stopService()
+
+
 def test_the_handshake_deadline_on_a_clock(certs):
     clock = Clock()
     factory, _ = _deadline_server(certs, clock)
