@@ -205,16 +205,21 @@ class QGateCalls:
         )
         if claim is None:
             return None
+        try:
+            messages = await self._messages(queue, claim.messages)
+        except BaseException:
+            # Committed but not answered: give the messages back (as HTTP and STOMP do).
+            self.service.release(await self.tenant(), queue, claim.id).addErrback(
+                lambda f: log.failure("releasing an unanswered claim failed", f)
+            )
+            raise
         now = self._now()
         return {
             "id": claim.id,
             "ttl": claim.ttl,
             "grace": claim.grace,
             "age": claim.age(now),
-            "messages": [
-                _message_record(m, now, claim.id)
-                for m in await self._messages(queue, claim.messages)
-            ],
+            "messages": [_message_record(m, now, claim.id) for m in messages],
         }
 
     async def rpc_renewClaim(self, queue: str, claimId: str, ttl: float, grace: float) -> None:
