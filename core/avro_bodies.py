@@ -31,11 +31,12 @@ cached by (reader text, writer fingerprint).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from qgate.core import jsonsafe
 from qgate.core.errors import InvalidArgument
+from qgate.core.jsonsafe import is_json_type
 from qgate.core.model import Message, NewMessage
 from qgate.core.schemas import (
     AvroSchema,
@@ -91,11 +92,6 @@ def avro_content_type(fingerprint: int) -> str:
 
 def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_json_type(content_type: str) -> bool:
-    media = media_type(content_type)
-    return media == "application/json" or media.endswith("+json")
 
 
 def _content_fingerprint(content_type: str) -> int | None:
@@ -215,9 +211,9 @@ class QueueBodies:
         path = f"{where}.body"
         if is_json_type(m.content_type):
             try:
-                value = json.loads(m.body)
-            except (ValueError, RecursionError) as e:
-                raise InvalidAvroData(f"{path} is not JSON: {e}", field=path) from None
+                value = jsonsafe.loads(m.body)
+            except jsonsafe.JSONValueError as e:
+                raise InvalidAvroData(f"{path} is not JSON: {e.reason}", field=path) from None
             return reader.encode_json(value, path)
         avro = avro_writer(m.content_type, m.body)
         if avro is None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qgate.core import jsonsafe
 from qgate.core.errors import InvalidArgument, TooLarge
 from qgate.core.model import NewMessage, Overflow, QueueOptions
 
@@ -103,9 +104,30 @@ def check_options(options: QueueOptions, limits: Limits) -> QueueOptions:
 
 
 def check_metadata(metadata: object) -> Mapping[str, Any]:
+    """Metadata is a JSON object every protocol can show: strict JSON (no lone surrogate,
+    no non-finite number; see ``core.jsonsafe``)."""
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
         raise InvalidArgument("metadata must be an object with string keys", field="metadata")
+    try:
+        jsonsafe.check_value(dict(metadata))
+    except (jsonsafe.JSONValueError, TypeError, RecursionError) as e:
+        why = e.reason if isinstance(e, jsonsafe.JSONValueError) else "not a JSON value"
+        raise InvalidArgument(f"metadata is not JSON: {why}", field="metadata") from None
     return metadata
+
+
+def check_json_body(message: NewMessage, where: str) -> None:
+    """A body whose content type says JSON must be strict JSON, so that every protocol
+    can show it as the document it claims to be."""
+    if jsonsafe.is_json_type(message.content_type):
+        try:
+            jsonsafe.loads(message.body)
+        except jsonsafe.JSONValueError as e:
+            raise InvalidArgument(
+                f"{where}.body is not JSON ({e.reason}) but its content type is "
+                f"{message.content_type!r:.80}",
+                field=f"{where}.body",
+            ) from None
 
 
 def check_messages(messages: Sequence[NewMessage], limits: Limits) -> None:
@@ -157,6 +179,7 @@ def check_messages(messages: Sequence[NewMessage], limits: Limits) -> None:
                     f"{where}.headers[{k!r:.40}] is longer than {limits.max_header_length}",
                     field=f"{where}.headers",
                 )
+        check_json_body(m, where)
 
 
 def _plain(m: object, limits: Limits) -> bool:
@@ -172,6 +195,7 @@ def _plain(m: object, limits: Limits) -> bool:
         and not m.headers
         and type(m.content_type) is str
         and len(m.content_type) <= limits.max_content_type
+        and "json" not in m.content_type.lower()  # JSON bodies are checked the long way
     )
 
 

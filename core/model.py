@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from qgate.core.errors import InvalidArgument
+
 #: Priority a message gets when the publisher names none (the JMS convention: 0-9, 4 default).
 DEFAULT_PRIORITY = 4
 
@@ -62,9 +64,20 @@ class QueueOptions:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QueueOptions:
+        """The options ``to_dict`` wrote; InvalidArgument naming the option for a key it
+        does not know or an overflow that is not one (``check_options`` checks the rest)."""
         values = dict(data)
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InvalidArgument(f"unknown queue option {unknown[0]!r:.80}", field=unknown[0])
         if "overflow" in values:
-            values["overflow"] = Overflow(values["overflow"])
+            overflow = values["overflow"]
+            if not isinstance(overflow, str) or overflow not in {o.value for o in Overflow}:
+                raise InvalidArgument(
+                    f"overflow must be 'reject' or 'drop_oldest' (got {overflow!r:.80})",
+                    field="overflow",
+                )
+            values["overflow"] = Overflow(overflow)
         return cls(**values)
 
 

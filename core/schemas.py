@@ -52,6 +52,7 @@ import fastavro.validation
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, UnknownType
 
+from qgate.core import jsonsafe
 from qgate.core.errors import InvalidArgument, TooLarge
 
 __all__ = [
@@ -964,19 +965,21 @@ def parse_schema(
     """Parse and check a schema given as JSON text or as a JSON value."""
     if isinstance(source, bytes | str):
         text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
-        if len(text.encode()) > max_size:
+        if len(text.encode("utf-8", "surrogatepass")) > max_size:
             raise TooLarge(f"a schema is at most {max_size} bytes", field="schema")
         try:
-            definition = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise InvalidSchema(f"schema is not JSON: {_reason(e)}") from None
+            # Strict JSON (core.jsonsafe): its text is shown back as JSON by every protocol.
+            definition = jsonsafe.loads(text)
+        except jsonsafe.JSONValueError as e:
+            raise InvalidSchema(f"schema is not JSON: {e.reason}") from None
     else:
         definition = source
     try:
-        text = json.dumps(definition, separators=(",", ":"), ensure_ascii=False)
+        data = jsonsafe.dumps(definition)
     except (TypeError, ValueError, RecursionError) as e:
         raise InvalidSchema(f"schema is not a JSON value: {_reason(e)}") from None
-    if len(text.encode()) > max_size:
+    text = data.decode("utf-8")
+    if len(data) > max_size:
         raise TooLarge(f"a schema is at most {max_size} bytes", field="schema")
     if not isinstance(definition, str | dict | list):
         raise InvalidSchema(f"not a schema: {_show(definition)}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError
 
+from qgate.core import jsonsafe
 from qgate.core.errors import InvalidArgument, QGateError, TooLarge
 from qgate.core.schemas import (
     MAX_SCHEMA_SIZE,
@@ -218,9 +219,9 @@ class Protocol:
             if len(text.encode()) > max_size:
                 raise TooLarge(f"a protocol is at most {max_size} bytes", field="protocol")
             try:
-                definition = json.loads(text)
-            except (ValueError, RecursionError) as e:
-                raise InvalidSchema(f"protocol is not JSON: {e}", field="protocol") from None
+                definition = jsonsafe.loads(text)
+            except jsonsafe.JSONValueError as e:
+                raise InvalidSchema(f"protocol is not JSON: {e.reason}", field="protocol") from None
         else:
             definition = source
             text = json.dumps(definition, separators=(",", ":"), ensure_ascii=False)

@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from qgate.core import jsonsafe
 from qgate.core.auth import IAuthenticator
 from qgate.core.avro_bodies import format_fingerprint, media_type
 from qgate.core.errors import InvalidArgument, QGateError
@@ -98,8 +99,8 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = jsonsafe.loads(text)
+    except jsonsafe.JSONValueError:
         value = None
     if not isinstance(value, dict):
         raise InvalidArgument("metadata must be a JSON object, as text", field="metadata")
@@ -175,7 +176,7 @@ class QGateCalls:
         return {
             "name": found.name,
             "options": _options_record(found.options),
-            "metadata": json.dumps(dict(found.metadata)),
+            "metadata": jsonsafe.dumps_lenient(dict(found.metadata)).decode("utf-8"),
         }
 
     async def rpc_deleteQueue(self, queue: str) -> bool:
@@ -204,16 +205,21 @@ class QGateCalls:
         )
         if claim is None:
             return None
+        try:
+            messages = await self._messages(queue, claim.messages)
+        except BaseException:
+            # Committed but not answered: give the messages back (as HTTP and STOMP do).
+            self.service.release(await self.tenant(), queue, claim.id).addErrback(
+                lambda f: log.failure("releasing an unanswered claim failed", f)
+            )
+            raise
         now = self._now()
         return {
             "id": claim.id,
             "ttl": claim.ttl,
             "grace": claim.grace,
             "age": claim.age(now),
-            "messages": [
-                _message_record(m, now, claim.id)
-                for m in await self._messages(queue, claim.messages)
-            ],
+            "messages": [_message_record(m, now, claim.id) for m in messages],
         }
 
     async def rpc_renewClaim(self, queue: str, claimId: str, ttl: float, grace: float) -> None:

@@ -24,6 +24,7 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from qgate.core import jsonsafe
 from qgate.core.avro_bodies import (
     AVRO_BINARY,
     avro_content_type,
@@ -33,7 +34,7 @@ from qgate.core.avro_bodies import (
 )
 from qgate.core.errors import MessageClaimed, MessageNotFound, QueueNotFound
 from qgate.core.interfaces import IQueueService
-from qgate.core.model import Message, NewMessage, QueueOptions
+from qgate.core.model import Claim, Message, NewMessage, QueueOptions
 from qgate.core.schemas import read_container
 from qgate.gateway.registry import GatewayContext
 from qgate.protocols.http import avro, wire
@@ -586,20 +587,27 @@ class ZaqarAPI:
             found = None
         if found is None or not found.messages:
             return Response(204)
+        try:
+            return await self._claim_answer(call, tenant, name, found)
+        except BaseException:
+            # The claim is committed but cannot be answered (or the client went away):
+            # give its messages back rather than hide them for ttl + grace.
+            self.service.release(tenant, name, found.id).addErrback(
+                lambda f: log.failure("releasing an unanswered claim failed", f)
+            )
+            raise
+
+    async def _claim_answer(self, call: Call, tenant: str, name: str, found: Claim) -> Response:
+        """The answer to a claim, rendered to bytes here, so nothing about it can fail
+        once it is returned."""
         path, now = _queue_path(name), self._now()
         location = {"Location": f"{path}/claims/{found.id}"}
         if avro.wants_avro(call.header("Accept")):
             return await self._avro_page(tenant, name, found.messages, found.id, 201, location)
         bodies = await self._bodies(tenant, name, found.messages)
-        return Response(
-            201,
-            {
-                "messages": [
-                    wire.render_message(m, path, now, found.id, bodies) for m in found.messages
-                ]
-            },
-            location,
-        )
+        rendered = [wire.render_message(m, path, now, found.id, bodies) for m in found.messages]
+        document = {"messages": rendered}
+        return Response(201, headers=location, body=jsonsafe.dumps_lenient(document))
 
     async def get_claim(self, call: Call) -> Response:
         call.client_id()

@@ -18,9 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from qgate.core import jsonsafe
 from qgate.core.errors import QGateError
 from qgate.gateway.registry import GatewayContext
-from qgate.protocols.http import wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.endpoints import ZaqarAPI
 from qgate.protocols.http.errors import HTTPError, from_core
@@ -164,7 +164,7 @@ class ApiResource(Resource):
         if response.body is not None:
             body = response.body
         else:
-            body = b"" if response.document is None else wire.dump_json(response.document)
+            body = b"" if response.document is None else self._json(response.document, pending)
         request.setResponseCode(response.status)
         request.setHeader(b"Server", b"qgate")
         origin = _header(request, b"Origin")
@@ -184,6 +184,21 @@ class ApiResource(Resource):
             request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
         request.write(body)
         request.finish()
+
+    @staticmethod
+    def _json(document: object, pending: _Pending) -> bytes:
+        """The answer's JSON. A value strict JSON cannot write (metadata stored by an older
+        version with a lone surrogate) is written leniently, never a failure."""
+        try:
+            return jsonsafe.dumps(document)
+        except jsonsafe.JSONValueError as e:
+            log.warn(
+                "answer to {method} {uri} is not strict JSON ({reason}): written leniently",
+                method=pending.method,
+                uri=bytes(pending.request.uri).decode("ascii", "replace"),
+                reason=e.reason,
+            )
+            return jsonsafe.dumps_lenient(document)
 
 
 def _header(request: Request, name: bytes) -> str | None:

@@ -15,9 +15,17 @@ encoding of its ``body`` with content type ``application/json`` and rendered bac
 that document. Messages published by other protocols (a STOMP frame carries any bytes)
 are rendered by content type:
 
-* a JSON type (``application/json`` or ``*/*+json``) whose bytes parse: the document;
-* anything else that is valid UTF-8: a JSON string;
+* a JSON type (``application/json`` or ``*/*+json``) whose bytes are strict JSON
+  (``core.jsonsafe``): the document;
+* anything else that is valid UTF-8: a JSON string (so a body stored before the core
+  checked JSON bodies, holding ``"\\ud800"`` or ``NaN``, shows as its text);
 * anything else: ``{"$binary": "<base64 of the bytes>", "content_type": "<type>"}``.
+
+Request documents are strict JSON (``parse_json``); answers are written leniently
+(``jsonsafe.dumps_lenient``: a lone surrogate that metadata stored by an older version
+holds becomes U+FFFD, a non-finite number ``null``), so no stored value makes an answer
+fail. A claim's answer is rendered before it is returned and the claim released if that
+fails (``endpoints.create_claim``): a claim is never committed without being returned.
 
 The binary marker lives inside ``body`` rather than as an extra message field because
 python-zaqarclient builds ``Message(**fields)`` and fails on keys it does not know.
@@ -53,6 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qgate.core import jsonsafe
 from qgate.core.limits import NAME_RE, Limits
 from qgate.core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request
@@ -120,32 +129,24 @@ def _n(x: float) -> str:
 # -- JSON documents --------------------------------------------------------------------------
 
 
-def _json_int(text: str) -> int:
-    value = int(text)
-    if not -(2**63) <= value < 2**63:
-        # Zaqar's read_json: OverflowedJSONInteger.
-        raise OverflowError(text)
-    return value
-
-
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not JSON")
-
-
 def parse_json(data: bytes) -> Any:
-    """The document in ``data``; 400 with Zaqar's descriptions when it is not JSON."""
+    """The document in ``data``, strict JSON (``core.jsonsafe``: no lone surrogate, no
+    NaN or Infinity, no number past a double or 64 bits); 400 with Zaqar's descriptions
+    when it is not, the reason appended."""
     if not data.strip():
         raise bad_body("Request body can not be empty")
     try:
-        return json.loads(data.decode("utf-8"), parse_int=_json_int, parse_constant=_no_constant)
-    except OverflowError:
+        # Zaqar's read_json refuses integers past 64 bits (OverflowedJSONInteger).
+        return jsonsafe.loads(data, int_bound=2**63)
+    except jsonsafe.IntegerTooLarge:
         raise bad_body("JSON contains integer that is too large.") from None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise bad_body("Request body could not be parsed.") from None
+    except jsonsafe.JSONValueError as e:
+        raise bad_body(f"Request body could not be parsed: {e.reason}.") from None
 
 
 def dump_json(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Strict JSON of a value ``parse_json`` read (it cannot fail on one)."""
+    return jsonsafe.dumps(document)
 
 
 def checked_field(document: Mapping[str, Any], name: str, kind: type | None, default: Any) -> Any:
@@ -225,17 +226,16 @@ def check_message_delay(delay: int, bounds: Bounds) -> int:
     return delay
 
 
-def is_json_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == JSON_TYPE or media.endswith("+json")
+is_json_type = jsonsafe.is_json_type
 
 
 def render_body(message: Message) -> Any:
-    """The ``body`` of a message as Zaqar shows it (see the module docstring)."""
+    """The ``body`` of a message as Zaqar shows it (see the module docstring); never
+    fails, whatever storage holds."""
     if is_json_type(message.content_type):
         try:
-            return json.loads(message.body.decode("utf-8"), parse_constant=_no_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError):
+            return jsonsafe.loads(message.body)
+        except jsonsafe.JSONValueError:
             pass
     try:
         return message.body.decode("utf-8")
@@ -387,10 +387,15 @@ def check_metadata(metadata: Mapping[str, Any], bounds: Bounds) -> None:
     dlq = metadata.get("_dead_letter_queue")
     if dlq is not None and (not isinstance(dlq, str) or not NAME_RE.match(dlq)):
         raise bad_request("The format of the submitted queue name is not valid.")
+    # Types first: a list or an object is not hashable, so not a key to look up.
     overflow = metadata.get("_overflow")
-    if overflow is not None and overflow not in {o.value for o in Overflow}:
+    if overflow is not None and (
+        not isinstance(overflow, str) or overflow not in {o.value for o in Overflow}
+    ):
         raise bad_request("_overflow must be 'reject' or 'drop_oldest'.")
     flavor = metadata.get("_flavor")
+    if flavor is not None and not isinstance(flavor, str):
+        raise bad_request("_flavor must be 'durable' or 'transient'.")
     if flavor is not None and flavor not in FLAVORS:
         # Zaqar: FlavorDoesNotExist -> 400.
         raise bad_request(f"Flavor {flavor!r:.80} does not exist")
@@ -401,7 +406,7 @@ def check_metadata(metadata: Mapping[str, Any], bounds: Bounds) -> None:
 
 def schema_text(value: Any) -> str:
     """The JSON text of a ``_schema`` value (a schema as a JSON value)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return jsonsafe.dumps(value).decode("utf-8")
 
 
 def options_for(

@@ -23,10 +23,10 @@ ERROR frame would).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from qgate.core import jsonsafe
 from qgate.core.avro_bodies import avro_writer, format_fingerprint, media_type, schema_from_text
 from qgate.core.errors import InvalidArgument, QueueNotFound
 from qgate.core.model import Message
@@ -71,7 +71,7 @@ def _stored_writer(message: Message) -> tuple[int, bytes] | None:
 
 
 def _dump(value: Any) -> bytes:
-    return json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":")).encode()
+    return jsonsafe.dumps_lenient(to_json(value))
 
 
 def _as_stored(message: Message, reason: str) -> Message:
@@ -170,8 +170,8 @@ class SubscriptionBodies:
         out = []
         for m in messages:
             if m.marker in decoded:
-                body = json.dumps(decoded[m.marker], ensure_ascii=False, separators=(",", ":"))
-                out.append(m._replace(body=body.encode(), content_type=JSON))
+                body = jsonsafe.dumps_lenient(decoded[m.marker])
+                out.append(m._replace(body=body, content_type=JSON))
             else:
                 w = _stored_writer(m)
                 writer = format_fingerprint(w[0]) if w is not None else "?"

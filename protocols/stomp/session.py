@@ -63,6 +63,8 @@ MAX_INFLIGHT_PUBLISHES = 512
 MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 #: Upper bound for ``prefetch-count`` (messages in flight per subscription).
 MAX_PREFETCH = 10_000
+#: Most digits of an integer header (priority, heart-beat, ACK id): 18 fit in 64 bits.
+MAX_DIGITS = 18
 
 ACK_MODES = ("auto", "client", "client-individual")
 DESTINATION_KINDS = ("queue", "topic", "temp-queue", "reply-queue")
@@ -898,7 +900,7 @@ class StompSession:
         priority = DEFAULT_PRIORITY
         raw = frame.get("priority")
         if raw is not None:
-            if not (raw.isdigit() and raw.isascii() and 0 <= int(raw) <= 9):
+            if not (_digits(raw) and 0 <= int(raw) <= 9):
                 raise StompError(f"priority must be 0 to 9 (got {raw[:20]!r})")
             priority = int(raw)
         ttl: float | None = None
@@ -1228,7 +1230,7 @@ class StompSession:
         self._guard(self._then_receipt(self._settle(tag, positive), frame), frame)
 
     def _check_tag(self, tag: str) -> None:
-        if not (tag.isdigit() and tag.isascii() and 0 < int(tag) < self._next_tag):
+        if not (_digits(tag) and 0 < int(tag) < self._next_tag):
             raise StompError(f"unknown message id {tag[:80]!r} in ACK/NACK")
 
     def _settle(self, tag: str, positive: bool) -> Deferred[None]:
@@ -1358,9 +1360,15 @@ def _trim_10(frame: Frame) -> Frame:
     return Frame(frame.command, headers, frame.body)
 
 
+def _digits(value: str) -> bool:
+    """Whether a header value is a whole number of at most ``MAX_DIGITS`` ASCII digits:
+    checked before ``int()``, which raises past Python's int/str limit (4300 digits)."""
+    return value.isdigit() and value.isascii() and len(value) <= MAX_DIGITS
+
+
 def _heart_beat(value: str) -> tuple[int, int]:
-    parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() and p.isascii() for p in parts):
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or not all(_digits(p) for p in parts):
         raise StompError(f"heart-beat must be two numbers cx,cy (got {value[:40]!r})")
     return int(parts[0]), int(parts[1])
 

@@ -22,6 +22,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from qgate.core.auth import TrustedTenant
 from qgate.core.avro_bodies import avro_content_type, format_fingerprint
@@ -31,7 +32,8 @@ from qgate.core.service import QueueService
 from qgate.gateway.config import Config
 from qgate.gateway.registry import GatewayContext, web_mounts
 from qgate.protocols.avro import qgate_protocol
-from qgate.protocols.avro.ipc import HandshakeRequest, frame, write_handshake_request
+from qgate.protocols.avro.ipc import AvroError, HandshakeRequest, frame, write_handshake_request
+from qgate.protocols.avro.rpc import QGateCalls
 from qgate.protocols.http import build_site
 from qgate.storage.memory import MemoryStorage
 from tests.conftest import TEST_LIMITS
@@ -333,3 +335,38 @@ async def test_the_tenant_comes_from_the_request_headers(reactor, rpc_service) -
         anonymous.close()
         named.close()
         await listening.stopListening()
+
+
+# -- input and storage qgate cannot serve (in memory, no sockets) ----------------------------
+
+
+def calls_on(storage: MemoryStorage) -> tuple[QGateCalls, QueueService]:
+    service = QueueService(Clock(), storage, MemoryStorage(), limits=TEST_LIMITS)
+    return QGateCalls(service, TrustedTenant(), T, None), service
+
+
+@pytest_twisted.ensureDeferred
+async def test_metadata_that_is_not_strict_json_is_refused() -> None:
+    calls, service = calls_on(MemoryStorage())
+    for text in ('{"a": "\\ud800"}', '{"a": NaN}', '{"a": 1e400}'):
+        with pytest.raises(AvroError) as e:
+            await calls("createQueue", {"queue": "q", "options": None, "metadata": text})
+        assert e.value.value["field"] == "metadata"
+    assert await service.list_queues(T) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_that_cannot_be_answered_is_released() -> None:
+    storage = MemoryStorage()
+    calls, service = calls_on(storage)
+    # An Avro row whose writer schema in the registry is damaged: resolving it for the
+    # answer fails after the claim is committed.
+    fingerprint = parse_schema('"string"').fingerprint
+    storage.put_schema(fingerprint, "{damaged")
+    await service.create_queue(T, "q")
+    row = NewMessage(b"\x02a", avro_content_type(fingerprint), ttl=300)
+    storage.publish_now(T, "q", [row], service.clock.seconds(), None)
+    params = {"queue": "q", "limit": 10, "ttl": 60.0, "grace": 60.0, "wait": 0.0}
+    with pytest.raises(AvroError):
+        await calls("claim", params)
+    assert (await service.queue_stats(T, "q")).claimed == 0

@@ -86,7 +86,8 @@ async def test_an_invalid_record_fails_the_batch_naming_index_and_field(service)
     with pytest.raises(InvalidArgument) as e:
         await service.publish(T, "q", [NewMessage(b"hello", content_type="text/plain")])
     assert e.value.field == "messages[0].content_type"
-    with pytest.raises(InvalidAvroData) as e:
+    # A JSON body that is not JSON is refused before any schema sees it (core.limits).
+    with pytest.raises(InvalidArgument) as e:
         await service.publish(T, "q", [NewMessage(b"{nope", content_type="application/json")])
     assert e.value.field == "messages[0].body"
     assert await everything(service) == []

@@ -359,7 +359,7 @@ async def test_bodies_published_elsewhere_render_by_content_type(
             NewMessage(b"plain text", "text/plain"),
             NewMessage(b"\xff\x00\x10", "application/octet-stream"),
             NewMessage(b'{"a": [1]}', "application/vnd.thing+json"),
-            NewMessage(b"{broken", "application/json"),
+            # JSON-typed rows that are not JSON (the core refuses them): test_strict_json.
         ],
     )
     reply = await api.get("/v2/queues/mixed/messages?echo=true")
@@ -370,5 +370,4 @@ async def test_bodies_published_elsewhere_render_by_content_type(
             "content_type": "application/octet-stream",
         },
         {"a": [1]},
-        "{broken",
     ]
