@@ -30,8 +30,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.gateway.certs import CertFiles, make_certs
-from tests.gateway.serve import CLIENT_ID, Server, free_port
+from tests.support.certs import CertFiles, make_certs
+from tests.support.serve import CLIENT_ID, Server, free_port
 
 pytestmark = pytest.mark.integration
 

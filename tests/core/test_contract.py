@@ -19,7 +19,7 @@ from qgate.core.errors import (
     TooLarge,
 )
 from qgate.core.model import NewMessage, Overflow, QueueOptions
-from tests.helpers import until
+from tests.support.deferreds import until
 
 T = "tenant-a"
 

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from qgate.core.model import NewMessage
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import fired
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import fired
 
 T = "t"
 

@@ -21,8 +21,9 @@ from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
 from qgate.storage.sql.schema import metadata
 from qgate.storage.sql.store import SQLStorage, make_engine
 from qgate.storage.sql.writer import GroupCommitWriter, each
-from tests.conftest import TEST_LIMITS, _clean_pg
-from tests.helpers import until
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import until
+from tests.support.stores import clean_pg
 
 T = "t"
 
@@ -34,7 +35,7 @@ def sql_url(request, tmp_path):
         upgrade(url)
         return url
     url = request.getfixturevalue("pg_database")
-    _clean_pg(url)
+    clean_pg(url)
     return url
 
 
@@ -181,7 +182,7 @@ def test_migrations_match_the_schema_on_postgresql(pg_database):
 @pytest.mark.postgres
 @pytest_twisted.ensureDeferred
 async def test_a_publish_in_one_process_wakes_a_waiter_in_another(reactor, pg_database):
-    _clean_pg(pg_database)
+    clean_pg(pg_database)
     waiter, waiter_store = make_service(reactor, pg_database)
     publisher, publisher_store = make_service(reactor, pg_database)
     waiter.start()

@@ -12,7 +12,7 @@ from twisted.internet import threads
 
 from qgate.gateway.app import Gateway
 from qgate.gateway.config import ConfigError, parse
-from tests.gateway.certs import make_certs
+from tests.support.certs import make_certs
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from qgate.core.service import QueueService
 from qgate.protocols.stomp import listener_factory
 from qgate.protocols.stomp.codec import V10, V11, Parser
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import until
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import until
+from tests.support.stomp import make_ctx
 
-from .conftest import make_ctx
 from .test_avro import V1, datum, fingerprint, read_single_object
 
 pytestmark = pytest.mark.integration
