@@ -1,0 +1,46 @@
+"""The storage contract on each backend, driven through IQueueStorage directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from zope.interface.verify import verifyObject
+
+from qgate.core.interfaces import IQueueStorage, ITenantStore
+from qgate.storage.memory import MemoryStorage
+from qgate.storage.sql.store import SQLStorage
+from tests.storage.contract import StorageContract
+from tests.support.stores import open_store
+
+
+class TestMemoryStorage(StorageContract):
+    @pytest.fixture
+    def store(self) -> MemoryStorage:
+        return MemoryStorage()
+
+
+class SQLContract(StorageContract):
+    backend: str
+
+    @pytest.fixture
+    def store(self, request: pytest.FixtureRequest, reactor: Any, tmp_path: Any) -> Iterator[Any]:
+        pg_url = request.getfixturevalue("pg_database") if self.backend == "postgres" else None
+        store = open_store(self.backend, reactor, tmp_path, pg_url)
+        yield store
+        pytest_twisted.blockon(store.close())
+
+    def test_the_store_provides_the_interfaces(self, store: SQLStorage) -> None:
+        assert verifyObject(IQueueStorage, store)
+        assert verifyObject(ITenantStore, store)
+
+
+class TestSQLiteStorage(SQLContract):
+    backend = "sqlite"
+
+
+@pytest.mark.postgres
+class TestPostgreSQLStorage(SQLContract):
+    backend = "postgres"
