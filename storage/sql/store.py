@@ -843,8 +843,9 @@ class SQLStorage:
         self, tenant: str, name: str, now: float, after: int | None = None
     ) -> Deferred[float | None]:
         def read(conn: sa.Connection) -> float | None:
+            q = self._need_queue(conn, tenant, name)
             query = sa.select(sa.func.min(m.visible_at)).where(
-                m.queue_id == _qid(tenant, name), m.visible_at > now
+                m.queue_id == q.id, m.visible_at > now
             )
             if after is not None:
                 query = query.where(m.marker > after)
@@ -1284,7 +1285,7 @@ def _release(
 
 def _ack_group(
     conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]
-) -> list[list[int]]:
+) -> list[Any]:
     """Every ack of a transaction, per queue in at most two statements.
 
     One ack is one ``DELETE ... WHERE claim_id = ? RETURNING``. Several acks of a queue
@@ -1292,7 +1293,7 @@ def _ack_group(
     which rows each caller still holds, and delete them all with one DELETE: a row that a
     later claim took over is never deleted by an earlier claim's late ack.
     """
-    out: list[list[int]] = [[] for _ in batch]
+    out: list[Any] = [[] for _ in batch]
     by_queue: dict[tuple[str, str], list[int]] = {}
     for i, (tenant, name, _, markers) in enumerate(batch):
         if markers:
@@ -1307,6 +1308,8 @@ def _ack_group(
                 .returning(m.marker)
             )
             out[i] = sorted(row.marker for row in rows)
+            if not out[i]:
+                _fail_if_missing(conn, tenant, name, out, indexes)
             continue
         wanted = sorted({marker for i in indexes for marker in batch[i][3]})
         held = dict(
@@ -1326,7 +1329,25 @@ def _ack_group(
             conn.execute(
                 sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(sorted(doomed)))
             )
+        elif not held:
+            _fail_if_missing(conn, tenant, name, out, indexes)
+    for i, (tenant, name, _, markers) in enumerate(batch):
+        if not markers:
+            _fail_if_missing(conn, tenant, name, out, [i])
     return out
+
+
+def _fail_if_missing(
+    conn: sa.Connection, tenant: str, name: str, out: list[Any], indexes: list[int]
+) -> None:
+    """After an ack that deleted nothing: QueueNotFound when the queue does not exist
+    (checked only then, so the common ack costs no extra statement)."""
+    found = conn.execute(
+        sa.select(queues.c.id).where(queues.c.tenant == tenant, queues.c.name == name)
+    ).first()
+    if found is None:
+        for i in indexes:
+            out[i] = QueueNotFound(name)
 
 
 @each

@@ -236,3 +236,26 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(reac
         assert [m.id for m in left] == [fresh.messages[1].id, "5", "6"]
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_sharing_a_transaction_on_a_missing_queue_fail_with_queue_not_found(
+    reactor, sql_url
+):
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    try:
+        gate = threading.Event()
+
+        @each
+        def block(conn: sa.Connection) -> None:
+            gate.wait(5)
+
+        held = store.writer.submit(block)  # so the two acks below share one transaction
+        acks = [store.ack(T, "gone", "c1", [1], 0.0), store.ack(T, "gone", "c2", [2], 0.0)]
+        gate.set()
+        await held
+        results = await defer.DeferredList(acks, consumeErrors=True)
+        assert [ok for ok, _ in results] == [False, False]
+        assert all(f.check(QueueNotFound) for _, f in results)
+    finally:
+        await store.close()
