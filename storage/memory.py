@@ -564,7 +564,9 @@ class MemoryStorage:
         tenant = q.queue.tenant
         dlq = self._queues.get((tenant, dlq_name))
         if dlq is None:
-            dlq = _Queue(Queue(tenant, dlq_name, QueueOptions(durable=False), {}, now))
+            # Created in this store, so as durable as the queue it serves (SQL's are durable).
+            dlq_options = QueueOptions(durable=options.durable)
+            dlq = _Queue(Queue(tenant, dlq_name, dlq_options, {}, now))
             self._queues[(tenant, dlq_name)] = dlq
         ttl = options.dead_letter_ttl or max(msg.expires_at - now, 1.0)
         moved = _Msg(
