@@ -461,7 +461,7 @@ class MemoryStorage:
     ) -> list[int]:
         q = self._get(tenant, name)
         doomed = []
-        for marker in markers:
+        for marker in sorted(set(markers)):
             msg = q.msgs.get(marker)
             if msg is None:
                 continue
@@ -673,6 +673,8 @@ class MemoryStorage:
             if msg is not None and msg.claim_id == claim_id:
                 q.remove(marker)
                 done.append(marker)
+        if len(done) > 1:
+            done.sort()  # in marker order, as SQL answers
         return done
 
     ack = _deferred(ack_now)
