@@ -193,8 +193,7 @@ class _Queue:
                 if msg is None or msg.gen != gen:
                     continue
                 if msg.expires_at <= now:
-                    self.remove(marker)
-                    continue
+                    continue  # left to reap, as SQL leaves it: bounds and counts agree
                 out.append(msg)
             if len(out) >= limit:
                 break
