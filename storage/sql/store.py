@@ -754,8 +754,13 @@ class SQLStorage:
             if dlq is None:
                 _insert_queue(conn, q.queue.tenant, dlq_name, QueueOptions(), {}, now)
                 dlq = self._need_queue(conn, q.queue.tenant, dlq_name)
+            # In the order the claim met them (memory's order), not whatever the plan gives.
             moved = (
-                conn.execute(sa.select(messages).where(m.queue_id == q.id, m.marker.in_(markers)))
+                conn.execute(
+                    sa.select(messages)
+                    .where(m.queue_id == q.id, m.marker.in_(markers))
+                    .order_by(m.priority.desc(), m.marker)
+                )
                 .mappings()
                 .all()
             )
