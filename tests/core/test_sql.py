@@ -23,7 +23,7 @@ from qgate.storage.sql.store import SQLStorage, make_engine
 from qgate.storage.sql.writer import GroupCommitWriter, each
 from tests.support.core import TEST_LIMITS
 from tests.support.deferreds import until
-from tests.support.stores import clean_pg
+from tests.support.stores import clean_pg, sqlite_url
 
 T = "t"
 
@@ -31,9 +31,7 @@ T = "t"
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sql_url(request, tmp_path):
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/qgate.db"
-        upgrade(url)
-        return url
+        return sqlite_url(tmp_path)
     url = request.getfixturevalue("pg_database")
     clean_pg(url)
     return url

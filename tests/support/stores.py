@@ -3,7 +3,12 @@ session's PostgreSQL database (see the ``pg_database`` fixture)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +20,38 @@ from qgate.storage.sql.store import SQLStorage, normalize_url
 
 PG_URL = os.environ.get("QGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-#: The backends every contract runs on, by the names the fixtures and test ids use.
-BACKENDS = ("memory", "sqlite", "postgres")
+TABLES = ("queues", "messages", "claims", "subscriptions", "tenants", "api_keys", "schemas")
 
 
 def sqlite_url(directory: Path | str, name: str = "qgate.db") -> str:
-    """A migrated SQLite database file in ``directory``."""
-    url = f"sqlite:///{directory}/{name}"
-    upgrade(url)
-    return url
+    """A migrated SQLite database file in ``directory`` (kept if it is there already).
+
+    A new one is a copy of a database migrated once per test run: faster than migrating."""
+    path = Path(directory) / name
+    if not path.exists():
+        shutil.copyfile(_migrated_template(), path)
+    return f"sqlite:///{path}"
+
+
+@functools.cache
+def _migrated_template() -> Path:
+    directory = tempfile.mkdtemp(prefix="qgate-test-")
+    atexit.register(shutil.rmtree, directory, True)
+    path = Path(directory) / "template.db"
+    upgrade(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no WAL beside it
+    conn.close()
+    return path
 
 
 def clean_pg(url: str) -> None:
     """Empty every table of the PostgreSQL database at ``url`` (between tests)."""
     engine = sa.create_engine(normalize_url(url))
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "TRUNCATE queues, messages, claims, subscriptions, tenants, api_keys, schemas "
-            "RESTART IDENTITY"
-        )
+        # DELETE, not TRUNCATE: on tables this small it is four times faster.
+        for table in TABLES:
+            conn.exec_driver_sql(f"DELETE FROM {table}")
     engine.dispose()
 
 
