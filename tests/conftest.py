@@ -33,22 +33,35 @@ def reactor():
     return running
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards.
-
-    It never skips: without a reachable server the PostgreSQL tests fail, as CI must.
-    """
+def _session_database(options: str = "") -> Iterator[str]:
     admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
     name = f"qgate_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" {options}')
     url = normalize_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards.
+
+    It never skips: without a reachable server the PostgreSQL tests fail, as CI must.
+    """
+    yield from _session_database()
+
+
+@pytest.fixture(scope="session")
+def pg_database_en_us() -> Iterator[str]:
+    """Like ``pg_database``, but sorting text as most installations do (ICU's en-US, where
+    "a-c" sorts after "ab"), not in byte order as the C locale does."""
+    yield from _session_database(
+        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    )
 
 
 @pytest.fixture

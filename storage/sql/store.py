@@ -364,10 +364,11 @@ class SQLStorage:
 
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[list[Queue]]:
         def read(conn: sa.Connection) -> list[Queue]:
+            name_ = self._bytewise(queues.c.name)
             query = sa.select(queues).where(queues.c.tenant == tenant)
             if marker is not None:
-                query = query.where(queues.c.name > marker)
-            rows = conn.execute(query.order_by(queues.c.name).limit(limit))
+                query = query.where(name_ > marker)
+            rows = conn.execute(query.order_by(name_).limit(limit))
             return [_QueueRow(row).queue for row in rows]
 
         return self._read(read)
@@ -879,6 +880,14 @@ class SQLStorage:
     ) -> Deferred[None]:
         return self._write(_set_cursor, self, tenant, name, subscription, marker)
 
+    def _bytewise(self, column: sa.Column[str]) -> sa.ColumnElement[str]:
+        """``column`` compared and sorted in byte order, as memory and Python sort names.
+
+        SQLite's default collation is that already; PostgreSQL's is the database's locale
+        (en_US on most installations: "a-c" after "ab"), which would page listings in
+        another order than memory's, and the service merges the two."""
+        return column.collate("C") if self._pg else column
+
     def _upsert(self, table: sa.Table) -> Any:
         return (pg_dialect if self._pg else sqlite_dialect).insert(table)
 
@@ -896,7 +905,7 @@ class SQLStorage:
 
     def list_tenants(self) -> Deferred[list[Tenant]]:
         def read(conn: sa.Connection) -> list[Tenant]:
-            rows = conn.execute(sa.select(tenants).order_by(tenants.c.name))
+            rows = conn.execute(sa.select(tenants).order_by(self._bytewise(tenants.c.name)))
             return [Tenant(row.name, row.created_at) for row in rows]
 
         return self._read(read)

@@ -13,6 +13,7 @@ from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.storage.memory import MemoryStorage
 from qgate.storage.sql.store import SQLStorage
 from tests.storage.contract import StorageContract
+from tests.storage.queues import QueueContract
 from tests.support.stores import open_store
 
 
@@ -22,12 +23,16 @@ class TestMemoryStorage(StorageContract):
         return MemoryStorage()
 
 
-class SQLContract(StorageContract):
-    backend: str
+class SQLStore:
+    """A fresh SQL store of ``backend`` per test (PostgreSQL: in the ``database`` fixture's
+    database, emptied first), closed afterwards."""
+
+    backend = "sqlite"
+    database = "pg_database"
 
     @pytest.fixture
     def store(self, request: pytest.FixtureRequest, reactor: Any, tmp_path: Any) -> Iterator[Any]:
-        pg_url = request.getfixturevalue("pg_database") if self.backend == "postgres" else None
+        pg_url = request.getfixturevalue(self.database) if self.backend == "postgres" else None
         store = open_store(self.backend, reactor, tmp_path, pg_url)
         yield store
         pytest_twisted.blockon(store.close())
@@ -37,10 +42,19 @@ class SQLContract(StorageContract):
         assert verifyObject(ITenantStore, store)
 
 
-class TestSQLiteStorage(SQLContract):
+class TestSQLiteStorage(SQLStore, StorageContract):
     backend = "sqlite"
 
 
 @pytest.mark.postgres
-class TestPostgreSQLStorage(SQLContract):
+class TestPostgreSQLStorage(SQLStore, StorageContract):
     backend = "postgres"
+
+
+@pytest.mark.postgres
+class TestPostgreSQLQueuesInEnglish(SQLStore, QueueContract):
+    """The queue part again on a database whose text order is not byte order (as on most
+    installations): listings must still come in the order memory gives."""
+
+    backend = "postgres"
+    database = "pg_database_en_us"
