@@ -5,20 +5,17 @@ Helpers live in ``tests.support``; conftest modules hold fixtures only.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
-import sqlalchemy as sa
 from twisted.internet.task import Clock
 
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
-from qgate.storage.sql.migrate import upgrade
-from qgate.storage.sql.store import SQLStorage, normalize_url
+from qgate.storage.sql.store import SQLStorage
 from tests.support.core import TEST_LIMITS, make_clock
-from tests.support.stores import PG_URL, clean_pg, open_store
+from tests.support.stores import PG_URL, clean_pg, open_store, temporary_database
 
 # Old import paths, for branches written before tests.support: remove once they are merged.
 _clean_pg = clean_pg
@@ -33,35 +30,23 @@ def reactor():
     return running
 
 
-def _session_database(options: str = "") -> Iterator[str]:
-    admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
-    name = f"qgate_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" {options}')
-    url = normalize_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards.
 
     It never skips: without a reachable server the PostgreSQL tests fail, as CI must.
     """
-    yield from _session_database()
+    with temporary_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def pg_database_en_us() -> Iterator[str]:
     """Like ``pg_database``, but sorting text as most installations do (ICU's en-US, where
     "a-c" sorts after "ab"), not in byte order as the C locale does."""
-    yield from _session_database(
-        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-    )
+    options = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    with temporary_database(options) as url:
+        yield url
 
 
 @pytest.fixture

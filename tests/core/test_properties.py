@@ -37,7 +37,7 @@ new_messages = st.lists(
     max_size=40,
 )
 
-ON_MEMORY = settings(max_examples=60, deadline=None)
+ON_MEMORY = settings(deadline=None)
 #: The examples share the test's SQLite store (the fixture), on queues of their own.
 ON_SQLITE = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -67,6 +67,25 @@ def sqlite(reactor: Any, tmp_path: Any) -> Iterator[Any]:
     pytest_twisted.blockon(store.close())
 
 
+def on_memory_and_sqlite(prop: Any, memory_examples: int = 60, **strategies: Any) -> Any:
+    """Two tests of the property ``prop(durable, **drawn)``: on memory, and on SQLite with
+    fewer examples."""
+
+    @settings(ON_MEMORY, max_examples=memory_examples)
+    @given(**strategies)
+    @pytest_twisted.ensureDeferred
+    async def on_memory(**drawn: Any) -> None:
+        await prop(MemoryStorage(), **drawn)
+
+    @ON_SQLITE
+    @given(**strategies)
+    @pytest_twisted.ensureDeferred
+    async def on_sqlite(sqlite: Any, **drawn: Any) -> None:
+        await prop(sqlite, **drawn)
+
+    return on_memory, on_sqlite
+
+
 # -- claims come in priority order, each message once -----------------------------------------
 
 
@@ -83,23 +102,12 @@ async def claims_come_in_order(durable: Any, batch: list[NewMessage], chunk: int
     assert seen == [ids[i] for i in expected]
 
 
-ORDER = {"batch": new_messages, "chunk": st.integers(1, 10), "take": st.integers(1, 7)}
-
-
-@ON_MEMORY
-@given(**ORDER)
-@pytest_twisted.ensureDeferred
-async def test_claims_come_in_priority_then_publish_order_and_each_message_once(
-    batch, chunk, take
-):
-    await claims_come_in_order(MemoryStorage(), batch, chunk, take)
-
-
-@ON_SQLITE
-@given(**ORDER)
-@pytest_twisted.ensureDeferred
-async def test_claims_come_in_order_each_message_once_on_sqlite(sqlite, batch, chunk, take):
-    await claims_come_in_order(sqlite, batch, chunk, take)
+(
+    test_claims_come_in_priority_then_publish_order_and_each_message_once,
+    test_claims_come_in_order_each_message_once_on_sqlite,
+) = on_memory_and_sqlite(
+    claims_come_in_order, batch=new_messages, chunk=st.integers(1, 10), take=st.integers(1, 7)
+)
 
 
 # -- nothing expired or delayed is handed out -----------------------------------------------
@@ -128,24 +136,14 @@ async def nothing_expired_or_delayed(durable: Any, batch: list[NewMessage], step
             claimed_once.add(m.id)
 
 
-TIMES = {
-    "batch": new_messages,
-    "steps": st.lists(st.tuples(st.integers(0, 30), st.integers(1, 5)), max_size=10),
-}
-
-
-@ON_MEMORY
-@given(**TIMES)
-@pytest_twisted.ensureDeferred
-async def test_nothing_expired_or_still_delayed_is_ever_handed_out(batch, steps):
-    await nothing_expired_or_delayed(MemoryStorage(), batch, steps)
-
-
-@ON_SQLITE
-@given(**TIMES)
-@pytest_twisted.ensureDeferred
-async def test_nothing_expired_or_delayed_is_handed_out_on_sqlite(sqlite, batch, steps):
-    await nothing_expired_or_delayed(sqlite, batch, steps)
+(
+    test_nothing_expired_or_still_delayed_is_ever_handed_out,
+    test_nothing_expired_or_delayed_is_handed_out_on_sqlite,
+) = on_memory_and_sqlite(
+    nothing_expired_or_delayed,
+    batch=new_messages,
+    steps=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 5)), max_size=10),
+)
 
 
 # -- stats add up; one live claim per message -------------------------------------------------
@@ -175,21 +173,12 @@ async def stats_add_up(durable: Any, batch: list[NewMessage], actions: list[str]
         assert len([m for m in found if m.is_claimed(now)]) == stats.claimed
 
 
-ACTIONS = {
-    "batch": new_messages,
-    "actions": st.lists(st.sampled_from(["claim", "release", "advance", "ack"]), max_size=30),
-}
-
-
-@settings(ON_MEMORY, max_examples=40)
-@given(**ACTIONS)
-@pytest_twisted.ensureDeferred
-async def test_stats_always_add_up_and_a_message_has_at_most_one_live_claim(batch, actions):
-    await stats_add_up(MemoryStorage(), batch, actions)
-
-
-@ON_SQLITE
-@given(**ACTIONS)
-@pytest_twisted.ensureDeferred
-async def test_stats_add_up_and_one_live_claim_per_message_on_sqlite(sqlite, batch, actions):
-    await stats_add_up(sqlite, batch, actions)
+(
+    test_stats_always_add_up_and_a_message_has_at_most_one_live_claim,
+    test_stats_add_up_and_one_live_claim_per_message_on_sqlite,
+) = on_memory_and_sqlite(
+    stats_add_up,
+    memory_examples=40,
+    batch=new_messages,
+    actions=st.lists(st.sampled_from(["claim", "release", "advance", "ack"]), max_size=30),
+)

@@ -7,11 +7,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from zope.interface.verify import verifyObject
 
-from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.storage.memory import MemoryStorage
-from qgate.storage.sql.store import SQLStorage
 from tests.storage.contract import StorageContract
 from tests.storage.queues import QueueContract
 from tests.support.stores import open_store
@@ -36,10 +33,6 @@ class SQLStore:
         store = open_store(self.backend, reactor, tmp_path, pg_url)
         yield store
         pytest_twisted.blockon(store.close())
-
-    def test_the_store_provides_the_interfaces(self, store: SQLStorage) -> None:
-        assert verifyObject(IQueueStorage, store)
-        assert verifyObject(ITenantStore, store)
 
 
 class TestSQLiteStorage(SQLStore, StorageContract):

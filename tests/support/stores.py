@@ -4,11 +4,14 @@ session's PostgreSQL database (see the ``pg_database`` fixture)."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
 import sqlite3
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,24 @@ def _migrated_template() -> Path:
     conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no WAL beside it
     conn.close()
     return path
+
+
+@contextlib.contextmanager
+def temporary_database(options: str = "") -> Iterator[str]:
+    """A new, migrated PostgreSQL database on the server at PG_URL (created with the
+    ``CREATE DATABASE`` ``options``), dropped afterwards; its URL."""
+    admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
+    name = f"qgate_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" {options}')
+    try:
+        url = normalize_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def clean_pg(url: str) -> None:
