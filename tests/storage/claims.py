@@ -13,14 +13,8 @@ class ClaimContract:
     @pytest_twisted.ensureDeferred
     async def test_a_claim_leases_up_to_its_limit_highest_priority_first_then_fifo(self, store):
         await make_queue(store)
-        await put(
-            store,
-            NewMessage(b"p1-a", priority=1),
-            NewMessage(b"p5-a", priority=5),
-            NewMessage(b"p1-b", priority=1),
-            NewMessage(b"p9", priority=9),
-            NewMessage(b"p5-b", priority=5),
-        )
+        published = [(b"p1-a", 1), (b"p5-a", 5), (b"p1-b", 1), (b"p9", 9), (b"p5-b", 5)]
+        await put(store, *(NewMessage(body, priority=p) for body, p in published))
         first = await lease(store, "c1", 3, ttl=30.0)
         assert [m.body for m in first] == [b"p9", b"p5-a", b"p5-b"]
         assert {(m.claim_id, m.claim_expires, m.claim_count) for m in first} == {
