@@ -61,7 +61,8 @@ class IQueueStorage(Interface):
         """-> QueueStats; fails with QueueNotFound."""
 
     def purge_queue(tenant, name):
-        """-> int, the number of messages deleted; claims and cursors go too."""
+        """-> int, the number of messages deleted (expired ones not yet reaped included);
+        claims go too. Cursors stay: markers never go back, so they keep their meaning."""
 
     def publish(tenant, name, messages, now, schema):
         """-> list[int], the markers of the new messages, in order; all or nothing.

@@ -193,8 +193,7 @@ class _Queue:
                 if msg is None or msg.gen != gen:
                     continue
                 if msg.expires_at <= now:
-                    self.remove(marker)
-                    continue
+                    continue  # left to reap, as SQL leaves it: bounds and counts agree
                 out.append(msg)
             if len(out) >= limit:
                 break
@@ -461,7 +460,7 @@ class MemoryStorage:
     ) -> list[int]:
         q = self._get(tenant, name)
         doomed = []
-        for marker in markers:
+        for marker in sorted(set(markers)):
             msg = q.msgs.get(marker)
             if msg is None:
                 continue
@@ -564,7 +563,9 @@ class MemoryStorage:
         tenant = q.queue.tenant
         dlq = self._queues.get((tenant, dlq_name))
         if dlq is None:
-            dlq = _Queue(Queue(tenant, dlq_name, QueueOptions(durable=False), {}, now))
+            # Created in this store, so as durable as the queue it serves (SQL's are durable).
+            dlq_options = QueueOptions(durable=options.durable)
+            dlq = _Queue(Queue(tenant, dlq_name, dlq_options, {}, now))
             self._queues[(tenant, dlq_name)] = dlq
         ttl = options.dead_letter_ttl or max(msg.expires_at - now, 1.0)
         moved = _Msg(
@@ -671,6 +672,8 @@ class MemoryStorage:
             if msg is not None and msg.claim_id == claim_id:
                 q.remove(marker)
                 done.append(marker)
+        if len(done) > 1:
+            done.sort()  # in marker order, as SQL answers
         return done
 
     ack = _deferred(ack_now)

@@ -1,26 +1,25 @@
-"""Shared fixtures: a queue service over each storage backend, on an injected clock."""
+"""Shared fixtures: a queue service over each storage backend, on an injected clock.
+
+Helpers live in ``tests.support``; conftest modules hold fixtures only.
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
-import sqlalchemy as sa
 from twisted.internet.task import Clock
 
-from qgate.core.limits import Limits
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
-from qgate.storage.sql.migrate import upgrade
-from qgate.storage.sql.store import SQLStorage, normalize_url
+from qgate.storage.sql.store import SQLStorage
+from tests.support.core import TEST_LIMITS, make_clock
+from tests.support.stores import PG_URL, clean_pg, open_store, temporary_database
 
-PG_URL = os.environ.get("QGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-#: Small bounds so tests can use short TTLs and leases on the clock.
-TEST_LIMITS = Limits(min_ttl=1, min_lease=1, max_wait=120)
+# Old import paths, for branches written before tests.support: remove once they are merged.
+_clean_pg = clean_pg
+__all__ = ["PG_URL", "TEST_LIMITS", "_clean_pg"]
 
 
 @pytest.fixture
@@ -37,33 +36,22 @@ def pg_database() -> Iterator[str]:
 
     It never skips: without a reachable server the PostgreSQL tests fail, as CI must.
     """
-    admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
-    name = f"qgate_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = normalize_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with temporary_database() as url:
+        yield url
 
 
-def _clean_pg(url: str) -> None:
-    engine = sa.create_engine(normalize_url(url))
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "TRUNCATE queues, messages, claims, subscriptions, tenants, api_keys, schemas "
-            "RESTART IDENTITY"
-        )
-    engine.dispose()
+@pytest.fixture(scope="session")
+def pg_database_en_us() -> Iterator[str]:
+    """Like ``pg_database``, but sorting text as most installations do (ICU's en-US, where
+    "a-c" sorts after "ab"), not in byte order as the C locale does."""
+    options = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    with temporary_database(options) as url:
+        yield url
 
 
 @pytest.fixture
 def clock() -> Clock:
-    c = Clock()
-    c.advance(1_000_000)  # far from zero, like a real epoch
-    return c
+    return make_clock()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -77,16 +65,8 @@ def storage_factory(backend: str, request: pytest.FixtureRequest, tmp_path: obje
     made: list[object] = []
 
     def make() -> object:
-        if backend == "memory":
-            store: object = MemoryStorage()
-        elif backend == "sqlite":
-            url = f"sqlite:///{tmp_path}/qgate.db"
-            upgrade(url)
-            store = SQLStorage(reactor, url, synchronous="NORMAL")
-        else:
-            url = request.getfixturevalue("pg_database")
-            _clean_pg(url)
-            store = SQLStorage(reactor, url)
+        pg_url = request.getfixturevalue("pg_database") if backend == "postgres" else None
+        store = open_store(backend, reactor, str(tmp_path), pg_url)
         made.append(store)
         return store
 

@@ -364,10 +364,11 @@ class SQLStorage:
 
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[list[Queue]]:
         def read(conn: sa.Connection) -> list[Queue]:
+            name_ = self._bytewise(queues.c.name)
             query = sa.select(queues).where(queues.c.tenant == tenant)
             if marker is not None:
-                query = query.where(queues.c.name > marker)
-            rows = conn.execute(query.order_by(queues.c.name).limit(limit))
+                query = query.where(name_ > marker)
+            rows = conn.execute(query.order_by(name_).limit(limit))
             return [_QueueRow(row).queue for row in rows]
 
         return self._read(read)
@@ -754,8 +755,13 @@ class SQLStorage:
             if dlq is None:
                 _insert_queue(conn, q.queue.tenant, dlq_name, QueueOptions(), {}, now)
                 dlq = self._need_queue(conn, q.queue.tenant, dlq_name)
+            # In the order the claim met them (memory's order), not whatever the plan gives.
             moved = (
-                conn.execute(sa.select(messages).where(m.queue_id == q.id, m.marker.in_(markers)))
+                conn.execute(
+                    sa.select(messages)
+                    .where(m.queue_id == q.id, m.marker.in_(markers))
+                    .order_by(m.priority.desc(), m.marker)
+                )
                 .mappings()
                 .all()
             )
@@ -843,8 +849,9 @@ class SQLStorage:
         self, tenant: str, name: str, now: float, after: int | None = None
     ) -> Deferred[float | None]:
         def read(conn: sa.Connection) -> float | None:
+            q = self._need_queue(conn, tenant, name)
             query = sa.select(sa.func.min(m.visible_at)).where(
-                m.queue_id == _qid(tenant, name), m.visible_at > now
+                m.queue_id == q.id, m.visible_at > now
             )
             if after is not None:
                 query = query.where(m.marker > after)
@@ -873,6 +880,14 @@ class SQLStorage:
     ) -> Deferred[None]:
         return self._write(_set_cursor, self, tenant, name, subscription, marker)
 
+    def _bytewise(self, column: sa.Column[str]) -> sa.ColumnElement[str]:
+        """``column`` compared and sorted in byte order, as memory and Python sort names.
+
+        SQLite's default collation is that already; PostgreSQL's is the database's locale
+        (en_US on most installations: "a-c" after "ab"), which would page listings in
+        another order than memory's, and the service merges the two."""
+        return column.collate("C") if self._pg else column
+
     def _upsert(self, table: sa.Table) -> Any:
         return (pg_dialect if self._pg else sqlite_dialect).insert(table)
 
@@ -890,7 +905,7 @@ class SQLStorage:
 
     def list_tenants(self) -> Deferred[list[Tenant]]:
         def read(conn: sa.Connection) -> list[Tenant]:
-            rows = conn.execute(sa.select(tenants).order_by(tenants.c.name))
+            rows = conn.execute(sa.select(tenants).order_by(self._bytewise(tenants.c.name)))
             return [Tenant(row.name, row.created_at) for row in rows]
 
         return self._read(read)
@@ -1284,7 +1299,7 @@ def _release(
 
 def _ack_group(
     conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]
-) -> list[list[int]]:
+) -> list[Any]:
     """Every ack of a transaction, per queue in at most two statements.
 
     One ack is one ``DELETE ... WHERE claim_id = ? RETURNING``. Several acks of a queue
@@ -1292,7 +1307,7 @@ def _ack_group(
     which rows each caller still holds, and delete them all with one DELETE: a row that a
     later claim took over is never deleted by an earlier claim's late ack.
     """
-    out: list[list[int]] = [[] for _ in batch]
+    out: list[Any] = [[] for _ in batch]
     by_queue: dict[tuple[str, str], list[int]] = {}
     for i, (tenant, name, _, markers) in enumerate(batch):
         if markers:
@@ -1307,6 +1322,8 @@ def _ack_group(
                 .returning(m.marker)
             )
             out[i] = sorted(row.marker for row in rows)
+            if not out[i]:
+                _fail_if_missing(conn, tenant, name, out, indexes)
             continue
         wanted = sorted({marker for i in indexes for marker in batch[i][3]})
         held = dict(
@@ -1326,7 +1343,25 @@ def _ack_group(
             conn.execute(
                 sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(sorted(doomed)))
             )
+        elif not held:
+            _fail_if_missing(conn, tenant, name, out, indexes)
+    for i, (tenant, name, _, markers) in enumerate(batch):
+        if not markers:
+            _fail_if_missing(conn, tenant, name, out, [i])
     return out
+
+
+def _fail_if_missing(
+    conn: sa.Connection, tenant: str, name: str, out: list[Any], indexes: list[int]
+) -> None:
+    """After an ack that deleted nothing: QueueNotFound when the queue does not exist
+    (checked only then, so the common ack costs no extra statement)."""
+    found = conn.execute(
+        sa.select(queues.c.id).where(queues.c.tenant == tenant, queues.c.name == name)
+    ).first()
+    if found is None:
+        for i in indexes:
+            out[i] = QueueNotFound(name)
 
 
 @each

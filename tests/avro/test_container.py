@@ -21,17 +21,8 @@ from qgate.core.schemas import (
     to_json,
     write_container,
 )
+from tests.support.schemas import ROW
 
-ROW: dict[str, Any] = {
-    "type": "record",
-    "name": "Row",
-    "namespace": "test",
-    "fields": [
-        {"name": "id", "type": "long"},
-        {"name": "name", "type": "string"},
-        {"name": "raw", "type": "bytes", "default": ""},
-    ],
-}
 ROWS = [{"id": i, "name": f"row {i}", "raw": bytes([i % 256]) * 3} for i in range(50)]
 
 

@@ -36,17 +36,12 @@ from qgate.protocols.avro.ipc import AvroError, HandshakeRequest, frame, write_h
 from qgate.protocols.avro.rpc import QGateCalls
 from qgate.protocols.http import build_site
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import until
-from tests.http.conftest import HTTP_TEST_CONFIG
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import until
+from tests.support.http import HTTP_TEST_CONFIG
+from tests.support.schemas import USER_V1 as SCHEMA
 
 T = "p1"
-SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Job",
-    "namespace": "test",
-    "fields": [{"name": "task", "type": "string"}, {"name": "tries", "type": "int"}],
-}
 
 
 class Transceiver(avro.ipc.HTTPTransceiver):  # type: ignore[misc]
@@ -162,8 +157,8 @@ async def test_a_first_call_handshakes_none_then_every_message_reaches_the_core(
             {
                 "queue": "jobs",
                 "messages": [
-                    new_message(b'{"task": "build", "tries": 1}', priority=7),
-                    new_message(b'{"task": "test", "tries": 2}', delay=None),
+                    new_message(b'{"id": 1, "name": "build"}', priority=7),
+                    new_message(b'{"id": 2, "name": "test"}', delay=None),
                 ],
             },
         )
@@ -184,7 +179,7 @@ async def test_a_first_call_handshakes_none_then_every_message_reaches_the_core(
         schema = parse_schema(SCHEMA)
         assert [m["id"] for m in seen] == ["2"]
         assert seen[0]["contentType"] == avro_content_type(schema.fingerprint)
-        assert schema.decode(seen[0]["body"]) == {"task": "test", "tries": 2}
+        assert schema.decode(seen[0]["body"]) == {"id": 2, "name": "test"}
         claim = await client.call(
             "claim", {"queue": "jobs", "limit": 5, "ttl": 60.0, "grace": 0.0, "wait": 0.0}
         )
@@ -217,10 +212,10 @@ async def test_schemas_over_rpc_and_core_errors_as_the_declared_error(port: int)
         assert json.loads(await client.call("getSchema", {"queue": "q"})) == SCHEMA
         error = await client.fails(
             "publish",
-            {"queue": "q", "messages": [new_message(b'{"task": "x", "tries": "many"}')]},
+            {"queue": "q", "messages": [new_message(b'{"id": "many", "name": "x"}')]},
         )
         assert error["title"] == "Invalid Avro data"
-        assert error["field"] == "messages[0].body.tries"
+        assert error["field"] == "messages[0].body.id"
         assert await client.call("clearSchema", {"queue": "q"}) is None
         missing = await client.fails("getQueue", {"queue": "nope"})
         assert missing == {

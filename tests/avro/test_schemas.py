@@ -29,61 +29,9 @@ from qgate.core.schemas import (
     to_json,
     to_single_object,
 )
-from tests.avro.strategies import json_values
+from tests.support.schemas import EVERYTHING, PERSON
+from tests.support.strategies import json_values
 
-PERSON: dict[str, Any] = {
-    "type": "record",
-    "name": "Person",
-    "namespace": "test",
-    "fields": [
-        {"name": "name", "type": "string"},
-        {"name": "age", "type": ["null", "int"], "default": None},
-        {
-            "name": "address",
-            "type": {
-                "type": "record",
-                "name": "Address",
-                "fields": [
-                    {"name": "zip", "type": "int"},
-                    {"name": "city", "type": "string", "default": "Paris"},
-                ],
-            },
-        },
-        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
-        {"name": "avatar", "type": "bytes", "default": "\u00ff\u0000"},
-    ],
-}
-
-#: A record with one field of every kind, for the generated round trips.
-EVERYTHING: dict[str, Any] = {
-    "type": "record",
-    "name": "Everything",
-    "namespace": "test.gen",
-    "fields": [
-        {"name": "b", "type": "boolean"},
-        {"name": "i", "type": "int"},
-        {"name": "l", "type": "long"},
-        {"name": "f", "type": "float"},
-        {"name": "d", "type": "double"},
-        {"name": "s", "type": "string"},
-        {"name": "raw", "type": "bytes"},
-        {"name": "hash", "type": {"type": "fixed", "name": "Hash", "size": 4}},
-        {"name": "suit", "type": {"type": "enum", "name": "Suit", "symbols": ["S", "H", "D", "C"]}},
-        {"name": "list", "type": {"type": "array", "items": "long"}},
-        {"name": "dict", "type": {"type": "map", "values": ["null", "string"]}},
-        {"name": "choice", "type": ["null", "int", "string", "Suit"]},
-        {
-            "name": "point",
-            "type": {
-                "type": "record",
-                "name": "Point",
-                "fields": [{"name": "x", "type": "double"}, {"name": "y", "type": "double"}],
-            },
-        },
-        {"name": "points", "type": {"type": "array", "items": "Point"}},
-        {"name": "when", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-    ],
-}
 NESTED: dict[str, Any] = {
     "type": "map",
     "values": {"type": "array", "items": ["null", "test.gen.Everything"]},

@@ -1,7 +1,7 @@
 """A real browser: headless Chromium runs @stomp/stompjs against ``qgate serve``'s /stomp mount.
 
 The gateway is a ``qgate serve`` subprocess with two HTTP listeners, plain and TLS (the
-test CA of ``tests/gateway/certs.py``), so the page speaks STOMP over ``ws://`` and over
+test CA of ``tests/support/certs.py``), so the page speaks STOMP over ``ws://`` and over
 ``wss://``. playwright-core drives Debian's ``/usr/bin/chromium`` (``drive.mjs``); the
 test publishes and reads over the Zaqar HTTP API. For ``wss://`` Chromium is told to trust
 exactly the server's public key (``--ignore-certificate-errors-spki-list``), not to ignore
@@ -30,8 +30,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.gateway.certs import CertFiles, make_certs
-from tests.gateway.serve import CLIENT_ID, Server, free_port
+from tests.support.certs import CertFiles, make_certs
+from tests.support.serve import CLIENT_ID, Server, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
-"""The storage contract: every behaviour of IQueueService, on memory, SQLite and PostgreSQL.
+"""The queue service's contract on memory, SQLite and PostgreSQL: what the service adds
+to storage (ids, argument checks, routing between the transient and durable stores, waiting
+and waking, reaping, stopping). What each store does itself is tests/storage.
 
 Each test runs once per backend (the ``service`` fixture); time comes from a task.Clock.
 """
@@ -14,18 +16,14 @@ from qgate.core.errors import (
     InvalidArgument,
     MessageClaimed,
     MessageNotFound,
-    QueueFull,
     QueueNotFound,
     TooLarge,
 )
-from qgate.core.model import NewMessage, Overflow, QueueOptions
-from tests.helpers import until
+from qgate.core.model import NewMessage, QueueOptions
+from tests.support.core import msgs
+from tests.support.deferreds import until
 
 T = "tenant-a"
-
-
-def msgs(*bodies: bytes, **kw: object) -> list[NewMessage]:
-    return [NewMessage(b, **kw) for b in bodies]  # type: ignore[arg-type]
 
 
 async def bodies_of(service, queue: str, **kw: object) -> list[bytes]:
@@ -105,38 +103,6 @@ async def test_tenants_never_see_each_others_queues(service):
 
 
 @pytest_twisted.ensureDeferred
-async def test_publish_assigns_increasing_ids_and_keeps_everything(service):
-    first = await service.publish(
-        T,
-        "q",
-        [
-            NewMessage(
-                b"\x00binary\xff",
-                content_type="application/x-thing",
-                headers={"k": "v", "ü": "ñ"},
-                producer="p1",
-                priority=7,
-            ),
-            NewMessage(b"two"),
-        ],
-    )
-    second = await service.publish(T, "q", msgs(b"three"))
-    ids = first + second
-    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
-    assert len(set(ids)) == 3
-    got = await service.get_messages(T, "q", ids)
-    assert [m.body for m in got] == [b"\x00binary\xff", b"two", b"three"]
-    m = got[0]
-    assert (m.content_type, dict(m.headers), m.producer, m.priority) == (
-        "application/x-thing",
-        {"k": "v", "ü": "ñ"},
-        "p1",
-        7,
-    )
-    assert m.ttl == 3600.0 and m.claim_count == 0
-
-
-@pytest_twisted.ensureDeferred
 async def test_publish_to_a_missing_queue_creates_it_unless_told_not_to(service):
     await service.publish(T, "lazy", msgs(b"x"))
     assert (await service.get_queue(T, "lazy")).options.durable
@@ -166,47 +132,6 @@ async def test_a_rejected_batch_stores_nothing(service, clock):
     assert (await service.queue_stats(T, "q")).total == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_bounded_queue_rejects_what_does_not_fit(service):
-    await service.create_queue(T, "q", options=QueueOptions(max_messages=3))
-    await service.publish(T, "q", msgs(b"1", b"2"))
-    with pytest.raises(QueueFull):
-        await service.publish(T, "q", msgs(b"3", b"4"))
-    assert await bodies_of(service, "q") == [b"1", b"2"]
-    await service.publish(T, "q", msgs(b"3"))
-    assert (await service.queue_stats(T, "q")).total == 3
-
-
-@pytest_twisted.ensureDeferred
-async def test_bounded_queue_by_bytes(service):
-    await service.create_queue(T, "q", options=QueueOptions(max_bytes=10))
-    await service.publish(T, "q", msgs(b"12345", b"67890"))
-    with pytest.raises(QueueFull):
-        await service.publish(T, "q", msgs(b"!"))
-    with pytest.raises(QueueFull):
-        await service.publish(T, "q", msgs(b"x" * 11))
-    assert await bodies_of(service, "q") == [b"12345", b"67890"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_drop_oldest_keeps_the_newest(service):
-    options = QueueOptions(max_messages=3, overflow=Overflow.DROP_OLDEST)
-    await service.create_queue(T, "q", options=options)
-    for body in (b"1", b"2", b"3", b"4"):
-        await service.publish(T, "q", msgs(body))
-    await service.publish(T, "q", msgs(b"5", b"6"))
-    assert await bodies_of(service, "q") == [b"4", b"5", b"6"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_drop_oldest_by_bytes(service):
-    options = QueueOptions(max_bytes=6, overflow=Overflow.DROP_OLDEST)
-    await service.create_queue(T, "q", options=options)
-    await service.publish(T, "q", msgs(b"aa", b"bb", b"cc"))
-    await service.publish(T, "q", msgs(b"ddd"))
-    assert await bodies_of(service, "q") == [b"cc", b"ddd"]
-
-
 # -- reading, deleting -----------------------------------------------------------------------
 
 
@@ -233,21 +158,6 @@ async def test_observe_reads_after_a_marker_without_changing_anything(service):
 
 
 @pytest_twisted.ensureDeferred
-async def test_observe_filters_claimed_delayed_and_own_messages(service, clock):
-    await service.publish(T, "q", [NewMessage(b"mine", producer="me")])
-    await service.publish(T, "q", [NewMessage(b"theirs", producer="them")])
-    await service.publish(T, "q", [NewMessage(b"later", delay=30)])
-    await service.publish(T, "q", [NewMessage(b"to-claim", priority=9)])
-    await service.claim(T, "q", limit=1)
-    assert await bodies_of(service, "q") == [b"mine", b"theirs"]
-    assert await bodies_of(service, "q", include_claimed=True) == [b"mine", b"theirs", b"to-claim"]
-    assert await bodies_of(service, "q", include_delayed=True) == [b"mine", b"theirs", b"later"]
-    assert await bodies_of(service, "q", exclude_producer="me") == [b"theirs"]
-    clock.advance(31)
-    assert await bodies_of(service, "q") == [b"mine", b"theirs", b"later"]
-
-
-@pytest_twisted.ensureDeferred
 async def test_delete_by_ids_and_claimed_messages_need_their_claim(service):
     ids = await service.publish(T, "q", msgs(b"a", b"b", b"c"))
     claim = await service.claim(T, "q", limit=1)
@@ -260,42 +170,7 @@ async def test_delete_by_ids_and_claimed_messages_need_their_claim(service):
     assert (await service.queue_stats(T, "q")).total == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_pop_claims_and_deletes_in_claim_order(service):
-    await service.publish(T, "q", [NewMessage(b"low", priority=1), NewMessage(b"high", priority=8)])
-    await service.publish(T, "q", msgs(b"mid"))
-    popped = await service.pop_messages(T, "q", 2)
-    assert [m.body for m in popped] == [b"high", b"mid"]
-    assert await bodies_of(service, "q", include_claimed=True) == [b"low"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_purge_empties_the_queue_but_keeps_it(service):
-    await service.publish(T, "q", msgs(b"a", b"b"))
-    assert await service.purge_queue(T, "q") == 2
-    assert (await service.queue_stats(T, "q")).total == 0
-    ids = await service.publish(T, "q", msgs(b"c"))
-    assert int(ids[0]) > 2  # markers never go back
-
-
 # -- claims ----------------------------------------------------------------------------------
-
-
-@pytest_twisted.ensureDeferred
-async def test_claims_take_highest_priority_first_then_fifo(service):
-    await service.publish(
-        T,
-        "q",
-        [
-            NewMessage(b"p1-a", priority=1),
-            NewMessage(b"p5-a", priority=5),
-            NewMessage(b"p1-b", priority=1),
-            NewMessage(b"p9", priority=9),
-            NewMessage(b"p5-b", priority=5),
-        ],
-    )
-    claim = await service.claim(T, "q", limit=10)
-    assert [m.body for m in claim.messages] == [b"p9", b"p5-a", b"p5-b", b"p1-a", b"p1-b"]
 
 
 @pytest_twisted.ensureDeferred
@@ -342,29 +217,6 @@ async def test_get_renew_and_release_a_claim(service, clock):
 
 
 @pytest_twisted.ensureDeferred
-async def test_release_with_a_redelivery_delay(service, clock):
-    await service.publish(T, "q", msgs(b"retry-me"))
-    claim = await service.claim(T, "q")
-    await service.release(T, "q", claim.id, delay=10)
-    assert await service.claim(T, "q") is None
-    assert (await service.queue_stats(T, "q")).delayed == 1
-    clock.advance(10)
-    assert (await service.claim(T, "q")).messages[0].body == b"retry-me"
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_claim_keeps_its_messages_alive_for_lease_plus_grace(service, clock):
-    await service.publish(T, "q", [NewMessage(b"short", ttl=10)])
-    claim = await service.claim(T, "q", ttl=30, grace=20)
-    clock.advance(25)  # past the message's own ttl, inside the lease
-    assert [m.body for m in (await service.get_claim(T, "q", claim.id)).messages] == [b"short"]
-    clock.advance(20)  # lease over at 30; the message lives until 50
-    assert await bodies_of(service, "q") == [b"short"]
-    clock.advance(5)
-    assert await bodies_of(service, "q", include_claimed=True) == []
-
-
-@pytest_twisted.ensureDeferred
 async def test_over_claimed_messages_move_to_the_dead_letter_queue(service):
     options = QueueOptions(max_claim_count=2, dead_letter_queue="dead", dead_letter_ttl=500)
     await service.create_queue(T, "q", options=options)
@@ -382,16 +234,6 @@ async def test_over_claimed_messages_move_to_the_dead_letter_queue(service):
 
 
 @pytest_twisted.ensureDeferred
-async def test_without_a_dead_letter_queue_over_claimed_messages_are_dropped(service):
-    await service.create_queue(T, "q", options=QueueOptions(max_claim_count=1))
-    await service.publish(T, "q", msgs(b"once"))
-    claim = await service.claim(T, "q")
-    await service.release(T, "q", claim.id)
-    assert await service.claim(T, "q") is None
-    assert (await service.queue_stats(T, "q")).total == 0
-
-
-@pytest_twisted.ensureDeferred
 async def test_claim_arguments_are_checked(service):
     await service.create_queue(T, "q")
     for kwargs, field in [
@@ -406,32 +248,22 @@ async def test_claim_arguments_are_checked(service):
         assert e.value.field == field
 
 
-# -- time: TTL, delay ------------------------------------------------------------------------
+# -- time ------------------------------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
-async def test_messages_expire_exactly_at_their_ttl(service, clock):
-    await service.create_queue(T, "q", options=QueueOptions(default_ttl=100))
-    await service.publish(T, "q", [NewMessage(b"short", ttl=10), NewMessage(b"default")])
+async def test_time_is_the_clock_and_reap_clears_both_stores(service, clock):
+    await service.create_queue(T, "t", options=QueueOptions(durable=False))
+    await service.publish(T, "q", [NewMessage(b"durable", ttl=10)])
+    await service.publish(T, "t", [NewMessage(b"transient", ttl=10)])
     clock.advance(9.999)
-    assert await bodies_of(service, "q") == [b"short", b"default"]
+    assert await bodies_of(service, "q") == [b"durable"]
+    assert await bodies_of(service, "t") == [b"transient"]
     clock.advance(0.001)
-    assert await bodies_of(service, "q") == [b"default"]
-    assert (await service.queue_stats(T, "q")).total == 1
-    clock.advance(90)
+    assert await bodies_of(service, "q") == [] and await bodies_of(service, "t") == []
     assert await service.reap() == 2
     assert await service.reap() == 0
     assert await service.claim(T, "q") is None
-
-
-@pytest_twisted.ensureDeferred
-async def test_delayed_messages_become_claimable_after_the_delay(service, clock):
-    await service.create_queue(T, "q", options=QueueOptions(default_delay=5))
-    await service.publish(T, "q", [NewMessage(b"queue-default")])
-    await service.publish(T, "q", [NewMessage(b"now", delay=0)])
-    assert [m.body for m in (await service.claim(T, "q")).messages] == [b"now"]
-    clock.advance(5)
-    assert [m.body for m in (await service.claim(T, "q")).messages] == [b"queue-default"]
 
 
 # -- waiting ---------------------------------------------------------------------------------
@@ -545,12 +377,3 @@ async def test_stopping_answers_parked_waiters_at_once(service):
     assert await d is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_queue_refuses_publishes_larger_than_its_max_post_bytes(service):
-    await service.create_queue(T, "q", options=QueueOptions(max_post_bytes=10))
-    with pytest.raises(TooLarge) as e:
-        await service.publish(T, "q", msgs(b"123456", b"78901"))
-    assert e.value.field == "messages" and "max_post_bytes 10" in str(e.value)
-    assert (await service.queue_stats(T, "q")).total == 0
-    await service.publish(T, "q", msgs(b"12345", b"67890"))
-    assert (await service.queue_stats(T, "q")).total == 2

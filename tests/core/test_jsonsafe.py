@@ -16,8 +16,8 @@ from qgate.core.errors import InvalidArgument
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import fired
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import fired
 
 NOT_STRICT = [
     rb'"\ud800"',

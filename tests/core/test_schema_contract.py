@@ -24,25 +24,13 @@ from qgate.core.schemas import (
 )
 from qgate.core.service import SCHEMA_TTL, QueueService
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
+from tests.support.core import TEST_LIMITS
+from tests.support.doubles import Delegating
+from tests.support.schemas import USER_V1 as V1
+from tests.support.schemas import USER_V2 as V2
+from tests.support.schemas import with_fields
 
 T = "tenant-a"
-
-V1: dict[str, Any] = {
-    "type": "record",
-    "name": "User",
-    "namespace": "test",
-    "fields": [{"name": "id", "type": "long"}, {"name": "name", "type": "string"}],
-}
-#: V1 plus an optional field with a default: can read V1.
-V2: dict[str, Any] = {
-    **V1,
-    "fields": [*V1["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
-}
-
-
-def with_fields(*extra: dict[str, Any]) -> dict[str, Any]:
-    return {**V1, "fields": [*V1["fields"], *extra]}
 
 
 def as_json(*values: Any) -> list[NewMessage]:
@@ -114,7 +102,7 @@ async def test_adding_a_field_with_a_default_reads_old_messages_with_the_default
 @pytest.mark.parametrize(
     ("schema", "path"),
     [
-        (with_fields({"name": "age", "type": "int"}), "body.age"),  # new field, no default
+        (with_fields(V1, {"name": "age", "type": "int"}), "body.age"),  # new field, no default
         ({**V1, "fields": [{"name": "id", "type": "string"}, V1["fields"][1]]}, "body.id"),
         (json.dumps("string"), "body"),
     ],
@@ -151,18 +139,12 @@ async def test_only_the_messages_in_the_queue_bound_a_new_schema(service, clock)
     assert await service.get_schema(T, "q") is None
 
 
-class StaleScan:
+class StaleScan(Delegating):
     """A store whose writer scan always comes back empty, as if every message landed
     after it: what the transaction that sets the schema must catch."""
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
     def schema_writers(self, tenant: str, name: str, now: float) -> Any:
         return succeed([])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 @pytest_twisted.ensureDeferred
@@ -175,7 +157,7 @@ async def test_writers_that_land_after_the_scan_are_checked_before_the_schema_is
     body = writer.encode_json({"id": 1, "name": "early"})
     await service.publish(T, "q", [NewMessage(body, avro_content_type(writer.fingerprint))])
     with pytest.raises(IncompatibleSchema) as e:
-        await service.set_schema(T, "q", with_fields({"name": "age", "type": "int"}))
+        await service.set_schema(T, "q", with_fields(V1, {"name": "age", "type": "int"}))
     assert e.value.path == "body.age"
     assert await service.get_schema(T, "q") is None
     await service.set_schema(T, "q", V2)
@@ -216,7 +198,7 @@ async def test_avro_bodies_that_do_not_fit_are_refused(service):
     other_id = {**V1, "fields": [{"name": "id", "type": "string"}, V1["fields"][1]]}
     incompatible = parse_schema(other_id)
     await service.register_schema(other_id)
-    unknown = parse_schema(with_fields({"name": "x", "type": "int", "default": 0}))
+    unknown = parse_schema(with_fields(V1, {"name": "x", "type": "int", "default": 0}))
     v2 = parse_schema(V2)
     cases = [
         # truncated data
@@ -270,10 +252,10 @@ async def test_a_change_of_defaults_only_reaches_other_services_within_the_ttl(
     that remembers the old text uses it for at most SCHEMA_TTL seconds."""
     other = QueueService(clock, durable, MemoryStorage(), limits=TEST_LIMITS)
     await service.create_queue(T, "q")
-    with_default = with_fields({"name": "n", "type": "int", "default": 1})
+    with_default = with_fields(V1, {"name": "n", "type": "int", "default": 1})
     await service.set_schema(T, "q", with_default)
     await other.publish(T, "q", as_json({"id": 1, "name": "a"}))
-    await service.set_schema(T, "q", with_fields({"name": "n", "type": "int", "default": 2}))
+    await service.set_schema(T, "q", with_fields(V1, {"name": "n", "type": "int", "default": 2}))
     await other.publish(T, "q", as_json({"id": 2, "name": "b"}))
     clock.advance(SCHEMA_TTL)
     await other.publish(T, "q", as_json({"id": 3, "name": "c"}))
@@ -297,7 +279,7 @@ async def test_the_writers_of_queued_avro_messages_bound_the_first_schema(servic
         ],
     )
     with pytest.raises(IncompatibleSchema) as e:
-        await service.set_schema(T, "q", with_fields({"name": "age", "type": "int"}))
+        await service.set_schema(T, "q", with_fields(V1, {"name": "age", "type": "int"}))
     assert e.value.path == "body.age"
     await service.set_schema(T, "q", V1)
     found = await everything(service)
@@ -343,8 +325,8 @@ async def test_after_clearing_the_schema_avro_messages_still_read_as_json(servic
 
 @pytest_twisted.ensureDeferred
 async def test_the_registry_is_content_addressed_and_the_first_text_stays(durable):
-    first = parse_schema(with_fields({"name": "n", "type": "int", "default": 1}))
-    second = parse_schema(with_fields({"name": "n", "type": "int", "default": 2}))
+    first = parse_schema(with_fields(V1, {"name": "n", "type": "int", "default": 1}))
+    second = parse_schema(with_fields(V1, {"name": "n", "type": "int", "default": 2}))
     assert first.fingerprint == second.fingerprint and first.text != second.text
     assert await durable.get_schema(first.fingerprint) is None
     await durable.put_schema(first.fingerprint, first.text)

@@ -21,8 +21,9 @@ from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
 from qgate.storage.sql.schema import metadata
 from qgate.storage.sql.store import SQLStorage, make_engine
 from qgate.storage.sql.writer import GroupCommitWriter, each
-from tests.conftest import TEST_LIMITS, _clean_pg
-from tests.helpers import until
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import until
+from tests.support.stores import clean_pg, sqlite_url
 
 T = "t"
 
@@ -30,11 +31,9 @@ T = "t"
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sql_url(request, tmp_path):
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/qgate.db"
-        upgrade(url)
-        return url
+        return sqlite_url(tmp_path)
     url = request.getfixturevalue("pg_database")
-    _clean_pg(url)
+    clean_pg(url)
     return url
 
 
@@ -181,7 +180,7 @@ def test_migrations_match_the_schema_on_postgresql(pg_database):
 @pytest.mark.postgres
 @pytest_twisted.ensureDeferred
 async def test_a_publish_in_one_process_wakes_a_waiter_in_another(reactor, pg_database):
-    _clean_pg(pg_database)
+    clean_pg(pg_database)
     waiter, waiter_store = make_service(reactor, pg_database)
     publisher, publisher_store = make_service(reactor, pg_database)
     waiter.start()
@@ -233,5 +232,28 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(reac
         assert store.writer.batches - before in (1, 2)
         left = await service.observe(T, "q", limit=10, include_claimed=True)
         assert [m.id for m in left] == [fresh.messages[1].id, "5", "6"]
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_sharing_a_transaction_on_a_missing_queue_fail_with_queue_not_found(
+    reactor, sql_url
+):
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    try:
+        gate = threading.Event()
+
+        @each
+        def block(conn: sa.Connection) -> None:
+            gate.wait(5)
+
+        held = store.writer.submit(block)  # so the two acks below share one transaction
+        acks = [store.ack(T, "gone", "c1", [1], 0.0), store.ack(T, "gone", "c2", [2], 0.0)]
+        gate.set()
+        await held
+        results = await defer.DeferredList(acks, consumeErrors=True)
+        assert [ok for ok, _ in results] == [False, False]
+        assert all(f.check(QueueNotFound) for _, f in results)
     finally:
         await store.close()

@@ -3,7 +3,13 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 
+from qgate.core.model import NewMessage
+from qgate.core.service import QueueService
 from qgate.core.wakeup import WakeupRegistry
+from qgate.storage.memory import MemoryStorage
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import fired
+from tests.support.doubles import DownStorage
 
 
 def test_notify_wakes_every_waiter_of_that_queue_only():
@@ -48,26 +54,8 @@ def test_notify_cancels_the_timers_of_woken_waiters():
 
 
 def test_the_reaper_carries_on_after_a_failed_round():
-    from twisted.internet.defer import fail
-
-    from qgate.core.errors import StorageUnavailable
-    from qgate.core.model import NewMessage
-    from qgate.core.service import QueueService
-    from qgate.storage.memory import MemoryStorage
-    from tests.conftest import TEST_LIMITS
-    from tests.helpers import fired
-
-    class FlakyOnce(MemoryStorage):
-        failures = 1
-
-        def reap(self, now: float, limit: int):  # type: ignore[no-untyped-def]
-            if self.failures:
-                self.failures -= 1
-                return fail(StorageUnavailable("database away"))
-            return super().reap(now, limit)
-
     clock = Clock()
-    durable = FlakyOnce()
+    durable = DownStorage("reap", times=1)
     service = QueueService(clock, durable, MemoryStorage(), limits=TEST_LIMITS, reap_interval=5)
     fired(service.publish("t", "q", [NewMessage(b"x", ttl=1)]))
     service.start()

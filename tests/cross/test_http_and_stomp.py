@@ -8,10 +8,11 @@ import json
 import pytest_twisted
 
 from qgate.protocols.http import build_resource
-from tests.http.conftest import Api
-from tests.http.conftest import make_ctx as http_ctx
-from tests.stomp.conftest import Client, memory_service
-from tests.stomp.conftest import make_ctx as stomp_ctx
+from tests.support.core import memory_service
+from tests.support.http import Api
+from tests.support.http import make_ctx as http_ctx
+from tests.support.stomp import Client
+from tests.support.stomp import make_ctx as stomp_ctx
 
 
 @pytest_twisted.ensureDeferred

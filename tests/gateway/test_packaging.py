@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.serve import ROOT
+from tests.support.serve import ROOT
 
 pytestmark = pytest.mark.integration
 

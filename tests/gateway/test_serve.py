@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway.serve import QGATE, ROOT, Server
+from tests.support.serve import QGATE, ROOT, Server
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from twisted.test.iosim import connectedServerAndClient
 from qgate.gateway.app import Gateway
 from qgate.gateway.config import ConfigError, parse
 from qgate.gateway.tls import wrap
-from tests.gateway.certs import make_certs
+from tests.support.certs import make_certs
 
 
 @pytest.fixture

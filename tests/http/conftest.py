@@ -1,167 +1,30 @@
 """Fixtures for the HTTP tests: the API resource over a memory-only queue service on a
-Clock, driven in memory by treq's StubTreq (no sockets)."""
+Clock, driven in memory by ``tests.support.http.Api`` (no sockets)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
-
 import pytest
-from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
 
-from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
-from qgate.gateway.config import Config, HTTPConfig
 from qgate.gateway.registry import GatewayContext
 from qgate.protocols.http import build_resource
-from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
+from tests.support.core import TEST_LIMITS, memory_service
+from tests.support.deferreds import has_result
+from tests.support.http import CLIENT, HTTP_TEST_CONFIG, OTHER_CLIENT, Api, Mounted, Reply, make_ctx
 
-#: Client-IDs as python-zaqarclient sends them (any UUID form is accepted).
-CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
-OTHER_CLIENT = "7ab4e8c62b9e11e3b19171861300734d"
-
-HTTP_TEST_CONFIG = HTTPConfig(max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0)
-
-_DEFAULT = object()
-
-
-def make_ctx(
-    service: QueueService,
-    *,
-    http: HTTPConfig = HTTP_TEST_CONFIG,
-    auth: Any = None,
-    mounts: Mapping[bytes, IResource] | None = None,
-    reactor: Any = None,
-) -> GatewayContext:
-    return GatewayContext(
-        reactor=reactor if reactor is not None else service.clock,
-        service=service,
-        auth=auth or TrustedTenant(),
-        config=replace(Config(), http=http),
-        web_mounts=dict(mounts or {}),
-    )
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, list[str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        values = self.headers.get(name.lower())
-        return values[0] if values else None
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Api:
-    """An HTTP client for the API resource, in memory. Every request carries a Client-ID
-    and ``X-Project-ID: p1`` unless told otherwise (pass ``None`` to leave one out)."""
-
-    def __init__(self, resource: IResource, project: str = "p1") -> None:
-        # StubTreq grows its request methods at run time, so mypy cannot see them.
-        self.stub: Any = StubTreq(resource)
-        self.project = project
-
-    def flush(self) -> None:
-        self.stub.flush()
-
-    def start(
-        self,
-        method: str,
-        path: str,
-        json_body: Any = _DEFAULT,
-        *,
-        data: bytes | None = None,
-        headers: Mapping[str, str | None] | None = None,
-        project: Any = _DEFAULT,
-        client: str | None = CLIENT,
-    ) -> Deferred[Reply]:
-        """Send a request; the Deferred fires once a reply is flushed through."""
-        sent: dict[str, str | None] = {
-            "X-Project-ID": self.project if project is _DEFAULT else project,
-            "Client-ID": client,
-        }
-        if json_body is not _DEFAULT:
-            data = json.dumps(json_body).encode()
-            sent["Content-Type"] = "application/json"
-        sent.update(headers or {})
-        final = {k: v for k, v in sent.items() if v is not None}
-        d = self.stub.request(method, f"http://qgate.test{path}", headers=final, data=data)
-
-        async def read(response: Any) -> Reply:
-            body = await response.content()
-            raw = {
-                k.decode().lower(): [v.decode() for v in vs]
-                for k, vs in response.headers.getAllRawHeaders()
-            }
-            return Reply(response.code, raw, body)
-
-        def reading(response: Any) -> Deferred[Reply]:
-            reply = Deferred.fromCoroutine(read(response))
-            self.flush()
-            return reply
-
-        d.addCallback(reading)
-        self.flush()
-        return d
-
-    async def request(self, method: str, path: str, json_body: Any = _DEFAULT, **kw: Any) -> Reply:
-        d = self.start(method, path, json_body, **kw)
-        self.flush()
-        reply: Reply = await d
-        return reply
-
-    async def get(self, path: str, **kw: Any) -> Reply:
-        return await self.request("GET", path, **kw)
-
-    async def delete(self, path: str, **kw: Any) -> Reply:
-        return await self.request("DELETE", path, **kw)
-
-    async def put(self, path: str, json_body: Any = _DEFAULT, **kw: Any) -> Reply:
-        return await self.request("PUT", path, json_body, **kw)
-
-    async def post(self, path: str, json_body: Any = _DEFAULT, **kw: Any) -> Reply:
-        return await self.request("POST", path, json_body, **kw)
-
-    async def patch(self, path: str, changes: Any, **kw: Any) -> Reply:
-        kw.setdefault(
-            "headers", {"Content-Type": "application/openstack-messaging-v2.0-json-patch"}
-        )
-        return await self.request("PATCH", path, data=json.dumps(changes).encode(), **kw)
-
-    async def post_messages(self, queue: str, *bodies: Any, **kw: Any) -> list[str]:
-        reply = await self.post(
-            f"/v2/queues/{queue}/messages",
-            {"messages": [{"body": b, "ttl": 300} for b in bodies]},
-            **kw,
-        )
-        assert reply.status == 201, reply.body
-        return [href.rsplit("/", 1)[1] for href in reply.json["resources"]]
-
-
-class Mounted(Resource):
-    """What another protocol would mount beside the API (``/stomp``)."""
-
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"text/plain")
-        return b"stomp here"
-
-
-def memory_service(clock: Clock) -> QueueService:
-    return QueueService(clock, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+# Old import paths, for branches written before tests.support: remove once they are merged.
+__all__ = [
+    "CLIENT",
+    "HTTP_TEST_CONFIG",
+    "OTHER_CLIENT",
+    "TEST_LIMITS",
+    "Api",
+    "Reply",
+    "has_result",
+    "make_ctx",
+    "memory_service",
+]
 
 
 @pytest.fixture
@@ -178,15 +41,3 @@ def ctx(service: QueueService) -> GatewayContext:
 @pytest.fixture
 def api(ctx: GatewayContext) -> Api:
     return Api(build_resource(ctx))
-
-
-def has_result(d: Deferred[Any]) -> bool:
-    """Whether ``d`` has a result yet (without consuming it)."""
-    box: list[Any] = []
-
-    def keep(result: Any) -> Any:
-        box.append(result)
-        return result
-
-    d.addBoth(keep)
-    return bool(box)

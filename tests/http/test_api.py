@@ -16,23 +16,13 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from qgate.core.auth import APIKeys, IAuthenticator, TenantAdmin
-from qgate.core.errors import StorageUnavailable
 from qgate.core.service import QueueService
 from qgate.gateway.registry import GatewayContext
 from qgate.protocols.http import build_resource
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.http.conftest import HTTP_TEST_CONFIG, Api, make_ctx
-
-
-class BrokenStorage(MemoryStorage):
-    """A store whose backend is unreachable."""
-
-    def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[Any]:
-        return fail(StorageUnavailable("the database is down"))
-
-    def ping(self) -> Deferred[Any]:
-        return fail(StorageUnavailable("the database is down"))
+from tests.support.core import TEST_LIMITS
+from tests.support.doubles import DownStorage
+from tests.support.http import HTTP_TEST_CONFIG, Api, make_ctx
 
 
 @implementer(IAuthenticator)
@@ -80,7 +70,8 @@ async def test_ping_answers_204_without_credentials(api: Api) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_ping_answers_503_when_storage_is_down(clock: Clock, logged: list[Any]) -> None:
-    broken = QueueService(clock, BrokenStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    down = DownStorage("list_queues", "ping")
+    broken = QueueService(clock, down, MemoryStorage(), limits=TEST_LIMITS)
     api = Api(build_resource(make_ctx(broken)))
     assert (await api.get("/v2/ping")).status == 503
     assert (await api.request("HEAD", "/v2/ping")).status == 503

@@ -17,18 +17,10 @@ from qgate.core.model import NewMessage
 from qgate.core.schemas import parse_schema
 from qgate.core.service import QueueService
 from qgate.protocols.http.avro import QUEUE_SCHEMA_META, wants_avro
-from tests.http.conftest import Api
+from tests.support.http import Api
+from tests.support.schemas import READING_V1 as V1
+from tests.support.schemas import READING_V2 as V2
 
-V1: dict[str, Any] = {
-    "type": "record",
-    "name": "Reading",
-    "namespace": "test",
-    "fields": [{"name": "sensor", "type": "string"}, {"name": "value", "type": "double"}],
-}
-V2: dict[str, Any] = {
-    **V1,
-    "fields": [*V1["fields"], {"name": "unit", "type": "string", "default": "C"}],
-}
 AVRO = {"Content-Type": "avro/binary"}
 ACCEPT_AVRO = {"Accept": "avro/binary"}
 

@@ -7,7 +7,7 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from qgate.core.service import QueueService
-from tests.http.conftest import Api, Reply
+from tests.support.http import Api, Reply
 
 
 def claim_id_of(reply: Reply) -> str:

@@ -11,7 +11,8 @@ from twisted.web.client import ResponseNeverReceived
 
 from qgate.core.model import NewMessage
 from qgate.core.service import QueueService
-from tests.http.conftest import OTHER_CLIENT, Api, has_result
+from tests.support.deferreds import has_result
+from tests.support.http import OTHER_CLIENT, Api
 
 
 @pytest_twisted.ensureDeferred

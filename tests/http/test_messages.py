@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.core.service import QueueService
-from tests.http.conftest import CLIENT, OTHER_CLIENT, Api
+from tests.support.http import CLIENT, OTHER_CLIENT, Api
 
 
 @pytest_twisted.ensureDeferred

@@ -7,7 +7,7 @@ import pytest_twisted
 
 from qgate.core.model import NewMessage, Overflow
 from qgate.core.service import QueueService
-from tests.http.conftest import Api
+from tests.support.http import Api
 
 
 @pytest_twisted.ensureDeferred

@@ -17,8 +17,8 @@ from qgate.core.service import QueueService
 from qgate.gateway.config import ListenerConfig
 from qgate.gateway.registry import GatewayContext, listener_factory
 from qgate.protocols.http import QGateSite
-from tests.helpers import fired
-from tests.http.conftest import CLIENT, HTTP_TEST_CONFIG, make_ctx
+from tests.support.deferreds import fired
+from tests.support.http import CLIENT, HTTP_TEST_CONFIG, make_ctx
 
 LIMIT = 512 * 1024  # tests.http.conftest.HTTP_TEST_CONFIG.max_request_body
 

@@ -17,9 +17,9 @@ from qgate.core.schemas import parse_schema
 from qgate.core.service import QueueService
 from qgate.protocols.http import build_resource
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import fired
-from tests.http.conftest import Api, make_ctx
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import fired
+from tests.support.http import Api, make_ctx
 
 JSON = {"Content-Type": "application/json"}
 

@@ -13,8 +13,8 @@ from qgate.core.service import QueueService
 from qgate.gateway.config import ListenerConfig
 from qgate.protocols.http import listener_factory
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.http.conftest import make_ctx
+from tests.support.core import TEST_LIMITS
+from tests.support.http import make_ctx
 
 
 def drive_client(url: str) -> dict[str, Any]:

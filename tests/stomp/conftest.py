@@ -1,47 +1,20 @@
 """Fixtures for the STOMP tests: a memory-only queue service on a Clock, a GatewayContext,
-and a STOMP client over ``StringTransport`` that parses what the server wrote."""
+and a ``tests.support.stomp.Client`` over StringTransport."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
-from typing import Any
-
 import pytest
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
-from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
-from qgate.gateway.config import Config, StompConfig
 from qgate.gateway.registry import GatewayContext
-from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
-from qgate.protocols.stomp.protocol import StompFactory, StompProtocol
-from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import fired
+from tests.support.core import memory_service
+from tests.support.deferreds import fired
+from tests.support.stomp import Client, make_ctx
 
-
-def memory_service(clock: Any) -> QueueService:
-    return QueueService(clock, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
-
-
-def make_ctx(
-    service: QueueService,
-    reactor: Any = None,
-    auth: Any = None,
-    config: Config | None = None,
-    **stomp: Any,
-) -> GatewayContext:
-    config = config or Config()
-    if stomp:
-        config = replace(config, stomp=replace(StompConfig(), **stomp))
-    return GatewayContext(
-        reactor=reactor if reactor is not None else service.clock,
-        service=service,
-        auth=auth or TrustedTenant(),
-        config=config,
-    )
+# Old import paths, for branches written before tests.support: remove once they are merged.
+result = fired
+__all__ = ["Client", "make_ctx", "memory_service", "result"]
 
 
 @pytest.fixture
@@ -54,78 +27,6 @@ def ctx(mem_service: QueueService) -> GatewayContext:
     return make_ctx(mem_service, heartbeat_ms=0)
 
 
-class Client:
-    """One STOMP connection over StringTransport: send frames, read the server's frames."""
-
-    def __init__(self, ctx: GatewayContext, version: str | None = V12) -> None:
-        self.ctx = ctx
-        self.transport = StringTransport()
-        self.proto: StompProtocol = StompFactory(ctx).buildProtocol(None)
-        self.proto.makeConnection(self.transport)
-        self.version = version
-        self.parser = Parser(max_frame=1 << 30, version=version)
-        self.received: list[Frame] = []
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def raw(self, data: bytes) -> None:
-        self.proto.dataReceived(data)
-
-    def send(
-        self,
-        command: str,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-    ) -> None:
-        self.raw(encode(command, headers, body, self.version))
-
-    def connect(self, version: str = V12, host: str = "/", **headers: str) -> Frame:
-        self.version = version
-        self.parser.version = version
-        hs = {"accept-version": version, "host": host, **headers}
-        self.send("CONNECT", hs)
-        frame = self.next()
-        assert frame.command == "CONNECTED", frame
-        return frame
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def read(self) -> list[Frame]:
-        """Every frame written since the last read."""
-        data = self.transport.value()
-        self.transport.clear()
-        self.parser.feed(data)
-        self.received.extend(self.parser.frames())
-        out, self.received = self.received, []
-        return out
-
-    def next(self) -> Frame:
-        frames = self.read()
-        assert frames, "the server wrote no frame"
-        self.received = frames[1:]
-        return frames[0]
-
-    def messages(self) -> list[Frame]:
-        frames = self.read()
-        assert all(f.command == "MESSAGE" for f in frames), frames
-        return frames
-
-    @property
-    def closing(self) -> bool:
-        return bool(self.transport.disconnecting)
-
-    def lose(self) -> None:
-        """The TCP connection ends (what the reactor does after loseConnection)."""
-        from twisted.internet.error import ConnectionDone
-        from twisted.python.failure import Failure
-
-        self.proto.connectionLost(Failure(ConnectionDone()))
-
-
 @pytest.fixture
 def client(ctx: GatewayContext) -> Client:
     return Client(ctx)
-
-
-#: The result of an already fired Deferred (the memory store answers at once).
-result = fired

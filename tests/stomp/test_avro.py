@@ -19,21 +19,13 @@ import pytest
 from qgate.core.model import NewMessage
 from qgate.protocols.stomp.bodies import ERROR_HEADER, SCHEMA_TTL
 from qgate.protocols.stomp.codec import V10
-
-from .conftest import Client, make_ctx, result
+from tests.support.deferreds import fired
+from tests.support.doubles import Delegating
+from tests.support.schemas import USER_V1 as V1
+from tests.support.schemas import USER_V2 as V2
+from tests.support.stomp import Client, make_ctx
 
 Q = "readings"
-V1: dict[str, Any] = {
-    "type": "record",
-    "name": "User",
-    "namespace": "test",
-    "fields": [{"name": "id", "type": "long"}, {"name": "name", "type": "string"}],
-}
-#: V1 plus an optional field with a default: it reads V1.
-V2: dict[str, Any] = {
-    **V1,
-    "fields": [*V1["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
-}
 _EMPTY = 0xC15D213AA4D7A795
 
 
@@ -74,7 +66,7 @@ def stored_type(schema: Any) -> str:
 
 
 def publish(service: Any, *messages: NewMessage, queue: str = Q) -> None:
-    result(service.publish("default", queue, list(messages)))
+    fired(service.publish("default", queue, list(messages)))
 
 
 def as_json(value: Any) -> NewMessage:
@@ -83,8 +75,8 @@ def as_json(value: Any) -> NewMessage:
 
 
 def checked_queue(service: Any, schema: Any = V1, queue: str = Q) -> None:
-    result(service.create_queue("default", queue))
-    result(service.set_schema("default", queue, schema))
+    fired(service.create_queue("default", queue))
+    fired(service.set_schema("default", queue, schema))
 
 
 def subscribe(client: Client, destination: str = f"/queue/{Q}", **headers: str) -> None:
@@ -192,7 +184,7 @@ def test_messages_of_an_earlier_schema_arrive_resolved_into_the_current_one(
 ):
     checked_queue(mem_service)
     publish(mem_service, as_json({"id": 1, "name": "old"}))
-    result(mem_service.set_schema("default", Q, V2))
+    fired(mem_service.set_schema("default", Q, V2))
     publish(mem_service, as_json({"id": 2, "name": "new", "email": "n@x"}))
     subscribe(client, accept=accept)
     old, new = client.messages()
@@ -209,7 +201,7 @@ def test_a_new_writer_makes_the_subscription_read_the_schema_again(client, mem_s
     subscribe(client, f"/topic/{Q}")
     publish(mem_service, as_json({"id": 1, "name": "a"}))
     assert json.loads(client.messages()[0].body) == {"id": 1, "name": "a"}
-    result(mem_service.set_schema("default", Q, V2))
+    fired(mem_service.set_schema("default", Q, V2))
     publish(mem_service, as_json({"id": 2, "name": "b", "email": "b@x"}))
     # No time has passed: the message's writer (V2) is what says the schema changed.
     assert json.loads(client.messages()[0].body) == {"id": 2, "name": "b", "email": "b@x"}
@@ -220,7 +212,7 @@ def test_a_schema_change_reaches_older_messages_within_the_schema_ttl(client, me
     publish(mem_service, *(as_json({"id": i, "name": "v1"}) for i in range(3)))
     subscribe(client, ack="client-individual", **{"prefetch-count": "1"})
     [m0] = client.messages()
-    result(mem_service.set_schema("default", Q, V2))
+    fired(mem_service.set_schema("default", Q, V2))
     client.send("ACK", {"id": m0.headers["ack"]})
     [m1] = client.messages()
     # The schema is kept per subscription, not read per message: still V1's view.
@@ -231,18 +223,18 @@ def test_a_schema_change_reaches_older_messages_within_the_schema_ttl(client, me
     assert json.loads(m2.body) == {"id": 2, "name": "v1", "email": None}
 
 
-class Counting:
+class Counting(Delegating):
     """The service as a session sees it, counting the schema reads and body conversions
     asked of it (everything else passes through)."""
 
     COUNTED = ("get_schema", "decode_bodies", "resolve_bodies")
 
     def __init__(self, service: Any) -> None:
-        self._service = service
+        super().__init__(service)
         self.calls: Counter[str] = Counter()
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._service, name)
+        attr = getattr(self.target, name)
         if name not in self.COUNTED:
             return attr
 
@@ -263,7 +255,7 @@ def test_the_schema_is_read_once_per_subscription_and_again_for_a_new_writer(mem
         publish(mem_service, as_json({"id": i, "name": "v1"}))
         assert len(client.messages()) == 1
     assert counting.calls == {"get_schema": 1}
-    result(mem_service.set_schema("default", Q, V2))
+    fired(mem_service.set_schema("default", Q, V2))
     publish(mem_service, as_json({"id": 9, "name": "v2"}))
     assert json.loads(client.messages()[0].body)["email"] is None
     # Read again for the new writer; converted here, not by the service.
@@ -273,7 +265,7 @@ def test_the_schema_is_read_once_per_subscription_and_again_for_a_new_writer(mem
 def test_a_backlog_of_an_earlier_writer_does_not_read_the_schema_per_batch(mem_service):
     checked_queue(mem_service)
     publish(mem_service, *(as_json({"id": i, "name": "v1"}) for i in range(3)))
-    result(mem_service.set_schema("default", Q, V2))
+    fired(mem_service.set_schema("default", Q, V2))
     counting = Counting(mem_service)
     client = Client(make_ctx(counting, heartbeat_ms=0))
     client.connect()
@@ -309,7 +301,7 @@ def _any_bodies() -> list[NewMessage]:
 
 @pytest.mark.parametrize("accept", ["application/json", "avro/binary"])
 def test_a_queue_without_a_schema_delivers_every_body_as_published(client, mem_service, accept):
-    result(mem_service.register_schema(V1))
+    fired(mem_service.register_schema(V1))
     published = _any_bodies()
     publish(mem_service, *published, queue="plain")
     subscribe(client, "/queue/plain", accept=accept)
@@ -321,13 +313,13 @@ def test_a_queue_without_a_schema_delivers_every_body_as_published(client, mem_s
 
 
 def test_bodies_published_before_the_schema_was_set_are_delivered_as_stored(client, mem_service):
-    result(mem_service.create_queue("default", Q))
+    fired(mem_service.create_queue("default", Q))
     publish(
         mem_service,
         NewMessage(b"plain text", content_type="text/plain"),
         NewMessage(b"\xc3\x01 opaque, by its content type", content_type="application/x-raw"),
     )
-    result(mem_service.set_schema("default", Q, V1))
+    fired(mem_service.set_schema("default", Q, V1))
     subscribe(client, accept="avro/binary")
     got = client.messages()
     assert [(m.body, m.headers["content-type"]) for m in got] == [
@@ -342,7 +334,7 @@ def test_an_undecodable_body_is_delivered_as_stored_with_a_reason(client, mem_se
     # V1 as its writer is stored as is, and V1 is then set (it reads its own writer).
     publish(mem_service, NewMessage(b"\x02", content_type=stored_type(V1)))
     for schema in schemas:
-        result(mem_service.set_schema("default", Q, schema))
+        fired(mem_service.set_schema("default", Q, schema))
     publish(mem_service, as_json({"id": 5, "name": "fine"}))
     subscribe(client)
     bad, good = client.messages()
@@ -356,7 +348,7 @@ def test_an_undecodable_body_is_delivered_as_stored_with_a_reason(client, mem_se
 
 
 def _stored(service: Any, queue: str = Q) -> list[Any]:
-    return result(service.observe("default", queue, limit=10, include_claimed=True))
+    return fired(service.observe("default", queue, limit=10, include_claimed=True))
 
 
 def _send(client: Client, body: bytes, content_type: str | None) -> Any:
@@ -391,7 +383,7 @@ def test_a_single_object_send_of_an_earlier_schema_is_resolved_into_the_current(
     client, mem_service
 ):
     checked_queue(mem_service)
-    result(mem_service.set_schema("default", Q, V2))
+    fired(mem_service.set_schema("default", Q, V2))
     body = b"\xc3\x01" + fingerprint(V1) + datum(V1, {"id": 3, "name": "v1"})
     assert _send(client, body, "avro/binary").command == "RECEIPT"
     [m] = _stored(mem_service)

@@ -24,10 +24,11 @@ from qgate.core.service import QueueService
 from qgate.protocols.stomp import listener_factory
 from qgate.protocols.stomp.codec import V10, V11, Parser
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-from tests.helpers import until
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import until
+from tests.support.stomp import make_ctx
+from tests.support.stores import open_store
 
-from .conftest import make_ctx
 from .test_avro import V1, datum, fingerprint, read_single_object
 
 pytestmark = pytest.mark.integration
@@ -351,12 +352,7 @@ async def test_a_silent_client_is_disconnected(server):
 @pytest.fixture
 def sql_server(reactor: Any, tmp_path: Any) -> Any:
     """The STOMP listener over a SQLite store (durable queues, cursors in SQL)."""
-    from qgate.storage.sql.migrate import upgrade
-    from qgate.storage.sql.store import SQLStorage
-
-    url = f"sqlite:///{tmp_path}/qgate.db"
-    upgrade(url)
-    store = SQLStorage(reactor, url, synchronous="NORMAL")
+    store = open_store("sqlite", reactor, tmp_path, None)
     service = QueueService(reactor, store, MemoryStorage(), limits=TEST_LIMITS)
     ctx = make_ctx(service, reactor=reactor, heartbeat_ms=0)
     port = reactor.listenTCP(0, listener_factory(ctx, None), interface="127.0.0.1")

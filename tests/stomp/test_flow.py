@@ -10,19 +10,17 @@ from twisted.internet.testing import StringTransport
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.protocols.stomp.protocol import CLOSE_TIMEOUT
 from qgate.protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
+from tests.support.deferreds import fired
+from tests.support.doubles import Delegating
+from tests.support.stomp import Client, make_ctx
 
-from .conftest import Client, make_ctx, result
 
-
-class HeldPublishes:
+class HeldPublishes(Delegating):
     """A queue service whose publishes wait until the test lets them through (slow storage)."""
 
     def __init__(self, service: Any) -> None:
-        self._service = service
+        super().__init__(service)
         self.held: list[tuple[Deferred[Any], tuple[Any, ...]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._service, name)
 
     def publish(self, tenant: str, name: str, messages: Any, create: bool = True) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
@@ -36,7 +34,7 @@ class HeldPublishes:
     def commit(self, n: int | None = None) -> None:
         batch, self.held = self.held[:n], self.held[len(self.held[:n]) :]
         for d, args in batch:
-            self._service.publish(*args).chainDeferred(d)
+            self.target.publish(*args).chainDeferred(d)
 
 
 def test_a_producer_faster_than_storage_is_paused(mem_service):
@@ -57,7 +55,7 @@ def test_a_producer_faster_than_storage_is_paused(mem_service):
     slow.commit()
     receipts = [f.headers["receipt-id"] for f in client.read()]
     assert receipts == [str(i) for i in range(total)]
-    assert result(mem_service.queue_stats("default", "q")).total == total
+    assert fired(mem_service.queue_stats("default", "q")).total == total
 
 
 def test_sends_of_one_chunk_are_one_publish_and_keep_their_order(mem_service):
@@ -79,7 +77,7 @@ def test_sends_of_one_chunk_are_one_publish_and_keep_their_order(mem_service):
 
 def test_a_batch_that_does_not_fit_is_stored_send_by_send(mem_service):
     """A full queue rejects the SEND that does not fit, not the ones before it."""
-    result(mem_service.create_queue("default", "small", QueueOptions(max_messages=2), None))
+    fired(mem_service.create_queue("default", "small", QueueOptions(max_messages=2), None))
     client = Client(make_ctx(mem_service, heartbeat_ms=0))
     client.connect()
     client.raw(
@@ -88,7 +86,7 @@ def test_a_batch_that_does_not_fit_is_stored_send_by_send(mem_service):
     frames = client.read()
     assert [f.command for f in frames] == ["RECEIPT", "RECEIPT", "ERROR"]
     assert frames[2].headers["receipt-id"] == "2"
-    assert [m.body for m in result(mem_service.observe("default", "small"))] == [b"0", b"1"]
+    assert [m.body for m in fired(mem_service.observe("default", "small"))] == [b"0", b"1"]
 
 
 def test_a_send_receipt_waits_for_the_commit(mem_service):
@@ -142,11 +140,11 @@ def test_a_consumer_that_does_not_read_gets_no_more_than_its_window(mem_service)
     client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "prefetch-count": "5"})
     client.read()
     body = b"x" * 500
-    result(mem_service.publish("default", "q", [NewMessage(body) for _ in range(50)]))
+    fired(mem_service.publish("default", "q", [NewMessage(body) for _ in range(50)]))
     # The first batch (prefetch 5) went out; then the peer stopped reading and the
     # subscription waits instead of claiming more.
     assert len(client.messages()) == 5
-    assert result(mem_service.queue_stats("default", "q")).total == 45
+    assert fired(mem_service.queue_stats("default", "q")).total == 45
     assert not client.closing
     # The peer reads again: delivery resumes.
     client.transport.limit = 10**9
@@ -164,7 +162,7 @@ def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
         "SUBSCRIBE",
         {"destination": "/queue/q", "id": "s", "ack": "client", "prefetch-count": "20"},
     )
-    result(mem_service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
+    fired(mem_service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
     frames = client.read()
     assert frames[-1].command == "ERROR"
     assert "slow consumer" in frames[-1].headers["message"]
@@ -174,31 +172,28 @@ def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
     clock.advance(CLOSE_TIMEOUT)
     assert client.transport.disconnected
     client.lose()
-    assert result(mem_service.queue_stats("default", "q")).available == 20
+    assert fired(mem_service.queue_stats("default", "q")).available == 20
     other.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client"})
     assert len(other.messages()) == 20
 
 
-class CountedAcks:
+class CountedAcks(Delegating):
     """A queue service that records each ack call (and passes it on)."""
 
     def __init__(self, service: Any) -> None:
-        self._service = service
+        super().__init__(service)
         self.acks: list[list[str]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._service, name)
 
     def ack(self, tenant: str, name: str, claim_id: str, ids: Any) -> Deferred[Any]:
         self.acks.append(list(ids))
-        return self._service.ack(tenant, name, claim_id, ids)
+        return self.target.ack(tenant, name, claim_id, ids)
 
 
 def test_acks_of_one_chunk_are_one_core_call(mem_service):
     counted = CountedAcks(mem_service)
     client = Client(make_ctx(counted, heartbeat_ms=0))  # type: ignore[arg-type]
     client.connect()
-    result(mem_service.publish("default", "q", [NewMessage(b"%d" % i) for i in range(3)]))
+    fired(mem_service.publish("default", "q", [NewMessage(b"%d" % i) for i in range(3)]))
     client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client-individual"})
     tags = [m.headers["ack"] for m in client.messages()]
     client.raw(
@@ -206,20 +201,20 @@ def test_acks_of_one_chunk_are_one_core_call(mem_service):
     )
     assert len(counted.acks) == 1 and len(counted.acks[0]) == 3
     assert [f.headers["receipt-id"] for f in client.read()] == [f"r{t}" for t in tags]
-    assert result(mem_service.queue_stats("default", "q")).total == 0
+    assert fired(mem_service.queue_stats("default", "q")).total == 0
 
 
 def test_an_ack_takes_effect_before_the_disconnect_receipt(mem_service):
     client = Client(make_ctx(mem_service, heartbeat_ms=0))
     client.connect()
-    result(mem_service.publish("default", "q", [NewMessage(b"x")]))
+    fired(mem_service.publish("default", "q", [NewMessage(b"x")]))
     client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "ack": "client"})
     [m] = client.messages()
     client.raw(
         b"ACK\nid:%s\nreceipt:a\n\n\x00DISCONNECT\nreceipt:bye\n\n\x00" % m.headers["ack"].encode()
     )
     assert [f.headers["receipt-id"] for f in client.read()] == ["a", "bye"]
-    assert result(mem_service.queue_stats("default", "q")).total == 0
+    assert fired(mem_service.queue_stats("default", "q")).total == 0
 
 
 def test_frames_after_batched_sends_see_them_stored(mem_service):

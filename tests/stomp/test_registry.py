@@ -9,8 +9,7 @@ from zope.interface.verify import verifyObject
 from qgate.gateway.registry import listener_factory, web_mounts
 from qgate.protocols.stomp.protocol import StompProtocol
 from qgate.protocols.stomp.websocket import StompWebSocketProtocol
-
-from .conftest import Client
+from tests.support.stomp import Client
 
 
 def test_stomp_listener_is_registered(ctx):

@@ -11,17 +11,17 @@ from qgate.core.model import NewMessage, QueueOptions
 from qgate.core.service import QueueService
 from qgate.protocols.stomp.codec import V10, V11
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
-
-from .conftest import Client, make_ctx, result
+from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import fired
+from tests.support.stomp import Client, make_ctx
 
 
 def _publish(service, queue, *bodies, tenant="default"):
-    return result(service.publish(tenant, queue, [NewMessage(b) for b in bodies]))
+    return fired(service.publish(tenant, queue, [NewMessage(b) for b in bodies]))
 
 
 def _stats(service, queue, tenant="default"):
-    return result(service.queue_stats(tenant, queue))
+    return fired(service.queue_stats(tenant, queue))
 
 
 # -- CONNECT ---------------------------------------------------------------------------------
@@ -94,8 +94,8 @@ def test_api_keys_login_and_passcode(mem_service):
     tenants = MemoryStorage()
     clock = mem_service.clock
     admin = TenantAdmin(tenants, clock)
-    result(Deferred_from(admin.create_tenant("acme")))
-    token = result(Deferred_from(admin.create_key("acme")))
+    fired(Deferred_from(admin.create_tenant("acme")))
+    token = fired(Deferred_from(admin.create_key("acme")))
     config = Config(auth=AuthConfig(mode="keys"))
     ctx = make_ctx(mem_service, auth=APIKeys(tenants, clock), config=config, heartbeat_ms=0)
 
@@ -143,7 +143,7 @@ def test_send_stores_body_content_type_headers_and_priority(client, mem_service)
         body,
     )
     assert client.next().headers == {"receipt-id": "r-1"}
-    [m] = result(mem_service.observe("default", "jobs"))
+    [m] = fired(mem_service.observe("default", "jobs"))
     assert m.body == body
     assert m.content_type == "application/x-thing"
     assert m.priority == 7
@@ -154,7 +154,7 @@ def test_send_expiration_sets_the_ttl(client, mem_service):
     client.connect()
     client.send("SEND", {"destination": "/queue/q", "expiration": "5000", "receipt": "1"}, b"x")
     client.next()
-    [m] = result(mem_service.observe("default", "q"))
+    [m] = fired(mem_service.observe("default", "q"))
     assert m.ttl == 5.0
 
 
@@ -196,7 +196,7 @@ def test_frames_after_an_error_are_ignored(client, mem_service):
     client.connect()
     client.raw(b"FROB\n\n\x00SEND\ndestination:/queue/a\n\nx\x00")
     assert [f.command for f in client.read()] == ["ERROR"]
-    assert result(mem_service.list_queues("default")) == []
+    assert fired(mem_service.list_queues("default")) == []
 
 
 def test_a_frame_too_large_is_an_error(mem_service):
@@ -229,7 +229,7 @@ def test_an_unsubscribe_whose_messages_cannot_go_back_is_an_error(clock):
     from twisted.internet.defer import fail
 
     from qgate.core.errors import StorageUnavailable
-    from tests.stomp.conftest import memory_service
+    from tests.support.core import memory_service
 
     service = memory_service(clock)
     service.release = lambda *a, **k: fail(StorageUnavailable("database away"))  # type: ignore[method-assign]
@@ -248,8 +248,8 @@ def test_persistent_false_makes_a_new_queue_transient(client, mem_service):
     client.send("SEND", {"destination": "/queue/t", "persistent": "false", "receipt": "1"}, b"x")
     client.send("SEND", {"destination": "/queue/d", "receipt": "2"}, b"x")
     client.read()
-    assert not result(mem_service.get_queue("default", "t")).options.durable
-    assert result(mem_service.get_queue("default", "d")).options.durable
+    assert not fired(mem_service.get_queue("default", "t")).options.durable
+    assert fired(mem_service.get_queue("default", "d")).options.durable
 
 
 def test_a_transient_queue_takes_the_service_defaults_but_durability(clock):
@@ -261,7 +261,7 @@ def test_a_transient_queue_takes_the_service_defaults_but_durability(clock):
     c.connect()
     c.send("SEND", {"destination": "/queue/t", "persistent": "false", "receipt": "1"}, b"x")
     assert c.next().command == "RECEIPT"
-    options = result(service.get_queue("default", "t")).options
+    options = fired(service.get_queue("default", "t")).options
     assert options == replace(defaults, durable=False)
 
 
@@ -472,7 +472,7 @@ class _TwoProcesses:
             self.other_clock.advance(1)
 
     def other_claims(self) -> list[bytes]:
-        claim = result(self.other.claim("default", "jobs", ttl=60))
+        claim = fired(self.other.claim("default", "jobs", ttl=60))
         return [] if claim is None else [m.body for m in claim.messages]
 
 
@@ -497,7 +497,7 @@ def test_the_lease_is_renewed_while_connected_and_ends_one_lease_after_a_crash()
 
 
 def test_publisher_headers_cannot_override_stomp_headers(client, mem_service):
-    result(
+    fired(
         mem_service.publish(
             "default",
             "jobs",
@@ -584,7 +584,7 @@ def test_durable_topic_subscription_resumes_after_reconnect(ctx, mem_service):
     # UNSUBSCRIBE with durable:true forgets the cursor.
     b.send("UNSUBSCRIBE", {"id": "sub-1", "durable": "true", "receipt": "u"})
     b.read()
-    assert result(mem_service.get_cursor("default", "feed", "sub-1")) is None
+    assert fired(mem_service.get_cursor("default", "feed", "sub-1")) is None
 
 
 def test_durable_topic_auto_ack_advances_the_cursor(ctx, mem_service):
@@ -594,7 +594,7 @@ def test_durable_topic_auto_ack_advances_the_cursor(ctx, mem_service):
     a.send("SUBSCRIBE", {"destination": "/topic/feed", "id": "d", "durable": "true"})
     _publish(mem_service, "feed", b"y")
     assert [m.body for m in a.messages()] == [b"y"]
-    assert result(mem_service.get_cursor("default", "feed", "d")) == "2"
+    assert fired(mem_service.get_cursor("default", "feed", "d")) == "2"
 
 
 def test_a_durable_subscription_made_on_an_empty_queue_keeps_its_place(ctx, mem_service):
@@ -606,14 +606,14 @@ def test_a_durable_subscription_made_on_an_empty_queue_keeps_its_place(ctx, mem_
     )
     assert a.next().command == "RECEIPT"
     # The position is stored at once: "0", before every message.
-    assert result(mem_service.get_cursor("default", "empty", "d")) == "0"
+    assert fired(mem_service.get_cursor("default", "empty", "d")) == "0"
     a.lose()
     _publish(mem_service, "empty", b"while away")
     b = Client(ctx)
     b.connect()
     b.send("SUBSCRIBE", {"destination": "/topic/empty", "id": "d", "durable": "true"})
     assert [m.body for m in b.messages()] == [b"while away"]
-    assert result(mem_service.get_cursor("default", "empty", "d")) == "1"
+    assert fired(mem_service.get_cursor("default", "empty", "d")) == "1"
 
 
 def test_a_non_durable_topic_subscriber_misses_what_was_sent_while_away(ctx, mem_service):
@@ -653,9 +653,9 @@ def test_temp_queue_reply_to_round_trip(ctx, mem_service):
     assert reply.headers["subscription"] == "/temp-queue/answers"
     assert reply.headers["destination"] == "/temp-queue/answers"
     core = reply_to.removeprefix("/reply-queue/")
-    assert not result(mem_service.get_queue("default", core)).options.durable
+    assert not fired(mem_service.get_queue("default", core)).options.durable
     requester.lose()
-    names = [q.name for q in result(mem_service.list_queues("default"))]
+    names = [q.name for q in fired(mem_service.list_queues("default"))]
     assert core not in names
     # A reply to a requester that has gone is dropped, not an error.
     server.send("SEND", {"destination": reply_to, "receipt": "late"}, b"too late")
@@ -711,7 +711,7 @@ def test_open_transactions_abort_on_disconnect(client, mem_service):
     client.send("BEGIN", {"transaction": "tx"})
     client.send("SEND", {"destination": "/queue/t", "transaction": "tx"}, b"x")
     client.lose()
-    assert result(mem_service.list_queues("default")) == []
+    assert fired(mem_service.list_queues("default")) == []
 
 
 def test_transaction_errors(client):

@@ -17,9 +17,9 @@ from qgate.core.service import QueueService
 from qgate.gateway.registry import web_mounts
 from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
 from qgate.storage.memory import MemoryStorage
-from tests.conftest import TEST_LIMITS
+from tests.support.core import TEST_LIMITS
+from tests.support.stomp import make_ctx
 
-from .conftest import make_ctx
 from .test_avro import V1, read_single_object
 
 pytestmark = pytest.mark.integration

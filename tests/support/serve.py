@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.http import CLIENT
+
 QGATE = [sys.executable, "-m", "qgate.gateway.cli"]
 ROOT = Path(__file__).resolve().parents[2]
-CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
+CLIENT_ID = CLIENT
 
 
 def free_port() -> int:

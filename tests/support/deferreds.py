@@ -1,4 +1,4 @@
-"""Small test helpers shared by the suites."""
+"""Reading Deferreds in tests: one that has fired, one that may have, one that will."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ def fired(d: Deferred[T]) -> T:
     if hasattr(result, "raiseException"):
         result.raiseException()
     return result  # type: ignore[no-any-return]
+
+
+def has_result(d: Deferred[Any]) -> bool:
+    """Whether ``d`` has a result yet (without consuming it)."""
+    box: list[Any] = []
+
+    def keep(result: Any) -> Any:
+        box.append(result)
+        return result
+
+    d.addBoth(keep)
+    return bool(box)
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

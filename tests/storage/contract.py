@@ -1,0 +1,14 @@
+"""The storage contract: what every ``IQueueStorage`` does, as test methods on one base
+class (coilmq's ``BaseQueueTests``). A backend's test class inherits them all and adds a
+``store`` fixture; see ``test_backends.py``."""
+
+from __future__ import annotations
+
+from tests.storage.claims import ClaimContract
+from tests.storage.expiry import ExpiryContract
+from tests.storage.messages import MessageContract
+from tests.storage.queues import QueueContract
+
+
+class StorageContract(QueueContract, MessageContract, ClaimContract, ExpiryContract):
+    """Every test takes ``store``: a fresh, empty store of the subclass's backend."""
