@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from qgate.core.errors import InvalidArgument, Unauthorized
 from qgate.core.interfaces import ITenantStore
@@ -25,19 +25,34 @@ KEY_PREFIX = "qg"
 
 
 class IAuthenticator(Interface):
-    def authenticate(tenant, token):  # type: ignore[no-untyped-def]
-        """-> Deferred[str]: the tenant to act as; fails with Unauthorized."""
+    """How clients prove their tenant: the auth mode lives here, not in the protocols."""
+
+    needs_token = Attribute(
+        "True when a client proves its tenant with a token (an API key); False when the "
+        "tenant it names is believed. Protocols choose which client field to pass by it."
+    )
+
+    def authenticate(tenant, token, assumed=None):  # type: ignore[no-untyped-def]
+        """-> Deferred[str]: the tenant to act as; fails with Unauthorized.
+
+        ``assumed`` is the tenant a protocol takes for a client that names none, where its
+        own convention allows that (STOMP's default virtual host); a configured default
+        tenant comes first."""
 
 
 @implementer(IAuthenticator)
 class TrustedTenant:
     """``auth.mode = "none"``: the client names its tenant and is believed."""
 
+    needs_token = False
+
     def __init__(self, default_tenant: str | None = None) -> None:
         self.default_tenant = default_tenant
 
-    def authenticate(self, tenant: str | None, token: str | None) -> Deferred[str]:
-        chosen = tenant or self.default_tenant
+    def authenticate(
+        self, tenant: str | None, token: str | None, assumed: str | None = None
+    ) -> Deferred[str]:
+        chosen = tenant or self.default_tenant or assumed
         if not chosen:
             return fail(Unauthorized("a tenant (project id) is required", field="tenant"))
         try:
@@ -80,7 +95,11 @@ class APIKeys:
         self._cache_size = cache_size
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
-    def authenticate(self, tenant: str | None, token: str | None) -> Deferred[str]:
+    needs_token = True
+
+    def authenticate(
+        self, tenant: str | None, token: str | None, assumed: str | None = None
+    ) -> Deferred[str]:
         if not token:
             return fail(Unauthorized("an API key is required (X-Auth-Token or passcode)"))
         digest = hash_secret(token)

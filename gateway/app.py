@@ -121,13 +121,10 @@ class Gateway(service.MultiService):
             ),
         )
         self.auth = make_authenticator(reactor, config, self.store)
-        base = registry.GatewayContext(reactor, self.core, self.auth, config)
-        self.context = registry.GatewayContext(
-            reactor, self.core, self.auth, config, registry.web_mounts(base)
-        )
+        self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
         self._factories = []
         for listener in config.listeners:
-            factory = registry.listener_factory(listener.protocol)(self.context, listener)
+            factory = self.protocols.listener(listener.protocol, listener)
             if listener.tls is not None:
                 factory = tls.wrap(factory, listener.tls, reactor)
             try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from qgate.core.limits import Limits
@@ -70,33 +71,6 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True)
-class HTTPConfig:
-    #: Longest ``wait=`` a long poll may ask for, in seconds.
-    max_wait: float = 30.0
-    #: Origins allowed by CORS (``["*"]`` for any); empty disables CORS headers.
-    cors_origins: tuple[str, ...] = ("*",)
-    #: Largest request body read, in bytes; larger ones get 413 before being read.
-    max_request_body: int = 1024 * 1024
-    #: Seconds an idle or slow connection may stay open.
-    idle_timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class StompConfig:
-    #: Heart-beat the server offers and asks for, in milliseconds (0 disables).
-    heartbeat_ms: int = 10_000
-    #: Largest frame accepted, in bytes (headers and body).
-    max_frame: int = 1024 * 1024
-    #: Messages in flight per subscription when the client names no prefetch-count.
-    prefetch: int = 100
-    #: Bytes queued for a client that does not read before it is disconnected.
-    max_output_buffer: int = 4 * 1024 * 1024
-    #: Seconds a queue subscription's messages stay claimed; renewed every third of it while
-    #: the connection lives, so after a crash they come back within one lease.
-    lease: float = 30.0
-
-
-@dataclass(frozen=True)
 class QueueDefaults:
     default_ttl: float = 3600.0
     default_delay: float = 0.0
@@ -107,14 +81,19 @@ class QueueDefaults:
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
-    http: HTTPConfig = field(default_factory=HTTPConfig)
-    stomp: StompConfig = field(default_factory=StompConfig)
     limits: Limits = field(default_factory=Limits)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
     listeners: tuple[ListenerConfig, ...] = (
         ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
         ListenerConfig("stomp", "tcp:61613:interface=127.0.0.1"),
     )
+    #: Each registered protocol's settings (``[http]``, ``[stomp]``, ...), by name: the
+    #: classes are declared beside the protocols (``gateway/registry.py`` names them).
+    protocols: Mapping[str, Any] = field(default_factory=lambda: _protocol_settings({}))
+
+    def settings(self, protocol: str) -> Any:
+        """The settings of one protocol (what its ``ProtocolContext`` carries)."""
+        return self.protocols[protocol]
 
 
 _TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -195,15 +174,25 @@ def _tls(value: Any, name: str) -> TLSConfig:
     return tls
 
 
+def _protocol_settings(tables: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Every registered protocol's settings, from its table in ``tables`` or defaults."""
+    from qgate.gateway.registry import PROTOCOLS, settings_class
+
+    return MappingProxyType(
+        {name: _build(settings_class(name), tables.get(name, {}), name) for name in PROTOCOLS}
+    )
+
+
 def _listeners(value: Any, name: str) -> tuple[ListenerConfig, ...]:
-    from qgate.gateway.registry import PROTOCOLS
+    from qgate.gateway.registry import listener_protocols
 
     if not isinstance(value, list):
         raise ConfigError(f"{name}: expected an array of tables ([[listeners]])")
     out = []
     for i, item in enumerate(value):
         where = f"{name}[{i}]"
-        listener = _build(ListenerConfig, item, where, protocol=_choice(tuple(PROTOCOLS)), tls=_tls)
+        protocol = _choice(listener_protocols())
+        listener = _build(ListenerConfig, item, where, protocol=protocol, tls=_tls)
         out.append(listener)
     return tuple(out)
 
@@ -228,26 +217,36 @@ def _storage(value: Any, name: str) -> StorageConfig:
 
 
 def parse(data: Mapping[str, Any]) -> Config:
+    from qgate.gateway.registry import PROTOCOLS
+
+    if not isinstance(data, Mapping):
+        raise ConfigError("config: expected a table")
+    tables = {key: value for key, value in data.items() if key in PROTOCOLS}
+    rest = {key: value for key, value in data.items() if key not in PROTOCOLS}
+    known = sorted({f.name for f in fields(Config)} - {"protocols"} | set(PROTOCOLS))
+    for key in rest:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(known)})")
     config = _build(
         Config,
-        data,
+        rest,
         "",
         storage=_storage,
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
-        http=lambda v, n: _build(HTTPConfig, v, n),
-        stomp=lambda v, n: _build(StompConfig, v, n),
         limits=lambda v, n: _build(Limits, v, n),
         queues=lambda v, n: _build(QueueDefaults, v, n),
         listeners=_listeners,
     )
     if not config.listeners:
         raise ConfigError("listeners: at least one listener is needed")
-    limits = config.limits
-    if not limits.min_lease <= config.stomp.lease <= limits.max_lease:
-        raise ConfigError(
-            f"stomp.lease: must be between limits.min_lease ({limits.min_lease:g}) and "
-            f"limits.max_lease ({limits.max_lease:g}) seconds (got {config.stomp.lease:g})"
-        )
+    config = replace(config, protocols=_protocol_settings(tables))
+    for name, settings in config.protocols.items():
+        check = getattr(settings, "check", None)
+        if check is not None:
+            try:
+                check(config.limits)
+            except ValueError as e:
+                raise ConfigError(f"{name}.{e}") from None
     if config.auth.mode == "keys" and config.storage.url.startswith("memory"):
         raise ConfigError("auth.mode: keys need a SQL storage.url to keep the keys in")
     return config

@@ -1,48 +1,41 @@
-"""One registry from protocol names to listener factories (no if/elif on config types).
+"""One registry of protocols (no if/elif on config types).
 
-Adding a protocol is a new package under ``protocols/`` plus one line here. Entries are
-``"module:function"`` strings, imported when a listener asks for them.
+Adding a protocol is a new package under ``protocols/`` plus one line here: a
+:class:`~qgate.protocols.context.ProtocolEntry` naming its settings class (the config table
+of the same name), its listener factory and/or its web mount, as ``"module:name"`` strings
+imported when first needed.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
 from qgate.core.auth import IAuthenticator
 from qgate.core.interfaces import IQueueService
+from qgate.protocols.context import ListenerFactory, ProtocolContext, ProtocolEntry, WebMount
 
-
-@dataclass(frozen=True)
-class GatewayContext:
-    """What a protocol gets to build its listeners: the core API and its settings."""
-
-    reactor: Any
-    service: IQueueService
-    auth: IAuthenticator
-    config: Any  # gateway.config.Config (not imported here: config imports this module)
-    #: Extra resources mounted on every HTTP listener, by path segment (b"stomp", b"avro").
-    web_mounts: Mapping[bytes, IResource] = field(default_factory=dict)
-
-
-ListenerFactory = Callable[[GatewayContext, Any], IProtocolFactory]
-WebMount = Callable[[GatewayContext], IResource]
-
-#: protocol name (as in ``[[listeners]] protocol = ...``) -> "module:factory(ctx, listener)"
-PROTOCOLS: dict[str, str] = {
-    "http": "qgate.protocols.http:listener_factory",
-    "stomp": "qgate.protocols.stomp:listener_factory",
-}
-
-#: config attribute naming the mount path -> "module:factory(ctx)" of a web resource
-WEB_MOUNTS: dict[str, str] = {
-    "stomp": "qgate.protocols.stomp.websocket:websocket_resource",
-    "avro": "qgate.protocols.avro.rpc:rpc_resource",
+#: protocol name -> its entry. The name is the config table (``[stomp]``), the value of
+#: ``[[listeners]] protocol`` for protocols with a listener, and the path (``/stomp``) of
+#: a web mount on every HTTP listener.
+PROTOCOLS: dict[str, ProtocolEntry] = {
+    "http": ProtocolEntry(
+        settings="qgate.protocols.http.settings:HTTPSettings",
+        listener="qgate.protocols.http:listener_factory",
+    ),
+    "stomp": ProtocolEntry(
+        settings="qgate.protocols.stomp.settings:StompSettings",
+        listener="qgate.protocols.stomp:listener_factory",
+        web_mount="qgate.protocols.stomp.websocket:websocket_resource",
+    ),
+    "avro": ProtocolEntry(
+        settings="qgate.protocols.avro.settings:AvroSettings",
+        web_mount="qgate.protocols.avro.rpc:rpc_resource",
+    ),
 }
 
 
@@ -51,15 +44,45 @@ def load(ref: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def settings_class(name: str) -> type:
+    cls: type = load(PROTOCOLS[name].settings)
+    return cls
+
+
+def listener_protocols() -> tuple[str, ...]:
+    """The names ``[[listeners]] protocol`` accepts."""
+    return tuple(name for name, entry in PROTOCOLS.items() if entry.listener is not None)
+
+
 def listener_factory(name: str) -> ListenerFactory:
-    factory: ListenerFactory = load(PROTOCOLS[name])
+    ref = PROTOCOLS[name].listener
+    if ref is None:
+        raise KeyError(f"protocol {name!r} has no listener")
+    factory: ListenerFactory = load(ref)
     return factory
 
 
-def web_mounts(ctx: GatewayContext) -> dict[bytes, IResource]:
-    """Build every registered web mount, keyed by its path segment."""
-    mounts: dict[bytes, IResource] = {}
-    for path, ref in WEB_MOUNTS.items():
-        make: WebMount = load(ref)
-        mounts[path.strip("/").encode()] = make(ctx)
-    return mounts
+class Protocols:
+    """The context of every registered protocol, built once per gateway."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        service: IQueueService,
+        auth: IAuthenticator,
+        settings: Mapping[str, Any],
+    ) -> None:
+        def context(name: str, mounts: Mapping[bytes, IResource]) -> ProtocolContext[Any]:
+            return ProtocolContext(reactor, service, auth, settings[name], mounts)
+
+        mounts: dict[bytes, IResource] = {}
+        for name, entry in PROTOCOLS.items():
+            if entry.web_mount is not None:
+                make: WebMount = load(entry.web_mount)
+                mounts[name.encode()] = make(context(name, {}))
+        self.web_mounts: Mapping[bytes, IResource] = mounts
+        self.contexts = {name: context(name, mounts) for name in PROTOCOLS}
+
+    def listener(self, name: str, listener: Any) -> Any:
+        """The protocol factory of one ``[[listeners]]`` entry."""
+        return listener_factory(name)(self.contexts[name], listener)

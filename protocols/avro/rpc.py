@@ -1,7 +1,7 @@
 """Avro RPC over HTTP at ``/avro`` (spec "Protocol Wire Format", "HTTP as Transport").
 
-``rpc_resource(ctx)`` is the registry entry (``gateway.registry.WEB_MOUNTS["avro"]``): a
-``twisted.web`` resource mounted beside the Zaqar API on every HTTP listener.
+``rpc_resource(ctx)`` is the web mount of the registry entry ``PROTOCOLS["avro"]`` (settings
+``[avro]``): a ``twisted.web`` resource mounted beside the Zaqar API on every HTTP listener.
 
 * ``POST /avro`` with ``Content-Type: avro/binary``: the body is one framed call request;
   the answer is the framed call response, always 200 (errors travel inside it, as the
@@ -40,9 +40,10 @@ from qgate.core.avro_bodies import format_fingerprint, media_type
 from qgate.core.errors import InvalidArgument, QGateError
 from qgate.core.interfaces import IQueueService
 from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, Overflow, QueueOptions
-from qgate.gateway.registry import GatewayContext
 from qgate.protocols.avro import qgate_protocol
 from qgate.protocols.avro.ipc import CONTENT_TYPE, AvroError, Responder
+from qgate.protocols.avro.settings import AvroSettings
+from qgate.protocols.context import ProtocolContext
 
 __all__ = ["AvroRpcResource", "QGateCalls", "rpc_resource"]
 
@@ -292,11 +293,11 @@ class AvroRpcResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: ProtocolContext[AvroSettings]) -> None:
         super().__init__()
         self.service = ctx.service
         self.auth = ctx.auth
-        self.max_body = int(ctx.config.http.max_request_body)
+        self.max_body = ctx.settings.max_request_body
         self.responder = Responder(qgate_protocol(), self._unbound, on_error=self._report)
 
     @staticmethod
@@ -377,6 +378,6 @@ def _header(request: Request, name: bytes) -> str | None:
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
-def rpc_resource(ctx: GatewayContext) -> IResource:
+def rpc_resource(ctx: ProtocolContext[AvroSettings]) -> IResource:
     """The registry entry: the ``/avro`` resource of an HTTP listener."""
     return AvroRpcResource(ctx)

@@ -14,8 +14,9 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http.resource import ApiResource, RootResource, build_resource
+from qgate.protocols.http.settings import HTTPSettings
 from qgate.protocols.http.site import QGateSite
 
 __all__ = [
@@ -28,8 +29,8 @@ __all__ = [
 ]
 
 
-def build_site(ctx: GatewayContext) -> QGateSite:
-    http = ctx.config.http
+def build_site(ctx: ProtocolContext[HTTPSettings]) -> QGateSite:
+    http = ctx.settings
     return QGateSite(
         build_resource(ctx),
         max_request_body=http.max_request_body,
@@ -38,7 +39,7 @@ def build_site(ctx: GatewayContext) -> QGateSite:
     )
 
 
-def listener_factory(ctx: GatewayContext, listener: Any) -> IProtocolFactory:
+def listener_factory(ctx: ProtocolContext[HTTPSettings], listener: Any) -> IProtocolFactory:
     """The protocol factory of an ``http`` listener (``listener`` is its
     ``ListenerConfig``; endpoint and TLS are the gateway's business)."""
     site: IProtocolFactory = build_site(ctx)

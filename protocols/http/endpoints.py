@@ -36,11 +36,12 @@ from qgate.core.errors import MessageClaimed, MessageNotFound, QueueNotFound
 from qgate.core.interfaces import IQueueService
 from qgate.core.model import Claim, Message, NewMessage, QueueOptions
 from qgate.core.schemas import read_container
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import avro, wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
 from qgate.protocols.http.router import Response, Router
+from qgate.protocols.http.settings import HTTPSettings
 
 T = TypeVar("T")
 
@@ -129,9 +130,9 @@ def _check_limit(value: int, high: int, message: str) -> int:
 class ZaqarAPI:
     """The handlers of the API, bound to one gateway context."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: ProtocolContext[HTTPSettings]) -> None:
         self.service: IQueueService = ctx.service
-        self.bounds = wire.Bounds.from_limits(ctx.service.limits, ctx.config.http.max_wait)
+        self.bounds = wire.Bounds.from_limits(ctx.service.limits, ctx.settings.max_wait)
         # The service's defaults, used when a PATCH removes a reserved key.
         self.defaults: QueueOptions = ctx.service.default_options
         self.home = _home_document()

@@ -20,11 +20,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from qgate.core import jsonsafe
 from qgate.core.errors import QGateError
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.endpoints import ZaqarAPI
 from qgate.protocols.http.errors import HTTPError, from_core
 from qgate.protocols.http.router import Response, Route, Router
+from qgate.protocols.http.settings import HTTPSettings
 
 log = Logger()
 
@@ -57,10 +58,10 @@ class ApiResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: ProtocolContext[HTTPSettings]) -> None:
         super().__init__()
         self._auth = ctx.auth
-        http = ctx.config.http
+        http = ctx.settings
         self._cors_origins: tuple[str, ...] = tuple(http.cors_origins)
         self._max_request_body: int = http.max_request_body
         self.api = ZaqarAPI(ctx)
@@ -222,6 +223,6 @@ class RootResource(Resource):
         return self._api
 
 
-def build_resource(ctx: GatewayContext) -> RootResource:
+def build_resource(ctx: ProtocolContext[HTTPSettings]) -> RootResource:
     """The root resource of an HTTP listener: the API plus ``ctx.web_mounts``."""
     return RootResource(ApiResource(ctx), ctx.web_mounts)

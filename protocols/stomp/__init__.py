@@ -11,10 +11,12 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.protocol import StompFactory
+from qgate.protocols.stomp.settings import StompSettings
 
 
-def listener_factory(ctx: Any, listener: Any) -> IProtocolFactory:
+def listener_factory(ctx: ProtocolContext[StompSettings], listener: Any) -> IProtocolFactory:
     """The factory for a ``[[listeners]] protocol = "stomp"`` endpoint."""
     return StompFactory(ctx)
 

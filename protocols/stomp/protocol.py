@@ -20,8 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V10, VERSIONS, FrameError, Parser, encode
 from qgate.protocols.stomp.session import StompSession
+from qgate.protocols.stomp.settings import StompSettings
 
 log = Logger()
 
@@ -49,8 +51,10 @@ class Wire(Protocol):
 class StompLink:
     """One connection's framing, timers and flow control around a ``StompSession``."""
 
-    def __init__(self, ctx: Any, wire: Wire, versions: Sequence[str] = VERSIONS) -> None:
-        config = ctx.config.stomp
+    def __init__(
+        self, ctx: ProtocolContext[StompSettings], wire: Wire, versions: Sequence[str] = VERSIONS
+    ) -> None:
+        config = ctx.settings
         limits = ctx.service.limits
         self.clock: IReactorTime = ctx.service.clock
         self.wire = wire
@@ -259,9 +263,9 @@ class StompProtocol(TwistedProtocol):
 
 
 class StompFactory(Factory):
-    """Builds a ``StompProtocol`` per TCP connection, all over one GatewayContext."""
+    """Builds a ``StompProtocol`` per TCP connection, all over one protocol context."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ProtocolContext[StompSettings]) -> None:
         self.ctx = ctx
 
     def buildProtocol(self, addr: Any) -> StompProtocol:

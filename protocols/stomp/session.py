@@ -47,13 +47,18 @@ from twisted.python.failure import Failure
 from qgate.core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
 from qgate.core.limits import NAME_RE
 from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.bodies import DEFAULT, SubscriptionBodies, parse_accept
 from qgate.protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
+from qgate.protocols.stomp.settings import StompSettings
 
 log = Logger()
 T = TypeVar("T")
 
 SERVER = "qgate/0.1"
+#: The tenant of a client that names no virtual host, where the authenticator believes
+#: what clients name and has no default of its own.
+DEFAULT_TENANT = "default"
 
 #: Longest single wait on the core; a subscription waits again after it (no busy loop).
 WAIT = 30.0
@@ -559,12 +564,15 @@ def _marker(m: Message) -> int:
 class StompSession:
     """One STOMP connection's state: version, tenant, subscriptions, transactions."""
 
-    def __init__(self, ctx: Any, link: Link, versions: Sequence[str] = VERSIONS) -> None:
+    def __init__(
+        self, ctx: ProtocolContext[StompSettings], link: Link, versions: Sequence[str] = VERSIONS
+    ) -> None:
         self.ctx = ctx
         self.service = ctx.service
+        self.auth = ctx.auth
         self.link = link
         self.versions = tuple(v for v in VERSIONS if v in versions)
-        self.config = ctx.config.stomp
+        self.config = ctx.settings
         self.session_id = uuid.uuid4().hex
         self.version = V10
         self.tenant = ""
@@ -800,18 +808,16 @@ class StompSession:
             client_send, client_want = _heart_beat(frame.get("heart-beat", "0,0") or "0,0")
         self.version = version
         host = frame.get("host") or ""
-        if self.ctx.config.auth.mode == "keys":
+        if self.auth.needs_token:
             # The passcode is the API key; a login, when given, must be the key's tenant.
             claimed: str | None = frame.get("login") or None
             token = frame.get("passcode")
         else:
             # The virtual host names the tenant; "/" is RabbitMQ's default vhost.
             claimed = host if host not in ("", "/") else None
-            if claimed is None:
-                claimed = self.ctx.config.auth.default_tenant or "default"
             token = None
         self.state = "connecting"
-        d: Deferred[str] = self.ctx.auth.authenticate(claimed, token)
+        d: Deferred[str] = self.auth.authenticate(claimed, token, assumed=DEFAULT_TENANT)
         return d.addCallback(self._connected, version, client_send, client_want)
 
     def _connected(self, tenant: str, version: str, client_send: int, client_want: int) -> None:

@@ -18,8 +18,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V10, V11, V12, VERSIONS
 from qgate.protocols.stomp.protocol import StompLink
+from qgate.protocols.stomp.settings import StompSettings
 
 #: WebSocket subprotocol -> the STOMP versions it allows (STOMP over WebSocket convention).
 SUBPROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -115,12 +117,12 @@ class StompWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         pass
 
 
-def websocket_resource(ctx: Any) -> IResource:
+def websocket_resource(ctx: ProtocolContext[StompSettings]) -> IResource:
     """The resource the HTTP protocol mounts at ``/stomp``."""
     factory = WebSocketServerFactory(reactor=ctx.reactor)
     factory.protocol = StompWebSocketProtocol
     factory.ctx = ctx  # type: ignore[attr-defined]
-    max_frame = ctx.config.stomp.max_frame
+    max_frame = ctx.settings.max_frame
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_frame + 1024,
         maxFramePayloadSize=max_frame + 1024,

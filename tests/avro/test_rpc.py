@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import avro.errors
@@ -29,8 +28,8 @@ from qgate.core.avro_bodies import avro_content_type, format_fingerprint
 from qgate.core.model import NewMessage
 from qgate.core.schemas import parse_schema
 from qgate.core.service import QueueService
-from qgate.gateway.config import Config
-from qgate.gateway.registry import GatewayContext, web_mounts
+from qgate.gateway.config import parse
+from qgate.gateway.registry import Protocols
 from qgate.protocols.avro import qgate_protocol
 from qgate.protocols.avro.ipc import AvroError, HandshakeRequest, frame, write_handshake_request
 from qgate.protocols.avro.rpc import QGateCalls
@@ -89,10 +88,9 @@ def rpc_service(reactor) -> Iterator[QueueService]:
 
 
 def listen(reactor: Any, service: QueueService, auth: Any = None) -> Any:
-    base = GatewayContext(
-        reactor, service, auth or TrustedTenant(), replace(Config(), http=HTTP_TEST_CONFIG)
-    )
-    ctx = replace(base, web_mounts=web_mounts(base))  # the registered /avro mount
+    settings = parse({"http": {"max_request_body": HTTP_TEST_CONFIG.max_request_body}})
+    protocols = Protocols(reactor, service, auth or TrustedTenant(), settings.protocols)
+    ctx = protocols.contexts["http"]  # with the registered /avro and /stomp mounts
     return reactor.listenTCP(0, build_site(ctx), interface="127.0.0.1")
 
 

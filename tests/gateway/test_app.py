@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import time
@@ -34,10 +35,21 @@ def test_twist_finds_the_qgate_plugin(tmp_path):
 
 
 def test_every_registered_protocol_and_mount_loads():
-    for name in registry.PROTOCOLS:
-        assert callable(registry.listener_factory(name))
-    for ref in registry.WEB_MOUNTS.values():
-        assert callable(registry.load(ref))
+    assert registry.listener_protocols() == ("http", "stomp")
+    for name, entry in registry.PROTOCOLS.items():
+        settings = registry.settings_class(name)
+        assert dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen
+        refs = [ref for ref in (entry.listener, entry.web_mount) if ref is not None]
+        assert refs, f"{name} serves nothing"
+        assert all(callable(registry.load(ref)) for ref in refs)
+    with pytest.raises(KeyError):
+        registry.listener_factory("avro")  # a web mount only
+
+
+def test_a_protocol_table_is_only_that_protocols_settings():
+    config = parse({"avro": {"max_request_body": 10}})
+    assert config.settings("avro").max_request_body == 10
+    assert config.settings("http").max_request_body == 1024 * 1024
 
 
 def long_poll(port: int) -> tuple[int, dict, float]:

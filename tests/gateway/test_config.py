@@ -70,17 +70,18 @@ def test_bad_configs_stop_start_up_naming_the_key(data, message):
 
 
 def test_stomp_lease_defaults_to_30_seconds_and_is_configurable():
-    assert Config().stomp.lease == 30.0
+    assert Config().settings("stomp").lease == 30.0
     config = parse({"stomp": {"lease": 5}})
-    assert config.stomp.lease == 5.0 and isinstance(config.stomp.lease, float)
-    assert parse({"stomp": {"lease": 300}, "limits": {"max_lease": 300}}).stomp.lease == 300
+    lease = config.settings("stomp").lease
+    assert lease == 5.0 and isinstance(lease, float)
+    assert parse({"stomp": {"lease": 300}, "limits": {"max_lease": 300}}).settings("stomp").lease == 300
 
 
 def test_config_objects_are_frozen():
     config = parse({"http": {"max_wait": 10}})
-    assert config.http.max_wait == 10.0
+    assert config.settings("http").max_wait == 10.0
     with pytest.raises(AttributeError):
-        config.http.max_wait = 5  # type: ignore[misc]
+        config.settings("http").max_wait = 5  # type: ignore[misc]
 
 
 def test_a_missing_or_broken_file_is_a_config_error(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from qgate.core.service import QueueService
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import build_resource
 from tests.support.core import TEST_LIMITS, memory_service
 from tests.support.deferreds import has_result
@@ -34,10 +34,10 @@ def service(clock: Clock) -> QueueService:
 
 
 @pytest.fixture
-def ctx(service: QueueService) -> GatewayContext:
+def ctx(service: QueueService) -> ProtocolContext:
     return make_ctx(service, mounts={b"stomp": Mounted()})
 
 
 @pytest.fixture
-def api(ctx: GatewayContext) -> Api:
+def api(ctx: ProtocolContext) -> Api:
     return Api(build_resource(ctx))

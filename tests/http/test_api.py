@@ -17,7 +17,6 @@ from zope.interface.verify import verifyObject
 
 from qgate.core.auth import APIKeys, IAuthenticator, TenantAdmin
 from qgate.core.service import QueueService
-from qgate.gateway.registry import GatewayContext
 from qgate.protocols.http import build_resource
 from qgate.storage.memory import MemoryStorage
 from tests.support.core import TEST_LIMITS
@@ -29,7 +28,11 @@ from tests.support.http import HTTP_TEST_CONFIG, Api, make_ctx
 class ExplodingAuth:
     """An authenticator with a bug in it."""
 
-    def authenticate(self, tenant: str | None, token: str | None) -> Deferred[str]:
+    needs_token = False
+
+    def authenticate(
+        self, tenant: str | None, token: str | None, assumed: str | None = None
+    ) -> Deferred[str]:
         return fail(RuntimeError("secret internals"))
 
 
@@ -235,12 +238,7 @@ async def test_an_unexpected_error_is_a_logged_json_500_and_serving_goes_on(
     service: QueueService, logged: list[dict[str, Any]]
 ) -> None:
     verifyObject(IAuthenticator, ExplodingAuth())
-    broken = GatewayContext(
-        reactor=service.clock,
-        service=service,
-        auth=ExplodingAuth(),
-        config=make_ctx(service).config,
-    )
+    broken = make_ctx(service, auth=ExplodingAuth())
     api = Api(build_resource(broken))
     reply = await api.get("/v2/queues")
     assert reply.status == 500

@@ -15,7 +15,8 @@ from zope.interface.verify import verifyObject
 
 from qgate.core.service import QueueService
 from qgate.gateway.config import ListenerConfig
-from qgate.gateway.registry import GatewayContext, listener_factory
+from qgate.gateway.registry import listener_factory
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import QGateSite
 from tests.support.deferreds import fired
 from tests.support.http import CLIENT, HTTP_TEST_CONFIG, make_ctx
@@ -23,7 +24,7 @@ from tests.support.http import CLIENT, HTTP_TEST_CONFIG, make_ctx
 LIMIT = 512 * 1024  # tests.http.conftest.HTTP_TEST_CONFIG.max_request_body
 
 
-def connect(ctx: GatewayContext) -> tuple[QGateSite, StringTransport, object]:
+def connect(ctx: ProtocolContext) -> tuple[QGateSite, StringTransport, object]:
     site = listener_factory("http")(ctx, ListenerConfig("http", "tcp:0"))
     assert isinstance(site, QGateSite)
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -44,14 +45,14 @@ def request_head(method: str, path: str, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def test_the_registry_builds_a_site_that_is_a_protocol_factory(ctx: GatewayContext) -> None:
+def test_the_registry_builds_a_site_that_is_a_protocol_factory(ctx: ProtocolContext) -> None:
     site, _, _ = connect(ctx)
     verifyObject(IProtocolFactory, site)
     assert site.displayTracebacks is False
-    assert site.timeOut == ctx.config.http.idle_timeout
+    assert site.timeOut == ctx.settings.idle_timeout
 
 
-def test_a_request_is_served_through_the_site(ctx: GatewayContext, service: QueueService) -> None:
+def test_a_request_is_served_through_the_site(ctx: ProtocolContext, service: QueueService) -> None:
     _, transport, protocol = connect(ctx)
     body = json.dumps({"messages": [{"body": "hi", "ttl": 60}]}).encode()
     protocol.dataReceived(  # type: ignore[attr-defined]
@@ -70,7 +71,7 @@ def test_a_request_is_served_through_the_site(ctx: GatewayContext, service: Queu
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_the_body(
-    ctx: GatewayContext, service: QueueService
+    ctx: ProtocolContext, service: QueueService
 ) -> None:
     _, transport, protocol = connect(ctx)
     protocol.dataReceived(  # type: ignore[attr-defined]
@@ -95,7 +96,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body(
 
 
 def test_a_chunked_body_is_refused_once_it_grows_over_the_limit(
-    ctx: GatewayContext, service: QueueService
+    ctx: ProtocolContext, service: QueueService
 ) -> None:
     _, transport, protocol = connect(ctx)
     protocol.dataReceived(  # type: ignore[attr-defined]
@@ -113,11 +114,13 @@ def test_a_chunked_body_is_refused_once_it_grows_over_the_limit(
 
 
 @pytest.mark.parametrize("sent", [b"", b"GET /v2/queues HTTP/1.1\r\nHost: x\r\n"])
-def test_idle_and_slow_connections_time_out(ctx: GatewayContext, clock: Clock, sent: bytes) -> None:
+def test_idle_and_slow_connections_time_out(
+    ctx: ProtocolContext, clock: Clock, sent: bytes
+) -> None:
     assert ctx.reactor is clock
     _, transport, protocol = connect(ctx)
     protocol.dataReceived(sent)  # type: ignore[attr-defined]
-    clock.advance(ctx.config.http.idle_timeout - 1)
+    clock.advance(ctx.settings.idle_timeout - 1)
     assert not transport.disconnecting
     clock.advance(1)
     assert transport.disconnecting

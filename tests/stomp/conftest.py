@@ -1,4 +1,4 @@
-"""Fixtures for the STOMP tests: a memory-only queue service on a Clock, a GatewayContext,
+"""Fixtures for the STOMP tests: a memory-only queue service on a Clock, a ProtocolContext,
 and a ``tests.support.stomp.Client`` over StringTransport."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from qgate.core.service import QueueService
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
 from tests.support.core import memory_service
 from tests.support.deferreds import fired
 from tests.support.stomp import Client, make_ctx
@@ -23,10 +23,10 @@ def mem_service(clock: Clock) -> QueueService:
 
 
 @pytest.fixture
-def ctx(mem_service: QueueService) -> GatewayContext:
+def ctx(mem_service: QueueService) -> ProtocolContext:
     return make_ctx(mem_service, heartbeat_ms=0)
 
 
 @pytest.fixture
-def client(ctx: GatewayContext) -> Client:
+def client(ctx: ProtocolContext) -> Client:
     return Client(ctx)

@@ -6,7 +6,8 @@ from twisted.internet.interfaces import IProtocolFactory, IPushProducer
 from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
-from qgate.gateway.registry import listener_factory, web_mounts
+from qgate.gateway.config import Config
+from qgate.gateway.registry import PROTOCOLS, Protocols, listener_factory
 from qgate.protocols.stomp.protocol import StompProtocol
 from qgate.protocols.stomp.websocket import StompWebSocketProtocol
 from tests.support.stomp import Client
@@ -19,8 +20,12 @@ def test_stomp_listener_is_registered(ctx):
 
 
 def test_stomp_web_mount_is_registered(ctx):
-    resource = web_mounts(ctx)[b"stomp"]
-    assert verifyObject(IResource, resource)
+    protocols = Protocols(ctx.reactor, ctx.service, ctx.auth, Config().protocols)
+    assert verifyObject(IResource, protocols.web_mounts[b"stomp"])
+    # Every protocol's context carries its own settings; HTTP's carries the mounts.
+    assert set(protocols.contexts) == set(PROTOCOLS)
+    assert protocols.contexts["stomp"].settings == Config().settings("stomp")
+    assert set(protocols.contexts["http"].web_mounts) == {b"stomp", b"avro"}
 
 
 def test_protocols_are_push_producers_for_their_output(client: Client):

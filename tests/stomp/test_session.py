@@ -88,7 +88,6 @@ def test_a_bad_tenant_name_is_refused(client):
 
 def test_api_keys_login_and_passcode(mem_service):
     from qgate.core.auth import APIKeys, TenantAdmin
-    from qgate.gateway.config import AuthConfig, Config
     from qgate.storage.memory import MemoryStorage
 
     tenants = MemoryStorage()
@@ -96,8 +95,7 @@ def test_api_keys_login_and_passcode(mem_service):
     admin = TenantAdmin(tenants, clock)
     fired(Deferred_from(admin.create_tenant("acme")))
     token = fired(Deferred_from(admin.create_key("acme")))
-    config = Config(auth=AuthConfig(mode="keys"))
-    ctx = make_ctx(mem_service, auth=APIKeys(tenants, clock), config=config, heartbeat_ms=0)
+    ctx = make_ctx(mem_service, auth=APIKeys(tenants, clock), heartbeat_ms=0)
 
     good = Client(ctx)
     good.connect(login="acme", passcode=token)

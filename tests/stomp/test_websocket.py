@@ -14,7 +14,8 @@ from twisted.web.server import Site
 
 from qgate.core.model import NewMessage
 from qgate.core.service import QueueService
-from qgate.gateway.registry import web_mounts
+from qgate.gateway.config import parse
+from qgate.gateway.registry import Protocols
 from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
 from qgate.storage.memory import MemoryStorage
 from tests.support.core import TEST_LIMITS
@@ -28,10 +29,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def site(reactor: Any) -> Any:
     service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
-    ctx = make_ctx(service, reactor=reactor, heartbeat_ms=0)
+    ctx = make_ctx(service, reactor=reactor)
+    settings = parse({"stomp": {"heartbeat_ms": 0}}).protocols
     root = Resource()
     # What the HTTP protocol does with ctx.web_mounts: the registry builds the STOMP mount.
-    for path, resource in web_mounts(ctx).items():
+    for path, resource in Protocols(reactor, service, ctx.auth, settings).web_mounts.items():
         root.putChild(path, resource)
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     yield SimpleNamespace(service=service, port=port.getHost().port, reactor=reactor)

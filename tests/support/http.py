@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from treq.testing import StubTreq
@@ -15,14 +15,14 @@ from twisted.web.server import Request
 
 from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
-from qgate.gateway.config import Config, HTTPConfig
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http.settings import HTTPSettings
 
 #: Client-IDs as python-zaqarclient sends them (any UUID form is accepted).
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
 OTHER_CLIENT = "7ab4e8c62b9e11e3b19171861300734d"
 
-HTTP_TEST_CONFIG = HTTPConfig(max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0)
+HTTP_TEST_CONFIG = HTTPSettings(max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0)
 
 _DEFAULT = object()
 
@@ -30,16 +30,16 @@ _DEFAULT = object()
 def make_ctx(
     service: QueueService,
     *,
-    http: HTTPConfig = HTTP_TEST_CONFIG,
+    http: HTTPSettings = HTTP_TEST_CONFIG,
     auth: Any = None,
     mounts: Mapping[bytes, IResource] | None = None,
     reactor: Any = None,
-) -> GatewayContext:
-    return GatewayContext(
+) -> ProtocolContext[HTTPSettings]:
+    return ProtocolContext(
         reactor=reactor if reactor is not None else service.clock,
         service=service,
         auth=auth or TrustedTenant(),
-        config=replace(Config(), http=http),
+        settings=http,
         web_mounts=dict(mounts or {}),
     )
 

@@ -1,44 +1,39 @@
 """STOMP as tests drive it: a client over ``StringTransport`` that parses what the server
-wrote, and the GatewayContext a STOMP factory is built from."""
+wrote, and the protocol context a STOMP factory is built from."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.testing import StringTransport
 
 from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
-from qgate.gateway.config import Config, StompConfig
-from qgate.gateway.registry import GatewayContext
+from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
 from qgate.protocols.stomp.protocol import StompFactory, StompProtocol
+from qgate.protocols.stomp.settings import StompSettings
 
 
 def make_ctx(
     service: QueueService,
     reactor: Any = None,
     auth: Any = None,
-    config: Config | None = None,
     **stomp: Any,
-) -> GatewayContext:
-    config = config or Config()
-    if stomp:
-        config = replace(config, stomp=replace(StompConfig(), **stomp))
-    return GatewayContext(
+) -> ProtocolContext[StompSettings]:
+    return ProtocolContext(
         reactor=reactor if reactor is not None else service.clock,
         service=service,
         auth=auth or TrustedTenant(),
-        config=config,
+        settings=StompSettings(**stomp),
     )
 
 
 class Client:
     """One STOMP connection over StringTransport: send frames, read the server's frames."""
 
-    def __init__(self, ctx: GatewayContext, version: str | None = V12) -> None:
+    def __init__(self, ctx: ProtocolContext[StompSettings], version: str | None = V12) -> None:
         self.ctx = ctx
         self.transport = StringTransport()
         self.proto: StompProtocol = StompFactory(ctx).buildProtocol(None)

@@ -1,0 +1,17 @@
+"""The ``[http]`` table: settings of every HTTP listener (the Zaqar API and what it mounts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    #: Longest ``wait=`` a long poll may ask for, in seconds.
+    max_wait: float = 30.0
+    #: Origins allowed by CORS (``["*"]`` for any); empty disables CORS headers.
+    cors_origins: tuple[str, ...] = ("*",)
+    #: Largest request body read, in bytes; larger ones get 413 before being read.
+    max_request_body: int = 1024 * 1024
+    #: Seconds an idle or slow connection may stay open.
+    idle_timeout: float = 60.0
