@@ -34,10 +34,10 @@ from qgate.core.avro_bodies import (
 from qgate.core.errors import MessageClaimed, MessageNotFound, QueueNotFound
 from qgate.core.interfaces import IQueueService
 from qgate.core.model import Message, NewMessage, QueueOptions
-from qgate.core.schemas import read_container
 from qgate.gateway.registry import GatewayContext
 from qgate.protocols.http import avro, wire
 from qgate.protocols.http.call import Call
+from qgate.protocols.http.container import read_container
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
 from qgate.protocols.http.router import Response, Router
 
