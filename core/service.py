@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -14,7 +13,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qgate.core.avro_bodies import QueueBodies, avro_writer, format_fingerprint, schema_from_text
+from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
+from qgate.core._queue_schemas import SCHEMA_TTL as SCHEMA_TTL
 from qgate.core.errors import (
     ClaimNotFound,
     Conflict,
@@ -24,7 +24,6 @@ from qgate.core.errors import (
     QueueExists,
     QueueNotFound,
     SchemaChanged,
-    UncheckedWriters,
 )
 from qgate.core.interfaces import (
     IQueueService,
@@ -44,22 +43,12 @@ from qgate.core.limits import (
     check_tenant,
 )
 from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
-from qgate.core.schemas import AvroSchema, UnknownSchema, parse_schema
 from qgate.core.wakeup import WakeupRegistry
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 log = Logger()
-
-#: Seconds a queue's schema, as this process last saw it, is trusted for reading and for
-#: picking up a change of defaults made elsewhere. Fingerprint changes need no waiting:
-#: storage checks the fingerprint on every publish (see ``QueueService.publish``).
-SCHEMA_TTL = 5.0
-#: Times a publish or a schema change is retried when the schema changes under it.
-SCHEMA_RETRIES = 4
-#: Queues whose schema is remembered before the memory starts over.
-MAX_REMEMBERED = 100_000
 
 
 def _as_deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
@@ -118,12 +107,8 @@ class QueueService:
     checks every argument against ``limits``, and owns waiting: waiters park on a per-queue
     wakeup registry and are woken by publishes and releases, never by polling storage.
 
-    Schema-checked queues: the service remembers, per queue, the schema it last saw
-    (``_schemas``; queues without a schema have no entry) and checks publishes against it.
-    Storage re-checks the fingerprint in the transaction that stores (``SchemaChanged``),
-    so a stale memory costs a retry, never a wrong message, and a queue without a schema
-    costs no storage read. The schema registry (writer schemas by fingerprint) lives in the
-    durable store: schemas are content-addressed, so every queue shares one."""
+    Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
+    schema and does the schema part of publishing, reading and changing schemas."""
 
     def __init__(
         self,
@@ -153,11 +138,7 @@ class QueueService:
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
         self._reaper: LoopingCall | None = None
-        self._bodies = QueueBodies()
-        #: (tenant, queue) -> (its schema, when seen), for queues that have one.
-        self._schemas: dict[tuple[str, str], tuple[AvroSchema, float]] = {}
-        #: (tenant, queue) -> when it was seen without a schema (for readers only).
-        self._schemaless: dict[tuple[str, str], float] = {}
+        self._schemas = QueueSchemas(clock, durable, self._store)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -269,21 +250,14 @@ class QueueService:
         check_tenant(tenant)
         check_name(name)
         options = options or self.default_options
-        schema = None
-        if options.schema_text is not None:
-            schema = self._parse_schema(options.schema_text)
-            if options.schema not in (None, schema.fingerprint):
-                raise InvalidArgument(
-                    "schema is not the fingerprint of schema_text", field="schema"
-                )
-            options = replace(options, schema=schema.fingerprint, schema_text=schema.text)
+        options, schema = self._schemas.parse_options(options)
         options = check_options(options, self.limits)
         metadata = check_metadata({} if metadata is None else metadata)
         existing = await self._find(tenant, name)
         if existing is not None:
-            return self._seen(existing), False
+            return self._schemas.seen(existing), False
         if schema is not None:
-            await self._register(schema)
+            await self._schemas.register(schema)
         store = self._durable if options.durable else self._transient
         try:
             queue = await store.create_queue(tenant, name, options, metadata, self._now())
@@ -291,8 +265,8 @@ class QueueService:
             found = await self._find(tenant, name)
             if found is None:
                 raise
-            return self._seen(found), False
-        return self._seen(queue), True
+            return self._schemas.seen(found), False
+        return self._schemas.seen(queue), True
 
     async def _find(self, tenant: str, name: str) -> Queue | None:
         if self._transient.has_queue(tenant, name):
@@ -304,7 +278,7 @@ class QueueService:
         queue = await self._store(tenant, name).get_queue(tenant, name)
         if queue is None:
             raise QueueNotFound(name)
-        return self._seen(queue)
+        return self._schemas.seen(queue)
 
     @_as_deferred
     async def update_queue(
@@ -328,13 +302,13 @@ class QueueService:
         # The schema is not changed here (storage keeps it): set_schema checks changes.
         updated = await store.update_queue(tenant, name, options or queue.options, new_metadata)
         self.notify(tenant, name)
-        return self._seen(updated)
+        return self._schemas.seen(updated)
 
     @_as_deferred
     async def delete_queue(self, tenant: str, name: str) -> bool:
         deleted = await self._store(tenant, name).delete_queue(tenant, name)
         self._generations.pop((tenant, name), None)
-        self._schemas.pop((tenant, name), None)
+        self._schemas.forget(tenant, name)
         return deleted
 
     @_as_deferred
@@ -374,7 +348,7 @@ class QueueService:
             check_messages(messages, self.limits)
         except QGateError as e:
             return fail(e)
-        if (tenant, name) in self._schemas:
+        if self._schemas.has_schema(tenant, name):
             return Deferred.fromCoroutine(self._publish_checked(tenant, name, messages, create))
         # The hot path: a queue not known to have a schema is published to as one without;
         # storage refuses with SchemaChanged (storing nothing) if it has one after all.
@@ -419,38 +393,17 @@ class QueueService:
         create: bool,
         refresh: bool = False,
     ) -> list[str]:
-        key = (tenant, name)
-        fresh = False  # whether the schema remembered was read during this call
+        check = PublishCheck(tenant, name, messages, refresh)
         for _ in range(SCHEMA_RETRIES):
             store = self._store(tenant, name)
-            entry = self._schemas.get(key)
-            if refresh or (
-                entry is not None and not fresh and self._now() - entry[1] >= SCHEMA_TTL
-            ):
-                entry = await self._refresh_schema(tenant, name, store)
-                fresh, refresh = True, False
-            stored: Sequence[NewMessage] = messages
-            fingerprint = None
-            if entry is not None:
-                schema, _ = entry
-                fingerprint = schema.fingerprint
-                await self._load_writers(self._bodies.writers_of(messages, schema))
-                try:
-                    stored = self._bodies.to_queue_schema(schema, messages)
-                except InvalidArgument:
-                    if fresh:
-                        raise
-                    # Refused by the schema remembered: refuse only if it still holds
-                    # (it may have been cleared or replaced elsewhere).
-                    again = await self._refresh_schema(tenant, name, store)
-                    fresh = True
-                    if again is not None and again[0].text == schema.text:
-                        raise
-                    continue
+            prepared = await self._schemas.prepare(check, store)
+            if prepared is None:
+                continue
+            stored, fingerprint = prepared
             try:
                 markers = await store.publish(tenant, name, stored, self._now(), fingerprint)
             except SchemaChanged:
-                refresh = True
+                check.refresh = True
                 continue
             except QueueNotFound:
                 if not create:
@@ -725,129 +678,16 @@ class QueueService:
 
     # -- schemas ---------------------------------------------------------------------------
 
-    def _seen(self, queue: Queue) -> Queue:
-        """Remember the schema of a queue just read from storage; returns the queue."""
-        key = (queue.tenant, queue.name)
-        text = queue.options.schema_text
-        if text is None:
-            self._schemas.pop(key, None)
-            self._remember(self._schemaless, key, self._now())
-        else:
-            self._schemaless.pop(key, None)
-            self._remember(self._schemas, key, (schema_from_text(text), self._now()))
-        return queue
+    def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._schemas.register_schema(schema))
 
-    @staticmethod
-    def _remember(memory: dict[tuple[str, str], T], key: tuple[str, str], value: T) -> None:
-        if len(memory) >= MAX_REMEMBERED and key not in memory:
-            memory.clear()
-        memory[key] = value
-
-    def _forget_schema(self, tenant: str, name: str) -> None:
-        self._schemas.pop((tenant, name), None)
-        self._schemaless.pop((tenant, name), None)
-
-    async def _refresh_schema(
-        self, tenant: str, name: str, store: IQueueStorage
-    ) -> tuple[AvroSchema, float] | None:
-        """Read the queue's schema from storage again; None when it has none (or the queue
-        is gone: the publish that follows will say so)."""
-        self._forget_schema(tenant, name)
-        queue = await store.get_queue(tenant, name)
-        if queue is not None:
-            self._seen(queue)
-        return self._schemas.get((tenant, name))
-
-    async def _queue_schema(self, tenant: str, name: str) -> AvroSchema | None:
-        """The queue's schema for readers: remembered for ``SCHEMA_TTL`` seconds."""
-        key = (tenant, name)
-        now = self._now()
-        entry = self._schemas.get(key)
-        if entry is not None and now - entry[1] < SCHEMA_TTL:
-            return entry[0]
-        seen = self._schemaless.get(key)
-        if entry is None and seen is not None and now - seen < SCHEMA_TTL:
-            return None
-        entry = await self._refresh_schema(tenant, name, self._store(tenant, name))
-        return None if entry is None else entry[0]
-
-    def _parse_schema(self, schema: object) -> AvroSchema:
-        if isinstance(schema, bytes):
-            schema = schema.decode("utf-8", "replace")
-        if isinstance(schema, str):
-            return schema_from_text(schema)
-        if isinstance(schema, dict | list):
-            return schema_from_text(parse_schema(schema).text)
-        raise InvalidArgument("a schema is JSON text or a JSON value", field="schema")
-
-    async def _register(self, schema: AvroSchema) -> None:
-        """Put a writer schema into the registry (once per process and fingerprint)."""
-        if schema.fingerprint not in self._bodies:
-            await self._durable.put_schema(schema.fingerprint, schema.text)
-            self._bodies.add(schema)
-
-    async def _load_writers(self, fingerprints: set[int]) -> None:
-        """Fetch the writer schemas named by ``fingerprints`` that are not here yet;
-        unknown ones are left out (whoever needs them names them in the error)."""
-        for fingerprint in sorted(self._bodies.missing(fingerprints)):
-            text = await self._durable.get_schema(fingerprint)
-            if text is None:
-                continue
-            schema = self._parse_schema(text)
-            if schema.fingerprint == fingerprint:
-                self._bodies.add(schema)
-
-    @_as_deferred
-    async def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> int:
-        parsed = self._parse_schema(schema)
-        await self._register(parsed)
-        return parsed.fingerprint
-
-    @_as_deferred
-    async def set_schema(
+    def set_schema(
         self, tenant: str, name: str, schema: str | bytes | Mapping[str, Any] | list[Any]
-    ) -> int:
-        """The new schema is checked against the writer schemas of the queue's messages,
-        read first; storage then sets it only if no other writer has appeared meanwhile
-        (UncheckedWriters: check those too, and try again). Publishes checked against the
-        old schema that have not landed yet will fail storage's check and be checked
-        again, so every Avro message in the queue can always be read by its schema."""
-        store = self._store(tenant, name)
-        new = self._parse_schema(schema)
-        await self._register(new)
-        checked: set[int] = set()
-        pending = set(await store.schema_writers(tenant, name, self._now()))
-        for _ in range(SCHEMA_RETRIES):
-            await self._check_writers(new, pending - checked - {new.fingerprint})
-            checked |= pending
-            try:
-                updated = await store.set_queue_schema(
-                    tenant, name, new.fingerprint, new.text, sorted(checked), self._now()
-                )
-            except UncheckedWriters as e:
-                pending = set(e.fingerprints)
-                continue
-            self._seen(updated)
-            return new.fingerprint
-        raise Conflict(f"Queue {name!r} kept changing; try again", field="schema")
+    ) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._schemas.set_schema(tenant, name, schema))
 
-    async def _check_writers(self, new: AvroSchema, fingerprints: set[int]) -> None:
-        await self._load_writers(fingerprints)
-        for fingerprint in sorted(fingerprints):
-            try:
-                writer = self._bodies.writer(fingerprint)
-            except UnknownSchema:
-                raise InvalidArgument(
-                    f"the queue holds messages of schema {format_fingerprint(fingerprint)}, "
-                    "which is not registered, so a new schema cannot be checked against them",
-                    field="schema",
-                ) from None
-            self._bodies.check_reads(new, writer)
-
-    @_as_deferred
-    async def clear_schema(self, tenant: str, name: str) -> None:
-        store = self._store(tenant, name)
-        self._seen(await store.set_queue_schema(tenant, name, None, None, (), self._now()))
+    def clear_schema(self, tenant: str, name: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._schemas.clear_schema(tenant, name))
 
     @_as_deferred
     async def get_schema(self, tenant: str, name: str) -> tuple[int, str] | None:
@@ -857,47 +697,15 @@ class QueueService:
             return None
         return options.schema, options.schema_text
 
-    async def _readable(
+    def decode_bodies(
         self, tenant: str, name: str, messages: Sequence[Message]
-    ) -> AvroSchema | None:
-        """Get what reading the Avro ``messages`` needs: the queue's schema (returned) and
-        their writer schemas."""
-        try:
-            schema = await self._queue_schema(tenant, name)
-        except QueueNotFound:
-            schema = None
-        writers = set()
-        for m in messages:
-            avro = avro_writer(m.content_type, m.body)
-            if avro is not None and (schema is None or avro[0] != schema.fingerprint):
-                writers.add(avro[0])
-        await self._load_writers(writers)
-        return schema
+    ) -> Deferred[dict[int, Any]]:
+        return Deferred.fromCoroutine(self._schemas.decode_bodies(tenant, name, messages))
 
-    @_as_deferred
-    async def decode_bodies(
+    def resolve_bodies(
         self, tenant: str, name: str, messages: Sequence[Message]
-    ) -> dict[int, Any]:
-        avro = [m for m in messages if avro_writer(m.content_type, m.body) is not None]
-        if not avro:
-            return {}
-        schema = await self._readable(tenant, name, avro)
-        out: dict[int, Any] = {}
-        for m in avro:
-            try:
-                out[m.marker] = self._bodies.decode_json(schema, m)
-            except InvalidArgument:
-                continue  # not decodable: the protocol shows it as stored
-        return out
-
-    @_as_deferred
-    async def resolve_bodies(
-        self, tenant: str, name: str, messages: Sequence[Message]
-    ) -> list[Message]:
-        if not any(avro_writer(m.content_type, m.body) is not None for m in messages):
-            return list(messages)
-        schema = await self._readable(tenant, name, messages)
-        return [self._bodies.rewrite(schema, m) for m in messages]
+    ) -> Deferred[list[Message]]:
+        return Deferred.fromCoroutine(self._schemas.resolve_bodies(tenant, name, messages))
 
     # -- durable subscriptions -------------------------------------------------------------
 
