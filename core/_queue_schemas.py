@@ -3,20 +3,28 @@
 The service remembers, per queue, the schema it last saw (queues without one have no
 entry) and checks publishes against it. Storage re-checks the fingerprint in the
 transaction that stores (``SchemaChanged``), so a stale memory costs a retry, never a wrong
-message, and a queue without a schema costs no storage read. The schema registry (writer
+message, and a queue without a schema costs no storage read. A schema seen is trusted for
+``SCHEMA_TTL`` seconds, for reading and for picking up a change of defaults made elsewhere;
+fingerprint changes need no waiting (storage checks). The schema registry (writer
 schemas by fingerprint) lives in the durable store: schemas are content-addressed, so
 every queue shares one. Conversions of bodies are ``core.avro_bodies``'s.
+
+This is the one cache of parsed schemas: by text (a queue's schema, for its readers and
+publishers), by fingerprint (writer schemas) and by queue (the schema last seen).
+Protocols that convert bodies themselves get parsed schemas from it through
+``IQueueService.parse_schema`` instead of parsing or caching their own.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 
-from qgate.core.avro_bodies import QueueBodies, avro_writer, format_fingerprint, schema_from_text
+from qgate.core.avro_bodies import SCHEMA_TTL, QueueBodies, avro_writer, format_fingerprint
 from qgate.core.errors import Conflict, InvalidArgument, QueueNotFound, UncheckedWriters
 from qgate.core.interfaces import IQueueStorage
 from qgate.core.model import Message, NewMessage, Queue, QueueOptions
@@ -24,14 +32,12 @@ from qgate.core.schemas import AvroSchema, UnknownSchema, parse_schema
 
 T = TypeVar("T")
 
-#: Seconds a queue's schema, as this process last saw it, is trusted for reading and for
-#: picking up a change of defaults made elsewhere. Fingerprint changes need no waiting:
-#: storage checks the fingerprint on every publish (see ``QueueService.publish``).
-SCHEMA_TTL = 5.0
 #: Times a publish or a schema change is retried when the schema changes under it.
 SCHEMA_RETRIES = 4
 #: Queues whose schema is remembered before the memory starts over.
 MAX_REMEMBERED = 100_000
+#: Schema texts kept parsed (least recently used first out; parsing takes ~0.5 ms).
+MAX_PARSED = 512
 
 _Entry = tuple[AvroSchema, float]
 
@@ -50,6 +56,8 @@ class QueueSchemas:
         self._registry = registry
         self._store_for = store_for
         self._bodies = QueueBodies()
+        #: Schema texts, parsed: a queue's schema is its text, not its fingerprint.
+        self._parsed = functools.lru_cache(maxsize=MAX_PARSED)(parse_schema)
         #: (tenant, queue) -> (its schema, when seen), for queues that have one.
         self._schemas: dict[tuple[str, str], _Entry] = {}
         #: (tenant, queue) -> when it was seen without a schema (for readers only).
@@ -70,7 +78,7 @@ class QueueSchemas:
             self._remember(self._schemaless, key, self._clock.seconds())
         else:
             self._schemaless.pop(key, None)
-            self._remember(self._schemas, key, (schema_from_text(text), self._clock.seconds()))
+            self._remember(self._schemas, key, (self._parsed(text), self._clock.seconds()))
         return queue
 
     @staticmethod
@@ -109,13 +117,14 @@ class QueueSchemas:
     # -- the registry ----------------------------------------------------------------------
 
     def parse(self, schema: object) -> AvroSchema:
-        """A schema given as JSON text (str or bytes) or as a JSON value, parsed."""
+        """A schema given as JSON text (str or bytes) or as a JSON value, parsed once per
+        text (a JSON value by its compact text)."""
         if isinstance(schema, bytes):
             schema = schema.decode("utf-8", "replace")
         if isinstance(schema, str):
-            return schema_from_text(schema)
+            return self._parsed(schema)
         if isinstance(schema, dict | list):
-            return schema_from_text(parse_schema(schema).text)
+            return self._parsed(parse_schema(schema).text)
         raise InvalidArgument("a schema is JSON text or a JSON value", field="schema")
 
     async def register(self, schema: AvroSchema) -> None:

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
-from qgate.core._queue_schemas import SCHEMA_TTL as SCHEMA_TTL
+from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
     ClaimNotFound,
     Conflict,
@@ -43,12 +43,15 @@ from qgate.core.limits import (
     check_tenant,
 )
 from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
+from qgate.core.schemas import AvroSchema
 from qgate.core.wakeup import WakeupRegistry
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 log = Logger()
+
+__all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
 
 def _as_deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
@@ -677,6 +680,9 @@ class QueueService:
         return d.addCallback(_ids)
 
     # -- schemas ---------------------------------------------------------------------------
+
+    def parse_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> AvroSchema:
+        return self._schemas.parse(schema)
 
     def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> Deferred[int]:
         return Deferred.fromCoroutine(self._schemas.register_schema(schema))
