@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
+from qgate.core._waiting import QueueWaits
 from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
     ClaimNotFound,
@@ -33,18 +34,20 @@ from qgate.core.interfaces import (
     IWakeupSource,
 )
 from qgate.core.limits import (
-    SUBSCRIPTION_RE,
     Limits,
+    check_count,
+    check_lease,
     check_messages,
     check_metadata,
     check_name,
     check_number,
     check_options,
+    check_subscription,
     check_tenant,
+    check_wait,
 )
 from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
 from qgate.core.schemas import AvroSchema
-from qgate.core.wakeup import WakeupRegistry
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -107,8 +110,9 @@ def _to_claim(
 @implementer(IQueueService)
 class QueueService:
     """Routes each queue to its store (transient queues in memory, durable ones in SQL),
-    checks every argument against ``limits``, and owns waiting: waiters park on a per-queue
-    wakeup registry and are woken by publishes and releases, never by polling storage.
+    checks every argument against ``limits``, and owns waiting (``core._waiting``): waiters
+    park on a per-queue wakeup registry and are woken by publishes and releases, never by
+    polling storage.
 
     Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
     schema and does the schema part of publishing, reading and changing schemas."""
@@ -128,8 +132,7 @@ class QueueService:
         self.default_options = check_options(default_options or QueueOptions(), self.limits)
         self._durable = durable
         self._transient = transient
-        self._wakeups = WakeupRegistry(clock)
-        self._generations: dict[Hashable, int] = {}
+        self._waits = QueueWaits(clock, self._store)
         self._checked: set[tuple[str, str]] = set()
         # Stores that answer the hot calls synchronously, by identity (memory).
         self._synchronous: dict[int, ISynchronousStorage] = {
@@ -137,7 +140,6 @@ class QueueService:
             for store in (durable, transient)
             if ISynchronousStorage.providedBy(store)
         }
-        self._closing = False
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
         self._reaper: LoopingCall | None = None
@@ -163,8 +165,7 @@ class QueueService:
         )
 
     async def _stop(self) -> None:
-        self._closing = True
-        self._wakeups.release_all()
+        self._waits.close()
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
         self._reaper = None
@@ -195,23 +196,11 @@ class QueueService:
 
     def notify(self, tenant: str, name: str) -> None:
         """Wake waiters of a queue: it may have something claimable or observable."""
-        key = (tenant, name)
-        self._generations[key] = self._generations.get(key, 0) + 1
-        self._wakeups.notify(key)
-
-    async def _wait(self, key: tuple[str, str], generation: int, until: float) -> bool:
-        """Park until the queue is woken or ``until``; False when shutting down (the
-        waiter should answer with what it has, now)."""
-        if self._closing:
-            return False
-        if self._generations.get(key, 0) != generation:
-            return True
-        await self._wakeups.wait(key, until - self.clock.seconds())
-        return not self._closing
+        self._waits.notify(tenant, name)
 
     def waiting(self, tenant: str, name: str) -> int:
         """How many callers are parked waiting on this queue right now."""
-        return self._wakeups.waiting((tenant, name))
+        return self._waits.waiting(tenant, name)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -229,16 +218,6 @@ class QueueService:
 
     def _now(self) -> float:
         return self.clock.seconds()
-
-    def _check_limit(self, limit: object, field: str, high: int) -> int:
-        if type(limit) is int and 1 <= limit <= high:
-            return limit
-        return int(check_number(limit, field, 1, high, integer=True))
-
-    def _check_wait(self, wait: object) -> float:
-        if wait == 0 and type(wait) in (int, float):
-            return 0.0
-        return float(check_number(wait, "wait", 0, self.limits.max_wait))
 
     # -- queues ----------------------------------------------------------------------------
 
@@ -310,7 +289,7 @@ class QueueService:
     @_as_deferred
     async def delete_queue(self, tenant: str, name: str) -> bool:
         deleted = await self._store(tenant, name).delete_queue(tenant, name)
-        self._generations.pop((tenant, name), None)
+        self._waits.forget(tenant, name)
         self._schemas.forget(tenant, name)
         return deleted
 
@@ -319,7 +298,7 @@ class QueueService:
         self, tenant: str, marker: str | None = None, limit: int = 10
     ) -> list[Queue]:
         check_tenant(tenant)
-        limit = self._check_limit(limit, "limit", self.limits.max_page)
+        limit = check_count(limit, "limit", self.limits.max_page)
         if marker is not None and not isinstance(marker, str):
             raise InvalidArgument("marker must be a queue name", field="marker")
         durable = await self._durable.list_queues(tenant, marker, limit)
@@ -451,7 +430,7 @@ class QueueService:
     @_as_deferred
     async def pop_messages(self, tenant: str, name: str, limit: int) -> list[Message]:
         store = self._store(tenant, name)
-        limit = self._check_limit(limit, "pop", self.limits.max_claim)
+        limit = check_count(limit, "pop", self.limits.max_claim)
         return await store.pop_messages(tenant, name, limit, self._now())
 
     @_as_deferred
@@ -467,20 +446,17 @@ class QueueService:
         wait: float = 0,
     ) -> list[Message]:
         store = self._store(tenant, name)
-        limit = self._check_limit(limit, "limit", self.limits.max_page)
-        wait = self._check_wait(wait)
+        limit = check_count(limit, "limit", self.limits.max_page)
+        wait = check_wait(wait, self.limits)
         start: int | None = None
         if after is not None:
             start = _marker(after)
             if start is None:
                 raise InvalidArgument(f"marker {after!r:.40} is not a message id", field="marker")
-        key = (tenant, name)
-        deadline = self._now() + wait
-        while True:
-            generation = self._generations.get(key, 0)
-            now = self._now()
+
+        async def attempt(store: IQueueStorage) -> list[Message]:
             try:
-                found = await store.observe(
+                return await store.observe(
                     tenant,
                     name,
                     start,
@@ -488,45 +464,17 @@ class QueueService:
                     include_claimed,
                     include_delayed,
                     exclude_producer,
-                    now,
+                    self._now(),
                 )
             except QueueNotFound:
                 if not wait:
                     raise
-                found = []  # a waiter may wait for a queue its first publish creates
-            if found or now >= deadline:
-                return found
-            until = deadline
-            if not include_delayed:
-                nxt = await self._next_wake(store, tenant, name, now, start)
-                if nxt is not None:
-                    until = min(until, nxt)
-            if not await self._wait(key, generation, until):
-                return []
-            store = self._store(tenant, name)
+                return []  # a waiter may wait for a queue its first publish creates
 
-    async def _next_wake(
-        self, store: IQueueStorage, tenant: str, name: str, now: float, after: int | None
-    ) -> float | None:
-        try:
-            return await store.next_wake(tenant, name, now, after)
-        except QueueNotFound:
-            return None
+        timed = not include_delayed
+        return await self._waits.poll(store, tenant, name, wait, attempt, timed=timed, after=start)
 
     # -- claims ----------------------------------------------------------------------------
-
-    def _check_lease(self, ttl: object, grace: object) -> tuple[float, float]:
-        limits = self.limits
-        if (
-            type(ttl) in (int, float)
-            and type(grace) in (int, float)
-            and limits.min_lease <= ttl <= limits.max_lease  # type: ignore[operator]
-            and 0 <= grace <= limits.max_grace  # type: ignore[operator]
-        ):
-            return float(ttl), float(grace)  # type: ignore[arg-type]
-        lease = float(check_number(ttl, "ttl", limits.min_lease, limits.max_lease))
-        grace_s = float(check_number(grace, "grace", 0, limits.max_grace))
-        return lease, grace_s
 
     def claim(
         self,
@@ -539,9 +487,9 @@ class QueueService:
     ) -> Deferred[Claim | None]:
         try:
             store = self._store(tenant, name)
-            limit = self._check_limit(limit, "limit", self.limits.max_claim)
-            lease, grace_s = self._check_lease(ttl, grace)
-            wait = self._check_wait(wait)
+            limit = check_count(limit, "limit", self.limits.max_claim)
+            lease, grace_s = check_lease(ttl, grace, self.limits)
+            wait = check_wait(wait, self.limits)
         except QGateError as e:
             return fail(e)
         if wait:
@@ -571,61 +519,18 @@ class QueueService:
         grace: float,
         wait: float,
     ) -> Claim | None:
-        key = (tenant, name)
-        deadline = self._now() + wait
-        while True:
-            generation = self._generations.get(key, 0)
+        async def attempt(store: IQueueStorage) -> Claim | None:
             now = self._now()
             claim_id = new_claim_id()
             try:
-                found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace)
+                found = await self._waits.claim_once(
+                    store, tenant, name, claim_id, limit, lease, grace
+                )
             except QueueNotFound:
                 found = []  # wait for the publish that creates the queue
-            if found:
-                return _to_claim(found, claim_id, name, lease, grace, now)
-            now = self._now()
-            if now >= deadline:
-                return None
-            until = deadline
-            nxt = await self._next_wake(store, tenant, name, now, None)
-            if nxt is not None:
-                until = min(until, nxt)
-            if not await self._wait(key, generation, until):
-                return None
-            store = self._store(tenant, name)
+            return _to_claim(found, claim_id, name, lease, grace, now)
 
-    def _claim_once(
-        self,
-        store: IQueueStorage,
-        tenant: str,
-        name: str,
-        claim_id: str,
-        limit: int,
-        ttl: float,
-        grace: float,
-    ) -> Deferred[list[Message]]:
-        """Claim, shielded from cancellation: a caller that gives up while the store is
-        working gets CancelledError at once, and whatever the store then leases to it goes
-        straight back to the queue instead of waiting out the lease."""
-        result: Deferred[list[Message]] = Deferred(lambda d: None)
-
-        def done(found: list[Message]) -> None:
-            if not result.called:
-                result.callback(found)
-            elif found:
-                store.release(tenant, name, claim_id, None, 0, self._now()).addCallbacks(
-                    lambda _: self.notify(tenant, name),
-                    lambda f: log.failure("releasing an abandoned claim failed", f),
-                )
-
-        def failed(f: Any) -> None:
-            if not result.called:
-                result.errback(f)
-
-        store.claim(tenant, name, claim_id, limit, ttl, grace, self._now()).addCallbacks(
-            done, failed
-        )
-        return result
+        return await self._waits.poll(store, tenant, name, wait, attempt)
 
     @_as_deferred
     async def get_claim(self, tenant: str, name: str, claim_id: str) -> Claim:
@@ -642,7 +547,7 @@ class QueueService:
         self, tenant: str, name: str, claim_id: str, ttl: float, grace: float = 0
     ) -> None:
         store = self._store(tenant, name)
-        lease, grace_s = self._check_lease(ttl, grace)
+        lease, grace_s = check_lease(ttl, grace, self.limits)
         if not await store.renew_claim(tenant, name, claim_id, lease, grace_s, self._now()):
             raise ClaimNotFound(str(claim_id))
 
@@ -715,17 +620,10 @@ class QueueService:
 
     # -- durable subscriptions -------------------------------------------------------------
 
-    def _check_subscription(self, subscription: object) -> str:
-        if not isinstance(subscription, str) or not SUBSCRIPTION_RE.match(subscription):
-            raise InvalidArgument(
-                "subscription must be 1 to 255 printable characters", field="subscription"
-            )
-        return subscription
-
     @_as_deferred
     async def get_cursor(self, tenant: str, name: str, subscription: str) -> str | None:
         store = self._store(tenant, name)
-        marker = await store.get_cursor(tenant, name, self._check_subscription(subscription))
+        marker = await store.get_cursor(tenant, name, check_subscription(subscription))
         return None if marker is None else str(marker)
 
     @_as_deferred
@@ -738,4 +636,4 @@ class QueueService:
             value = _marker(marker)
             if value is None:
                 raise InvalidArgument(f"{marker!r:.40} is not a message id", field="marker")
-        await store.set_cursor(tenant, name, self._check_subscription(subscription), value)
+        await store.set_cursor(tenant, name, check_subscription(subscription), value)
