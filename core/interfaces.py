@@ -254,6 +254,11 @@ class IQueueService(Interface):
     def get_schema(tenant, name):
         """-> (fingerprint, JSON text) of the queue's schema, or None."""
 
+    def parse_schema(schema):
+        """-> AvroSchema: ``schema`` (JSON text, or a JSON value) parsed and checked, from
+        the service's one cache of parsed schemas (InvalidSchema when qgate does not accept
+        it). For protocols that convert Avro bodies themselves (STOMP subscriptions)."""
+
     def register_schema(schema):
         """-> int: registers a writer schema (JSON text or value) by its fingerprint, so
         bodies naming it can be checked and read."""

@@ -73,6 +73,43 @@ def check_number(
     return value
 
 
+def check_count(value: object, field: str, high: int) -> int:
+    """``value`` as a whole number in [1, high] (how many messages or queues to take)."""
+    if type(value) is int and 1 <= value <= high:
+        return value
+    return int(check_number(value, field, 1, high, integer=True))
+
+
+def check_wait(wait: object, limits: Limits) -> float:
+    """Seconds a caller may wait for something to claim or observe."""
+    if wait == 0 and type(wait) in (int, float):
+        return 0.0
+    return float(check_number(wait, "wait", 0, limits.max_wait))
+
+
+def check_lease(ttl: object, grace: object, limits: Limits) -> tuple[float, float]:
+    """A claim's lease and grace seconds."""
+    if (
+        type(ttl) in (int, float)
+        and type(grace) in (int, float)
+        and limits.min_lease <= ttl <= limits.max_lease  # type: ignore[operator]
+        and 0 <= grace <= limits.max_grace  # type: ignore[operator]
+    ):
+        return float(ttl), float(grace)  # type: ignore[arg-type]
+    lease = float(check_number(ttl, "ttl", limits.min_lease, limits.max_lease))
+    grace_s = float(check_number(grace, "grace", 0, limits.max_grace))
+    return lease, grace_s
+
+
+def check_subscription(subscription: object) -> str:
+    """The name of a durable subscription."""
+    if not isinstance(subscription, str) or not SUBSCRIPTION_RE.match(subscription):
+        raise InvalidArgument(
+            "subscription must be 1 to 255 printable characters", field="subscription"
+        )
+    return subscription
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -14,7 +13,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qgate.core.avro_bodies import QueueBodies, avro_writer, format_fingerprint, schema_from_text
+from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
+from qgate.core._waiting import QueueWaits
+from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
     ClaimNotFound,
     Conflict,
@@ -24,7 +25,6 @@ from qgate.core.errors import (
     QueueExists,
     QueueNotFound,
     SchemaChanged,
-    UncheckedWriters,
 )
 from qgate.core.interfaces import (
     IQueueService,
@@ -34,32 +34,27 @@ from qgate.core.interfaces import (
     IWakeupSource,
 )
 from qgate.core.limits import (
-    SUBSCRIPTION_RE,
     Limits,
+    check_count,
+    check_lease,
     check_messages,
     check_metadata,
     check_name,
     check_number,
     check_options,
+    check_subscription,
     check_tenant,
+    check_wait,
 )
 from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
-from qgate.core.schemas import AvroSchema, UnknownSchema, parse_schema
-from qgate.core.wakeup import WakeupRegistry
+from qgate.core.schemas import AvroSchema
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 log = Logger()
 
-#: Seconds a queue's schema, as this process last saw it, is trusted for reading and for
-#: picking up a change of defaults made elsewhere. Fingerprint changes need no waiting:
-#: storage checks the fingerprint on every publish (see ``QueueService.publish``).
-SCHEMA_TTL = 5.0
-#: Times a publish or a schema change is retried when the schema changes under it.
-SCHEMA_RETRIES = 4
-#: Queues whose schema is remembered before the memory starts over.
-MAX_REMEMBERED = 100_000
+__all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
 
 def _as_deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
@@ -115,15 +110,12 @@ def _to_claim(
 @implementer(IQueueService)
 class QueueService:
     """Routes each queue to its store (transient queues in memory, durable ones in SQL),
-    checks every argument against ``limits``, and owns waiting: waiters park on a per-queue
-    wakeup registry and are woken by publishes and releases, never by polling storage.
+    checks every argument against ``limits``, and owns waiting (``core._waiting``): waiters
+    park on a per-queue wakeup registry and are woken by publishes and releases, never by
+    polling storage.
 
-    Schema-checked queues: the service remembers, per queue, the schema it last saw
-    (``_schemas``; queues without a schema have no entry) and checks publishes against it.
-    Storage re-checks the fingerprint in the transaction that stores (``SchemaChanged``),
-    so a stale memory costs a retry, never a wrong message, and a queue without a schema
-    costs no storage read. The schema registry (writer schemas by fingerprint) lives in the
-    durable store: schemas are content-addressed, so every queue shares one."""
+    Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
+    schema and does the schema part of publishing, reading and changing schemas."""
 
     def __init__(
         self,
@@ -140,8 +132,7 @@ class QueueService:
         self.default_options = check_options(default_options or QueueOptions(), self.limits)
         self._durable = durable
         self._transient = transient
-        self._wakeups = WakeupRegistry(clock)
-        self._generations: dict[Hashable, int] = {}
+        self._waits = QueueWaits(clock, self._store)
         self._checked: set[tuple[str, str]] = set()
         # Stores that answer the hot calls synchronously, by identity (memory).
         self._synchronous: dict[int, ISynchronousStorage] = {
@@ -149,15 +140,10 @@ class QueueService:
             for store in (durable, transient)
             if ISynchronousStorage.providedBy(store)
         }
-        self._closing = False
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
         self._reaper: LoopingCall | None = None
-        self._bodies = QueueBodies()
-        #: (tenant, queue) -> (its schema, when seen), for queues that have one.
-        self._schemas: dict[tuple[str, str], tuple[AvroSchema, float]] = {}
-        #: (tenant, queue) -> when it was seen without a schema (for readers only).
-        self._schemaless: dict[tuple[str, str], float] = {}
+        self._schemas = QueueSchemas(clock, durable, self._store)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -179,8 +165,7 @@ class QueueService:
         )
 
     async def _stop(self) -> None:
-        self._closing = True
-        self._wakeups.release_all()
+        self._waits.close()
         if self._reaper is not None and self._reaper.running:
             self._reaper.stop()
         self._reaper = None
@@ -211,23 +196,11 @@ class QueueService:
 
     def notify(self, tenant: str, name: str) -> None:
         """Wake waiters of a queue: it may have something claimable or observable."""
-        key = (tenant, name)
-        self._generations[key] = self._generations.get(key, 0) + 1
-        self._wakeups.notify(key)
-
-    async def _wait(self, key: tuple[str, str], generation: int, until: float) -> bool:
-        """Park until the queue is woken or ``until``; False when shutting down (the
-        waiter should answer with what it has, now)."""
-        if self._closing:
-            return False
-        if self._generations.get(key, 0) != generation:
-            return True
-        await self._wakeups.wait(key, until - self.clock.seconds())
-        return not self._closing
+        self._waits.notify(tenant, name)
 
     def waiting(self, tenant: str, name: str) -> int:
         """How many callers are parked waiting on this queue right now."""
-        return self._wakeups.waiting((tenant, name))
+        return self._waits.waiting(tenant, name)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -246,16 +219,6 @@ class QueueService:
     def _now(self) -> float:
         return self.clock.seconds()
 
-    def _check_limit(self, limit: object, field: str, high: int) -> int:
-        if type(limit) is int and 1 <= limit <= high:
-            return limit
-        return int(check_number(limit, field, 1, high, integer=True))
-
-    def _check_wait(self, wait: object) -> float:
-        if wait == 0 and type(wait) in (int, float):
-            return 0.0
-        return float(check_number(wait, "wait", 0, self.limits.max_wait))
-
     # -- queues ----------------------------------------------------------------------------
 
     @_as_deferred
@@ -269,21 +232,14 @@ class QueueService:
         check_tenant(tenant)
         check_name(name)
         options = options or self.default_options
-        schema = None
-        if options.schema_text is not None:
-            schema = self._parse_schema(options.schema_text)
-            if options.schema not in (None, schema.fingerprint):
-                raise InvalidArgument(
-                    "schema is not the fingerprint of schema_text", field="schema"
-                )
-            options = replace(options, schema=schema.fingerprint, schema_text=schema.text)
+        options, schema = self._schemas.parse_options(options)
         options = check_options(options, self.limits)
         metadata = check_metadata({} if metadata is None else metadata)
         existing = await self._find(tenant, name)
         if existing is not None:
-            return self._seen(existing), False
+            return self._schemas.seen(existing), False
         if schema is not None:
-            await self._register(schema)
+            await self._schemas.register(schema)
         store = self._durable if options.durable else self._transient
         try:
             queue = await store.create_queue(tenant, name, options, metadata, self._now())
@@ -291,8 +247,8 @@ class QueueService:
             found = await self._find(tenant, name)
             if found is None:
                 raise
-            return self._seen(found), False
-        return self._seen(queue), True
+            return self._schemas.seen(found), False
+        return self._schemas.seen(queue), True
 
     async def _find(self, tenant: str, name: str) -> Queue | None:
         if self._transient.has_queue(tenant, name):
@@ -304,7 +260,7 @@ class QueueService:
         queue = await self._store(tenant, name).get_queue(tenant, name)
         if queue is None:
             raise QueueNotFound(name)
-        return self._seen(queue)
+        return self._schemas.seen(queue)
 
     @_as_deferred
     async def update_queue(
@@ -328,13 +284,13 @@ class QueueService:
         # The schema is not changed here (storage keeps it): set_schema checks changes.
         updated = await store.update_queue(tenant, name, options or queue.options, new_metadata)
         self.notify(tenant, name)
-        return self._seen(updated)
+        return self._schemas.seen(updated)
 
     @_as_deferred
     async def delete_queue(self, tenant: str, name: str) -> bool:
         deleted = await self._store(tenant, name).delete_queue(tenant, name)
-        self._generations.pop((tenant, name), None)
-        self._schemas.pop((tenant, name), None)
+        self._waits.forget(tenant, name)
+        self._schemas.forget(tenant, name)
         return deleted
 
     @_as_deferred
@@ -342,7 +298,7 @@ class QueueService:
         self, tenant: str, marker: str | None = None, limit: int = 10
     ) -> list[Queue]:
         check_tenant(tenant)
-        limit = self._check_limit(limit, "limit", self.limits.max_page)
+        limit = check_count(limit, "limit", self.limits.max_page)
         if marker is not None and not isinstance(marker, str):
             raise InvalidArgument("marker must be a queue name", field="marker")
         durable = await self._durable.list_queues(tenant, marker, limit)
@@ -374,7 +330,7 @@ class QueueService:
             check_messages(messages, self.limits)
         except QGateError as e:
             return fail(e)
-        if (tenant, name) in self._schemas:
+        if self._schemas.has_schema(tenant, name):
             return Deferred.fromCoroutine(self._publish_checked(tenant, name, messages, create))
         # The hot path: a queue not known to have a schema is published to as one without;
         # storage refuses with SchemaChanged (storing nothing) if it has one after all.
@@ -419,38 +375,17 @@ class QueueService:
         create: bool,
         refresh: bool = False,
     ) -> list[str]:
-        key = (tenant, name)
-        fresh = False  # whether the schema remembered was read during this call
+        check = PublishCheck(tenant, name, messages, refresh)
         for _ in range(SCHEMA_RETRIES):
             store = self._store(tenant, name)
-            entry = self._schemas.get(key)
-            if refresh or (
-                entry is not None and not fresh and self._now() - entry[1] >= SCHEMA_TTL
-            ):
-                entry = await self._refresh_schema(tenant, name, store)
-                fresh, refresh = True, False
-            stored: Sequence[NewMessage] = messages
-            fingerprint = None
-            if entry is not None:
-                schema, _ = entry
-                fingerprint = schema.fingerprint
-                await self._load_writers(self._bodies.writers_of(messages, schema))
-                try:
-                    stored = self._bodies.to_queue_schema(schema, messages)
-                except InvalidArgument:
-                    if fresh:
-                        raise
-                    # Refused by the schema remembered: refuse only if it still holds
-                    # (it may have been cleared or replaced elsewhere).
-                    again = await self._refresh_schema(tenant, name, store)
-                    fresh = True
-                    if again is not None and again[0].text == schema.text:
-                        raise
-                    continue
+            prepared = await self._schemas.prepare(check, store)
+            if prepared is None:
+                continue
+            stored, fingerprint = prepared
             try:
                 markers = await store.publish(tenant, name, stored, self._now(), fingerprint)
             except SchemaChanged:
-                refresh = True
+                check.refresh = True
                 continue
             except QueueNotFound:
                 if not create:
@@ -495,7 +430,7 @@ class QueueService:
     @_as_deferred
     async def pop_messages(self, tenant: str, name: str, limit: int) -> list[Message]:
         store = self._store(tenant, name)
-        limit = self._check_limit(limit, "pop", self.limits.max_claim)
+        limit = check_count(limit, "pop", self.limits.max_claim)
         return await store.pop_messages(tenant, name, limit, self._now())
 
     @_as_deferred
@@ -511,20 +446,17 @@ class QueueService:
         wait: float = 0,
     ) -> list[Message]:
         store = self._store(tenant, name)
-        limit = self._check_limit(limit, "limit", self.limits.max_page)
-        wait = self._check_wait(wait)
+        limit = check_count(limit, "limit", self.limits.max_page)
+        wait = check_wait(wait, self.limits)
         start: int | None = None
         if after is not None:
             start = _marker(after)
             if start is None:
                 raise InvalidArgument(f"marker {after!r:.40} is not a message id", field="marker")
-        key = (tenant, name)
-        deadline = self._now() + wait
-        while True:
-            generation = self._generations.get(key, 0)
-            now = self._now()
+
+        async def attempt(store: IQueueStorage) -> list[Message]:
             try:
-                found = await store.observe(
+                return await store.observe(
                     tenant,
                     name,
                     start,
@@ -532,45 +464,17 @@ class QueueService:
                     include_claimed,
                     include_delayed,
                     exclude_producer,
-                    now,
+                    self._now(),
                 )
             except QueueNotFound:
                 if not wait:
                     raise
-                found = []  # a waiter may wait for a queue its first publish creates
-            if found or now >= deadline:
-                return found
-            until = deadline
-            if not include_delayed:
-                nxt = await self._next_wake(store, tenant, name, now, start)
-                if nxt is not None:
-                    until = min(until, nxt)
-            if not await self._wait(key, generation, until):
-                return []
-            store = self._store(tenant, name)
+                return []  # a waiter may wait for a queue its first publish creates
 
-    async def _next_wake(
-        self, store: IQueueStorage, tenant: str, name: str, now: float, after: int | None
-    ) -> float | None:
-        try:
-            return await store.next_wake(tenant, name, now, after)
-        except QueueNotFound:
-            return None
+        timed = not include_delayed
+        return await self._waits.poll(store, tenant, name, wait, attempt, timed=timed, after=start)
 
     # -- claims ----------------------------------------------------------------------------
-
-    def _check_lease(self, ttl: object, grace: object) -> tuple[float, float]:
-        limits = self.limits
-        if (
-            type(ttl) in (int, float)
-            and type(grace) in (int, float)
-            and limits.min_lease <= ttl <= limits.max_lease  # type: ignore[operator]
-            and 0 <= grace <= limits.max_grace  # type: ignore[operator]
-        ):
-            return float(ttl), float(grace)  # type: ignore[arg-type]
-        lease = float(check_number(ttl, "ttl", limits.min_lease, limits.max_lease))
-        grace_s = float(check_number(grace, "grace", 0, limits.max_grace))
-        return lease, grace_s
 
     def claim(
         self,
@@ -583,9 +487,9 @@ class QueueService:
     ) -> Deferred[Claim | None]:
         try:
             store = self._store(tenant, name)
-            limit = self._check_limit(limit, "limit", self.limits.max_claim)
-            lease, grace_s = self._check_lease(ttl, grace)
-            wait = self._check_wait(wait)
+            limit = check_count(limit, "limit", self.limits.max_claim)
+            lease, grace_s = check_lease(ttl, grace, self.limits)
+            wait = check_wait(wait, self.limits)
         except QGateError as e:
             return fail(e)
         if wait:
@@ -615,61 +519,18 @@ class QueueService:
         grace: float,
         wait: float,
     ) -> Claim | None:
-        key = (tenant, name)
-        deadline = self._now() + wait
-        while True:
-            generation = self._generations.get(key, 0)
+        async def attempt(store: IQueueStorage) -> Claim | None:
             now = self._now()
             claim_id = new_claim_id()
             try:
-                found = await self._claim_once(store, tenant, name, claim_id, limit, lease, grace)
+                found = await self._waits.claim_once(
+                    store, tenant, name, claim_id, limit, lease, grace
+                )
             except QueueNotFound:
                 found = []  # wait for the publish that creates the queue
-            if found:
-                return _to_claim(found, claim_id, name, lease, grace, now)
-            now = self._now()
-            if now >= deadline:
-                return None
-            until = deadline
-            nxt = await self._next_wake(store, tenant, name, now, None)
-            if nxt is not None:
-                until = min(until, nxt)
-            if not await self._wait(key, generation, until):
-                return None
-            store = self._store(tenant, name)
+            return _to_claim(found, claim_id, name, lease, grace, now)
 
-    def _claim_once(
-        self,
-        store: IQueueStorage,
-        tenant: str,
-        name: str,
-        claim_id: str,
-        limit: int,
-        ttl: float,
-        grace: float,
-    ) -> Deferred[list[Message]]:
-        """Claim, shielded from cancellation: a caller that gives up while the store is
-        working gets CancelledError at once, and whatever the store then leases to it goes
-        straight back to the queue instead of waiting out the lease."""
-        result: Deferred[list[Message]] = Deferred(lambda d: None)
-
-        def done(found: list[Message]) -> None:
-            if not result.called:
-                result.callback(found)
-            elif found:
-                store.release(tenant, name, claim_id, None, 0, self._now()).addCallbacks(
-                    lambda _: self.notify(tenant, name),
-                    lambda f: log.failure("releasing an abandoned claim failed", f),
-                )
-
-        def failed(f: Any) -> None:
-            if not result.called:
-                result.errback(f)
-
-        store.claim(tenant, name, claim_id, limit, ttl, grace, self._now()).addCallbacks(
-            done, failed
-        )
-        return result
+        return await self._waits.poll(store, tenant, name, wait, attempt)
 
     @_as_deferred
     async def get_claim(self, tenant: str, name: str, claim_id: str) -> Claim:
@@ -686,7 +547,7 @@ class QueueService:
         self, tenant: str, name: str, claim_id: str, ttl: float, grace: float = 0
     ) -> None:
         store = self._store(tenant, name)
-        lease, grace_s = self._check_lease(ttl, grace)
+        lease, grace_s = check_lease(ttl, grace, self.limits)
         if not await store.renew_claim(tenant, name, claim_id, lease, grace_s, self._now()):
             raise ClaimNotFound(str(claim_id))
 
@@ -725,129 +586,19 @@ class QueueService:
 
     # -- schemas ---------------------------------------------------------------------------
 
-    def _seen(self, queue: Queue) -> Queue:
-        """Remember the schema of a queue just read from storage; returns the queue."""
-        key = (queue.tenant, queue.name)
-        text = queue.options.schema_text
-        if text is None:
-            self._schemas.pop(key, None)
-            self._remember(self._schemaless, key, self._now())
-        else:
-            self._schemaless.pop(key, None)
-            self._remember(self._schemas, key, (schema_from_text(text), self._now()))
-        return queue
+    def parse_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> AvroSchema:
+        return self._schemas.parse(schema)
 
-    @staticmethod
-    def _remember(memory: dict[tuple[str, str], T], key: tuple[str, str], value: T) -> None:
-        if len(memory) >= MAX_REMEMBERED and key not in memory:
-            memory.clear()
-        memory[key] = value
+    def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._schemas.register_schema(schema))
 
-    def _forget_schema(self, tenant: str, name: str) -> None:
-        self._schemas.pop((tenant, name), None)
-        self._schemaless.pop((tenant, name), None)
-
-    async def _refresh_schema(
-        self, tenant: str, name: str, store: IQueueStorage
-    ) -> tuple[AvroSchema, float] | None:
-        """Read the queue's schema from storage again; None when it has none (or the queue
-        is gone: the publish that follows will say so)."""
-        self._forget_schema(tenant, name)
-        queue = await store.get_queue(tenant, name)
-        if queue is not None:
-            self._seen(queue)
-        return self._schemas.get((tenant, name))
-
-    async def _queue_schema(self, tenant: str, name: str) -> AvroSchema | None:
-        """The queue's schema for readers: remembered for ``SCHEMA_TTL`` seconds."""
-        key = (tenant, name)
-        now = self._now()
-        entry = self._schemas.get(key)
-        if entry is not None and now - entry[1] < SCHEMA_TTL:
-            return entry[0]
-        seen = self._schemaless.get(key)
-        if entry is None and seen is not None and now - seen < SCHEMA_TTL:
-            return None
-        entry = await self._refresh_schema(tenant, name, self._store(tenant, name))
-        return None if entry is None else entry[0]
-
-    def _parse_schema(self, schema: object) -> AvroSchema:
-        if isinstance(schema, bytes):
-            schema = schema.decode("utf-8", "replace")
-        if isinstance(schema, str):
-            return schema_from_text(schema)
-        if isinstance(schema, dict | list):
-            return schema_from_text(parse_schema(schema).text)
-        raise InvalidArgument("a schema is JSON text or a JSON value", field="schema")
-
-    async def _register(self, schema: AvroSchema) -> None:
-        """Put a writer schema into the registry (once per process and fingerprint)."""
-        if schema.fingerprint not in self._bodies:
-            await self._durable.put_schema(schema.fingerprint, schema.text)
-            self._bodies.add(schema)
-
-    async def _load_writers(self, fingerprints: set[int]) -> None:
-        """Fetch the writer schemas named by ``fingerprints`` that are not here yet;
-        unknown ones are left out (whoever needs them names them in the error)."""
-        for fingerprint in sorted(self._bodies.missing(fingerprints)):
-            text = await self._durable.get_schema(fingerprint)
-            if text is None:
-                continue
-            schema = self._parse_schema(text)
-            if schema.fingerprint == fingerprint:
-                self._bodies.add(schema)
-
-    @_as_deferred
-    async def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> int:
-        parsed = self._parse_schema(schema)
-        await self._register(parsed)
-        return parsed.fingerprint
-
-    @_as_deferred
-    async def set_schema(
+    def set_schema(
         self, tenant: str, name: str, schema: str | bytes | Mapping[str, Any] | list[Any]
-    ) -> int:
-        """The new schema is checked against the writer schemas of the queue's messages,
-        read first; storage then sets it only if no other writer has appeared meanwhile
-        (UncheckedWriters: check those too, and try again). Publishes checked against the
-        old schema that have not landed yet will fail storage's check and be checked
-        again, so every Avro message in the queue can always be read by its schema."""
-        store = self._store(tenant, name)
-        new = self._parse_schema(schema)
-        await self._register(new)
-        checked: set[int] = set()
-        pending = set(await store.schema_writers(tenant, name, self._now()))
-        for _ in range(SCHEMA_RETRIES):
-            await self._check_writers(new, pending - checked - {new.fingerprint})
-            checked |= pending
-            try:
-                updated = await store.set_queue_schema(
-                    tenant, name, new.fingerprint, new.text, sorted(checked), self._now()
-                )
-            except UncheckedWriters as e:
-                pending = set(e.fingerprints)
-                continue
-            self._seen(updated)
-            return new.fingerprint
-        raise Conflict(f"Queue {name!r} kept changing; try again", field="schema")
+    ) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._schemas.set_schema(tenant, name, schema))
 
-    async def _check_writers(self, new: AvroSchema, fingerprints: set[int]) -> None:
-        await self._load_writers(fingerprints)
-        for fingerprint in sorted(fingerprints):
-            try:
-                writer = self._bodies.writer(fingerprint)
-            except UnknownSchema:
-                raise InvalidArgument(
-                    f"the queue holds messages of schema {format_fingerprint(fingerprint)}, "
-                    "which is not registered, so a new schema cannot be checked against them",
-                    field="schema",
-                ) from None
-            self._bodies.check_reads(new, writer)
-
-    @_as_deferred
-    async def clear_schema(self, tenant: str, name: str) -> None:
-        store = self._store(tenant, name)
-        self._seen(await store.set_queue_schema(tenant, name, None, None, (), self._now()))
+    def clear_schema(self, tenant: str, name: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._schemas.clear_schema(tenant, name))
 
     @_as_deferred
     async def get_schema(self, tenant: str, name: str) -> tuple[int, str] | None:
@@ -857,61 +608,22 @@ class QueueService:
             return None
         return options.schema, options.schema_text
 
-    async def _readable(
+    def decode_bodies(
         self, tenant: str, name: str, messages: Sequence[Message]
-    ) -> AvroSchema | None:
-        """Get what reading the Avro ``messages`` needs: the queue's schema (returned) and
-        their writer schemas."""
-        try:
-            schema = await self._queue_schema(tenant, name)
-        except QueueNotFound:
-            schema = None
-        writers = set()
-        for m in messages:
-            avro = avro_writer(m.content_type, m.body)
-            if avro is not None and (schema is None or avro[0] != schema.fingerprint):
-                writers.add(avro[0])
-        await self._load_writers(writers)
-        return schema
+    ) -> Deferred[dict[int, Any]]:
+        return Deferred.fromCoroutine(self._schemas.decode_bodies(tenant, name, messages))
 
-    @_as_deferred
-    async def decode_bodies(
+    def resolve_bodies(
         self, tenant: str, name: str, messages: Sequence[Message]
-    ) -> dict[int, Any]:
-        avro = [m for m in messages if avro_writer(m.content_type, m.body) is not None]
-        if not avro:
-            return {}
-        schema = await self._readable(tenant, name, avro)
-        out: dict[int, Any] = {}
-        for m in avro:
-            try:
-                out[m.marker] = self._bodies.decode_json(schema, m)
-            except InvalidArgument:
-                continue  # not decodable: the protocol shows it as stored
-        return out
-
-    @_as_deferred
-    async def resolve_bodies(
-        self, tenant: str, name: str, messages: Sequence[Message]
-    ) -> list[Message]:
-        if not any(avro_writer(m.content_type, m.body) is not None for m in messages):
-            return list(messages)
-        schema = await self._readable(tenant, name, messages)
-        return [self._bodies.rewrite(schema, m) for m in messages]
+    ) -> Deferred[list[Message]]:
+        return Deferred.fromCoroutine(self._schemas.resolve_bodies(tenant, name, messages))
 
     # -- durable subscriptions -------------------------------------------------------------
-
-    def _check_subscription(self, subscription: object) -> str:
-        if not isinstance(subscription, str) or not SUBSCRIPTION_RE.match(subscription):
-            raise InvalidArgument(
-                "subscription must be 1 to 255 printable characters", field="subscription"
-            )
-        return subscription
 
     @_as_deferred
     async def get_cursor(self, tenant: str, name: str, subscription: str) -> str | None:
         store = self._store(tenant, name)
-        marker = await store.get_cursor(tenant, name, self._check_subscription(subscription))
+        marker = await store.get_cursor(tenant, name, check_subscription(subscription))
         return None if marker is None else str(marker)
 
     @_as_deferred
@@ -924,4 +636,4 @@ class QueueService:
             value = _marker(marker)
             if value is None:
                 raise InvalidArgument(f"{marker!r:.40} is not a message id", field="marker")
-        await store.set_cursor(tenant, name, self._check_subscription(subscription), value)
+        await store.set_cursor(tenant, name, check_subscription(subscription), value)

@@ -16,7 +16,8 @@ from typing import Any
 
 from qgate.core.avro_bodies import AVRO_BINARY, media_type
 from qgate.core.model import Message
-from qgate.core.schemas import parse_schema, write_container
+from qgate.core.schemas import parse_schema
+from qgate.protocols.http.container import write_container
 
 #: One message as an Avro consumer of the HTTP API receives it. Field names follow the
 #: Zaqar JSON documents; times are seconds.

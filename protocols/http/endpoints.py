@@ -35,10 +35,10 @@ from qgate.core.avro_bodies import (
 from qgate.core.errors import MessageClaimed, MessageNotFound, QueueNotFound
 from qgate.core.interfaces import IQueueService
 from qgate.core.model import Claim, Message, NewMessage, QueueOptions
-from qgate.core.schemas import read_container
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import avro, wire
 from qgate.protocols.http.call import Call
+from qgate.protocols.http.container import read_container
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
 from qgate.protocols.http.router import Response, Router
 from qgate.protocols.http.settings import HTTPSettings

@@ -12,8 +12,9 @@ converts such bodies into the format its SUBSCRIBE ``accept`` header chose:
 
 Only the content type marks a body as Avro (bodies are never sniffed), and a queue without
 a schema delivers everything as published. The queue's schema comes from the service
-(``get_schema``) and is kept per subscription: read on the first Avro message, again when
-a message names a writer not seen since the last read, and after ``SCHEMA_TTL``. Messages
+(``get_schema``, parsed by the service's cache: ``parse_schema``) and is kept per
+subscription: read on the first Avro message, again when a message names a writer not
+seen since the last read, and after ``SCHEMA_TTL`` (the core's readers' bound). Messages
 written by an earlier schema of the queue go through the service's ``decode_bodies`` /
 ``resolve_bodies``, which know the writer schemas. A body that cannot be converted is
 delivered as stored, with a ``qgate-body-error`` header saying why: one bad message
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from qgate.core import jsonsafe
-from qgate.core.avro_bodies import avro_writer, format_fingerprint, media_type, schema_from_text
+from qgate.core.avro_bodies import SCHEMA_TTL, avro_writer, format_fingerprint, media_type
 from qgate.core.errors import InvalidArgument, QueueNotFound
 from qgate.core.model import Message
 from qgate.core.schemas import AvroSchema, to_json, to_single_object
@@ -43,10 +44,6 @@ ACCEPTED = {
     "application/vnd.apache.avro+binary": AVRO,
     "*/*": DEFAULT,
 }
-#: Seconds a subscription trusts the queue's schema it read (the core's readers use the
-#: same bound, ``core.service.SCHEMA_TTL``): a schema replaced while no message names a
-#: new writer is seen within this time.
-SCHEMA_TTL = 5.0
 #: The header of a message delivered as stored because its body could not be converted.
 ERROR_HEADER = "qgate-body-error"
 
@@ -133,7 +130,7 @@ class SubscriptionBodies:
             found = await self.service.get_schema(tenant, queue)
         except QueueNotFound:
             found = None
-        self._schema = None if found is None else schema_from_text(found[1])
+        self._schema = None if found is None else self.service.parse_schema(found[1])
         self._read_at = self.service.clock.seconds()
         self._others.clear()
 

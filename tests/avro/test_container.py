@@ -13,14 +13,8 @@ import fastavro
 import pytest
 
 from qgate.core.errors import InvalidArgument, TooLarge
-from qgate.core.schemas import (
-    IncompatibleSchema,
-    InvalidSchema,
-    parse_schema,
-    read_container,
-    to_json,
-    write_container,
-)
+from qgate.core.schemas import IncompatibleSchema, InvalidSchema, parse_schema, to_json
+from qgate.protocols.http.container import read_container, write_container
 from tests.support.schemas import ROW
 
 ROWS = [{"id": i, "name": f"row {i}", "raw": bytes([i % 256]) * 3} for i in range(50)]
