@@ -277,7 +277,7 @@ class IQueueService(Interface):
         """-> None."""
 
     def ping():
-        """-> bool: whether the durable storage answers."""
+        """-> bool: whether the durable storage answers (fails after a short timeout)."""
 
 
 class ITenantStore(Interface):

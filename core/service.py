@@ -126,6 +126,7 @@ class QueueService:
         default_options: QueueOptions | None = None,
         reap_interval: float = 5.0,
         reap_batch: int = 1000,
+        ping_timeout: float = 2.0,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
@@ -142,6 +143,7 @@ class QueueService:
         }
         self._reap_interval = reap_interval
         self._reap_batch = reap_batch
+        self._ping_timeout = ping_timeout
         self._reaper: LoopingCall | None = None
         self._schemas = QueueSchemas(clock, durable, self._store)
 
@@ -189,8 +191,9 @@ class QueueService:
         return total
 
     def ping(self) -> Deferred[bool]:
-        """Whether the durable storage answers (health checks)."""
-        return self._durable.ping()
+        """Whether the durable storage answers (health checks); fails with TimeoutError
+        after ``ping_timeout`` seconds, so a database that hangs cannot hang a check."""
+        return self._durable.ping().addTimeout(self._ping_timeout, self.clock)
 
     # -- wakeups ---------------------------------------------------------------------------
 

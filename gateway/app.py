@@ -78,6 +78,7 @@ def make_storage(reactor: Any, config: Config) -> IQueueStorage:
         url,
         read_threads=config.storage.read_threads,
         synchronous=config.storage.synchronous,
+        busy_timeout=config.storage.busy_timeout,
     )
 
 

@@ -36,6 +36,8 @@ class StorageConfig:
     #: Apply pending schema migrations at start-up (else run ``qgate db upgrade``).
     auto_upgrade: bool = True
     read_threads: int = 4
+    #: SQLite: seconds a write waits for another process's lock before it fails with 503.
+    busy_timeout: float = 5.0
     #: Where transient queues live: only ``memory`` today.
     transient: str = "memory"
 
@@ -213,6 +215,8 @@ def _storage(value: Any, name: str) -> StorageConfig:
         )
     if storage.read_threads < 1:
         raise ConfigError(f"{name}.read_threads: must be at least 1")
+    if not 0 < storage.busy_timeout <= 3600:
+        raise ConfigError(f"{name}.busy_timeout: must be more than 0 and at most 3600 seconds")
     return storage
 
 

@@ -39,7 +39,13 @@ from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import avro, wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.container import read_container
-from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
+from qgate.protocols.http.errors import (
+    RETRY_AFTER,
+    HTTPError,
+    bad_body,
+    bad_request,
+    not_found,
+)
 from qgate.protocols.http.router import Response, Router
 from qgate.protocols.http.settings import HTTPSettings
 
@@ -210,19 +216,23 @@ class ZaqarAPI:
     async def ping(self, call: Call) -> Response:
         """GET and HEAD: 204 while storage answers, 503 when it does not (Zaqar's GET;
         Zaqar's HEAD always says 204, here both check, for load balancers using either)."""
-        return Response(204 if await self._storage_ok() else 503)
+        if await self._storage_ok():
+            return Response(204)
+        return Response(503, headers={"Retry-After": RETRY_AFTER})
 
     async def health(self, call: Call) -> Response:
-        """Zaqar-like health: whether storage answered, and how long it took."""
+        """Zaqar-like health: whether storage answered, and how long it took; 503 while
+        it does not (the core's ping gives up after a short timeout: never a hang)."""
         start = self._now()
         ok = await self._storage_ok()
         status = {"seconds": self._now() - start, "ref": None, "succeeded": ok}
         return Response(
-            200,
+            200 if ok else 503,
             {
                 "catalog_reachable": True,
                 "storage": {"storage_reachable": ok, "operation_status": {"ping": status}},
             },
+            headers={} if ok else {"Retry-After": RETRY_AFTER},
         )
 
     # -- queues ----------------------------------------------------------------------------

@@ -59,13 +59,18 @@ def invalid_param(name: str, why: str) -> HTTPError:
     return HTTPError(400, "Invalid parameter", f'The "{name}" parameter is invalid. {why}')
 
 
+#: Seconds a 503 asks clients to wait. Zaqar says 30; qgate's writer retries the database
+#: within half a second of its return (storage/sql/writer.py), so a client may come back soon.
+RETRY_AFTER = "1"
+
+
 def service_unavailable(description: str) -> HTTPError:
-    # Zaqar's HTTPServiceUnavailable appends this advice and asks to retry in 30 s.
+    # Zaqar's HTTPServiceUnavailable appends this advice.
     return HTTPError(
         503,
         "Service temporarily unavailable",
         f"{description} Please try again in a few seconds.",
-        {"Retry-After": "30"},
+        {"Retry-After": RETRY_AFTER},
     )
 
 

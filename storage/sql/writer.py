@@ -12,18 +12,47 @@ become one multi-row INSERT). A group function reports a caller's domain error (
 only before writing anything for that caller. Any other exception rolls the whole
 transaction back, and each operation is then retried alone, so one bad operation cannot
 fail its neighbours.
+
+When the database fails (it restarts, is unreachable, SQLite's lock stays taken past the
+busy timeout, the disk is full), the writer thread carries on; no caller is left waiting:
+
+- A failed connect, or a transaction failing with an error that is about the database
+  rather than one operation (``is_unavailable``), answers every caller of the batch with
+  ``StorageUnavailable`` at once: retrying them one by one would fail the same way, each
+  after its own timeout. The connection is dropped, and the next attempt comes no sooner
+  than a backoff later (``FIRST_BACKOFF`` doubling to ``MAX_BACKOFF``, reset by a success);
+  batches arriving meanwhile are refused at once without touching the database. A caller
+  therefore waits for at most one attempt, and writes work again within ``MAX_BACKOFF`` of
+  the database's return.
+- The connection is long-lived, so the first batch after a server restart finds it dead.
+  A connection lost before COMMIT was sent committed nothing: the batch is retried once on
+  a new connection, and the restart costs no caller an error.
+- A failure during COMMIT leaves the outcome unknown: the server may have committed just
+  before the connection dropped. That batch is never retried (a blind retry could store a
+  publish twice, or lease messages twice); its callers get ``StorageUnavailable``. So an
+  error answer to a publish (HTTP 503, a STOMP ERROR) means "maybe stored": a client that
+  retries may store the message twice, which is the at-least-once delivery every protocol
+  already promises and what any broker acknowledging over a network gives. A success
+  always means committed.
+- Stopping: ``close()`` queues a stop mark behind everything submitted; the writer drains
+  the queue in order, and once an attempt has failed while stopping, refuses the rest
+  without another attempt. ``close()`` thus fires in bounded time whatever the database
+  does, and a SIGTERM ends the process.
+- Anything unexpected (a bug) fails that batch's callers and is logged; the thread lives.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,6 +63,36 @@ log = Logger()
 
 #: group(conn, [args of each op]) -> [result or QGateError of each op]
 Group = Callable[[sa.Connection, Sequence[tuple[Any, ...]]], Sequence[Any]]
+
+#: Seconds between attempts while the database fails: after the first failure, and at most.
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 0.5
+
+DOWN = "storage unavailable: the database cannot be reached or cannot write right now"
+UNKNOWN = (
+    "storage unavailable: the database failed while committing; "
+    "the write may or may not have been stored"
+)
+SHUTTING_DOWN = "storage unavailable: the storage is shutting down"
+
+# What the log says failed.
+CONNECT_FAILED = "connecting to the database failed"
+WRITE_FAILED = "the database failed a write transaction"
+COMMIT_FAILED = "COMMIT failed, its outcome is unknown"
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` is about the database rather than one operation: a connection
+    refused or lost, a server shutting down, SQLite's busy timeout, a full disk.
+
+    PostgreSQL's class 40 (deadlock, serialization failure) is an OperationalError too,
+    but it concerns one transaction, and the operations retried alone succeed."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return False
+    code = getattr(error.orig, "pgcode", None)
+    return not (isinstance(code, str) and code.startswith("40"))
 
 
 def each(fn: Callable[..., Any]) -> Group:
@@ -59,6 +118,14 @@ class _Op:
     deferred: Deferred[Any]
 
 
+class _CommitFailed(Exception):
+    """COMMIT raised: the transaction may or may not have been committed."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 _STOP = object()
 
 
@@ -77,78 +144,121 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="qgate-sql-writer", daemon=True)
         self._closed: Deferred[None] | None = None
+        self._stopping = threading.Event()
+        # The writer thread's own state.
+        self._conn: sa.Connection | None = None
+        self._backoff = 0.0  # seconds: 0 while the database works
+        self._retry_at = 0.0  # time.monotonic() before which no attempt is made
         self.batches = 0
         self.operations = 0
         self._thread.start()
 
     def submit(self, group: Group, *args: Any) -> Deferred[Any]:
         if self._closed is not None:
-            raise StorageUnavailable("the storage is shutting down")
+            return fail(StorageUnavailable(SHUTTING_DOWN))
         d: Deferred[Any] = Deferred()
         self._queue.put(_Op(group, args, d))
         return d
 
     def close(self) -> Deferred[None]:
-        """Fires once every operation submitted before has been committed."""
+        """Fires once every operation submitted before has been answered: committed, or
+        refused with StorageUnavailable when the database fails meanwhile."""
         if self._closed is None:
             self._closed = Deferred()
+            self._stopping.set()
             self._queue.put(_STOP)
         return self._closed
 
     # -- the writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        conn: sa.Connection | None = None
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            batch: list[_Op] = []
-            if first is _STOP:
-                stopping = True
-            else:
-                batch.append(first)
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
+            batch, stopping = self._take()
             if not batch:
                 continue
-            conn = self._connection(conn)
-            outcomes = self._execute(conn, batch)
+            outcomes = self._serve(batch)
             self.batches += 1
             self.operations += len(batch)
             self._reactor.callFromThread(self._deliver, batch, outcomes)
-        if conn is not None:
-            conn.close()
+        self._drop_connection(invalidate=False)
         self._reactor.callFromThread(self._finished)
 
-    def _connection(self, conn: sa.Connection | None) -> sa.Connection:
-        if conn is not None and not conn.closed and not conn.invalidated:
-            return conn
-        if conn is not None:
-            conn.close()
-        return self._engine.connect()
+    def _take(self) -> tuple[list[_Op], bool]:
+        """The next batch (waiting for its first operation), and whether a stop came."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _serve(self, batch: list[_Op]) -> list[Any]:
+        """The outcome of each operation of ``batch``; never raises."""
+        try:
+            if self._backoff and (self._stopping.is_set() or time.monotonic() < self._retry_at):
+                return self._refuse(batch, DOWN)
+            try:
+                conn = self._connection()
+            except Exception as e:  # noqa: BLE001 - the database is away
+                self._failed(e, CONNECT_FAILED)
+                return self._refuse(batch, DOWN)
+            return self._execute(conn, batch)
+        except Exception:  # noqa: BLE001 - a bug of ours: the batch fails, the writer lives
+            error = sys.exc_info()[1]
+            log.failure("the SQL writer failed on a batch")
+            self._drop_connection()
+            return [Failure(error) for _ in batch]
 
     def _execute(self, conn: sa.Connection, batch: list[_Op]) -> list[Any]:
-        try:
-            return self._transaction(conn, batch)
-        except Exception:  # noqa: BLE001 - a DB error; retried one by one below
-            failure = Failure()
-            self._reset(conn)
-            if len(batch) == 1:
-                return [self._unexpected(failure)]
-        outcomes: list[Any] = []
-        for op in batch:
+        failure: Failure | None = None
+        for attempt in (1, 2):
             try:
-                outcomes.extend(self._transaction(conn, [op]))
-            except Exception:  # noqa: BLE001 - reported to that op's caller
-                outcomes.append(self._unexpected(Failure()))
-                self._reset(conn)
+                return self._committed(self._transaction(conn, batch))
+            except _CommitFailed as e:
+                self._failed(e.error, COMMIT_FAILED)
+                return self._refuse(batch, UNKNOWN)
+            except Exception as e:  # noqa: BLE001 - a DB error; see below
+                if conn.invalidated and attempt == 1:
+                    # Found dead before COMMIT (the server restarted since the last batch):
+                    # nothing was committed, so one more try on a new connection is safe.
+                    try:
+                        conn = self._connection()
+                    except Exception as again:  # noqa: BLE001 - the database is away
+                        self._failed(again, CONNECT_FAILED)
+                        return self._refuse(batch, DOWN)
+                    continue
+                if conn.invalidated or is_unavailable(e):
+                    self._failed(e, WRITE_FAILED)
+                    return self._refuse(batch, DOWN)
+                failure = Failure()
+                break
+        assert failure is not None
+        if len(batch) == 1:
+            return [failure]
+        # Not the database's fault: some operation is bad. Each alone, so it fails alone.
+        outcomes: list[Any] = []
+        for i, op in enumerate(batch):
+            try:
+                outcomes.extend(self._committed(self._transaction(conn, [op])))
+            except _CommitFailed as e:
+                self._failed(e.error, COMMIT_FAILED)
+                outcomes.append(StorageUnavailable(UNKNOWN))
+                outcomes.extend(self._refuse(batch[i + 1 :], DOWN))
+                break
+            except Exception as e:  # noqa: BLE001 - reported to that op's caller
+                if conn.invalidated or is_unavailable(e):
+                    self._failed(e, WRITE_FAILED)
+                    outcomes.extend(self._refuse(batch[i:], DOWN))
+                    break
+                outcomes.append(Failure())
         return outcomes
 
     def _transaction(self, conn: sa.Connection, batch: list[_Op]) -> list[Any]:
@@ -156,12 +266,40 @@ class GroupCommitWriter:
         for i, op in enumerate(batch):
             groups.setdefault(op.group, []).append(i)
         outcomes: list[Any] = [None] * len(batch)
-        with conn.begin():
+        try:
+            transaction = conn.begin()
             for group, indexes in groups.items():
                 results = group(conn, [batch[i].args for i in indexes])
                 for i, result in zip(indexes, results, strict=True):
                     outcomes[i] = result
+        except BaseException:
+            self._reset(conn)
+            raise
+        try:
+            transaction.commit()
+        except Exception as e:
+            raise _CommitFailed(e) from e
         return outcomes
+
+    def _connection(self) -> sa.Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.invalidated:
+            return conn
+        self._drop_connection()
+        self._conn = self._engine.connect()
+        return self._conn
+
+    def _drop_connection(self, invalidate: bool = True) -> None:
+        """Forget the connection; ``invalidate``: its state is unknown, never reuse it."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if invalidate and not conn.invalidated:
+                conn.invalidate()
+            conn.close()
+        except Exception:  # noqa: BLE001 - it is gone either way
+            log.failure("closing the writer's connection failed")
 
     def _reset(self, conn: sa.Connection) -> None:
         try:
@@ -170,11 +308,31 @@ class GroupCommitWriter:
         except Exception:  # noqa: BLE001 - the connection is gone; _connection reconnects
             conn.invalidate()
 
-    def _unexpected(self, failure: Failure) -> Failure:
-        if failure.check(sa.exc.OperationalError, sa.exc.InterfaceError):
-            log.failure("database unavailable", failure)
-            return Failure(StorageUnavailable(f"database unavailable: {failure.value}"))
-        return failure
+    def _committed(self, outcomes: list[Any]) -> list[Any]:
+        """A transaction went through: the database works (again)."""
+        if self._backoff:
+            log.info("the database accepts writes again")
+            self._backoff = 0.0
+            self._retry_at = 0.0
+        return outcomes
+
+    def _failed(self, error: BaseException, what: str) -> None:
+        """The database failed: drop the connection, wait longer before the next try."""
+        first = not self._backoff
+        self._backoff = FIRST_BACKOFF if first else min(2 * self._backoff, MAX_BACKOFF)
+        self._retry_at = time.monotonic() + self._backoff
+        self._drop_connection()
+        if first:
+            log.failure(
+                "{what}; writes answer StorageUnavailable until it works again",
+                Failure(error),
+                what=what,
+            )
+        else:
+            log.warn("{what} again: {error}", what=what, error=str(error).splitlines()[0])
+
+    def _refuse(self, batch: Sequence[_Op], description: str) -> list[Any]:
+        return [StorageUnavailable(description) for _ in batch]
 
     # -- back on the reactor thread --------------------------------------------------------
 

@@ -20,6 +20,7 @@ from qgate.core.service import QueueService
 from qgate.protocols.http import build_resource
 from qgate.storage.memory import MemoryStorage
 from tests.support.core import TEST_LIMITS
+from tests.support.deferreds import has_result
 from tests.support.doubles import DownStorage
 from tests.support.http import HTTP_TEST_CONFIG, Api, make_ctx
 
@@ -79,13 +80,38 @@ async def test_ping_answers_503_when_storage_is_down(clock: Clock, logged: list[
     assert (await api.get("/v2/ping")).status == 503
     assert (await api.request("HEAD", "/v2/ping")).status == 503
     health = await api.get("/v2/health")
-    assert health.status == 200
+    assert health.status == 503
+    assert health.header("Retry-After") == "1"
     assert health.json["storage"]["storage_reachable"] is False
     assert any(e.get("log_failure") for e in logged)
     listing = await api.get("/v2/queues")
     assert listing.status == 503
-    assert listing.header("Retry-After") == "30"
+    assert listing.header("Retry-After") == "1"
     assert listing.json["title"] == "Service temporarily unavailable"
+
+
+class HangingStorage(MemoryStorage):
+    """A store whose backend accepts a question and never answers it."""
+
+    def ping(self) -> Deferred[Any]:
+        return Deferred()
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_and_ping_say_503_after_a_short_timeout_when_storage_hangs(
+    clock: Clock, logged: list[Any]
+) -> None:
+    hanging = QueueService(clock, HangingStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    api = Api(build_resource(make_ctx(hanging)))
+    health = api.start("GET", "/v2/health")
+    ping = api.start("GET", "/v2/ping")
+    clock.advance(1.9)
+    api.flush()
+    assert not has_result(health) and not has_result(ping)
+    clock.advance(0.1)  # the core's ping timeout: 2 s
+    api.flush()
+    assert (await health).status == 503
+    assert (await ping).status == 503
 
 
 @pytest_twisted.ensureDeferred

@@ -28,20 +28,27 @@ def free_port() -> int:
 
 class Server:
     """``extra`` is TOML appended to the config (more listeners); ``tenant`` the
-    X-Project-Id its requests send."""
+    X-Project-Id its requests send; ``storage`` the storage URL (SQLite in ``workdir``
+    by default)."""
 
     def __init__(
-        self, workdir: Path, auth: str = "none", tenant: str = "proj-1", extra: str = ""
+        self,
+        workdir: Path,
+        auth: str = "none",
+        tenant: str = "proj-1",
+        extra: str = "",
+        storage: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.tenant = tenant
         self.http = free_port()
         self.stomp = free_port()
         self.config = workdir / "qgate.toml"
+        url = storage or f"sqlite:///{workdir}/data/qgate.db"
         self.config.write_text(
             f"""
 [storage]
-url = "sqlite:///{workdir}/data/qgate.db"
+url = "{url}"
 synchronous = "NORMAL"
 [auth]
 mode = "{auth}"
@@ -102,6 +109,18 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
         headers: dict[str, str] | None = None,
         timeout: float = 10,
     ) -> tuple[int, dict]:
+        status, _headers, document = self.exchange(method, path, body, headers, timeout)
+        return status, document
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, http.client.HTTPMessage, dict]:
+        """Like ``request``, with the response headers too."""
         conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=timeout)
         try:
             hdrs = {"Client-ID": CLIENT_ID, "X-Project-Id": self.tenant, **(headers or {})}
@@ -112,6 +131,6 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
             conn.request(method, path, data, hdrs)
             response = conn.getresponse()
             raw = response.read()
-            return response.status, (json.loads(raw) if raw else {})
+            return response.status, response.headers, (json.loads(raw) if raw else {})
         finally:
             conn.close()
