@@ -19,7 +19,12 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.error import VerifyError
-from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -144,6 +149,27 @@ class HandshakeDeadlineFactory(TLSMemoryBIOFactory):
         self.timeout = timeout
 
 
+def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """The ALPN protocol of a connection: the listener's first one the client offers, else
+    none at all (the handshake goes on, as with a server that has no ALPN).
+
+    Twisted's own callback answers "no overlap" with an internal_error alert, which cuts
+    off every client that offers ALPN to a listener whose protocol has no ALPN name (STOMP:
+    a client offering ``stomp`` or ``h2`` could not connect) or names others.
+    """
+    tls_protocol = connection.get_app_data()
+    wrapped = tls_protocol.factory.wrappedFactory
+    negotiation = IProtocolNegotiationFactory(wrapped, None)
+    ours = list(negotiation.acceptableProtocols()) if negotiation is not None else []
+    for name in ours:
+        if name in offered:
+            return name
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
 def wrap(factory: IProtocolFactory, tls: TLSConfig, clock: IReactorTime) -> IProtocolFactory:
     """``factory`` behind TLS with the options of ``tls``, and a handshake deadline."""
-    return HandshakeDeadlineFactory(certificate_options(tls), factory, clock, tls.handshake_timeout)
+    options = certificate_options(tls)
+    # The options build their context once and keep it: this callback replaces Twisted's.
+    options.getContext().set_alpn_select_callback(_select_alpn)
+    return HandshakeDeadlineFactory(options, factory, clock, tls.handshake_timeout)

@@ -347,6 +347,32 @@ async def test_https_clients_offering_alpn_get_http_1_1(reactor, certs):
         await gateway.stopService()
 
 
+def stomp_alpn(port: int, context: ssl.SSLContext, offered: list[str]) -> tuple[bytes, str | None]:
+    context.set_alpn_protocols(offered)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:tenant-1\n\n\x00")
+            return s.recv(4096), s.selected_alpn_protocol()
+
+
+@pytest_twisted.ensureDeferred
+async def test_clients_offering_alpn_names_the_listener_lacks_still_connect(reactor, certs):
+    """STOMP has no ALPN name: a client offering one (or h2 to HTTP) goes on without ALPN."""
+    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
+    gateway = await start(reactor, tls)
+    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
+    try:
+        for offered in (["stomp"], ["h2", "http/1.1"], ["v12.stomp"]):
+            context = client_context(certs, with_cert=False)
+            reply, alpn = await threads.deferToThread(stomp_alpn, stomp_port, context, offered)
+            assert reply.startswith(b"CONNECTED\n") and alpn is None
+        context = client_context(certs, with_cert=False)
+        context.set_alpn_protocols(["h2"])
+        assert await threads.deferToThread(https_ping, http_port, context) == 204
+    finally:
+        await gateway.stopService()
+
+
 def wss_upgrade(port: int, context: ssl.SSLContext) -> bytes:
     """The status line of a STOMP-over-WebSocket upgrade over TLS."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
