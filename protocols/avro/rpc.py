@@ -23,16 +23,13 @@ waits on: a waiting ``claim`` or ``observe`` gives up its wait at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from qgate.core import jsonsafe
 from qgate.core.auth import IAuthenticator
@@ -44,6 +41,7 @@ from qgate.protocols.avro import qgate_protocol
 from qgate.protocols.avro.ipc import CONTENT_TYPE, AvroError, Responder
 from qgate.protocols.avro.settings import AvroSettings
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.web import JSON_CONTENT_TYPE, Answer, error_answer, header, serve
 
 __all__ = ["AvroRpcResource", "QGateCalls", "rpc_resource"]
 
@@ -282,14 +280,8 @@ class QGateCalls:
         await self.service.clear_schema(await self.tenant(), queue)
 
 
-def _json_error(request: Request, status: int, title: str, description: str) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
-    return json.dumps({"title": title, "description": description}).encode()
-
-
 class AvroRpcResource(Resource):
-    """``/avro``: Avro RPC over HTTP, one call per POST."""
+    """``/avro``: Avro RPC over HTTP, one call per POST (``protocols.web.serve`` runs it)."""
 
     isLeaf = True
 
@@ -309,73 +301,33 @@ class AvroRpcResource(Resource):
         log.error("Avro RPC call failed: {error!r}", error=error)
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+        request.setHeader(b"Content-Type", JSON_CONTENT_TYPE.encode("ascii"))
         return self.responder.protocol.text.encode("utf-8")
 
-    def render_POST(self, request: Request) -> bytes | int:
-        raw = request.getHeader(b"Content-Type")
-        content_type = raw.decode("latin-1") if isinstance(raw, bytes) else (raw or "")
-        if media_type(content_type) != CONTENT_TYPE:
-            return _json_error(
-                request, 415, "Unsupported media type", f"Avro RPC takes {CONTENT_TYPE} bodies."
+    def render_POST(self, request: Request) -> object:
+        return serve(request, self._call(request))
+
+    async def _call(self, request: Request) -> Answer:
+        if media_type(header(request, b"Content-Type") or "") != CONTENT_TYPE:
+            return error_answer(
+                415, "Unsupported media type", f"Avro RPC takes {CONTENT_TYPE} bodies."
             )
         content = request.content
         body = b"" if content is None else content.read(self.max_body + 1)
         calls = QGateCalls(
             self.service,
             self.auth,
-            _header(request, b"X-Project-Id"),
-            _header(request, b"X-Auth-Token"),
+            header(request, b"X-Project-Id") or None,
+            header(request, b"X-Auth-Token") or None,
         )
-        d = Deferred.fromCoroutine(
-            self.responder.respond_framed(body, max_size=self.max_body, dispatch=calls)
-        )
-        gone: list[bool] = []
-
-        def hung_up(_: Failure) -> None:
-            gone.append(True)
-            d.cancel()
-
-        request.notifyFinish().addErrback(hung_up)
-        # addCallback then addErrback: an error while answering is answered too.
-        d.addCallback(self._answer, request, gone).addErrback(self._failed, request, gone)
-        return NOT_DONE_YET
-
-    @staticmethod
-    def _answer(response: bytes, request: Request, gone: list[bool]) -> None:
-        if gone:
-            return
-        request.setResponseCode(200)
-        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
-        request.setHeader(b"Content-Length", str(len(response)).encode())
-        request.write(response)
-        request.finish()
-
-    @staticmethod
-    def _failed(failure: Failure, request: Request, gone: list[bool]) -> None:
-        if gone:
-            if not failure.check(CancelledError):
-                log.failure("Avro RPC call failed after the client left", failure)
-            return
-        error = failure.value
-        if isinstance(error, InvalidArgument):
-            # Not Avro RPC at all: bad framing, an unreadable handshake, too large.
-            body = _json_error(request, 400, error.title, error.description)
-        else:
-            log.failure("Avro RPC call failed", failure)
-            body = _json_error(
-                request, 500, "Internal server error", "The server could not complete the request."
+        try:
+            response = await self.responder.respond_framed(
+                body, max_size=self.max_body, dispatch=calls
             )
-        request.setHeader(b"Content-Length", str(len(body)).encode())
-        request.write(body)
-        request.finish()
-
-
-def _header(request: Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    if not value:
-        return None
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        except InvalidArgument as e:
+            # Not Avro RPC at all: bad framing, an unreadable handshake, too large.
+            return error_answer(400, e.title, e.description)
+        return Answer(200, response, CONTENT_TYPE)
 
 
 def rpc_resource(ctx: ProtocolContext[AvroSettings]) -> IResource:
