@@ -25,7 +25,8 @@ Request documents are strict JSON (``parse_json``); answers are written lenientl
 (``jsonsafe.dumps_lenient``: a lone surrogate that metadata stored by an older version
 holds becomes U+FFFD, a non-finite number ``null``), so no stored value makes an answer
 fail. A claim's answer is rendered before it is returned and the claim released if that
-fails (``endpoints.create_claim``): a claim is never committed without being returned.
+fails (``claims.ClaimEndpoints.create_claim``): a claim is never committed without being
+returned.
 
 The binary marker lives inside ``body`` rather than as an extra message field because
 python-zaqarclient builds ``Message(**fields)`` and fails on keys it does not know.
