@@ -11,6 +11,7 @@ from typing import Any
 from qgate.core import jsonsafe
 from qgate.core.errors import InvalidArgument, TooLarge
 from qgate.core.model import NewMessage, Overflow, QueueOptions
+from qgate.core.options import OPTIONS
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 TENANT_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}\Z")
@@ -115,22 +116,21 @@ def _fmt(x: float) -> str:
 
 
 def check_options(options: QueueOptions, limits: Limits) -> QueueOptions:
-    check_number(options.default_ttl, "default_ttl", limits.min_ttl, limits.max_ttl)
-    check_number(options.default_delay, "default_delay", 0, limits.max_delay)
-    if options.max_messages is not None:
-        check_number(options.max_messages, "max_messages", 1, 2**62, integer=True)
-    if options.max_bytes is not None:
-        check_number(options.max_bytes, "max_bytes", 1, 2**62, integer=True)
-    if not isinstance(options.overflow, Overflow):
-        raise InvalidArgument("overflow must be 'reject' or 'drop_oldest'", field="overflow")
-    if options.max_claim_count is not None:
-        check_number(options.max_claim_count, "max_claim_count", 1, 2**31, integer=True)
-    if options.dead_letter_queue is not None:
-        check_name(options.dead_letter_queue, "dead_letter_queue")
-    if options.max_post_bytes is not None:
-        check_number(options.max_post_bytes, "max_post_bytes", 1, 2**62, integer=True)
-    if options.dead_letter_ttl is not None:
-        check_number(options.dead_letter_ttl, "dead_letter_ttl", limits.min_ttl, limits.max_ttl)
+    """``options`` checked against the table of options (``core.options``) and ``limits``."""
+    for option in OPTIONS:
+        value = getattr(options, option.name)
+        if value is None and option.optional:
+            continue
+        if option.kind is Overflow:
+            if not isinstance(value, Overflow):
+                raise InvalidArgument(
+                    "overflow must be 'reject' or 'drop_oldest'", field=option.name
+                )
+        elif option.kind is str:
+            check_name(value, option.name)
+        elif option.bounds is not None:
+            low, high = option.bounds(limits)
+            check_number(value, option.name, low, high, integer=option.kind is int)
     if (options.schema is None) != (options.schema_text is None):
         raise InvalidArgument("a queue schema needs its fingerprint and its text", field="schema")
     if options.schema is not None:

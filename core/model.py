@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,20 +48,10 @@ class QueueOptions:
     schema_text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "durable": self.durable,
-            "default_ttl": self.default_ttl,
-            "default_delay": self.default_delay,
-            "max_messages": self.max_messages,
-            "max_bytes": self.max_bytes,
-            "overflow": self.overflow.value,
-            "max_claim_count": self.max_claim_count,
-            "dead_letter_queue": self.dead_letter_queue,
-            "dead_letter_ttl": self.dead_letter_ttl,
-            "max_post_bytes": self.max_post_bytes,
-            "schema": self.schema,
-            "schema_text": self.schema_text,
-        }
+        """Every field by name, as JSON values (what the SQL store keeps)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["overflow"] = self.overflow.value
+        return values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QueueOptions:
@@ -136,6 +127,13 @@ class Message(NamedTuple):
 
     def is_claimed(self, now: float) -> bool:
         return self.claim_id is not None and (self.claim_expires or 0.0) > now
+
+    def shown_claim(self, now: float, claim_id: str | None = None) -> str | None:
+        """The claim a reader is shown holding the message: ``claim_id`` when it reads
+        through that claim, else the message's live claim, else None."""
+        if claim_id is None and self.is_claimed(now):
+            return self.claim_id
+        return claim_id
 
 
 @dataclass(frozen=True, slots=True)

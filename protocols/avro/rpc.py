@@ -9,8 +9,9 @@
   400 with a Zaqar-style JSON error; another content type gets 415.
 * ``GET /avro``: the protocol (``qgate.avpr``) as JSON, for clients to generate code from.
 
-Each message of ``qgate.avpr`` calls ``IQueueService`` and nothing else. Core errors come
-back as the declared error ``QGateError {title, description, field}``.
+Each message of ``qgate.avpr`` calls ``IQueueService`` and nothing else; ``records``
+translates its records to and from core values. Core errors come back as the declared
+error ``QGateError {title, description, field}``.
 
 Tenant: from the HTTP request's ``X-Project-Id`` and ``X-Auth-Token`` headers, checked by
 ``ctx.auth`` (once per request, when the message needs a tenant: ``ping`` does not). Call
@@ -23,105 +24,28 @@ waits on: a waiting ``claim`` or ``observe`` gives up its wait at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from qgate.core import jsonsafe
 from qgate.core.auth import IAuthenticator
 from qgate.core.avro_bodies import format_fingerprint, media_type
 from qgate.core.errors import InvalidArgument, QGateError
 from qgate.core.interfaces import IQueueService
-from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, Overflow, QueueOptions
-from qgate.protocols.avro import qgate_protocol
+from qgate.core.model import Claim, Message
+from qgate.protocols.avro import qgate_protocol, records
 from qgate.protocols.avro.ipc import CONTENT_TYPE, AvroError, Responder
 from qgate.protocols.avro.settings import AvroSettings
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.web import JSON_CONTENT_TYPE, Answer, error_answer, header, serve
 
 __all__ = ["AvroRpcResource", "QGateCalls", "rpc_resource"]
 
 log = Logger()
-
-
-def _error(error: QGateError) -> AvroError:
-    """A core error as the protocol's declared error."""
-    return AvroError(
-        "QGateError",
-        {"title": error.title, "description": error.description, "field": error.field},
-    )
-
-
-def _options(record: Mapping[str, Any] | None, defaults: QueueOptions) -> QueueOptions | None:
-    """The core options of a ``QueueOptions`` record; nulls take ``defaults``."""
-    if record is None:
-        return None
-
-    def pick(key: str, default: Any) -> Any:
-        value = record.get(key)
-        return default if value is None else value
-
-    return QueueOptions(
-        durable=record["durable"],
-        default_ttl=pick("defaultTtl", defaults.default_ttl),
-        default_delay=pick("defaultDelay", defaults.default_delay),
-        max_messages=record.get("maxMessages"),
-        max_bytes=record.get("maxBytes"),
-        overflow=Overflow(record.get("overflow", "REJECT").lower()),
-        max_claim_count=record.get("maxClaimCount"),
-        dead_letter_queue=record.get("deadLetterQueue"),
-        dead_letter_ttl=record.get("deadLetterTtl"),
-        schema_text=record.get("schema"),
-    )
-
-
-def _options_record(options: QueueOptions) -> dict[str, Any]:
-    return {
-        "durable": options.durable,
-        "defaultTtl": options.default_ttl,
-        "defaultDelay": options.default_delay,
-        "maxMessages": options.max_messages,
-        "maxBytes": options.max_bytes,
-        "overflow": options.overflow.value.upper(),
-        "maxClaimCount": options.max_claim_count,
-        "deadLetterQueue": options.dead_letter_queue,
-        "deadLetterTtl": options.dead_letter_ttl,
-        "schema": options.schema_text,
-    }
-
-
-def _metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = jsonsafe.loads(text)
-    except jsonsafe.JSONValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise InvalidArgument("metadata must be a JSON object, as text", field="metadata")
-    return value
-
-
-def _message_record(message: Message, now: float, claim_id: str | None = None) -> dict[str, Any]:
-    if claim_id is None and message.is_claimed(now):
-        claim_id = message.claim_id
-    return {
-        "id": message.id,
-        "age": message.age(now),
-        "ttl": message.ttl,
-        "claimId": claim_id,
-        "claimCount": message.claim_count,
-        "priority": message.priority,
-        "body": message.body,
-        "contentType": message.content_type,
-        "headers": dict(message.headers),
-    }
 
 
 @dataclass
@@ -141,7 +65,7 @@ class QGateCalls:
         try:
             return await handler(**params)
         except QGateError as e:
-            raise _error(e) from None
+            raise records.error(e) from None
 
     async def tenant(self) -> str:
         if self._tenant is None:
@@ -166,35 +90,20 @@ class QGateCalls:
     async def rpc_createQueue(
         self, queue: str, options: Mapping[str, Any] | None, metadata: str | None
     ) -> bool:
-        core = _options(options, self.service.default_options)
+        core = records.options(options, self.service.default_options)
         _, created = await self.service.create_queue(
-            await self.tenant(), queue, core, _metadata(metadata)
+            await self.tenant(), queue, core, records.metadata(metadata)
         )
         return bool(created)
 
     async def rpc_getQueue(self, queue: str) -> dict[str, Any]:
-        found = await self.service.get_queue(await self.tenant(), queue)
-        return {
-            "name": found.name,
-            "options": _options_record(found.options),
-            "metadata": jsonsafe.dumps_lenient(dict(found.metadata)).decode("utf-8"),
-        }
+        return records.queue_record(await self.service.get_queue(await self.tenant(), queue))
 
     async def rpc_deleteQueue(self, queue: str) -> bool:
         return bool(await self.service.delete_queue(await self.tenant(), queue))
 
     async def rpc_publish(self, queue: str, messages: list[dict[str, Any]]) -> list[str]:
-        new = [
-            NewMessage(
-                body=m["body"],
-                content_type=m["contentType"],
-                headers=m["headers"],
-                ttl=m["ttl"],
-                delay=m["delay"],
-                priority=DEFAULT_PRIORITY if m["priority"] is None else m["priority"],
-            )
-            for m in messages
-        ]
+        new = [records.new_message(m) for m in messages]
         ids: list[str] = await self.service.publish(await self.tenant(), queue, new)
         return ids
 
@@ -214,14 +123,7 @@ class QGateCalls:
                 lambda f: log.failure("releasing an unanswered claim failed", f)
             )
             raise
-        now = self._now()
-        return {
-            "id": claim.id,
-            "ttl": claim.ttl,
-            "grace": claim.grace,
-            "age": claim.age(now),
-            "messages": [_message_record(m, now, claim.id) for m in messages],
-        }
+        return records.claim_record(claim, messages, self._now())
 
     async def rpc_renewClaim(self, queue: str, claimId: str, ttl: float, grace: float) -> None:
         await self.service.renew_claim(await self.tenant(), queue, claimId, ttl, grace)
@@ -256,19 +158,11 @@ class QGateCalls:
             wait=wait,
         )
         now = self._now()
-        return [_message_record(m, now) for m in await self._messages(queue, found)]
+        return [records.message_record(m, now) for m in await self._messages(queue, found)]
 
     async def rpc_stats(self, queue: str) -> dict[str, Any]:
         stats = await self.service.queue_stats(await self.tenant(), queue)
-        now = self._now()
-        return {
-            "total": stats.total,
-            "available": stats.available,
-            "claimed": stats.claimed,
-            "delayed": stats.delayed,
-            "oldestAge": None if stats.oldest is None else stats.oldest.age(now),
-            "newestAge": None if stats.newest is None else stats.newest.age(now),
-        }
+        return records.stats_record(stats, self._now())
 
     async def rpc_setSchema(self, queue: str, schema: str) -> str:
         fingerprint = await self.service.set_schema(await self.tenant(), queue, schema)
@@ -282,14 +176,8 @@ class QGateCalls:
         await self.service.clear_schema(await self.tenant(), queue)
 
 
-def _json_error(request: Request, status: int, title: str, description: str) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
-    return json.dumps({"title": title, "description": description}).encode()
-
-
 class AvroRpcResource(Resource):
-    """``/avro``: Avro RPC over HTTP, one call per POST."""
+    """``/avro``: Avro RPC over HTTP, one call per POST (``protocols.web.serve`` runs it)."""
 
     isLeaf = True
 
@@ -309,73 +197,33 @@ class AvroRpcResource(Resource):
         log.error("Avro RPC call failed: {error!r}", error=error)
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+        request.setHeader(b"Content-Type", JSON_CONTENT_TYPE.encode("ascii"))
         return self.responder.protocol.text.encode("utf-8")
 
-    def render_POST(self, request: Request) -> bytes | int:
-        raw = request.getHeader(b"Content-Type")
-        content_type = raw.decode("latin-1") if isinstance(raw, bytes) else (raw or "")
-        if media_type(content_type) != CONTENT_TYPE:
-            return _json_error(
-                request, 415, "Unsupported media type", f"Avro RPC takes {CONTENT_TYPE} bodies."
+    def render_POST(self, request: Request) -> object:
+        return serve(request, self._call(request))
+
+    async def _call(self, request: Request) -> Answer:
+        if media_type(header(request, b"Content-Type") or "") != CONTENT_TYPE:
+            return error_answer(
+                415, "Unsupported media type", f"Avro RPC takes {CONTENT_TYPE} bodies."
             )
         content = request.content
         body = b"" if content is None else content.read(self.max_body + 1)
         calls = QGateCalls(
             self.service,
             self.auth,
-            _header(request, b"X-Project-Id"),
-            _header(request, b"X-Auth-Token"),
+            header(request, b"X-Project-Id") or None,
+            header(request, b"X-Auth-Token") or None,
         )
-        d = Deferred.fromCoroutine(
-            self.responder.respond_framed(body, max_size=self.max_body, dispatch=calls)
-        )
-        gone: list[bool] = []
-
-        def hung_up(_: Failure) -> None:
-            gone.append(True)
-            d.cancel()
-
-        request.notifyFinish().addErrback(hung_up)
-        # addCallback then addErrback: an error while answering is answered too.
-        d.addCallback(self._answer, request, gone).addErrback(self._failed, request, gone)
-        return NOT_DONE_YET
-
-    @staticmethod
-    def _answer(response: bytes, request: Request, gone: list[bool]) -> None:
-        if gone:
-            return
-        request.setResponseCode(200)
-        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
-        request.setHeader(b"Content-Length", str(len(response)).encode())
-        request.write(response)
-        request.finish()
-
-    @staticmethod
-    def _failed(failure: Failure, request: Request, gone: list[bool]) -> None:
-        if gone:
-            if not failure.check(CancelledError):
-                log.failure("Avro RPC call failed after the client left", failure)
-            return
-        error = failure.value
-        if isinstance(error, InvalidArgument):
-            # Not Avro RPC at all: bad framing, an unreadable handshake, too large.
-            body = _json_error(request, 400, error.title, error.description)
-        else:
-            log.failure("Avro RPC call failed", failure)
-            body = _json_error(
-                request, 500, "Internal server error", "The server could not complete the request."
+        try:
+            response = await self.responder.respond_framed(
+                body, max_size=self.max_body, dispatch=calls
             )
-        request.setHeader(b"Content-Length", str(len(body)).encode())
-        request.write(body)
-        request.finish()
-
-
-def _header(request: Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    if not value:
-        return None
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        except InvalidArgument as e:
+            # Not Avro RPC at all: bad framing, an unreadable handshake, too large.
+            return error_answer(400, e.title, e.description)
+        return Answer(200, response, CONTENT_TYPE)
 
 
 def rpc_resource(ctx: ProtocolContext[AvroSettings]) -> IResource:

@@ -4,8 +4,10 @@
 builds a ``Site`` whose root serves the API and every ``ctx.web_mounts`` resource.
 
 Modules: ``wire`` (Zaqar documents and rules ⇄ core values, no I/O), ``call`` (one parsed
-request), ``endpoints`` (the handlers; they call ``IQueueService`` only), ``router``,
-``resource`` (twisted.web resources), ``site`` (bounded bodies, idle timeout), ``errors``.
+request), ``endpoints`` (every route, to the handlers of ``home``, ``queues``, ``messages``
+and ``claims``, on ``handlers``; they call ``IQueueService`` only), ``router``,
+``resource`` (twisted.web resources, answering through ``protocols.web``, the request
+lifecycle Avro RPC shares), ``site`` (bounded bodies, idle timeout), ``errors``.
 """
 
 from __future__ import annotations

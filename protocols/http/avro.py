@@ -68,13 +68,11 @@ def wants_avro(accept: str | None) -> bool:
 
 
 def envelope(message: Message, now: float, claim_id: str | None = None) -> dict[str, Any]:
-    if claim_id is None and message.is_claimed(now):
-        claim_id = message.claim_id
     return {
         "id": message.id,
         "age": message.age(now),
         "ttl": message.ttl,
-        "claim_id": claim_id,
+        "claim_id": message.shown_claim(now, claim_id),
         "claim_count": message.claim_count,
         "content_type": message.content_type,
         "body": message.body,

@@ -7,10 +7,10 @@ are mapped by type (:func:`from_core`), never by parsing their messages.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from qgate.core import errors as core
+from qgate.protocols.web import INTERNAL_ERROR_DESCRIPTION, INTERNAL_ERROR_TITLE, error_body
 
 #: Zaqar's ``HTTPBadRequestAPI`` title: a bad parameter or a rule of the API was broken.
 BAD_API = "Invalid API request"
@@ -36,10 +36,6 @@ class HTTPError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.title, self.description)
-
-
-def error_body(title: str, description: str) -> bytes:
-    return json.dumps({"title": title, "description": description}).encode()
 
 
 def bad_request(description: str, title: str = BAD_API) -> HTTPError:
@@ -98,4 +94,4 @@ def from_core(error: core.QGateError) -> HTTPError:
         return HTTPError(409, "Resource conflict", description)
     if isinstance(error, core.StorageUnavailable):
         return service_unavailable(description)
-    return HTTPError(500, "Internal server error", "The server could not complete the request.")
+    return HTTPError(500, INTERNAL_ERROR_TITLE, INTERNAL_ERROR_DESCRIPTION)

@@ -1,22 +1,20 @@
 """The ``twisted.web`` resources: the root (API plus the web mounts of other protocols) and
 the API leaf that routes, runs a handler and writes its JSON answer.
 
-Every request is answered asynchronously (``NOT_DONE_YET``). When the client hangs up
-first, ``request.notifyFinish()`` fails and the handler's Deferred is cancelled, which
-cancels whatever service call it is waiting on (a long poll gives up its wait at once).
+Every request is answered through ``protocols.web.serve``, the lifecycle every protocol
+served over HTTP shares: asynchronously (``NOT_DONE_YET``), the handler's Deferred cancelled
+when the client hangs up first (a long poll gives up its wait at once), an unexpected
+failure logged and answered with a JSON 500.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import unquote
 
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from qgate.core import jsonsafe
 from qgate.core.errors import QGateError
@@ -26,6 +24,7 @@ from qgate.protocols.http.endpoints import ZaqarAPI
 from qgate.protocols.http.errors import HTTPError, from_core
 from qgate.protocols.http.router import Response, Route, Router
 from qgate.protocols.http.settings import HTTPSettings
+from qgate.protocols.web import Answer, header, serve
 
 log = Logger()
 
@@ -42,15 +41,6 @@ def _error(error: HTTPError) -> Response:
         {"title": error.title, "description": error.description},
         error.headers,
     )
-
-
-@dataclass
-class _Pending:
-    """State shared by the callbacks of one in-flight request."""
-
-    request: Request
-    method: str
-    gone: bool = False
 
 
 class ApiResource(Resource):
@@ -71,13 +61,17 @@ class ApiResource(Resource):
     # -- twisted.web -----------------------------------------------------------------------
 
     def render(self, request: Request) -> object:
+        # Set first, so that every answer carries them, a 500 of the lifecycle's too.
+        request.setHeader(b"Server", b"qgate")
+        origin = header(request, b"Origin")
+        allowed = self._cors_origin(origin) if origin else None
+        if allowed:
+            request.setHeader(b"Access-Control-Allow-Origin", allowed.encode())
+            request.setHeader(b"Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.encode())
+            if allowed != "*":
+                request.setHeader(b"Vary", b"Origin")
         method = bytes(request.method).decode("ascii", "replace").upper()
-        pending = _Pending(request, method)
-        d = Deferred.fromCoroutine(self._dispatch(request, method))
-        request.notifyFinish().addErrback(self._client_gone, pending, d)
-        d.addCallback(self._write, pending)
-        d.addErrback(self._failed, pending)
-        return NOT_DONE_YET
+        return serve(request, self._answer(request, method))
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -89,30 +83,32 @@ class ApiResource(Resource):
             segments.pop()  # /v2/queues/ is /v2/queues
         return segments
 
-    async def _dispatch(self, request: Request, method: str) -> Response:
+    async def _answer(self, request: Request, method: str) -> Answer:
         try:
             route, params = self.router.find(self._segments(request))
             if method == "OPTIONS":
-                return self._options(request, route)
-            handler = self.router.handler(route, method)
-            call = Call(request, method, params, self._auth, self._max_request_body)
-            return await handler(call)
+                response = self._options(request, route)
+            else:
+                handler = self.router.handler(route, method)
+                call = Call(request, method, params, self._auth, self._max_request_body)
+                response = await handler(call)
         except HTTPError as e:
-            return _error(e)
+            response = _error(e)
         except QGateError as e:
-            return _error(from_core(e))
+            response = _error(from_core(e))
+        return self._encode(response, request, method)
 
     def _options(self, request: Request, route: Route[Call]) -> Response:
         """``OPTIONS``: the allowed methods, and the CORS preflight answer."""
         methods = ", ".join(route.methods)
         headers = {"Allow": methods}
-        origin = _header(request, b"Origin")
+        origin = header(request, b"Origin")
         if (
             origin
             and self._cors_origin(origin)
-            and _header(request, b"Access-Control-Request-Method")
+            and header(request, b"Access-Control-Request-Method")
         ):
-            asked = _header(request, b"Access-Control-Request-Headers")
+            asked = header(request, b"Access-Control-Request-Headers")
             headers.update(
                 {
                     "Access-Control-Allow-Methods": methods,
@@ -130,83 +126,26 @@ class ApiResource(Resource):
 
     # -- answering -------------------------------------------------------------------------
 
-    def _client_gone(self, reason: Failure, pending: _Pending, d: Deferred[Response]) -> None:
-        pending.gone = True
-        d.cancel()
-
-    def _failed(self, failure: Failure, pending: _Pending) -> None:
-        if pending.gone and failure.check(CancelledError):
-            return
-        log.failure(
-            "Unhandled error serving {method} {uri}",
-            failure,
-            method=pending.method,
-            uri=bytes(pending.request.uri).decode("ascii", "replace"),
-        )
-        if pending.gone:
-            return
-        if pending.request.startedWriting:
-            # Half an answer cannot be turned into an error: end the connection instead.
-            pending.request.loseConnection()
-            return
-        self._write(
-            _error(
-                HTTPError(
-                    500, "Internal server error", "The server could not complete the request."
-                )
-            ),
-            pending,
-        )
-
-    def _write(self, response: Response, pending: _Pending) -> None:
-        if pending.gone:
-            return
-        request = pending.request
-        if response.body is not None:
-            body = response.body
-        else:
-            body = b"" if response.document is None else self._json(response.document, pending)
-        request.setResponseCode(response.status)
-        request.setHeader(b"Server", b"qgate")
-        origin = _header(request, b"Origin")
-        allowed = self._cors_origin(origin) if origin else None
-        if allowed:
-            request.setHeader(b"Access-Control-Allow-Origin", allowed.encode())
-            request.setHeader(b"Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.encode())
-            if allowed != "*":
-                request.setHeader(b"Vary", b"Origin")
-        for name, value in response.headers.items():
-            request.setHeader(name.encode("ascii"), value.encode("latin-1"))
-        if response.document is not None or response.body is not None:
-            request.setHeader(b"Content-Type", response.content_type.encode("ascii"))
-        else:
-            request.defaultContentType = None
-        if response.status not in (204, 304) and response.status >= 200:
-            request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
-        request.write(body)
-        request.finish()
-
     @staticmethod
-    def _json(document: object, pending: _Pending) -> bytes:
-        """The answer's JSON. A value strict JSON cannot write (metadata stored by an older
-        version with a lone surrogate) is written leniently, never a failure."""
+    def _encode(response: Response, request: Request, method: str) -> Answer:
+        """A handler's response as the bytes to send."""
+        if response.body is not None:
+            return Answer(response.status, response.body, response.content_type, response.headers)
+        if response.document is None:
+            return Answer(response.status, headers=response.headers)
         try:
-            return jsonsafe.dumps(document)
+            body = jsonsafe.dumps(response.document)
         except jsonsafe.JSONValueError as e:
+            # Metadata stored by an older version with a lone surrogate: written leniently,
+            # never a failure.
             log.warn(
                 "answer to {method} {uri} is not strict JSON ({reason}): written leniently",
-                method=pending.method,
-                uri=bytes(pending.request.uri).decode("ascii", "replace"),
+                method=method,
+                uri=bytes(request.uri).decode("ascii", "replace"),
                 reason=e.reason,
             )
-            return jsonsafe.dumps_lenient(document)
-
-
-def _header(request: Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    if value is None:
-        return None
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            body = jsonsafe.dumps_lenient(response.document)
+        return Answer(response.status, body, response.content_type, response.headers)
 
 
 class RootResource(Resource):

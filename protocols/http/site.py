@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from qgate.protocols.http.errors import error_body
+from qgate.protocols.web import error_body
 
 log = Logger()
 

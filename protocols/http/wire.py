@@ -25,7 +25,8 @@ Request documents are strict JSON (``parse_json``); answers are written lenientl
 (``jsonsafe.dumps_lenient``: a lone surrogate that metadata stored by an older version
 holds becomes U+FFFD, a non-finite number ``null``), so no stored value makes an answer
 fail. A claim's answer is rendered before it is returned and the claim released if that
-fails (``endpoints.create_claim``): a claim is never committed without being returned.
+fails (``claims.ClaimEndpoints.create_claim``): a claim is never committed without being
+returned.
 
 The binary marker lives inside ``body`` rather than as an extra message field because
 python-zaqarclient builds ``Message(**fields)`` and fails on keys it does not know.
@@ -43,7 +44,8 @@ options: ``_default_message_ttl``, ``_default_message_delay``, ``_max_claim_coun
 (``durable`` or ``transient``, chosen at creation) and the qgate extensions
 ``_max_messages``, ``_max_bytes`` and ``_overflow`` (``reject`` or ``drop_oldest``).
 ``_max_messages_post_size`` sets ``max_post_bytes`` (the core checks the bodies' bytes
-against it; this layer checks whole requests against the configured maximum). ``_schema``
+against it; this layer checks whole requests against the configured maximum). Any other
+option of the core's table (``core.options``) is the key ``_<name>``. ``_schema``
 is the queue's Avro schema (a JSON value, ``null`` to clear it), set through the core's
 ``set_schema`` and never stored as metadata. When a queue is shown, the options are the
 truth: reserved keys are rendered from them, so a queue created by another protocol shows
@@ -53,7 +55,6 @@ its real settings.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import math
 import time
@@ -64,6 +65,7 @@ from typing import Any
 from qgate.core import jsonsafe
 from qgate.core.limits import NAME_RE, Limits
 from qgate.core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
+from qgate.core.options import OPTIONS, with_values
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request
 
 # Zaqar's validation defaults (zaqar/transport/validation.py, [transport] options).
@@ -261,8 +263,7 @@ def render_message(
     """Zaqar's v1.1/v2 message document (``format_message_v1_1``), plus the claim fields
     python-zaqarclient accepts. The href carries the claim id of a live claim. ``bodies``
     holds the JSON of Avro bodies, by marker (``IQueueService.decode_bodies``)."""
-    if claim_id is None and message.is_claimed(now):
-        claim_id = message.claim_id
+    claim_id = message.shown_claim(now, claim_id)
     if bodies is not None and message.marker in bodies:
         body = bodies[message.marker]
     else:
@@ -323,30 +324,24 @@ FLAVORS = {"durable": True, "transient": False}
 POST_SIZE_KEY = "_max_messages_post_size"
 SCHEMA_KEY = "_schema"
 
-#: Reserved metadata key -> QueueOptions field it sets.
-OPTION_KEYS: dict[str, str] = {
-    "_default_message_ttl": "default_ttl",
-    "_default_message_delay": "default_delay",
-    "_max_claim_count": "max_claim_count",
-    "_dead_letter_queue": "dead_letter_queue",
-    "_dead_letter_queue_messages_ttl": "dead_letter_ttl",
-    "_max_messages": "max_messages",
-    "_max_bytes": "max_bytes",
-    "_overflow": "overflow",
-    "_flavor": "durable",
-    POST_SIZE_KEY: "max_post_bytes",
+#: Zaqar's names for the core's queue options; any other option (``core.options``) is the
+#: reserved key ``_<name>`` (the qgate extensions ``_max_messages``, ``_overflow``, ...).
+ZAQAR_KEYS: dict[str, str] = {
+    "default_ttl": "_default_message_ttl",
+    "default_delay": "_default_message_delay",
+    "dead_letter_ttl": "_dead_letter_queue_messages_ttl",
+    "durable": "_flavor",
+    "max_post_bytes": POST_SIZE_KEY,
 }
+#: Reserved metadata key -> QueueOptions field it sets.
+OPTION_KEYS: dict[str, str] = {ZAQAR_KEYS.get(o.name, f"_{o.name}"): o.name for o in OPTIONS}
+#: QueueOptions field -> its reserved metadata key.
+KEY_OF: dict[str, str] = {name: key for key, name in OPTION_KEYS.items()}
 RESERVED_KEYS = frozenset([*OPTION_KEYS, SCHEMA_KEY])
-
-
-def _option_value(key: str, value: Any) -> Any:
-    if key in ("_default_message_ttl", "_default_message_delay", "_dead_letter_queue_messages_ttl"):
-        return float(value)
-    if key == "_overflow":
-        return Overflow(value)
-    if key == "_flavor":
-        return FLAVORS[value]
-    return value
+#: Options shown only while set (``None`` is no bound); the post size is always shown.
+_SHOWN_WHEN_SET = tuple(o for o in OPTIONS if o.optional and o.name != "max_post_bytes")
+#: Whole-number options other than the post size: at least 1, the core checks the rest.
+_COUNT_KEYS = tuple(KEY_OF[o.name] for o in _SHOWN_WHEN_SET if o.kind is int)
 
 
 def _is_int(value: Any) -> bool:
@@ -380,7 +375,7 @@ def check_metadata(metadata: Mapping[str, Any], bounds: Bounds) -> None:
             f"{POST_SIZE_KEY} can not exceed {MAX_MESSAGES_POST_SIZE}, and must be at least "
             "greater than 0."
         )
-    for key in ("_max_claim_count", "_max_messages", "_max_bytes"):
+    for key in _COUNT_KEYS:
         value = metadata.get(key)
         if value is not None and (not _is_int(value) or value < 1):
             raise bad_request(f"{key} must be an integer of at least 1.")
@@ -417,14 +412,14 @@ def options_for(
 ) -> QueueOptions:
     """``base`` with the options named by the reserved ``keys`` taken from ``metadata``;
     a key that is absent or ``None`` resets its option to ``defaults``."""
-    changes: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for key in keys:
-        field = OPTION_KEYS.get(key)
-        if field is None:
+        name = OPTION_KEYS.get(key)
+        if name is None:
             continue
         value = metadata.get(key)
-        changes[field] = getattr(defaults, field) if value is None else _option_value(key, value)
-    return dataclasses.replace(base, **changes)
+        values[name] = FLAVORS[value] if key == "_flavor" and value is not None else value
+    return with_values(base, values, defaults)
 
 
 def _num(x: float) -> int | float:
@@ -442,20 +437,12 @@ def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
     out["_default_message_ttl"] = _num(options.default_ttl)
     out["_default_message_delay"] = _num(options.default_delay)
     out["_flavor"] = "durable" if options.durable else "transient"
-    optional: dict[str, Any] = {
-        "_max_claim_count": options.max_claim_count,
-        "_dead_letter_queue": options.dead_letter_queue,
-        "_dead_letter_queue_messages_ttl": (
-            None if options.dead_letter_ttl is None else _num(options.dead_letter_ttl)
-        ),
-        "_max_messages": options.max_messages,
-        "_max_bytes": options.max_bytes,
-    }
-    for key, value in optional.items():
-        if value is not None:
-            out[key] = value
-        else:
+    for option in _SHOWN_WHEN_SET:
+        key, value = KEY_OF[option.name], getattr(options, option.name)
+        if value is None:
             out.pop(key, None)
+        else:
+            out[key] = _num(value) if option.kind is float else value
     if options.max_messages is not None or options.max_bytes is not None or "_overflow" in out:
         out["_overflow"] = options.overflow.value
     if options.schema_text is not None:

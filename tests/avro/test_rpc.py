@@ -25,12 +25,13 @@ from twisted.internet.task import Clock
 
 from qgate.core.auth import TrustedTenant
 from qgate.core.avro_bodies import avro_content_type, format_fingerprint
-from qgate.core.model import NewMessage
+from qgate.core.model import NewMessage, Overflow
+from qgate.core.options import OPTIONS
 from qgate.core.schemas import parse_schema
 from qgate.core.service import QueueService
 from qgate.gateway.config import parse
 from qgate.gateway.registry import Protocols
-from qgate.protocols.avro import qgate_protocol
+from qgate.protocols.avro import qgate_protocol, records
 from qgate.protocols.avro.ipc import AvroError, HandshakeRequest, frame, write_handshake_request
 from qgate.protocols.avro.rpc import QGateCalls
 from qgate.protocols.http import build_site
@@ -121,6 +122,20 @@ def http_request(port: int, method: str, path: str, body: bytes, content_type: s
     return response.status, response.getheader("Content-Type"), response.read()
 
 
+def record_type(protocol: dict[str, Any], name: str) -> dict[str, Any]:
+    """The named type of a protocol declaration (parsed JSON)."""
+    [found] = [t for t in protocol["types"] if t["name"] == name]
+    return found
+
+
+def options_record(**given: Any) -> dict[str, Any]:
+    """A ``QueueOptions`` record: every option null (the server's default) but ``given``."""
+    fields = record_type(json.loads(qgate_protocol().text), "QueueOptions")["fields"]
+    record: dict[str, Any] = {f["name"]: None for f in fields}
+    record.update({"durable": True, "overflow": "REJECT", **given})
+    return record
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_first_call_handshakes_none_then_every_message_reaches_the_core(
     port: int, rpc_service: QueueService
@@ -130,18 +145,7 @@ async def test_a_first_call_handshakes_none_then_every_message_reaches_the_core(
         assert await client.call("ping", {}) is True
         # apache avro hashes its own rendering of our protocol: NONE, then a resend.
         assert client.transceiver.posts == 2
-        options = {
-            "durable": True,
-            "defaultTtl": 600.0,
-            "defaultDelay": None,
-            "maxMessages": None,
-            "maxBytes": None,
-            "overflow": "REJECT",
-            "maxClaimCount": None,
-            "deadLetterQueue": None,
-            "deadLetterTtl": None,
-            "schema": json.dumps(SCHEMA),
-        }
+        options = options_record(defaultTtl=600.0, schema=json.dumps(SCHEMA))
         assert await client.call(
             "createQueue", {"queue": "jobs", "options": options, "metadata": '{"team": "a"}'}
         )
@@ -197,6 +201,72 @@ async def test_a_first_call_handshakes_none_then_every_message_reaches_the_core(
         assert await client.call("deleteQueue", {"queue": "jobs"}) is True
     finally:
         client.close()
+
+
+@pytest.fixture
+def client(port: int) -> Iterator[Client]:
+    client = Client(port)
+    yield client
+    client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_max_post_bytes_is_set_shown_and_enforced_over_rpc(
+    client: Client, rpc_service: QueueService
+) -> None:
+    options = options_record(maxPostBytes=8, maxMessages=5)
+    assert await client.call(
+        "createQueue", {"queue": "small", "options": options, "metadata": None}
+    )
+    assert (await rpc_service.get_queue(T, "small")).options.max_post_bytes == 8
+    shown = (await client.call("getQueue", {"queue": "small"}))["options"]
+    assert (shown["maxPostBytes"], shown["maxMessages"]) == (8, 5)
+    fits = [new_message(b"1234", "text/plain"), new_message(b"5678", "text/plain")]
+    assert await client.call("publish", {"queue": "small", "messages": fits}) == ["1", "2"]
+    too_big = [new_message(b"123456789", "text/plain")]
+    error = await client.fails("publish", {"queue": "small", "messages": too_big})
+    assert error["title"] == "Request entity too large"
+    assert "max_post_bytes 8" in error["description"]
+    assert (await rpc_service.queue_stats(T, "small")).total == 2
+
+
+#: The Avro type of each kind of core option (``core.options``).
+AVRO_KINDS = {bool: "boolean", float: "double", str: "string", Overflow: "Overflow"}
+
+
+def test_the_queue_options_record_has_a_field_of_the_right_type_for_every_core_option() -> None:
+    found = record_type(json.loads(qgate_protocol().text), "QueueOptions")
+    types = {f["name"]: f["type"] for f in found["fields"]}
+    assert set(types) == {*records.OPTION_FIELDS.values(), records.SCHEMA_FIELD}
+    for option in OPTIONS:
+        kinds = ("long", "int") if option.kind is int else (AVRO_KINDS[option.kind],)
+        # null takes the server's default; an option that may be None must take null.
+        expected = [["null", kind] for kind in kinds] + ([] if option.optional else list(kinds))
+        assert types[records.OPTION_FIELDS[option.name]] in expected, option.name
+
+
+def without_field(text: str, record: str, name: str) -> str:
+    """A protocol text as a client built before ``record`` had the field ``name``."""
+    protocol = json.loads(text)
+    found = record_type(protocol, record)
+    found["fields"] = [f for f in found["fields"] if f["name"] != name]
+    return json.dumps(protocol)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_whose_queue_options_lack_max_post_bytes_is_still_served(
+    client: Client, rpc_service: QueueService
+) -> None:
+    old = without_field(qgate_protocol().text, "QueueOptions", "maxPostBytes")
+    client.requestor = avro.ipc.Requestor(avro.protocol.parse(old), client.transceiver)
+    options = options_record(defaultTtl=120.0)
+    del options["maxPostBytes"]
+    assert await client.call("createQueue", {"queue": "old", "options": options, "metadata": None})
+    created = (await rpc_service.get_queue(T, "old")).options
+    assert (created.default_ttl, created.max_post_bytes) == (120.0, None)
+    shown = (await client.call("getQueue", {"queue": "old"}))["options"]
+    assert shown["defaultTtl"] == 120.0
+    assert "maxPostBytes" not in shown
 
 
 @pytest_twisted.ensureDeferred
