@@ -47,8 +47,22 @@ from twisted.python.failure import Failure
 from qgate.core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
 from qgate.core.limits import NAME_RE
 from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
-from qgate.protocols.stomp.bodies import DEFAULT, SubscriptionBodies, parse_accept
+from qgate.protocols.stomp.bodies import DEFAULT, SubscriptionBodies
 from qgate.protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
+from qgate.protocols.stomp.errors import StompError, error_of
+from qgate.protocols.stomp.headers import (
+    accepted_version,
+    ack_mode,
+    ack_tag,
+    body_format,
+    digits,
+    heart_beat,
+    new_message,
+    prefetch_count,
+    require,
+    subscription_id,
+    trim_10,
+)
 
 log = Logger()
 T = TypeVar("T")
@@ -61,43 +75,9 @@ WAIT = 30.0
 #: flight, and resumed once half of them have been committed.
 MAX_INFLIGHT_PUBLISHES = 512
 MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
-#: Upper bound for ``prefetch-count`` (messages in flight per subscription).
-MAX_PREFETCH = 10_000
-#: Most digits of an integer header (priority, heart-beat, ACK id): 18 fit in 64 bits.
-MAX_DIGITS = 18
-
-ACK_MODES = ("auto", "client", "client-individual")
 DESTINATION_KINDS = ("queue", "topic", "temp-queue", "reply-queue")
 #: Frames whose effects in the core are batched per chunk of input (in order among them).
 BATCHED = frozenset({"SEND", "ACK", "NACK"})
-
-#: SEND headers that are STOMP's own, not the publisher's (not stored with the message).
-STOMP_HEADERS = frozenset(
-    {
-        "destination",
-        "content-length",
-        "content-type",
-        "receipt",
-        "transaction",
-        "persistent",
-        "priority",
-        "expires",
-        "expiration",
-        "message-id",
-        "subscription",
-        "ack",
-    }
-)
-
-
-class StompError(Exception):
-    """A client error: answered with an ERROR frame, then the connection closes."""
-
-    def __init__(self, message: str, detail: str = "", **headers: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.headers = headers
 
 
 class Link(Protocol):
@@ -130,13 +110,6 @@ def _as_deferred(
     wrapper.__name__ = f.__name__
     wrapper.__doc__ = f.__doc__
     return wrapper
-
-
-def _require(frame: Frame, name: str) -> str:
-    value = frame.get(name)
-    if value is None or value == "":
-        raise StompError(f"{frame.command} frame needs a {name} header")
-    return value
 
 
 class _Delivery:
@@ -637,7 +610,7 @@ class StompSession:
         if self.state in ("disconnecting", "closing", "closed"):
             return None
         if self.version == V10 and self.state == "connected":
-            frame = _trim_10(frame)
+            frame = trim_10(frame)
         if frame.command not in BATCHED and (self._sends or self._to_flush):
             # Frames take effect in order: what SENDs and ACKs queued goes first.
             self.flush()
@@ -679,7 +652,7 @@ class StompSession:
         self._pending.discard(d)
         if isinstance(result, Failure):
             if not result.check(CancelledError):
-                self.fail_with(_error(result), frame)
+                self.fail_with(error_of(result), frame)
             return None
         return result
 
@@ -734,7 +707,7 @@ class StompSession:
         self.link.close()
 
     def subscription_failed(self, sub: Subscription, failure: Failure) -> None:
-        self.fail_with(_error(failure), None)
+        self.fail_with(error_of(failure), None)
 
     def protocol_error(self, error: FrameError) -> None:
         self.fail(str(error), None, f"{type(error).__name__}: {error}")
@@ -782,22 +755,10 @@ class StompSession:
     # -- CONNECT ---------------------------------------------------------------------------
 
     def _on_connect(self, frame: Frame) -> Deferred[Any]:
-        accept = frame.get("accept-version")
-        supported = ",".join(self.versions)
-        if accept is None:
-            version = V10  # STOMP 1.1: no accept-version means 1.0
-            if V10 not in self.versions:
-                raise StompError(f"Supported protocol versions are {supported}", version=supported)
-        else:
-            offered = {v.strip() for v in accept.split(",")}
-            common = [v for v in self.versions if v in offered]
-            if not common:
-                # STOMP 1.2: no common version: ERROR with a version header, then close.
-                raise StompError(f"Supported protocol versions are {supported}", version=supported)
-            version = common[-1]
+        version = accepted_version(frame, self.versions)
         client_send = client_want = 0
         if version != V10:
-            client_send, client_want = _heart_beat(frame.get("heart-beat", "0,0") or "0,0")
+            client_send, client_want = heart_beat(frame.get("heart-beat", "0,0") or "0,0")
         self.version = version
         host = frame.get("host") or ""
         if self.ctx.config.auth.mode == "keys":
@@ -896,34 +857,11 @@ class StompSession:
     # -- SEND ------------------------------------------------------------------------------
 
     def _message(self, frame: Frame) -> NewMessage:
-        headers = {k: v for k, v in frame.headers.items() if k not in STOMP_HEADERS}
-        priority = DEFAULT_PRIORITY
-        raw = frame.get("priority")
-        if raw is not None:
-            if not (_digits(raw) and 0 <= int(raw) <= 9):
-                raise StompError(f"priority must be 0 to 9 (got {raw[:20]!r})")
-            priority = int(raw)
-        ttl: float | None = None
-        expiration = frame.get("expiration")  # RabbitMQ: time to live in milliseconds
-        expires = frame.get("expires")  # JMS/ActiveMQ: expiry time in ms since the epoch
-        if expiration is not None:
-            ttl = _number(expiration, "expiration") / 1000.0
-        elif expires is not None and expires != "0":
-            ttl = max(
-                _number(expires, "expires") / 1000.0 - self.service.clock.seconds(),
-                self.service.limits.min_ttl,
-            )
-        return NewMessage(
-            body=frame.body,
-            content_type=frame.get("content-type") or "application/octet-stream",
-            headers=headers,
-            ttl=ttl,
-            priority=priority,
-            producer=self.session_id,
-        )
+        limits = self.service.limits
+        return new_message(frame, self.session_id, self.service.clock, limits.min_ttl)
 
     def _on_send(self, frame: Frame) -> Deferred[Any] | None:
-        kind, name = self._destination(_require(frame, "destination"))
+        kind, name = self._destination(require(frame, "destination"))
         message = self._message(frame)
         options = self._options(frame)
         tx = frame.get("transaction")
@@ -1021,7 +959,7 @@ class StompSession:
             # by one up to the one that fails, as if they had never been batched.
             return Deferred.fromCoroutine(self._send_one_by_one(batch))
         if not failure.check(CancelledError):
-            self.fail_with(_error(failure), batch.frames[0])
+            self.fail_with(error_of(failure), batch.frames[0])
         return None
 
     async def _send_one_by_one(self, batch: _SendBatch) -> None:
@@ -1093,32 +1031,16 @@ class StompSession:
     # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
 
     def _on_subscribe(self, frame: Frame) -> Deferred[Any]:
-        destination = _require(frame, "destination")
+        destination = require(frame, "destination")
         kind, name = self._destination(destination)
-        sub_id = frame.get("id")
-        if not sub_id:
-            if self.version != V10:
-                raise StompError("SUBSCRIBE frame needs an id header")
-            sub_id = destination  # STOMP 1.0: the id is optional
+        sub_id = subscription_id(frame, self.version)
         if sub_id in self.subscriptions:
             raise StompError(f"subscription id {sub_id[:80]!r} is already in use")
-        ack = frame.get("ack") or "auto"
-        if ack not in ACK_MODES:
-            raise StompError(f"ack must be auto, client or client-individual (got {ack[:40]!r})")
-        prefetch = self.config.prefetch
-        raw = frame.get("prefetch-count")
-        if raw is not None:
-            count = int(_number(raw, "prefetch-count"))
-            prefetch = min(count, MAX_PREFETCH) if count > 0 else prefetch
+        ack = ack_mode(frame)
+        prefetch = prefetch_count(frame, self.config.prefetch)
         durable = frame.get("durable") == "true"
         options = self._options(frame)
-        # Not in the STOMP spec; named after HTTP's Accept (qgate's HTTP API takes the same
-        # media types): how Avro bodies of a schema-checked queue reach this subscriber.
-        accept = parse_accept(frame.get("accept"))
-        if accept is None:
-            raise StompError(
-                f"accept must be application/json or avro/binary (got {frame.get('accept')!r:.60})"
-            )
+        accept = body_format(frame)
         if kind == "reply-queue":
             raise StompError("cannot SUBSCRIBE to a /reply-queue/ destination")
         sub: Subscription
@@ -1146,11 +1068,7 @@ class StompSession:
         return d.addCallback(self._receipt_cb(frame)).addCallback(sub.begin)
 
     def _on_unsubscribe(self, frame: Frame) -> Deferred[Any] | None:
-        sub_id = frame.get("id")
-        if not sub_id:
-            if self.version != V10:
-                raise StompError("UNSUBSCRIBE frame needs an id header")
-            sub_id = _require(frame, "destination")
+        sub_id = subscription_id(frame, self.version)
         sub = self.subscriptions.pop(sub_id, None)
         if sub is None:
             self.receipt(frame)
@@ -1197,19 +1115,6 @@ class StompSession:
         headers.extend(message.headers.items())
         self.link.send("MESSAGE", headers, message.body)
 
-    def _ack_tag(self, frame: Frame) -> str:
-        # STOMP 1.2: ACK carries the MESSAGE's ack header as id; 1.0/1.1: message-id.
-        if self.version == V12:
-            tag = frame.get("id") or frame.get("message-id")
-        else:
-            tag = frame.get("message-id") or frame.get("id")
-        if not tag:
-            raise StompError(
-                f"{frame.command} frame needs an {'id' if self.version == V12 else 'message-id'}"
-                " header"
-            )
-        return tag
-
     def _on_ack(self, frame: Frame) -> None:
         self._settle_frame(frame, True)
 
@@ -1217,7 +1122,7 @@ class StompSession:
         self._settle_frame(frame, False)
 
     def _settle_frame(self, frame: Frame, positive: bool) -> None:
-        tag = self._ack_tag(frame)
+        tag = ack_tag(frame, self.version)
         self._check_tag(tag)
         tx = frame.get("transaction")
         if tx is not None:
@@ -1230,7 +1135,7 @@ class StompSession:
         self._guard(self._then_receipt(self._settle(tag, positive), frame), frame)
 
     def _check_tag(self, tag: str) -> None:
-        if not (_digits(tag) and 0 < int(tag) < self._next_tag):
+        if not (digits(tag) and 0 < int(tag) < self._next_tag):
             raise StompError(f"unknown message id {tag[:80]!r} in ACK/NACK")
 
     def _settle(self, tag: str, positive: bool) -> Deferred[None]:
@@ -1243,20 +1148,20 @@ class StompSession:
     # -- transactions ----------------------------------------------------------------------
 
     def _on_begin(self, frame: Frame) -> None:
-        tx = _require(frame, "transaction")
+        tx = require(frame, "transaction")
         if tx in self.transactions:
             raise StompError(f"transaction {tx[:80]!r} is already open")
         self.transactions[tx] = []
         self.receipt(frame)
 
     def _on_abort(self, frame: Frame) -> None:
-        tx = _require(frame, "transaction")
+        tx = require(frame, "transaction")
         if self.transactions.pop(tx, None) is None:
             raise StompError(f"unknown transaction {tx[:80]!r}")
         self.receipt(frame)
 
     def _on_commit(self, frame: Frame) -> Deferred[Any]:
-        tx = _require(frame, "transaction")
+        tx = require(frame, "transaction")
         ops = self.transactions.pop(tx, None)
         if ops is None:
             raise StompError(f"unknown transaction {tx[:80]!r}")
@@ -1313,29 +1218,6 @@ class StompSession:
         self.link.close()
 
 
-#: Header values of STOMP's own headers that 1.0 clients may pad with spaces.
-TRIMMED_10 = frozenset(
-    {
-        "destination",
-        "id",
-        "ack",
-        "transaction",
-        "receipt",
-        "message-id",
-        "subscription",
-        "content-type",
-        "persistent",
-        "priority",
-        "expiration",
-        "expires",
-        "prefetch-count",
-        "durable",
-        "reply-to",
-        "accept",
-    }
-)
-
-
 def _parse_destination(destination: str) -> tuple[str, str]:
     for kind in DESTINATION_KINDS:
         prefix = f"/{kind}/"
@@ -1351,33 +1233,3 @@ def _parse_destination(destination: str) -> tuple[str, str]:
         f"unknown destination {destination[:80]!r}",
         "use /queue/NAME, /topic/NAME, /temp-queue/NAME or /reply-queue/NAME",
     )
-
-
-def _trim_10(frame: Frame) -> Frame:
-    """STOMP 1.0 brokers trimmed header values and 1.0 clients (stomper writes
-    ``destination: /queue/a``) rely on it; from 1.1 on values are never trimmed."""
-    headers = {k: (v.strip() if k in TRIMMED_10 else v) for k, v in frame.headers.items()}
-    return Frame(frame.command, headers, frame.body)
-
-
-def _digits(value: str) -> bool:
-    """Whether a header value is a whole number of at most ``MAX_DIGITS`` ASCII digits:
-    checked before ``int()``, which raises past Python's int/str limit (4300 digits)."""
-    return value.isdigit() and value.isascii() and len(value) <= MAX_DIGITS
-
-
-def _heart_beat(value: str) -> tuple[int, int]:
-    parts = [p.strip() for p in value.split(",")]
-    if len(parts) != 2 or not all(_digits(p) for p in parts):
-        raise StompError(f"heart-beat must be two numbers cx,cy (got {value[:40]!r})")
-    return int(parts[0]), int(parts[1])
-
-
-def _number(value: str, name: str) -> float:
-    if not (value.isdigit() and value.isascii() and len(value) <= 15):
-        raise StompError(f"{name} must be a whole number (got {value[:20]!r})")
-    return float(value)
-
-
-def _error(failure: Failure) -> BaseException:
-    return failure.value if failure.value is not None else Exception(failure.getErrorMessage())
