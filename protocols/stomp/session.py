@@ -4,19 +4,7 @@ It knows frames and the core API, not sockets: the Twisted side (``protocol.py``
 ``websocket.py`` for WebSocket) hands it parsed frames through ``frame_received`` and gives
 it a ``Link`` to send frames, negotiate heart-beats and learn about output back-pressure.
 
-Destinations (after RabbitMQ's STOMP plugin):
-
-- ``/queue/NAME``: competing consumers; the subscription claims messages (``service.claim``
-  with a lease renewed while the connection lives) and ACK deletes them.
-- ``/topic/NAME``: every subscriber sees every message published after it subscribed
-  (``service.observe`` from the newest marker). With ``durable:true`` and an ``id`` the
-  position is a server-side cursor (``service.set_cursor``) advanced by acks.
-- ``/temp-queue/NAME``: a private transient queue of this connection, deleted when it
-  closes. In a SEND's ``reply-to`` it is rewritten to ``/reply-queue/<queue>``, which any
-  client (or an HTTP client, as queue ``<queue>``) can send the reply to.
-
-``/queue/NAME`` and ``/topic/NAME`` name the same core queue ``NAME``: a destination says
-how a subscriber consumes, not where a message is stored.
+Destinations and the queues they name: ``destinations.py``.
 
 Batching: the SENDs (per destination) and ACKs of one chunk of input reach the core as one
 ``publish`` / ``ack`` call each, when the link says the chunk is done (``input_done``).
@@ -45,10 +33,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
-from qgate.core.limits import NAME_RE
 from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
 from qgate.protocols.stomp.bodies import DEFAULT, SubscriptionBodies
 from qgate.protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
+from qgate.protocols.stomp.destinations import Destinations
 from qgate.protocols.stomp.errors import StompError, error_of
 from qgate.protocols.stomp.headers import (
     accepted_version,
@@ -75,7 +63,6 @@ WAIT = 30.0
 #: flight, and resumed once half of them have been committed.
 MAX_INFLIGHT_PUBLISHES = 512
 MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
-DESTINATION_KINDS = ("queue", "topic", "temp-queue", "reply-queue")
 #: Frames whose effects in the core are batched per chunk of input (in order among them).
 BATCHED = frozenset({"SEND", "ACK", "NACK"})
 
@@ -190,7 +177,7 @@ class Subscription:
 
     @_as_deferred
     async def start(self) -> None:
-        await self.session.ensure_queue(self.queue, self.options)
+        await self.session.destinations.ensure_queue(self.queue, self.options)
         await self.setup()
 
     def begin(self, _: object = None) -> None:
@@ -542,19 +529,16 @@ class StompSession:
         self.version = V10
         self.tenant = ""
         self.state = "new"  # new -> connecting -> connected -> closing -> closed
+        self.destinations = Destinations(self)
         self.subscriptions: dict[str, Subscription] = {}
         self.transactions: dict[str, list[tuple[str, Any]]] = {}
-        self.temp_queues: dict[str, str] = {}
         self._deliveries: dict[str, Subscription] = {}
         self._next_tag = 1
-        self._known_queues: set[str] = set()
         self._pending: set[Deferred[Any]] = set()
         self._inflight = 0
         self._inflight_bytes = 0
         self._drained: Deferred[None] | None = None
         self._renewer: IDelayedCall | None = None
-        self._transient: QueueOptions | None = None
-        self._destinations: dict[str, tuple[str, str]] = {}
         self._batching = False
         self._to_flush: list[Subscription] = []
         self._sends: dict[tuple[str, str], _SendBatch] = {}
@@ -743,11 +727,7 @@ class StompSession:
             return
         self.state = "closed"
         self._stop_all()
-        for name in self.temp_queues.values():
-            self.service.delete_queue(self.tenant, name).addErrback(
-                lambda f: log.failure("deleting a temporary queue failed", f)
-            )
-        self.temp_queues.clear()
+        self.destinations.delete_temp_queues()
         drained, self._drained = self._drained, None
         if drained is not None:
             drained.callback(None)
@@ -812,48 +792,6 @@ class StompSession:
                 d.addErrback(lambda f: log.failure("renewing a claim failed", f))
         self._schedule_renew()
 
-    # -- destinations ----------------------------------------------------------------------
-
-    def _destination(self, destination: str) -> tuple[str, str]:
-        """(kind, name) of ``/queue/NAME``, ``/topic/NAME``, ``/temp-queue/NAME`` or
-        ``/reply-queue/NAME``; remembered, as a connection uses few destinations often."""
-        found = self._destinations.get(destination)
-        if found is None:
-            found = _parse_destination(destination)
-            if len(self._destinations) >= 256:
-                self._destinations.clear()
-            self._destinations[destination] = found
-        return found
-
-    def _transient_options(self) -> QueueOptions:
-        """The service's defaults for a queue made on first use, made transient."""
-        if self._transient is None:
-            self._transient = replace(self.service.default_options, durable=False)
-        return self._transient
-
-    def _options(self, frame: Frame) -> QueueOptions | None:
-        """Options for a queue this frame creates: ``persistent:false`` makes it transient."""
-        if frame.get("persistent") == "false":
-            return self._transient_options()
-        return None
-
-    @_as_deferred
-    async def ensure_queue(self, name: str, options: QueueOptions | None) -> None:
-        if name not in self._known_queues:
-            await self.service.create_queue(self.tenant, name, options)
-            self._known_queues.add(name)
-
-    @_as_deferred
-    async def temp_queue(self, name: str) -> str:
-        """The core queue behind this connection's ``/temp-queue/NAME`` (made on first use)."""
-        core = self.temp_queues.get(name)
-        if core is None:
-            core = f"tmp.{self.session_id[:12]}.{uuid.uuid4().hex[:12]}"
-            self.temp_queues[name] = core
-            await self.service.create_queue(self.tenant, core, self._transient_options())
-            self._known_queues.add(core)
-        return core
-
     # -- SEND ------------------------------------------------------------------------------
 
     def _message(self, frame: Frame) -> NewMessage:
@@ -861,9 +799,9 @@ class StompSession:
         return new_message(frame, self.session_id, self.service.clock, limits.min_ttl)
 
     def _on_send(self, frame: Frame) -> Deferred[Any] | None:
-        kind, name = self._destination(require(frame, "destination"))
+        kind, name = self.destinations.parse(require(frame, "destination"))
         message = self._message(frame)
-        options = self._options(frame)
+        options = self.destinations.options_for(frame)
         tx = frame.get("transaction")
         if tx is not None and tx not in self.transactions:
             raise StompError(f"unknown transaction {tx[:80]!r}")
@@ -885,14 +823,14 @@ class StompSession:
     ) -> None:
         reply_to = frame.get("reply-to") or ""
         if reply_to.startswith("/temp-queue/"):
-            _, temp = self._destination(reply_to)
-            core = await self.temp_queue(temp)
+            _, temp = self.destinations.parse(reply_to)
+            core = await self.destinations.temp_queue(temp)
             await self._auto_subscribe(temp, core)
             headers = dict(message.headers)
             headers["reply-to"] = f"/reply-queue/{core}"
             message = replace(message, headers=headers)
         if kind == "temp-queue":
-            kind, name = "queue", await self.temp_queue(name)
+            kind, name = "queue", await self.destinations.temp_queue(name)
         self._send(frame, kind, name, message, options)
 
     async def _auto_subscribe(self, temp: str, core: str) -> None:
@@ -984,7 +922,7 @@ class StompSession:
         if not counted:
             self._inflight += len(messages)
             self._inflight_bytes += size
-        if kind != "reply-queue" and name in self._known_queues:
+        if kind != "reply-queue" and name in self.destinations.known:
             # The hot path: a plain Deferred chain, no coroutine.
             d = self.service.publish(self.tenant, name, messages)
         else:
@@ -1001,7 +939,7 @@ class StompSession:
                 # RabbitMQ: a reply to a requester that has gone is dropped.
                 log.debug("reply to a closed temporary queue {name} dropped", name=name)
             return
-        await self.ensure_queue(name, options)
+        await self.destinations.ensure_queue(name, options)
         await self.service.publish(self.tenant, name, messages)
 
     def _published(self, result: Any, count: int, size: int) -> Any:
@@ -1032,14 +970,14 @@ class StompSession:
 
     def _on_subscribe(self, frame: Frame) -> Deferred[Any]:
         destination = require(frame, "destination")
-        kind, name = self._destination(destination)
+        kind, name = self.destinations.parse(destination)
         sub_id = subscription_id(frame, self.version)
         if sub_id in self.subscriptions:
             raise StompError(f"subscription id {sub_id[:80]!r} is already in use")
         ack = ack_mode(frame)
         prefetch = prefetch_count(frame, self.config.prefetch)
         durable = frame.get("durable") == "true"
-        options = self._options(frame)
+        options = self.destinations.options_for(frame)
         accept = body_format(frame)
         if kind == "reply-queue":
             raise StompError("cannot SUBSCRIBE to a /reply-queue/ destination")
@@ -1057,7 +995,7 @@ class StompSession:
             self.subscriptions[sub_id] = sub
 
             async def start_temp() -> None:
-                sub.queue = await self.temp_queue(name)
+                sub.queue = await self.destinations.temp_queue(name)
                 await sub.start()
 
             d = Deferred.fromCoroutine(start_temp())
@@ -1216,20 +1154,3 @@ class StompSession:
         if receipt is not None:
             self.link.send("RECEIPT", [("receipt-id", receipt)])
         self.link.close()
-
-
-def _parse_destination(destination: str) -> tuple[str, str]:
-    for kind in DESTINATION_KINDS:
-        prefix = f"/{kind}/"
-        if destination.startswith(prefix):
-            name = destination[len(prefix) :]
-            if not NAME_RE.match(name):
-                raise StompError(
-                    f"invalid destination {destination[:80]!r}",
-                    "queue names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
-                )
-            return kind, name
-    raise StompError(
-        f"unknown destination {destination[:80]!r}",
-        "use /queue/NAME, /topic/NAME, /temp-queue/NAME or /reply-queue/NAME",
-    )
