@@ -51,6 +51,12 @@ from qgate.protocols.stomp.headers import (
     subscription_id,
     trim_10,
 )
+from qgate.protocols.stomp.transactions import (
+    PendingAck,
+    PendingNack,
+    PendingSend,
+    Transactions,
+)
 
 log = Logger()
 T = TypeVar("T")
@@ -531,7 +537,7 @@ class StompSession:
         self.state = "new"  # new -> connecting -> connected -> closing -> closed
         self.destinations = Destinations(self)
         self.subscriptions: dict[str, Subscription] = {}
-        self.transactions: dict[str, list[tuple[str, Any]]] = {}
+        self.transactions = Transactions(self._publish, self._settle, self.service.limits.max_batch)
         self._deliveries: dict[str, Subscription] = {}
         self._next_tag = 1
         self._pending: set[Deferred[Any]] = set()
@@ -803,8 +809,8 @@ class StompSession:
         message = self._message(frame)
         options = self.destinations.options_for(frame)
         tx = frame.get("transaction")
-        if tx is not None and tx not in self.transactions:
-            raise StompError(f"unknown transaction {tx[:80]!r}")
+        if tx is not None:
+            self.transactions.find(tx)
         reply_to = frame.get("reply-to")
         if kind == "temp-queue" or (reply_to or "").startswith("/temp-queue/"):
             # Temporary queues are made first, so the rest waits for them (input held).
@@ -859,7 +865,7 @@ class StompSession:
         tx = frame.get("transaction")
         if tx is not None:
             # STOMP 1.2: a SEND in a transaction takes effect on COMMIT.
-            self.transactions[tx].append(("send", (kind, name, message, options)))
+            self.transactions.find(tx).add(PendingSend(kind, name, message, options))
             self.receipt(frame)
             return
         # Consecutive SENDs to one destination go to the core as one publish: the ones
@@ -1064,10 +1070,8 @@ class StompSession:
         self._check_tag(tag)
         tx = frame.get("transaction")
         if tx is not None:
-            if tx not in self.transactions:
-                raise StompError(f"unknown transaction {tx[:80]!r}")
             # STOMP 1.2: an ACK in a transaction takes effect on COMMIT.
-            self.transactions[tx].append(("ack" if positive else "nack", tag))
+            self.transactions.find(tx).add(PendingAck(tag) if positive else PendingNack(tag))
             self.receipt(frame)
             return
         self._guard(self._then_receipt(self._settle(tag, positive), frame), frame)
@@ -1086,48 +1090,16 @@ class StompSession:
     # -- transactions ----------------------------------------------------------------------
 
     def _on_begin(self, frame: Frame) -> None:
-        tx = require(frame, "transaction")
-        if tx in self.transactions:
-            raise StompError(f"transaction {tx[:80]!r} is already open")
-        self.transactions[tx] = []
+        self.transactions.begin(require(frame, "transaction"))
         self.receipt(frame)
 
     def _on_abort(self, frame: Frame) -> None:
-        tx = require(frame, "transaction")
-        if self.transactions.pop(tx, None) is None:
-            raise StompError(f"unknown transaction {tx[:80]!r}")
+        self.transactions.abort(require(frame, "transaction"))
         self.receipt(frame)
 
     def _on_commit(self, frame: Frame) -> Deferred[Any]:
-        tx = require(frame, "transaction")
-        ops = self.transactions.pop(tx, None)
-        if ops is None:
-            raise StompError(f"unknown transaction {tx[:80]!r}")
-        return Deferred.fromCoroutine(self._commit(ops)).addCallback(self._receipt_cb(frame))
-
-    async def _commit(self, ops: list[tuple[str, Any]]) -> None:
-        """Apply a transaction: consecutive SENDs to one queue go in one publish batch
-        (stored whole or not at all); ACK/NACKs follow in order."""
-        max_batch = self.service.limits.max_batch
-        i = 0
-        while i < len(ops):
-            op, arg = ops[i]
-            if op != "send":
-                await self._settle(arg, op == "ack")
-                i += 1
-                continue
-            kind, name, _, options = arg
-            batch: list[NewMessage] = []
-            while (
-                i < len(ops)
-                and ops[i][0] == "send"
-                and ops[i][1][:2] == (kind, name)
-                and len(batch) < max_batch
-            ):
-                batch.append(ops[i][1][2])
-                options = options or ops[i][1][3]
-                i += 1
-            await self._publish(kind, name, batch, options)
+        d = self.transactions.commit(require(frame, "transaction"))
+        return d.addCallback(self._receipt_cb(frame))
 
     # -- DISCONNECT ------------------------------------------------------------------------
 
