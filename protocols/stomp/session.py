@@ -7,10 +7,9 @@ it a ``Link`` to send frames, negotiate heart-beats and learn about output back-
 Destinations and the queues they name: ``destinations.py``.
 
 Batching: the SENDs (per destination) and ACKs of one chunk of input reach the core as one
-``publish`` / ``ack`` call each, when the link says the chunk is done (``input_done``).
-Any other frame first flushes what is queued, so frames still take effect in order; a
-batch the core refuses is retried SEND by SEND, so the error lands on the SEND that caused
-it. RECEIPTs still come per frame, after the core has stored what the frame asked for.
+``publish`` / ``ack`` call each, when the link says the chunk is done (``input_done``);
+any other frame first flushes what is queued, so frames still take effect in order
+(``sending.py``, ``subscriptions.py``).
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ from qgate.protocols.stomp.headers import (
     subscription_id,
     trim_10,
 )
+from qgate.protocols.stomp.sending import Sender
 from qgate.protocols.stomp.transactions import (
     PendingAck,
     PendingNack,
@@ -65,10 +65,6 @@ SERVER = "qgate/0.1"
 
 #: Longest single wait on the core; a subscription waits again after it (no busy loop).
 WAIT = 30.0
-#: Producer flow control: input is paused while this many publishes (or bytes) are in
-#: flight, and resumed once half of them have been committed.
-MAX_INFLIGHT_PUBLISHES = 512
-MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 #: Frames whose effects in the core are batched per chunk of input (in order among them).
 BATCHED = frozenset({"SEND", "ACK", "NACK"})
 
@@ -114,28 +110,6 @@ class _Delivery:
         self.tag = tag
         self.message = message
         self.claim_id = claim_id
-
-
-class _SendBatch:
-    """SENDs to one destination received in one chunk of input, published as one batch."""
-
-    __slots__ = ("kind", "name", "options", "messages", "frames", "receipts")
-
-    def __init__(self, kind: str, name: str, options: QueueOptions | None) -> None:
-        self.kind = kind
-        self.name = name
-        self.options = options
-        self.messages: list[NewMessage] = []
-        self.frames: list[Frame] = []
-        self.receipts = False
-
-    def add(self, message: NewMessage, frame: Frame, options: QueueOptions | None) -> None:
-        self.messages.append(message)
-        self.frames.append(frame)
-        if "receipt" in frame.headers:
-            self.receipts = True
-        if self.options is None:
-            self.options = options  # the queue is made (on first use) as any SEND says
 
 
 class Subscription:
@@ -537,17 +511,16 @@ class StompSession:
         self.state = "new"  # new -> connecting -> connected -> closing -> closed
         self.destinations = Destinations(self)
         self.subscriptions: dict[str, Subscription] = {}
-        self.transactions = Transactions(self._publish, self._settle, self.service.limits.max_batch)
+        self.sender = Sender(self)
+        self.transactions = Transactions(
+            self.sender.publish, self._settle, self.service.limits.max_batch
+        )
         self._deliveries: dict[str, Subscription] = {}
         self._next_tag = 1
         self._pending: set[Deferred[Any]] = set()
-        self._inflight = 0
-        self._inflight_bytes = 0
-        self._drained: Deferred[None] | None = None
         self._renewer: IDelayedCall | None = None
-        self._batching = False
+        self.batching = False
         self._to_flush: list[Subscription] = []
-        self._sends: dict[tuple[str, str], _SendBatch] = {}
         self._handlers: dict[str, Callable[[Frame], Deferred[Any] | None]] = {
             "CONNECT": self._on_connect,
             "STOMP": self._on_connect,
@@ -570,24 +543,24 @@ class StompSession:
 
     def input_started(self) -> None:
         """The link hands over the frames of one chunk of input now."""
-        self._batching = True
+        self.batching = True
 
     def input_done(self) -> None:
         """That chunk is done (or input is held): write what it queued."""
-        self._batching = False
+        self.batching = False
         self.flush()
 
     def flush(self) -> None:
         """Hand queued SENDs and ACKs to the core now."""
-        if self._sends:
-            self._flush_sends()
+        if self.sender.queued:
+            self.sender.flush()
         if self._to_flush:
             subs, self._to_flush = self._to_flush, []
             for sub in subs:
                 sub.flush()
 
     def flush_later(self, sub: Subscription) -> None:
-        if not self._batching:
+        if not self.batching:
             sub.flush()
         elif sub not in self._to_flush:
             self._to_flush.append(sub)
@@ -601,7 +574,7 @@ class StompSession:
             return None
         if self.version == V10 and self.state == "connected":
             frame = trim_10(frame)
-        if frame.command not in BATCHED and (self._sends or self._to_flush):
+        if frame.command not in BATCHED and (self.sender.queued or self._to_flush):
             # Frames take effect in order: what SENDs and ACKs queued goes first.
             self.flush()
         handler = self._handlers.get(frame.command)
@@ -734,9 +707,7 @@ class StompSession:
         self.state = "closed"
         self._stop_all()
         self.destinations.delete_temp_queues()
-        drained, self._drained = self._drained, None
-        if drained is not None:
-            drained.callback(None)
+        self.sender.release()
 
     # -- CONNECT ---------------------------------------------------------------------------
 
@@ -800,13 +771,10 @@ class StompSession:
 
     # -- SEND ------------------------------------------------------------------------------
 
-    def _message(self, frame: Frame) -> NewMessage:
-        limits = self.service.limits
-        return new_message(frame, self.session_id, self.service.clock, limits.min_ttl)
-
     def _on_send(self, frame: Frame) -> Deferred[Any] | None:
         kind, name = self.destinations.parse(require(frame, "destination"))
-        message = self._message(frame)
+        limits = self.service.limits
+        message = new_message(frame, self.session_id, self.service.clock, limits.min_ttl)
         options = self.destinations.options_for(frame)
         tx = frame.get("transaction")
         if tx is not None:
@@ -817,7 +785,7 @@ class StompSession:
             d = Deferred.fromCoroutine(self._send_temp(frame, kind, name, message, options))
             return d
         self._send(frame, kind, name, message, options)
-        return self._flow_hold()
+        return self.sender.hold()
 
     async def _send_temp(
         self,
@@ -868,109 +836,7 @@ class StompSession:
             self.transactions.find(tx).add(PendingSend(kind, name, message, options))
             self.receipt(frame)
             return
-        # Consecutive SENDs to one destination go to the core as one publish: the ones
-        # in this chunk of input are stored when it is done (``input_done``).
-        self._inflight += 1
-        self._inflight_bytes += len(message.body)
-        batch = self._sends.get((kind, name))
-        if batch is None:
-            batch = self._sends[(kind, name)] = _SendBatch(kind, name, options)
-        batch.add(message, frame, options)
-        if not self._batching:
-            self._flush_sends()
-        elif len(batch.messages) >= self.service.limits.max_batch:
-            del self._sends[(kind, name)]
-            self._publish_batch(batch)
-
-    def _flush_sends(self) -> None:
-        sends, self._sends = self._sends, {}
-        for batch in sends.values():
-            self._publish_batch(batch)
-
-    def _publish_batch(self, batch: _SendBatch) -> None:
-        d = self._publish(batch.kind, batch.name, batch.messages, batch.options, True)
-        d.addCallbacks(self._sent, self._send_failed, callbackArgs=(batch,), errbackArgs=(batch,))
-        self._guard(d, None)
-
-    def _sent(self, _: object, batch: _SendBatch) -> None:
-        if batch.receipts:
-            for frame in batch.frames:
-                self.receipt(frame)
-
-    def _send_failed(self, failure: Failure, batch: _SendBatch) -> Deferred[None] | None:
-        if len(batch.messages) > 1 and failure.check(QGateError):
-            # A batch is stored whole or not at all; SENDs are one by one: store them one
-            # by one up to the one that fails, as if they had never been batched.
-            return Deferred.fromCoroutine(self._send_one_by_one(batch))
-        if not failure.check(CancelledError):
-            self.fail_with(error_of(failure), batch.frames[0])
-        return None
-
-    async def _send_one_by_one(self, batch: _SendBatch) -> None:
-        for message, frame in zip(batch.messages, batch.frames, strict=True):
-            try:
-                await self._publish(batch.kind, batch.name, [message], batch.options)
-            except QGateError as e:
-                self.fail_with(e, frame)
-                return
-            self.receipt(frame)
-
-    def _publish(
-        self,
-        kind: str,
-        name: str,
-        messages: list[NewMessage],
-        options: QueueOptions | None,
-        counted: bool = False,
-    ) -> Deferred[Any]:
-        """Publish ``messages`` (counted in flight until stored, for flow control)."""
-        size = sum(len(m.body) for m in messages)
-        if not counted:
-            self._inflight += len(messages)
-            self._inflight_bytes += size
-        if kind != "reply-queue" and name in self.destinations.known:
-            # The hot path: a plain Deferred chain, no coroutine.
-            d = self.service.publish(self.tenant, name, messages)
-        else:
-            d = Deferred.fromCoroutine(self._publish_first(kind, name, messages, options))
-        return d.addBoth(self._published, len(messages), size)
-
-    async def _publish_first(
-        self, kind: str, name: str, messages: list[NewMessage], options: QueueOptions | None
-    ) -> None:
-        if kind == "reply-queue":
-            try:
-                await self.service.publish(self.tenant, name, messages, create=False)
-            except QueueNotFound:
-                # RabbitMQ: a reply to a requester that has gone is dropped.
-                log.debug("reply to a closed temporary queue {name} dropped", name=name)
-            return
-        await self.destinations.ensure_queue(name, options)
-        await self.service.publish(self.tenant, name, messages)
-
-    def _published(self, result: Any, count: int, size: int) -> Any:
-        self._inflight -= count
-        self._inflight_bytes -= size
-        self._maybe_drained()
-        return result
-
-    def _flow_hold(self) -> Deferred[None] | None:
-        """Back-pressure on a producer faster than storage: hold its input while too
-        many publishes are in flight (the link pauses the transport meanwhile)."""
-        if self._inflight < MAX_INFLIGHT_PUBLISHES and self._inflight_bytes < MAX_INFLIGHT_BYTES:
-            return None
-        if self._drained is None:
-            self._drained = Deferred()
-        return self._drained
-
-    def _maybe_drained(self) -> None:
-        if (
-            self._drained is not None
-            and self._inflight <= MAX_INFLIGHT_PUBLISHES // 2
-            and self._inflight_bytes <= MAX_INFLIGHT_BYTES // 2
-        ):
-            drained, self._drained = self._drained, None
-            drained.callback(None)
+        self.sender.queue(frame, (kind, name), message, options)
 
     # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.protocols.stomp.protocol import CLOSE_TIMEOUT
-from qgate.protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
+from qgate.protocols.stomp.sending import MAX_INFLIGHT_PUBLISHES
 
 from .conftest import Client, make_ctx, result
 
