@@ -56,14 +56,18 @@ def parse_destination(destination: str) -> tuple[str, str]:
     )
 
 
-class QueueOwner(Protocol):
-    """The session whose queues these are (its tenant is known once it has connected)."""
+class TenantScope(Protocol):
+    """The core service and the tenant a session acts for (known once it has connected)."""
 
     @property
     def service(self) -> Any: ...
 
     @property
     def tenant(self) -> str: ...
+
+
+class QueueOwner(TenantScope, Protocol):
+    """The session whose queues these are."""
 
     @property
     def session_id(self) -> str: ...
