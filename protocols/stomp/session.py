@@ -24,6 +24,7 @@ any other frame first flushes what is queued, so frames still take effect in ord
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -59,6 +60,36 @@ SERVER = "qgate/0.1"
 BATCHED = frozenset({"SEND", "ACK", "NACK"})
 
 
+class SessionState(enum.Enum):
+    """Where a session is: NEW -> CONNECTING (authenticating) -> CONNECTED, then CLOSING
+    (an ERROR frame, or the DISCONNECT's RECEIPT after DISCONNECTING) and CLOSED (the
+    connection has ended, from any state)."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    #: DISCONNECT received: no frame is handled and nothing more is delivered; its RECEIPT
+    #: waits for what earlier frames asked of the core.
+    DISCONNECTING = "disconnecting"
+    #: ERROR (or the DISCONNECT's RECEIPT) written: nothing else goes out; closing.
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+#: Plain names for the states: the state is checked on every frame, and an Enum attribute
+#: lookup costs several times a global one.
+NEW = SessionState.NEW
+CONNECTING = SessionState.CONNECTING
+CONNECTED = SessionState.CONNECTED
+DISCONNECTING = SessionState.DISCONNECTING
+CLOSING = SessionState.CLOSING
+CLOSED = SessionState.CLOSED
+#: No frame is handled any more.
+ENDING = (DISCONNECTING, CLOSING, CLOSED)
+#: No frame is written any more (but ERROR or the final RECEIPT that got it there).
+CLOSED_OR_CLOSING = (CLOSING, CLOSED)
+
+
 class StompSession:
     """One STOMP connection's state: version, tenant, subscriptions, transactions."""
 
@@ -71,7 +102,7 @@ class StompSession:
         self.session_id = uuid.uuid4().hex
         self.version = V10
         self.tenant = ""
-        self.state = "new"  # new -> connecting -> connected -> closing -> closed
+        self.state: SessionState = NEW
         self.destinations = Destinations(self)
         limits = self.service.limits
         # Seconds a queue subscription's claim is leased for (``[stomp] lease`` within the
@@ -123,9 +154,9 @@ class StompSession:
     def frame_received(self, frame: Frame) -> Deferred[Any] | None:
         """Handle one frame. A Deferred returned means: read no further frame until it
         fires (CONNECT, SUBSCRIBE, COMMIT, DISCONNECT, and SEND past the flow bound)."""
-        if self.state in ("disconnecting", "closing", "closed"):
+        if self.state in ENDING:
             return None
-        if self.version == V10 and self.state == "connected":
+        if self.version == V10 and self.state is CONNECTED:
             frame = trim_10(frame)
         if frame.command not in BATCHED and (self.sender.queued or self.consumers.queued):
             # Frames take effect in order: what SENDs and ACKs queued goes first.
@@ -135,9 +166,9 @@ class StompSession:
             if handler is None:
                 raise StompError(f"unknown command {frame.command[:40]!r}")
             connecting = frame.command in ("CONNECT", "STOMP")
-            if self.state == "new" and not connecting:
+            if self.state is NEW and not connecting:
                 raise StompError(f"{frame.command} before CONNECT")
-            if self.state != "new" and connecting:
+            if self.state is not NEW and connecting:
                 raise StompError("already connected")
             if frame.command == "NACK" and self.version == V10:
                 raise StompError("NACK is not part of STOMP 1.0")
@@ -174,7 +205,7 @@ class StompSession:
 
     def receipt(self, frame: Frame) -> None:
         receipt = frame.get("receipt")
-        if receipt is not None and self.state not in ("closing", "closed"):
+        if receipt is not None and self.state not in CLOSED_OR_CLOSING:
             self.link.send("RECEIPT", [("receipt-id", receipt)])
 
     def _receipt_cb(self, frame: Frame) -> Callable[[Any], None]:
@@ -209,9 +240,9 @@ class StompSession:
         headers: dict[str, str] | None = None,
     ) -> None:
         """Send an ERROR frame, then close: STOMP 1.2 says the server closes after ERROR."""
-        if self.state in ("closing", "closed"):
+        if self.state in CLOSED_OR_CLOSING:
             return
-        self.state = "closing"
+        self.state = CLOSING
         self._stop_all()
         out = [("message", message)]
         if frame is not None and frame.get("receipt") is not None:
@@ -249,9 +280,9 @@ class StompSession:
         self.transactions.clear()
 
     def connection_lost(self) -> None:
-        if self.state == "closed":
+        if self.state is CLOSED:
             return
-        self.state = "closed"
+        self.state = CLOSED
         self._stop_all()
         self.destinations.delete_temp_queues()
         self.sender.release()
@@ -275,15 +306,15 @@ class StompSession:
             if claimed is None:
                 claimed = self.ctx.config.auth.default_tenant or "default"
             token = None
-        self.state = "connecting"
+        self.state = CONNECTING
         d: Deferred[str] = self.ctx.auth.authenticate(claimed, token)
         return d.addCallback(self._connected, version, client_send, client_want)
 
     def _connected(self, tenant: str, version: str, client_send: int, client_want: int) -> None:
-        if self.state != "connecting":
+        if self.state is not CONNECTING:
             return
         self.tenant = tenant
-        self.state = "connected"
+        self.state = CONNECTED
         beat = self.config.heartbeat_ms if version != V10 else 0
         headers = [("version", version), ("session", self.session_id), ("server", SERVER)]
         headers.append(("heart-beat", f"{beat},{beat}"))
@@ -301,7 +332,7 @@ class StompSession:
 
     def _renew(self) -> None:
         self._renewer = None
-        if self.state != "connected":
+        if self.state is not CONNECTED:
             return
         self.consumers.renew()
         self._schedule_renew()
@@ -398,12 +429,12 @@ class StompSession:
         """STOMP 1.2: graceful shutdown; the RECEIPT comes once every earlier frame has
         taken effect, then the server closes."""
         pending = list(self._pending)
-        self.state = "disconnecting"
+        self.state = DISCONNECTING
         self.consumers.halt_all()
         d: Deferred[Any] = DeferredList(pending, consumeErrors=True)
 
         def finish(_: Any) -> None:
-            if self.state != "disconnecting":
+            if self.state is not DISCONNECTING:
                 return
             self.receipt_final(frame)
 
@@ -411,7 +442,7 @@ class StompSession:
 
     def receipt_final(self, frame: Frame) -> None:
         receipt = frame.get("receipt")
-        self.state = "closing"
+        self.state = CLOSING
         self._stop_all()
         if receipt is not None:
             self.link.send("RECEIPT", [("receipt-id", receipt)])
