@@ -94,11 +94,13 @@ class StompSession:
     """One STOMP connection's state: version, tenant, subscriptions, transactions."""
 
     def __init__(self, ctx: Any, link: Link, versions: Sequence[str] = VERSIONS) -> None:
-        self.ctx = ctx
+        # What the session takes from the protocol context, all of it here.
         self.service = ctx.service
+        self.auth = ctx.auth
+        self.auth_config = ctx.config.auth
+        self.config = ctx.config.stomp
         self.link = link
         self.versions = tuple(v for v in VERSIONS if v in versions)
-        self.config = ctx.config.stomp
         self.session_id = uuid.uuid4().hex
         self.version = V10
         self.tenant = ""
@@ -296,7 +298,7 @@ class StompSession:
             client_send, client_want = heart_beat(frame.get("heart-beat", "0,0") or "0,0")
         self.version = version
         host = frame.get("host") or ""
-        if self.ctx.config.auth.mode == "keys":
+        if self.auth_config.mode == "keys":
             # The passcode is the API key; a login, when given, must be the key's tenant.
             claimed: str | None = frame.get("login") or None
             token = frame.get("passcode")
@@ -304,10 +306,10 @@ class StompSession:
             # The virtual host names the tenant; "/" is RabbitMQ's default vhost.
             claimed = host if host not in ("", "/") else None
             if claimed is None:
-                claimed = self.ctx.config.auth.default_tenant or "default"
+                claimed = self.auth_config.default_tenant or "default"
             token = None
         self.state = CONNECTING
-        d: Deferred[str] = self.ctx.auth.authenticate(claimed, token)
+        d: Deferred[str] = self.auth.authenticate(claimed, token)
         return d.addCallback(self._connected, version, client_send, client_want)
 
     def _connected(self, tenant: str, version: str, client_send: int, client_want: int) -> None:
