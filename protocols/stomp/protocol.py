@@ -4,7 +4,8 @@
 it feeds bytes to the parser, hands frames to the session one at a time (holding input
 while the session asks it to) and tells it when a chunk of input is done (the session
 batches its core calls per chunk), sends heart-beats and watches the peer's, and counts
-what is written while the peer does not read.
+what is written while the peer does not read. It builds its session with a factory
+(``link.SessionFactory``; a ``StompSession`` by default), so it can be tested alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qgate.protocols.stomp.codec import V10, VERSIONS, FrameError, Parser, encode
+from qgate.protocols.stomp.link import Link, Session, SessionFactory
 from qgate.protocols.stomp.session import StompSession
 
 log = Logger()
@@ -47,9 +49,9 @@ class Wire(Protocol):
 
 
 class StompLink:
-    """One connection's framing, timers and flow control around a ``StompSession``."""
+    """One connection's framing, timers and flow control around a session."""
 
-    def __init__(self, ctx: Any, wire: Wire, versions: Sequence[str] = VERSIONS) -> None:
+    def __init__(self, ctx: Any, wire: Wire, session_factory: SessionFactory | None = None) -> None:
         config = ctx.config.stomp
         limits = ctx.service.limits
         self.clock: IReactorTime = ctx.service.clock
@@ -61,7 +63,6 @@ class StompLink:
         )
         self.version: str | None = None
         self.max_output = config.max_output_buffer
-        self.session = StompSession(ctx, self, versions)
         self.closed = False
         self._closing = False
         self._output_paused = False
@@ -75,6 +76,9 @@ class StompLink:
         self._send_timer: IDelayedCall | None = None
         self._recv_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
+        if session_factory is None:
+            session_factory = stomp_session_factory(ctx)
+        self.session: Session = session_factory(self)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -224,6 +228,15 @@ class StompLink:
             if timer is not None and timer.active():
                 timer.cancel()
         self._send_timer = self._recv_timer = None
+
+
+def stomp_session_factory(ctx: Any, versions: Sequence[str] = VERSIONS) -> SessionFactory:
+    """A ``StompSession`` over ``ctx`` for each new link, speaking ``versions``."""
+
+    def build(link: Link) -> Session:
+        return StompSession(ctx, link, versions)
+
+    return build
 
 
 @implementer(IPushProducer)

@@ -19,7 +19,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from qgate.protocols.stomp.codec import V10, V11, V12, VERSIONS
-from qgate.protocols.stomp.protocol import StompLink
+from qgate.protocols.stomp.protocol import StompLink, stomp_session_factory
 
 #: WebSocket subprotocol -> the STOMP versions it allows (STOMP over WebSocket convention).
 SUBPROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -79,7 +79,8 @@ class StompWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def onOpen(self) -> None:
         ctx = self.factory.ctx
-        self.link = StompLink(ctx, _MessageWire(self), self.stomp_versions)
+        sessions = stomp_session_factory(ctx, self.stomp_versions)
+        self.link = StompLink(ctx, _MessageWire(self), sessions)
         # Learn when the peer stops reading; the HTTP channel that served the upgrade
         # request may still be registered as the transport's producer.
         transport: Any = self.transport
