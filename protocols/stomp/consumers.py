@@ -67,6 +67,18 @@ class Consumers:
     """A session's subscriptions by id and its unsettled deliveries by tag; the
     ``Owner`` every one of its subscriptions talks to."""
 
+    __slots__ = (
+        "session",
+        "service",
+        "prefetch",
+        "lease",
+        "subscriptions",
+        "_link",
+        "_deliveries",
+        "_next_tag",
+        "_to_flush",
+    )
+
     def __init__(self, session: ConsumerSession, prefetch: int, lease: float) -> None:
         self.session = session
         self.service = session.service

@@ -77,6 +77,8 @@ class Destinations:
     """One connection's destinations: parsed names, the core queues it knows exist, and
     its temporary queues (``/temp-queue/NAME`` -> core queue), deleted when it closes."""
 
+    __slots__ = ("owner", "service", "known", "temp_queues", "_parsed", "_transient")
+
     def __init__(self, owner: QueueOwner) -> None:
         self.owner = owner
         self.service = owner.service

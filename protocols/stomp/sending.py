@@ -74,6 +74,16 @@ class _SendBatch:
 class Sender:
     """One connection's SENDs on their way to the core."""
 
+    __slots__ = (
+        "session",
+        "service",
+        "_known",
+        "_sends",
+        "_inflight",
+        "_inflight_bytes",
+        "_drained",
+    )
+
     def __init__(self, session: SendingSession) -> None:
         self.session = session
         self.service = session.service

@@ -113,25 +113,10 @@ class StompSession:
         self.lease = float(min(max(self.config.lease, limits.min_lease), limits.max_lease))
         self.consumers = Consumers(self, self.config.prefetch, self.lease)
         self.sender = Sender(self)
-        self.transactions = Transactions(
-            self.sender.publish, self.consumers.settle, limits.max_batch
-        )
+        self.transactions = Transactions(limits.max_batch)
         self._pending: set[Deferred[Any]] = set()
         self._renewer: IDelayedCall | None = None
         self.batching = False
-        self._handlers: dict[str, Callable[[Frame], Deferred[Any] | None]] = {
-            "CONNECT": self._on_connect,
-            "STOMP": self._on_connect,
-            "SEND": self._on_send,
-            "SUBSCRIBE": self.consumers.on_subscribe,
-            "UNSUBSCRIBE": self.consumers.on_unsubscribe,
-            "ACK": self._on_ack,
-            "NACK": self._on_nack,
-            "BEGIN": self._on_begin,
-            "COMMIT": self._on_commit,
-            "ABORT": self._on_abort,
-            "DISCONNECT": self._on_disconnect,
-        }
 
     # -- batching: what one chunk of input asks of the core goes in as few calls as it can --
 
@@ -163,7 +148,7 @@ class StompSession:
         if frame.command not in BATCHED and (self.sender.queued or self.consumers.queued):
             # Frames take effect in order: what SENDs and ACKs queued goes first.
             self.flush()
-        handler = self._handlers.get(frame.command)
+        handler = HANDLERS.get(frame.command)
         try:
             if handler is None:
                 raise StompError(f"unknown command {frame.command[:40]!r}")
@@ -174,7 +159,7 @@ class StompSession:
                 raise StompError("already connected")
             if frame.command == "NACK" and self.version == V10:
                 raise StompError("NACK is not part of STOMP 1.0")
-            d = handler(frame)
+            d = handler(self, frame)
         except (StompError, QGateError) as e:
             self.fail_with(e, frame)
             return None
@@ -393,7 +378,13 @@ class StompSession:
             return
         self.sender.queue(frame, (kind, name), message, options)
 
-    # -- ACK / NACK ------------------------------------------------------------------------
+    # -- SUBSCRIBE, UNSUBSCRIBE, ACK, NACK -------------------------------------------------
+
+    def _on_subscribe(self, frame: Frame) -> Deferred[Any]:
+        return self.consumers.on_subscribe(frame)
+
+    def _on_unsubscribe(self, frame: Frame) -> None:
+        self.consumers.on_unsubscribe(frame)
 
     def _on_ack(self, frame: Frame) -> None:
         self._settle_frame(frame, True)
@@ -422,7 +413,8 @@ class StompSession:
         self.receipt(frame)
 
     def _on_commit(self, frame: Frame) -> Deferred[Any]:
-        d = self.transactions.commit(require(frame, "transaction"))
+        tx = require(frame, "transaction")
+        d = self.transactions.commit(tx, self.sender.publish, self.consumers.settle)
         return d.addCallback(self._receipt_cb(frame))
 
     # -- DISCONNECT ------------------------------------------------------------------------
@@ -449,3 +441,20 @@ class StompSession:
         if receipt is not None:
             self.link.send("RECEIPT", [("receipt-id", receipt)])
         self.link.close()
+
+
+#: The handler of each client frame: one table for every session (a table of bound
+#: methods would cost each connection about a kilobyte).
+HANDLERS: dict[str, Callable[[StompSession, Frame], Deferred[Any] | None]] = {
+    "CONNECT": StompSession._on_connect,
+    "STOMP": StompSession._on_connect,
+    "SEND": StompSession._on_send,
+    "SUBSCRIBE": StompSession._on_subscribe,
+    "UNSUBSCRIBE": StompSession._on_unsubscribe,
+    "ACK": StompSession._on_ack,
+    "NACK": StompSession._on_nack,
+    "BEGIN": StompSession._on_begin,
+    "COMMIT": StompSession._on_commit,
+    "ABORT": StompSession._on_abort,
+    "DISCONNECT": StompSession._on_disconnect,
+}

@@ -86,10 +86,11 @@ class Transaction:
 class Transactions:
     """A connection's open transactions by name."""
 
-    def __init__(self, publish: Publish, settle: Settle, max_batch: int) -> None:
+    __slots__ = ("_open", "_max_batch")
+
+    def __init__(self, max_batch: int) -> None:
         self._open: dict[str, Transaction] = {}
-        self._publish = publish
-        self._settle = settle
+        #: Most SENDs one publish of a COMMIT stores.
         self._max_batch = max_batch
 
     def begin(self, name: str) -> None:
@@ -104,11 +105,12 @@ class Transactions:
             raise StompError(f"unknown transaction {name[:80]!r}")
         return tx
 
-    def commit(self, name: str) -> Deferred[None]:
-        """Apply ``name`` and close it; fires once everything it kept has taken effect."""
+    def commit(self, name: str, publish: Publish, settle: Settle) -> Deferred[None]:
+        """Apply ``name`` through ``publish`` and ``settle``, and close it; fires once
+        everything it kept has taken effect."""
         tx = self.find(name)
         del self._open[name]
-        return Deferred.fromCoroutine(tx.apply(self._publish, self._settle, self._max_batch))
+        return Deferred.fromCoroutine(tx.apply(publish, settle, self._max_batch))
 
     def abort(self, name: str) -> None:
         """Close ``name``; nothing it kept takes effect."""

@@ -41,7 +41,7 @@ def _send(name: str, body: bytes, kind: str = "queue", options: Any = None) -> P
 
 def test_commit_batches_consecutive_sends_to_one_destination_and_keeps_the_order():
     core = Recorder()
-    txs = Transactions(core.publish, core.settle, max_batch=2)
+    txs = Transactions(max_batch=2)
     txs.begin("t")
     tx = txs.find("t")
     for op in (
@@ -55,7 +55,7 @@ def test_commit_batches_consecutive_sends_to_one_destination_and_keeps_the_order
         _send("b", b"6", kind="topic"),  # same name, another destination
     ):
         tx.add(op)
-    fired(txs.commit("t"))
+    fired(txs.commit("t", core.publish, core.settle))
     assert core.calls == [
         ("publish", "queue", "a", [b"1", b"2"], "transient"),
         ("publish", "queue", "a", [b"3"], None),
@@ -71,7 +71,7 @@ def test_commit_batches_consecutive_sends_to_one_destination_and_keeps_the_order
 
 def test_abort_and_clear_drop_what_was_kept():
     core = Recorder()
-    txs = Transactions(core.publish, core.settle, max_batch=10)
+    txs = Transactions(max_batch=10)
     for name in ("a", "b"):
         txs.begin(name)
         txs.find(name).add(_send("q", b"x"))
@@ -79,12 +79,12 @@ def test_abort_and_clear_drop_what_was_kept():
     txs.clear()
     for name in ("a", "b"):
         with pytest.raises(StompError, match="unknown transaction"):
-            txs.commit(name)
+            txs.commit(name, core.publish, core.settle)
     assert core.calls == []
 
 
 def test_a_transaction_cannot_be_opened_twice():
-    txs = Transactions(Recorder().publish, Recorder().settle, max_batch=10)
+    txs = Transactions(max_batch=10)
     txs.begin("t")
     with pytest.raises(StompError, match="already open"):
         txs.begin("t")
