@@ -15,11 +15,7 @@ from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
 from qgate.storage.sql.store import SQLStorage
 from tests.support.core import TEST_LIMITS, make_clock
-from tests.support.stores import PG_URL, clean_pg, open_store, temporary_database
-
-# Old import paths, for branches written before tests.support: remove once they are merged.
-_clean_pg = clean_pg
-__all__ = ["PG_URL", "TEST_LIMITS", "_clean_pg"]
+from tests.support.stores import open_store, temporary_database
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 (``protocols.stomp.websocket:websocket_resource``).
 
 Layers: ``codec`` (bytes <-> frames, no I/O), ``protocol`` (Twisted transport, timers,
-back-pressure) and ``session`` (the adapter that calls ``IQueueService`` and nothing else).
+back-pressure) and ``session`` (the adapter that calls ``IQueueService`` and nothing else),
+which meet at ``link``. The session's parts, one job each: ``headers``, ``destinations``,
+``sending``, ``consumers`` with ``subscriptions``, ``transactions`` (and ``bodies`` for
+Avro bodies).
 """
 
 from __future__ import annotations

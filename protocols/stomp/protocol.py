@@ -4,7 +4,8 @@
 it feeds bytes to the parser, hands frames to the session one at a time (holding input
 while the session asks it to) and tells it when a chunk of input is done (the session
 batches its core calls per chunk), sends heart-beats and watches the peer's, and counts
-what is written while the peer does not read.
+what is written while the peer does not read. It builds its session with a factory
+(``link.SessionFactory``; a ``StompSession`` by default), so it can be tested alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zope.interface import implementer
 
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V10, VERSIONS, FrameError, Parser, encode
+from qgate.protocols.stomp.link import Link, Session, SessionFactory
 from qgate.protocols.stomp.session import StompSession
 from qgate.protocols.stomp.settings import StompSettings
 
@@ -49,10 +51,13 @@ class Wire(Protocol):
 
 
 class StompLink:
-    """One connection's framing, timers and flow control around a ``StompSession``."""
+    """One connection's framing, timers and flow control around a session."""
 
     def __init__(
-        self, ctx: ProtocolContext[StompSettings], wire: Wire, versions: Sequence[str] = VERSIONS
+        self,
+        ctx: ProtocolContext[StompSettings],
+        wire: Wire,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         config = ctx.settings
         limits = ctx.service.limits
@@ -65,7 +70,6 @@ class StompLink:
         )
         self.version: str | None = None
         self.max_output = config.max_output_buffer
-        self.session = StompSession(ctx, self, versions)
         self.closed = False
         self._closing = False
         self._output_paused = False
@@ -79,6 +83,9 @@ class StompLink:
         self._send_timer: IDelayedCall | None = None
         self._recv_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
+        if session_factory is None:
+            session_factory = stomp_session_factory(ctx)
+        self.session: Session = session_factory(self)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -230,6 +237,17 @@ class StompLink:
         self._send_timer = self._recv_timer = None
 
 
+def stomp_session_factory(
+    ctx: ProtocolContext[StompSettings], versions: Sequence[str] = VERSIONS
+) -> SessionFactory:
+    """A ``StompSession`` over ``ctx`` for each new link, speaking ``versions``."""
+
+    def build(link: Link) -> Session:
+        return StompSession(ctx, link, versions)
+
+    return build
+
+
 @implementer(IPushProducer)
 class StompProtocol(TwistedProtocol):
     """STOMP over a stream transport (TCP, TLS, UNIX). As the transport's producer it
@@ -237,7 +255,7 @@ class StompProtocol(TwistedProtocol):
 
     link: StompLink
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ProtocolContext[StompSettings]) -> None:
         self.ctx = ctx
 
     def connectionMade(self) -> None:

@@ -2,563 +2,97 @@
 
 It knows frames and the core API, not sockets: the Twisted side (``protocol.py`` for TCP,
 ``websocket.py`` for WebSocket) hands it parsed frames through ``frame_received`` and gives
-it a ``Link`` to send frames, negotiate heart-beats and learn about output back-pressure.
+it a ``Link`` (``link.py``) to send frames, negotiate heart-beats and learn about output
+back-pressure.
 
-Destinations (after RabbitMQ's STOMP plugin):
+``StompSession`` does CONNECT (version, heart-beats, tenant), dispatches every other frame
+to the part whose job it is, and owns the session's life: RECEIPTs, ERROR then close,
+DISCONNECT, the end of the connection. The parts, each knowing the session only through a
+small protocol of what it needs:
 
-- ``/queue/NAME``: competing consumers; the subscription claims messages (``service.claim``
-  with a lease renewed while the connection lives) and ACK deletes them.
-- ``/topic/NAME``: every subscriber sees every message published after it subscribed
-  (``service.observe`` from the newest marker). With ``durable:true`` and an ``id`` the
-  position is a server-side cursor (``service.set_cursor``) advanced by acks.
-- ``/temp-queue/NAME``: a private transient queue of this connection, deleted when it
-  closes. In a SEND's ``reply-to`` it is rewritten to ``/reply-queue/<queue>``, which any
-  client (or an HTTP client, as queue ``<queue>``) can send the reply to.
-
-``/queue/NAME`` and ``/topic/NAME`` name the same core queue ``NAME``: a destination says
-how a subscriber consumes, not where a message is stored.
+- ``headers.py``: the rules header values follow (pure functions of a frame);
+- ``destinations.py``: ``/queue/``, ``/topic/``, ``/temp-queue/``, ``/reply-queue/`` and
+  the queues a connection makes;
+- ``sending.py``: SENDs to the core, batched, with producer flow control;
+- ``consumers.py`` and ``subscriptions.py``: SUBSCRIBE, the delivery loops, ACK/NACK;
+- ``transactions.py``: BEGIN, COMMIT, ABORT.
 
 Batching: the SENDs (per destination) and ACKs of one chunk of input reach the core as one
-``publish`` / ``ack`` call each, when the link says the chunk is done (``input_done``).
-Any other frame first flushes what is queued, so frames still take effect in order; a
-batch the core refuses is retried SEND by SEND, so the error lands on the SEND that caused
-it. RECEIPTs still come per frame, after the core has stored what the frame asked for.
+``publish`` / ``ack`` call each, when the link says the chunk is done (``input_done``);
+any other frame first flushes what is queued, so frames still take effect in order.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    gatherResults,
-    succeed,
-)
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from qgate.core.errors import ClaimNotFound, QGateError, QueueNotFound, Unauthorized
-from qgate.core.limits import NAME_RE
-from qgate.core.model import DEFAULT_PRIORITY, Claim, Message, NewMessage, QueueOptions
+from qgate.core.errors import QGateError, Unauthorized
+from qgate.core.model import NewMessage, QueueOptions
 from qgate.protocols.context import ProtocolContext
-from qgate.protocols.stomp.bodies import DEFAULT, SubscriptionBodies, parse_accept
-from qgate.protocols.stomp.codec import V10, V12, VERSIONS, Frame, FrameError
+from qgate.protocols.stomp.codec import V10, VERSIONS, Frame, FrameError
+from qgate.protocols.stomp.consumers import Consumers
+from qgate.protocols.stomp.destinations import Destinations
+from qgate.protocols.stomp.errors import StompError, error_of
+from qgate.protocols.stomp.headers import (
+    accepted_version,
+    heart_beat,
+    new_message,
+    require,
+    trim_10,
+)
+from qgate.protocols.stomp.link import Link
+from qgate.protocols.stomp.sending import Sender
 from qgate.protocols.stomp.settings import StompSettings
+from qgate.protocols.stomp.transactions import PendingAck, PendingNack, PendingSend, Transactions
 
 log = Logger()
-T = TypeVar("T")
 
 SERVER = "qgate/0.1"
 #: The tenant of a client that names no virtual host, where the authenticator believes
 #: what clients name and has no default of its own.
 DEFAULT_TENANT = "default"
 
-#: Longest single wait on the core; a subscription waits again after it (no busy loop).
-WAIT = 30.0
-#: Producer flow control: input is paused while this many publishes (or bytes) are in
-#: flight, and resumed once half of them have been committed.
-MAX_INFLIGHT_PUBLISHES = 512
-MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
-#: Upper bound for ``prefetch-count`` (messages in flight per subscription).
-MAX_PREFETCH = 10_000
-#: Most digits of an integer header (priority, heart-beat, ACK id): 18 fit in 64 bits.
-MAX_DIGITS = 18
-
-ACK_MODES = ("auto", "client", "client-individual")
-DESTINATION_KINDS = ("queue", "topic", "temp-queue", "reply-queue")
 #: Frames whose effects in the core are batched per chunk of input (in order among them).
 BATCHED = frozenset({"SEND", "ACK", "NACK"})
 
-#: SEND headers that are STOMP's own, not the publisher's (not stored with the message).
-STOMP_HEADERS = frozenset(
-    {
-        "destination",
-        "content-length",
-        "content-type",
-        "receipt",
-        "transaction",
-        "persistent",
-        "priority",
-        "expires",
-        "expiration",
-        "message-id",
-        "subscription",
-        "ack",
-    }
-)
 
-
-class StompError(Exception):
-    """A client error: answered with an ERROR frame, then the connection closes."""
-
-    def __init__(self, message: str, detail: str = "", **headers: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.headers = headers
-
-
-class Link(Protocol):
-    """What the session needs from the Twisted side of a connection."""
-
-    @property
-    def output_paused(self) -> bool:
-        """True while the peer does not read fast enough (the transport paused us)."""
-
-    def send(self, command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> None:
-        """Encode a frame for the negotiated version and write it."""
-
-    def set_version(self, version: str) -> None:
-        """Use ``version``'s header escaping from the next frame on, both ways."""
-
-    def start_heartbeat(self, send_every: float, expect_every: float) -> None:
-        """Send EOLs every ``send_every`` s; close if nothing arrives for longer than
-        ``expect_every`` s plus a grace margin (0 disables either)."""
-
-    def close(self) -> None:
-        """Close once what was written is flushed."""
-
-
-def _as_deferred(
-    f: Callable[..., Coroutine[Any, Any, Any]],
-) -> Callable[..., Deferred[Any]]:
-    def wrapper(*args: Any, **kwargs: Any) -> Deferred[Any]:
-        return Deferred.fromCoroutine(f(*args, **kwargs))
-
-    wrapper.__name__ = f.__name__
-    wrapper.__doc__ = f.__doc__
-    return wrapper
-
-
-def _require(frame: Frame, name: str) -> str:
-    value = frame.get(name)
-    if value is None or value == "":
-        raise StompError(f"{frame.command} frame needs a {name} header")
-    return value
-
-
-class _Delivery:
-    """A MESSAGE sent and not yet settled (client and client-individual modes)."""
-
-    __slots__ = ("tag", "message", "claim_id")
-
-    def __init__(self, tag: str, message: Message, claim_id: str | None) -> None:
-        self.tag = tag
-        self.message = message
-        self.claim_id = claim_id
-
-
-class _SendBatch:
-    """SENDs to one destination received in one chunk of input, published as one batch."""
-
-    __slots__ = ("kind", "name", "options", "messages", "frames", "receipts")
-
-    def __init__(self, kind: str, name: str, options: QueueOptions | None) -> None:
-        self.kind = kind
-        self.name = name
-        self.options = options
-        self.messages: list[NewMessage] = []
-        self.frames: list[Frame] = []
-        self.receipts = False
-
-    def add(self, message: NewMessage, frame: Frame, options: QueueOptions | None) -> None:
-        self.messages.append(message)
-        self.frames.append(frame)
-        if "receipt" in frame.headers:
-            self.receipts = True
-        if self.options is None:
-            self.options = options  # the queue is made (on first use) as any SEND says
-
-
-class Subscription:
-    """One SUBSCRIBE: a loop that waits on the core, writes MESSAGE frames and stops when
-    the prefetch window is full or the peer does not read."""
-
-    kind = ""
-
-    def __init__(
-        self,
-        session: StompSession,
-        sub_id: str,
-        destination: str,
-        queue: str,
-        ack: str,
-        prefetch: int,
-        options: QueueOptions | None,
-        accept: str = DEFAULT,
-    ) -> None:
-        self.session = session
-        self.id = sub_id
-        self.destination = destination
-        self.queue = queue
-        self.ack = ack
-        self.prefetch = prefetch
-        self.options = options
-        #: Avro bodies of a schema-checked queue in the format SUBSCRIBE's accept chose.
-        self.bodies = SubscriptionBodies(session.service, accept)
-        self.unacked: dict[str, _Delivery] = {}
-        self.active = False
-        self.stopped = False
-        self._waiting: Deferred[Any] | None = None
-        self._kick: Deferred[None] | None = None
-        self._ack_waiters: list[Deferred[None]] = []
-
-    @property
-    def service(self) -> Any:
-        return self.session.service
-
-    @property
-    def tenant(self) -> str:
-        return self.session.tenant
-
-    # -- life cycle ------------------------------------------------------------------------
-
-    @_as_deferred
-    async def start(self) -> None:
-        await self.session.ensure_queue(self.queue, self.options)
-        await self.setup()
-
-    def begin(self, _: object = None) -> None:
-        """Start the delivery loop (after the SUBSCRIBE's RECEIPT has gone out)."""
-        if self.stopped or self.active:
-            return
-        self.active = True
-        task = Deferred.fromCoroutine(self._run())
-        task.addErrback(self._crashed)
-
-    async def setup(self) -> None:
-        """Where the subscription starts reading (topics)."""
-
-    def _crashed(self, failure: Failure) -> None:
-        if failure.check(CancelledError) or not self.active:
-            return
-        self.active = False
-        self.session.subscription_failed(self, failure)
-
-    async def wait_on(self, d: Deferred[T]) -> T:
-        """Await ``d``, cancelled by ``stop()`` (core waits and the room-wait only)."""
-        self._waiting = d
-        try:
-            return await d
-        finally:
-            self._waiting = None
-
-    def halt(self) -> None:
-        """Deliver nothing more; what was delivered stays unacked until ``stop()``."""
-        self.active = False
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
-
-    def stop(self) -> Deferred[Any]:
-        """Stop delivering; give back what was delivered and not acknowledged (what was
-        acknowledged and not yet written goes to the core first)."""
-        self.flush()
-        self.active = False
-        self.stopped = True
-        self._kick = None
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
-        pending = list(self.unacked.values())
-        self.unacked.clear()
-        for d in pending:
-            self.session.forget(d.tag)
-        return self.give_back(pending)
-
-    def give_back(self, deliveries: Sequence[_Delivery]) -> Deferred[Any]:
-        return succeed(None)
-
-    def kick(self) -> None:
-        """Something changed (an ack, the peer reads again): look again for room."""
-        kick, self._kick = self._kick, None
-        if kick is not None and not kick.called:
-            kick.callback(None)
-
-    # -- the delivery loop -----------------------------------------------------------------
-
-    def room(self) -> int:
-        if self.ack == "auto":
-            return self.prefetch
-        return self.prefetch - len(self.unacked)
-
-    async def _run(self) -> None:
-        while self.active:
-            if self.room() <= 0 or self.session.output_paused:
-                self._kick = Deferred()
-                await self.wait_on(self._kick)
-                continue
-            await self.fetch_and_deliver(self.room())
-
-    async def fetch_and_deliver(self, room: int) -> None:
-        raise NotImplementedError
-
-    def deliver(self, message: Message, claim_id: str | None, redelivered: bool = False) -> str:
-        tag = self.session.new_tag()
-        if self.ack != "auto":
-            # Tracked before the write: a write can end the session (slow consumer), and
-            # stop() must then give this message back too.
-            self.unacked[tag] = _Delivery(tag, message, claim_id)
-            self.session.track_delivery(tag, self)
-        self.session.send_message(self, tag, message, redelivered)
-        return tag
-
-    # -- ACK / NACK ------------------------------------------------------------------------
-
-    def take(self, tag: str) -> list[_Delivery]:
-        """The deliveries an ACK/NACK of ``tag`` settles: in ``client`` mode every one up to
-        it (STOMP 1.2: the ACK is cumulative), in ``client-individual`` mode just it."""
-        if tag not in self.unacked:
-            return []
-        if self.ack == "client-individual":
-            taken = [self.unacked.pop(tag)]
-        else:
-            taken = []
-            while self.unacked:  # oldest first, up to and including ``tag``
-                t = next(iter(self.unacked))
-                taken.append(self.unacked.pop(t))
-                if t == tag:
-                    break
-        for d in taken:
-            self.session.forget(d.tag)
-        return taken
-
-    def settle(self, tag: str, positive: bool) -> Deferred[None]:
-        """ACK or NACK ``tag``; fires once that has taken effect in the core."""
-        taken = self.take(tag)
-        if not taken:
-            self.kick()
-            return succeed(None)
-        if not positive:
-            d = Deferred.fromCoroutine(self.nacked(taken))
-            return d.addBoth(self._kicked)
-        # The window has room again now; the acks themselves go to the core in one call
-        # per input chunk (see ``flush``), not one per ACK frame.
-        self.queue_acks(taken)
-        waiter: Deferred[None] = Deferred()
-        self._ack_waiters.append(waiter)
-        self.session.flush_later(self)
-        self.kick()
-        return waiter
-
-    def _kicked(self, result: T) -> T:
-        self.kick()
-        return result
-
-    def flush(self) -> None:
-        """Hand the queued acks to the core; their waiters fire once it is done."""
-        if not self._ack_waiters:
-            return
-        waiters, self._ack_waiters = self._ack_waiters, []
-        self.write_acks().addBoth(_fire_all, waiters)
-
-    def queue_acks(self, deliveries: Sequence[_Delivery]) -> None:
-        raise NotImplementedError
-
-    def write_acks(self) -> Deferred[Any]:
-        raise NotImplementedError
-
-    async def nacked(self, deliveries: Sequence[_Delivery]) -> None:
-        raise NotImplementedError
-
-    def renew(self) -> list[Deferred[Any]]:
-        return []
-
-
-def _fire_all(result: object, waiters: list[Deferred[None]]) -> None:
-    for waiter in waiters:
-        if isinstance(result, Failure):
-            waiter.errback(result)
-        else:
-            waiter.callback(None)
-
-
-def _by_claim(deliveries: Iterable[_Delivery]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for d in deliveries:
-        if d.claim_id is not None:
-            out.setdefault(d.claim_id, []).append(d.message.id)
-    return out
-
-
-class QueueSubscription(Subscription):
-    """``/queue/NAME`` and ``/temp-queue/NAME``: competing consumers over claims."""
-
-    kind = "queue"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Acknowledged message ids not yet written, by claim.
-        self._acks: dict[str, list[str]] = {}
-
-    async def fetch_and_deliver(self, room: int) -> None:
-        limits = self.service.limits
-        lease = self.session.lease
-        claim = await self.wait_on(
-            self.service.claim(
-                self.tenant,
-                self.queue,
-                limit=min(room, limits.max_claim),
-                ttl=lease,
-                wait=min(WAIT, limits.max_wait),
-            )
-        )
-        if claim is not None:
-            await self._deliver_claim(claim)
-
-    async def _deliver_claim(self, claim: Claim) -> None:
-        try:
-            messages = await self.bodies.convert(self.tenant, self.queue, claim.messages)
-        except Exception:
-            # Not delivered, so not left claimed until the lease ends.
-            await self.service.release(self.tenant, self.queue, claim.id)
-            raise
-        delivered: list[str] = []
-        for message in messages:
-            if not self.active:
-                break
-            self.deliver(message, claim.id, redelivered=message.claim_count > 1)
-            delivered.append(message.id)
-        rest = [m.id for m in messages[len(delivered) :]]
-        if rest:
-            # Stopped in the middle of a batch: the rest goes straight back.
-            await self.service.release(self.tenant, self.queue, claim.id, rest)
-        if self.ack == "auto" and delivered:
-            # ack:auto: the message counts as acknowledged once it is sent. Not awaited: the
-            # next claim goes to the core meanwhile (with SQL, in the same group commit).
-            self.session.track(self.service.ack(self.tenant, self.queue, claim.id, delivered))
-
-    def queue_acks(self, deliveries: Sequence[_Delivery]) -> None:
-        acks = self._acks
-        for d in deliveries:
-            if d.claim_id is not None:
-                ids = acks.get(d.claim_id)
-                if ids is None:
-                    acks[d.claim_id] = [d.message.id]
-                else:
-                    ids.append(d.message.id)
-
-    def write_acks(self) -> Deferred[Any]:
-        acks, self._acks = self._acks, {}
-        ds = [self.service.ack(self.tenant, self.queue, c, ids) for c, ids in acks.items()]
-        if len(ds) == 1:
-            return ds[0]
-        return gatherResults(ds, consumeErrors=True)
-
-    async def nacked(self, deliveries: Sequence[_Delivery]) -> None:
-        # NACK: the message is available again and the claim counts toward dead-lettering.
-        for claim_id, ids in _by_claim(deliveries).items():
-            await self.service.release(self.tenant, self.queue, claim_id, ids)
-
-    def give_back(self, deliveries: Sequence[_Delivery]) -> Deferred[Any]:
-        ds = [
-            self.service.release(self.tenant, self.queue, claim_id, ids)
-            for claim_id, ids in _by_claim(deliveries).items()
-        ]
-        return gatherResults(ds, consumeErrors=True)
-
-    def renew(self) -> list[Deferred[Any]]:
-        lease = self.session.lease
-        out = []
-        for claim_id in _by_claim(self.unacked.values()):
-            d = self.service.renew_claim(self.tenant, self.queue, claim_id, lease)
-            d.addErrback(lambda f: f.trap(ClaimNotFound, QueueNotFound))
-            out.append(d)
-        return out
-
-
-class TopicSubscription(Subscription):
-    """``/topic/NAME``: a reader of the queue's log from a marker on (fan-out)."""
-
-    kind = "topic"
-
-    def __init__(self, *args: Any, durable: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.durable = durable
-        #: The marker of the last message delivered ("0": before every message).
-        self.after = 0
-        self.saved: int | None = None
-        self.redeliver: deque[Message] = deque()
-
-    async def setup(self) -> None:
-        if self.durable:
-            cursor = await self.service.get_cursor(self.tenant, self.queue, self.id)
-            if cursor is not None:
-                self.after = self.saved = int(cursor)
-                return
-        stats = await self.service.queue_stats(self.tenant, self.queue)
-        # Only messages published after SUBSCRIBE: start after the newest one there, or
-        # before every message (marker 0) on an empty queue.
-        self.after = stats.newest.marker if stats.newest is not None else 0
-        if self.durable:
-            # Stored at once, even on an empty queue: a message published while this
-            # subscriber is away is delivered when it comes back.
-            await self._save(self.after)
-
-    async def _save(self, marker: int) -> None:
-        if self.saved is None or marker > self.saved:
-            self.saved = marker
-            await self.service.set_cursor(self.tenant, self.queue, self.id, str(marker))
-
-    async def fetch_and_deliver(self, room: int) -> None:
-        if self.redeliver:
-            while self.redeliver and room > 0 and self.active:
-                self.deliver(self.redeliver.popleft(), None, redelivered=True)
-                room -= 1
-            return
-        found = await self.wait_on(
-            self.service.observe(
-                self.tenant,
-                self.queue,
-                after=str(self.after),
-                limit=min(room, self.service.limits.max_page),
-                include_claimed=True,
-                include_delayed=True,
-                wait=min(WAIT, self.service.limits.max_wait),
-            )
-        )
-        if not found or not self.active:
-            return
-        found = await self.bodies.convert(self.tenant, self.queue, found)
-        for message in found:
-            if not self.active:
-                break
-            self.deliver(message, None)
-            self.after = message.marker
-        if self.ack == "auto" and self.durable:
-            await self._save(self.after)
-
-    def _position(self) -> int:
-        """The marker everything at or below which has been acknowledged."""
-        pending = [d.message.marker for d in self.unacked.values()]
-        pending += [m.marker for m in self.redeliver]
-        if pending:
-            return min(pending) - 1
-        return self.after
-
-    def queue_acks(self, deliveries: Sequence[_Delivery]) -> None:
-        pass  # the position is worked out when written
-
-    def write_acks(self) -> Deferred[Any]:
-        if not self.durable:
-            return succeed(None)
-        return Deferred.fromCoroutine(self._save(self._position()))
-
-    async def nacked(self, deliveries: Sequence[_Delivery]) -> None:
-        # NACK on a topic: the subscriber gets the message again (it stays in its log).
-        merged = sorted([*self.redeliver, *(d.message for d in deliveries)], key=_marker)
-        self.redeliver = deque(merged)
-
-
-def _marker(m: Message) -> int:
-    return m.marker
+class SessionState(enum.Enum):
+    """Where a session is: NEW -> CONNECTING (authenticating) -> CONNECTED, then CLOSING
+    (an ERROR frame, or the DISCONNECT's RECEIPT after DISCONNECTING) and CLOSED (the
+    connection has ended, from any state)."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    #: DISCONNECT received: no frame is handled and nothing more is delivered; its RECEIPT
+    #: waits for what earlier frames asked of the core.
+    DISCONNECTING = "disconnecting"
+    #: ERROR (or the DISCONNECT's RECEIPT) written: nothing else goes out; closing.
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+#: Plain names for the states: the state is checked on every frame, and an Enum attribute
+#: lookup costs several times a global one.
+NEW = SessionState.NEW
+CONNECTING = SessionState.CONNECTING
+CONNECTED = SessionState.CONNECTED
+DISCONNECTING = SessionState.DISCONNECTING
+CLOSING = SessionState.CLOSING
+CLOSED = SessionState.CLOSED
+#: No frame is handled any more.
+ENDING = (DISCONNECTING, CLOSING, CLOSED)
+#: No frame is written any more (but ERROR or the final RECEIPT that got it there).
+CLOSED_OR_CLOSING = (CLOSING, CLOSED)
 
 
 class StompSession:
@@ -567,100 +101,71 @@ class StompSession:
     def __init__(
         self, ctx: ProtocolContext[StompSettings], link: Link, versions: Sequence[str] = VERSIONS
     ) -> None:
-        self.ctx = ctx
+        # What the session takes from the protocol context, all of it here.
         self.service = ctx.service
         self.auth = ctx.auth
+        self.config = ctx.settings
         self.link = link
         self.versions = tuple(v for v in VERSIONS if v in versions)
-        self.config = ctx.settings
         self.session_id = uuid.uuid4().hex
         self.version = V10
         self.tenant = ""
-        self.state = "new"  # new -> connecting -> connected -> closing -> closed
-        self.subscriptions: dict[str, Subscription] = {}
-        self.transactions: dict[str, list[tuple[str, Any]]] = {}
-        self.temp_queues: dict[str, str] = {}
-        self._deliveries: dict[str, Subscription] = {}
-        self._next_tag = 1
-        self._known_queues: set[str] = set()
+        self.state: SessionState = NEW
+        self.destinations = Destinations(self)
+        limits = self.service.limits
+        # Seconds a queue subscription's claim is leased for (``[stomp] lease`` within the
+        # core's bounds). Renewed every third of it while the connection lives, so the
+        # messages of a crashed process come back within one lease.
+        self.lease = float(min(max(self.config.lease, limits.min_lease), limits.max_lease))
+        self.consumers = Consumers(self, self.config.prefetch, self.lease)
+        self.sender = Sender(self)
+        self.transactions = Transactions(limits.max_batch)
         self._pending: set[Deferred[Any]] = set()
-        self._inflight = 0
-        self._inflight_bytes = 0
-        self._drained: Deferred[None] | None = None
         self._renewer: IDelayedCall | None = None
-        self._transient: QueueOptions | None = None
-        self._destinations: dict[str, tuple[str, str]] = {}
-        self._batching = False
-        self._to_flush: list[Subscription] = []
-        self._sends: dict[tuple[str, str], _SendBatch] = {}
-        self._handlers: dict[str, Callable[[Frame], Deferred[Any] | None]] = {
-            "CONNECT": self._on_connect,
-            "STOMP": self._on_connect,
-            "SEND": self._on_send,
-            "SUBSCRIBE": self._on_subscribe,
-            "UNSUBSCRIBE": self._on_unsubscribe,
-            "ACK": self._on_ack,
-            "NACK": self._on_nack,
-            "BEGIN": self._on_begin,
-            "COMMIT": self._on_commit,
-            "ABORT": self._on_abort,
-            "DISCONNECT": self._on_disconnect,
-        }
-
-    @property
-    def output_paused(self) -> bool:
-        return self.link.output_paused
+        self.batching = False
 
     # -- batching: what one chunk of input asks of the core goes in as few calls as it can --
 
     def input_started(self) -> None:
         """The link hands over the frames of one chunk of input now."""
-        self._batching = True
+        self.batching = True
 
     def input_done(self) -> None:
         """That chunk is done (or input is held): write what it queued."""
-        self._batching = False
+        self.batching = False
         self.flush()
 
     def flush(self) -> None:
         """Hand queued SENDs and ACKs to the core now."""
-        if self._sends:
-            self._flush_sends()
-        if self._to_flush:
-            subs, self._to_flush = self._to_flush, []
-            for sub in subs:
-                sub.flush()
-
-    def flush_later(self, sub: Subscription) -> None:
-        if not self._batching:
-            sub.flush()
-        elif sub not in self._to_flush:
-            self._to_flush.append(sub)
+        if self.sender.queued:
+            self.sender.flush()
+        if self.consumers.queued:
+            self.consumers.flush()
 
     # -- frames in -------------------------------------------------------------------------
 
     def frame_received(self, frame: Frame) -> Deferred[Any] | None:
         """Handle one frame. A Deferred returned means: read no further frame until it
         fires (CONNECT, SUBSCRIBE, COMMIT, DISCONNECT, and SEND past the flow bound)."""
-        if self.state in ("disconnecting", "closing", "closed"):
+        if self.state in ENDING:
             return None
-        if self.version == V10 and self.state == "connected":
-            frame = _trim_10(frame)
-        if frame.command not in BATCHED and (self._sends or self._to_flush):
+        if self.version == V10 and self.state is CONNECTED:
+            frame = trim_10(frame)
+        if frame.command not in BATCHED and (self.sender.queued or self.consumers.queued):
             # Frames take effect in order: what SENDs and ACKs queued goes first.
             self.flush()
-        handler = self._handlers.get(frame.command)
+        handler = HANDLERS.get(frame.command)
         try:
             if handler is None:
                 raise StompError(f"unknown command {frame.command[:40]!r}")
             connecting = frame.command in ("CONNECT", "STOMP")
-            if self.state == "new" and not connecting:
+            if self.state is NEW and not connecting:
                 raise StompError(f"{frame.command} before CONNECT")
-            if self.state != "new" and connecting:
+            if self.state is not NEW and connecting:
                 raise StompError("already connected")
             if frame.command == "NACK" and self.version == V10:
                 raise StompError("NACK is not part of STOMP 1.0")
-            d = handler(frame)
+            d = handler(self, frame)
         except (StompError, QGateError) as e:
             self.fail_with(e, frame)
             return None
@@ -670,9 +175,9 @@ class StompSession:
             return None
         if d is None:
             return None
-        return self._guard(d, frame)
+        return self.guard(d, frame)
 
-    def _guard(self, d: Deferred[Any], frame: Frame | None) -> Deferred[Any]:
+    def guard(self, d: Deferred[Any], frame: Frame | None) -> Deferred[Any]:
         """Track ``d`` until it fires; a failure becomes an ERROR frame."""
         self._pending.add(d)
         d.addBoth(self._unguard, d, frame)
@@ -681,19 +186,19 @@ class StompSession:
     def track(self, d: Deferred[Any]) -> None:
         """Follow a core call nobody waits for: DISCONNECT waits for it, a failure is an
         ERROR frame."""
-        self._guard(d, None)
+        self.guard(d, None)
 
     def _unguard(self, result: Any, d: Deferred[Any], frame: Frame | None) -> Any:
         self._pending.discard(d)
         if isinstance(result, Failure):
             if not result.check(CancelledError):
-                self.fail_with(_error(result), frame)
+                self.fail_with(error_of(result), frame)
             return None
         return result
 
     def receipt(self, frame: Frame) -> None:
         receipt = frame.get("receipt")
-        if receipt is not None and self.state not in ("closing", "closed"):
+        if receipt is not None and self.state not in CLOSED_OR_CLOSING:
             self.link.send("RECEIPT", [("receipt-id", receipt)])
 
     def _receipt_cb(self, frame: Frame) -> Callable[[Any], None]:
@@ -728,9 +233,9 @@ class StompSession:
         headers: dict[str, str] | None = None,
     ) -> None:
         """Send an ERROR frame, then close: STOMP 1.2 says the server closes after ERROR."""
-        if self.state in ("closing", "closed"):
+        if self.state in CLOSED_OR_CLOSING:
             return
-        self.state = "closing"
+        self.state = CLOSING
         self._stop_all()
         out = [("message", message)]
         if frame is not None and frame.get("receipt") is not None:
@@ -740,9 +245,6 @@ class StompSession:
         out += [("content-type", "text/plain;charset=utf-8"), ("content-length", str(len(body)))]
         self.link.send("ERROR", out, body)
         self.link.close()
-
-    def subscription_failed(self, sub: Subscription, failure: Failure) -> None:
-        self.fail_with(_error(failure), None)
 
     def protocol_error(self, error: FrameError) -> None:
         self.fail(str(error), None, f"{type(error).__name__}: {error}")
@@ -757,8 +259,7 @@ class StompSession:
         )
 
     def output_resumed(self) -> None:
-        for sub in list(self.subscriptions.values()):
-            sub.kick()
+        self.consumers.kick_all()
 
     def _stop_all(self) -> None:
         """Stop every subscription (unacked messages go back) and drop transactions; what
@@ -767,45 +268,25 @@ class StompSession:
         if self._renewer is not None and self._renewer.active():
             self._renewer.cancel()
         self._renewer = None
-        for sub in list(self.subscriptions.values()):
-            sub.stop().addErrback(lambda f: log.failure("releasing messages failed", f))
-        self.subscriptions.clear()
+        self.consumers.stop_all()
         # STOMP 1.2: transactions still open when the connection ends are aborted.
         self.transactions.clear()
 
     def connection_lost(self) -> None:
-        if self.state == "closed":
+        if self.state is CLOSED:
             return
-        self.state = "closed"
+        self.state = CLOSED
         self._stop_all()
-        for name in self.temp_queues.values():
-            self.service.delete_queue(self.tenant, name).addErrback(
-                lambda f: log.failure("deleting a temporary queue failed", f)
-            )
-        self.temp_queues.clear()
-        drained, self._drained = self._drained, None
-        if drained is not None:
-            drained.callback(None)
+        self.destinations.delete_temp_queues()
+        self.sender.release()
 
     # -- CONNECT ---------------------------------------------------------------------------
 
     def _on_connect(self, frame: Frame) -> Deferred[Any]:
-        accept = frame.get("accept-version")
-        supported = ",".join(self.versions)
-        if accept is None:
-            version = V10  # STOMP 1.1: no accept-version means 1.0
-            if V10 not in self.versions:
-                raise StompError(f"Supported protocol versions are {supported}", version=supported)
-        else:
-            offered = {v.strip() for v in accept.split(",")}
-            common = [v for v in self.versions if v in offered]
-            if not common:
-                # STOMP 1.2: no common version: ERROR with a version header, then close.
-                raise StompError(f"Supported protocol versions are {supported}", version=supported)
-            version = common[-1]
+        version = accepted_version(frame, self.versions)
         client_send = client_want = 0
         if version != V10:
-            client_send, client_want = _heart_beat(frame.get("heart-beat", "0,0") or "0,0")
+            client_send, client_want = heart_beat(frame.get("heart-beat", "0,0") or "0,0")
         self.version = version
         host = frame.get("host") or ""
         if self.auth.needs_token:
@@ -816,15 +297,15 @@ class StompSession:
             # The virtual host names the tenant; "/" is RabbitMQ's default vhost.
             claimed = host if host not in ("", "/") else None
             token = None
-        self.state = "connecting"
+        self.state = CONNECTING
         d: Deferred[str] = self.auth.authenticate(claimed, token, assumed=DEFAULT_TENANT)
         return d.addCallback(self._connected, version, client_send, client_want)
 
     def _connected(self, tenant: str, version: str, client_send: int, client_want: int) -> None:
-        if self.state != "connecting":
+        if self.state is not CONNECTING:
             return
         self.tenant = tenant
-        self.state = "connected"
+        self.state = CONNECTED
         beat = self.config.heartbeat_ms if version != V10 else 0
         headers = [("version", version), ("session", self.session_id), ("server", SERVER)]
         headers.append(("heart-beat", f"{beat},{beat}"))
@@ -837,111 +318,33 @@ class StompSession:
         self.link.start_heartbeat(send_ms / 1000.0, expect_ms / 1000.0)
         self._schedule_renew()
 
-    @property
-    def lease(self) -> float:
-        """Seconds a queue subscription's claim is leased for (``[stomp] lease`` within the
-        core's bounds). Renewed every third of it while the connection lives, so the
-        messages of a crashed process come back within one lease."""
-        limits = self.service.limits
-        return float(min(max(self.config.lease, limits.min_lease), limits.max_lease))
-
     def _schedule_renew(self) -> None:
         self._renewer = self.service.clock.callLater(self.lease / 3, self._renew)
 
     def _renew(self) -> None:
         self._renewer = None
-        if self.state != "connected":
+        if self.state is not CONNECTED:
             return
-        for sub in list(self.subscriptions.values()):
-            for d in sub.renew():
-                d.addErrback(lambda f: log.failure("renewing a claim failed", f))
+        self.consumers.renew()
         self._schedule_renew()
-
-    # -- destinations ----------------------------------------------------------------------
-
-    def _destination(self, destination: str) -> tuple[str, str]:
-        """(kind, name) of ``/queue/NAME``, ``/topic/NAME``, ``/temp-queue/NAME`` or
-        ``/reply-queue/NAME``; remembered, as a connection uses few destinations often."""
-        found = self._destinations.get(destination)
-        if found is None:
-            found = _parse_destination(destination)
-            if len(self._destinations) >= 256:
-                self._destinations.clear()
-            self._destinations[destination] = found
-        return found
-
-    def _transient_options(self) -> QueueOptions:
-        """The service's defaults for a queue made on first use, made transient."""
-        if self._transient is None:
-            self._transient = replace(self.service.default_options, durable=False)
-        return self._transient
-
-    def _options(self, frame: Frame) -> QueueOptions | None:
-        """Options for a queue this frame creates: ``persistent:false`` makes it transient."""
-        if frame.get("persistent") == "false":
-            return self._transient_options()
-        return None
-
-    @_as_deferred
-    async def ensure_queue(self, name: str, options: QueueOptions | None) -> None:
-        if name not in self._known_queues:
-            await self.service.create_queue(self.tenant, name, options)
-            self._known_queues.add(name)
-
-    @_as_deferred
-    async def temp_queue(self, name: str) -> str:
-        """The core queue behind this connection's ``/temp-queue/NAME`` (made on first use)."""
-        core = self.temp_queues.get(name)
-        if core is None:
-            core = f"tmp.{self.session_id[:12]}.{uuid.uuid4().hex[:12]}"
-            self.temp_queues[name] = core
-            await self.service.create_queue(self.tenant, core, self._transient_options())
-            self._known_queues.add(core)
-        return core
 
     # -- SEND ------------------------------------------------------------------------------
 
-    def _message(self, frame: Frame) -> NewMessage:
-        headers = {k: v for k, v in frame.headers.items() if k not in STOMP_HEADERS}
-        priority = DEFAULT_PRIORITY
-        raw = frame.get("priority")
-        if raw is not None:
-            if not (_digits(raw) and 0 <= int(raw) <= 9):
-                raise StompError(f"priority must be 0 to 9 (got {raw[:20]!r})")
-            priority = int(raw)
-        ttl: float | None = None
-        expiration = frame.get("expiration")  # RabbitMQ: time to live in milliseconds
-        expires = frame.get("expires")  # JMS/ActiveMQ: expiry time in ms since the epoch
-        if expiration is not None:
-            ttl = _number(expiration, "expiration") / 1000.0
-        elif expires is not None and expires != "0":
-            ttl = max(
-                _number(expires, "expires") / 1000.0 - self.service.clock.seconds(),
-                self.service.limits.min_ttl,
-            )
-        return NewMessage(
-            body=frame.body,
-            content_type=frame.get("content-type") or "application/octet-stream",
-            headers=headers,
-            ttl=ttl,
-            priority=priority,
-            producer=self.session_id,
-        )
-
     def _on_send(self, frame: Frame) -> Deferred[Any] | None:
-        kind, name = self._destination(_require(frame, "destination"))
-        message = self._message(frame)
-        options = self._options(frame)
+        kind, name = self.destinations.parse(require(frame, "destination"))
+        limits = self.service.limits
+        message = new_message(frame, self.session_id, self.service.clock, limits.min_ttl)
+        options = self.destinations.options_for(frame)
         tx = frame.get("transaction")
-        if tx is not None and tx not in self.transactions:
-            raise StompError(f"unknown transaction {tx[:80]!r}")
+        if tx is not None:
+            self.transactions.find(tx)
         reply_to = frame.get("reply-to")
         if kind == "temp-queue" or (reply_to or "").startswith("/temp-queue/"):
             # Temporary queues are made first, so the rest waits for them (input held).
             d = Deferred.fromCoroutine(self._send_temp(frame, kind, name, message, options))
             return d
         self._send(frame, kind, name, message, options)
-        return self._flow_hold()
+        return self.sender.hold()
 
     async def _send_temp(
         self,
@@ -953,30 +356,15 @@ class StompSession:
     ) -> None:
         reply_to = frame.get("reply-to") or ""
         if reply_to.startswith("/temp-queue/"):
-            _, temp = self._destination(reply_to)
-            core = await self.temp_queue(temp)
-            await self._auto_subscribe(temp, core)
+            _, temp = self.destinations.parse(reply_to)
+            core = await self.destinations.temp_queue(temp)
+            await self.consumers.auto_subscribe(temp, core)
             headers = dict(message.headers)
             headers["reply-to"] = f"/reply-queue/{core}"
             message = replace(message, headers=headers)
         if kind == "temp-queue":
-            kind, name = "queue", await self.temp_queue(name)
+            kind, name = "queue", await self.destinations.temp_queue(name)
         self._send(frame, kind, name, message, options)
-
-    async def _auto_subscribe(self, temp: str, core: str) -> None:
-        """RabbitMQ: replies to ``/temp-queue/NAME`` arrive as MESSAGEs whose subscription
-        is the destination, without an explicit SUBSCRIBE."""
-        destination = f"/temp-queue/{temp}"
-        if destination in self.subscriptions or any(
-            s.queue == core for s in self.subscriptions.values()
-        ):
-            return
-        sub = QueueSubscription(
-            self, destination, destination, core, "auto", self.config.prefetch, None
-        )
-        self.subscriptions[destination] = sub
-        await sub.start()
-        sub.begin()
 
     def _send(
         self,
@@ -989,232 +377,18 @@ class StompSession:
         tx = frame.get("transaction")
         if tx is not None:
             # STOMP 1.2: a SEND in a transaction takes effect on COMMIT.
-            self.transactions[tx].append(("send", (kind, name, message, options)))
+            self.transactions.find(tx).add(PendingSend(kind, name, message, options))
             self.receipt(frame)
             return
-        # Consecutive SENDs to one destination go to the core as one publish: the ones
-        # in this chunk of input are stored when it is done (``input_done``).
-        self._inflight += 1
-        self._inflight_bytes += len(message.body)
-        batch = self._sends.get((kind, name))
-        if batch is None:
-            batch = self._sends[(kind, name)] = _SendBatch(kind, name, options)
-        batch.add(message, frame, options)
-        if not self._batching:
-            self._flush_sends()
-        elif len(batch.messages) >= self.service.limits.max_batch:
-            del self._sends[(kind, name)]
-            self._publish_batch(batch)
+        self.sender.queue(frame, (kind, name), message, options)
 
-    def _flush_sends(self) -> None:
-        sends, self._sends = self._sends, {}
-        for batch in sends.values():
-            self._publish_batch(batch)
-
-    def _publish_batch(self, batch: _SendBatch) -> None:
-        d = self._publish(batch.kind, batch.name, batch.messages, batch.options, True)
-        d.addCallbacks(self._sent, self._send_failed, callbackArgs=(batch,), errbackArgs=(batch,))
-        self._guard(d, None)
-
-    def _sent(self, _: object, batch: _SendBatch) -> None:
-        if batch.receipts:
-            for frame in batch.frames:
-                self.receipt(frame)
-
-    def _send_failed(self, failure: Failure, batch: _SendBatch) -> Deferred[None] | None:
-        if len(batch.messages) > 1 and failure.check(QGateError):
-            # A batch is stored whole or not at all; SENDs are one by one: store them one
-            # by one up to the one that fails, as if they had never been batched.
-            return Deferred.fromCoroutine(self._send_one_by_one(batch))
-        if not failure.check(CancelledError):
-            self.fail_with(_error(failure), batch.frames[0])
-        return None
-
-    async def _send_one_by_one(self, batch: _SendBatch) -> None:
-        for message, frame in zip(batch.messages, batch.frames, strict=True):
-            try:
-                await self._publish(batch.kind, batch.name, [message], batch.options)
-            except QGateError as e:
-                self.fail_with(e, frame)
-                return
-            self.receipt(frame)
-
-    def _publish(
-        self,
-        kind: str,
-        name: str,
-        messages: list[NewMessage],
-        options: QueueOptions | None,
-        counted: bool = False,
-    ) -> Deferred[Any]:
-        """Publish ``messages`` (counted in flight until stored, for flow control)."""
-        size = sum(len(m.body) for m in messages)
-        if not counted:
-            self._inflight += len(messages)
-            self._inflight_bytes += size
-        if kind != "reply-queue" and name in self._known_queues:
-            # The hot path: a plain Deferred chain, no coroutine.
-            d = self.service.publish(self.tenant, name, messages)
-        else:
-            d = Deferred.fromCoroutine(self._publish_first(kind, name, messages, options))
-        return d.addBoth(self._published, len(messages), size)
-
-    async def _publish_first(
-        self, kind: str, name: str, messages: list[NewMessage], options: QueueOptions | None
-    ) -> None:
-        if kind == "reply-queue":
-            try:
-                await self.service.publish(self.tenant, name, messages, create=False)
-            except QueueNotFound:
-                # RabbitMQ: a reply to a requester that has gone is dropped.
-                log.debug("reply to a closed temporary queue {name} dropped", name=name)
-            return
-        await self.ensure_queue(name, options)
-        await self.service.publish(self.tenant, name, messages)
-
-    def _published(self, result: Any, count: int, size: int) -> Any:
-        self._inflight -= count
-        self._inflight_bytes -= size
-        self._maybe_drained()
-        return result
-
-    def _flow_hold(self) -> Deferred[None] | None:
-        """Back-pressure on a producer faster than storage: hold its input while too
-        many publishes are in flight (the link pauses the transport meanwhile)."""
-        if self._inflight < MAX_INFLIGHT_PUBLISHES and self._inflight_bytes < MAX_INFLIGHT_BYTES:
-            return None
-        if self._drained is None:
-            self._drained = Deferred()
-        return self._drained
-
-    def _maybe_drained(self) -> None:
-        if (
-            self._drained is not None
-            and self._inflight <= MAX_INFLIGHT_PUBLISHES // 2
-            and self._inflight_bytes <= MAX_INFLIGHT_BYTES // 2
-        ):
-            drained, self._drained = self._drained, None
-            drained.callback(None)
-
-    # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
+    # -- SUBSCRIBE, UNSUBSCRIBE, ACK, NACK -------------------------------------------------
 
     def _on_subscribe(self, frame: Frame) -> Deferred[Any]:
-        destination = _require(frame, "destination")
-        kind, name = self._destination(destination)
-        sub_id = frame.get("id")
-        if not sub_id:
-            if self.version != V10:
-                raise StompError("SUBSCRIBE frame needs an id header")
-            sub_id = destination  # STOMP 1.0: the id is optional
-        if sub_id in self.subscriptions:
-            raise StompError(f"subscription id {sub_id[:80]!r} is already in use")
-        ack = frame.get("ack") or "auto"
-        if ack not in ACK_MODES:
-            raise StompError(f"ack must be auto, client or client-individual (got {ack[:40]!r})")
-        prefetch = self.config.prefetch
-        raw = frame.get("prefetch-count")
-        if raw is not None:
-            count = int(_number(raw, "prefetch-count"))
-            prefetch = min(count, MAX_PREFETCH) if count > 0 else prefetch
-        durable = frame.get("durable") == "true"
-        options = self._options(frame)
-        # Not in the STOMP spec; named after HTTP's Accept (qgate's HTTP API takes the same
-        # media types): how Avro bodies of a schema-checked queue reach this subscriber.
-        accept = parse_accept(frame.get("accept"))
-        if accept is None:
-            raise StompError(
-                f"accept must be application/json or avro/binary (got {frame.get('accept')!r:.60})"
-            )
-        if kind == "reply-queue":
-            raise StompError("cannot SUBSCRIBE to a /reply-queue/ destination")
-        sub: Subscription
-        if kind == "topic":
-            if durable and not frame.get("id"):
-                raise StompError("a durable subscription needs an id header")
-            sub = TopicSubscription(
-                self, sub_id, destination, name, ack, prefetch, options, accept, durable=durable
-            )
-            self.subscriptions[sub_id] = sub
-            d = sub.start()
-        elif kind == "temp-queue":
-            sub = QueueSubscription(self, sub_id, destination, "", ack, prefetch, None, accept)
-            self.subscriptions[sub_id] = sub
+        return self.consumers.on_subscribe(frame)
 
-            async def start_temp() -> None:
-                sub.queue = await self.temp_queue(name)
-                await sub.start()
-
-            d = Deferred.fromCoroutine(start_temp())
-        else:
-            sub = QueueSubscription(self, sub_id, destination, name, ack, prefetch, options, accept)
-            self.subscriptions[sub_id] = sub
-            d = sub.start()
-        return d.addCallback(self._receipt_cb(frame)).addCallback(sub.begin)
-
-    def _on_unsubscribe(self, frame: Frame) -> Deferred[Any] | None:
-        sub_id = frame.get("id")
-        if not sub_id:
-            if self.version != V10:
-                raise StompError("UNSUBSCRIBE frame needs an id header")
-            sub_id = _require(frame, "destination")
-        sub = self.subscriptions.pop(sub_id, None)
-        if sub is None:
-            self.receipt(frame)
-            return None
-        d = sub.stop()
-        if isinstance(sub, TopicSubscription) and sub.durable and frame.get("durable") == "true":
-            # RabbitMQ: UNSUBSCRIBE with durable:true deletes the durable subscription.
-            d.addCallback(lambda _: self.service.set_cursor(self.tenant, sub.queue, sub.id, None))
-        d.addCallback(self._receipt_cb(frame))
-        self._guard(d, frame)
-        return None
-
-    # -- ACK / NACK ------------------------------------------------------------------------
-
-    def new_tag(self) -> str:
-        tag = str(self._next_tag)
-        self._next_tag += 1
-        return tag
-
-    def track_delivery(self, tag: str, sub: Subscription) -> None:
-        self._deliveries[tag] = sub
-
-    def forget(self, tag: str) -> None:
-        self._deliveries.pop(tag, None)
-
-    def send_message(
-        self, sub: Subscription, tag: str, message: Message, redelivered: bool
-    ) -> None:
-        headers = [
-            ("subscription", sub.id),
-            ("destination", sub.destination),
-            ("message-id", tag),
-        ]
-        if self.version == V12 and sub.ack != "auto":
-            headers.append(("ack", tag))
-        headers.append(("content-type", message.content_type))
-        headers.append(("content-length", str(len(message.body))))
-        if message.priority != DEFAULT_PRIORITY:
-            headers.append(("priority", str(message.priority)))
-        if redelivered:
-            headers.append(("redelivered", "true"))
-        # The publisher's own headers come last: the first of a repeated header wins, so
-        # they cannot override the ones above.
-        headers.extend(message.headers.items())
-        self.link.send("MESSAGE", headers, message.body)
-
-    def _ack_tag(self, frame: Frame) -> str:
-        # STOMP 1.2: ACK carries the MESSAGE's ack header as id; 1.0/1.1: message-id.
-        if self.version == V12:
-            tag = frame.get("id") or frame.get("message-id")
-        else:
-            tag = frame.get("message-id") or frame.get("id")
-        if not tag:
-            raise StompError(
-                f"{frame.command} frame needs an {'id' if self.version == V12 else 'message-id'}"
-                " header"
-            )
-        return tag
+    def _on_unsubscribe(self, frame: Frame) -> None:
+        self.consumers.on_unsubscribe(frame)
 
     def _on_ack(self, frame: Frame) -> None:
         self._settle_frame(frame, True)
@@ -1223,74 +397,29 @@ class StompSession:
         self._settle_frame(frame, False)
 
     def _settle_frame(self, frame: Frame, positive: bool) -> None:
-        tag = self._ack_tag(frame)
-        self._check_tag(tag)
+        tag = self.consumers.tag_of(frame)
         tx = frame.get("transaction")
         if tx is not None:
-            if tx not in self.transactions:
-                raise StompError(f"unknown transaction {tx[:80]!r}")
             # STOMP 1.2: an ACK in a transaction takes effect on COMMIT.
-            self.transactions[tx].append(("ack" if positive else "nack", tag))
+            self.transactions.find(tx).add(PendingAck(tag) if positive else PendingNack(tag))
             self.receipt(frame)
             return
-        self._guard(self._then_receipt(self._settle(tag, positive), frame), frame)
-
-    def _check_tag(self, tag: str) -> None:
-        if not (_digits(tag) and 0 < int(tag) < self._next_tag):
-            raise StompError(f"unknown message id {tag[:80]!r} in ACK/NACK")
-
-    def _settle(self, tag: str, positive: bool) -> Deferred[None]:
-        sub = self._deliveries.get(tag)
-        if sub is None:
-            # Settled already (a cumulative ACK covered it) or its subscription ended.
-            return succeed(None)
-        return sub.settle(tag, positive)
+        self.guard(self._then_receipt(self.consumers.settle(tag, positive), frame), frame)
 
     # -- transactions ----------------------------------------------------------------------
 
     def _on_begin(self, frame: Frame) -> None:
-        tx = _require(frame, "transaction")
-        if tx in self.transactions:
-            raise StompError(f"transaction {tx[:80]!r} is already open")
-        self.transactions[tx] = []
+        self.transactions.begin(require(frame, "transaction"))
         self.receipt(frame)
 
     def _on_abort(self, frame: Frame) -> None:
-        tx = _require(frame, "transaction")
-        if self.transactions.pop(tx, None) is None:
-            raise StompError(f"unknown transaction {tx[:80]!r}")
+        self.transactions.abort(require(frame, "transaction"))
         self.receipt(frame)
 
     def _on_commit(self, frame: Frame) -> Deferred[Any]:
-        tx = _require(frame, "transaction")
-        ops = self.transactions.pop(tx, None)
-        if ops is None:
-            raise StompError(f"unknown transaction {tx[:80]!r}")
-        return Deferred.fromCoroutine(self._commit(ops)).addCallback(self._receipt_cb(frame))
-
-    async def _commit(self, ops: list[tuple[str, Any]]) -> None:
-        """Apply a transaction: consecutive SENDs to one queue go in one publish batch
-        (stored whole or not at all); ACK/NACKs follow in order."""
-        max_batch = self.service.limits.max_batch
-        i = 0
-        while i < len(ops):
-            op, arg = ops[i]
-            if op != "send":
-                await self._settle(arg, op == "ack")
-                i += 1
-                continue
-            kind, name, _, options = arg
-            batch: list[NewMessage] = []
-            while (
-                i < len(ops)
-                and ops[i][0] == "send"
-                and ops[i][1][:2] == (kind, name)
-                and len(batch) < max_batch
-            ):
-                batch.append(ops[i][1][2])
-                options = options or ops[i][1][3]
-                i += 1
-            await self._publish(kind, name, batch, options)
+        tx = require(frame, "transaction")
+        d = self.transactions.commit(tx, self.sender.publish, self.consumers.settle)
+        return d.addCallback(self._receipt_cb(frame))
 
     # -- DISCONNECT ------------------------------------------------------------------------
 
@@ -1298,13 +427,12 @@ class StompSession:
         """STOMP 1.2: graceful shutdown; the RECEIPT comes once every earlier frame has
         taken effect, then the server closes."""
         pending = list(self._pending)
-        self.state = "disconnecting"
-        for sub in self.subscriptions.values():
-            sub.halt()  # the client is leaving: deliver nothing more (given back at the end)
+        self.state = DISCONNECTING
+        self.consumers.halt_all()
         d: Deferred[Any] = DeferredList(pending, consumeErrors=True)
 
         def finish(_: Any) -> None:
-            if self.state != "disconnecting":
+            if self.state is not DISCONNECTING:
                 return
             self.receipt_final(frame)
 
@@ -1312,78 +440,25 @@ class StompSession:
 
     def receipt_final(self, frame: Frame) -> None:
         receipt = frame.get("receipt")
-        self.state = "closing"
+        self.state = CLOSING
         self._stop_all()
         if receipt is not None:
             self.link.send("RECEIPT", [("receipt-id", receipt)])
         self.link.close()
 
 
-#: Header values of STOMP's own headers that 1.0 clients may pad with spaces.
-TRIMMED_10 = frozenset(
-    {
-        "destination",
-        "id",
-        "ack",
-        "transaction",
-        "receipt",
-        "message-id",
-        "subscription",
-        "content-type",
-        "persistent",
-        "priority",
-        "expiration",
-        "expires",
-        "prefetch-count",
-        "durable",
-        "reply-to",
-        "accept",
-    }
-)
-
-
-def _parse_destination(destination: str) -> tuple[str, str]:
-    for kind in DESTINATION_KINDS:
-        prefix = f"/{kind}/"
-        if destination.startswith(prefix):
-            name = destination[len(prefix) :]
-            if not NAME_RE.match(name):
-                raise StompError(
-                    f"invalid destination {destination[:80]!r}",
-                    "queue names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
-                )
-            return kind, name
-    raise StompError(
-        f"unknown destination {destination[:80]!r}",
-        "use /queue/NAME, /topic/NAME, /temp-queue/NAME or /reply-queue/NAME",
-    )
-
-
-def _trim_10(frame: Frame) -> Frame:
-    """STOMP 1.0 brokers trimmed header values and 1.0 clients (stomper writes
-    ``destination: /queue/a``) rely on it; from 1.1 on values are never trimmed."""
-    headers = {k: (v.strip() if k in TRIMMED_10 else v) for k, v in frame.headers.items()}
-    return Frame(frame.command, headers, frame.body)
-
-
-def _digits(value: str) -> bool:
-    """Whether a header value is a whole number of at most ``MAX_DIGITS`` ASCII digits:
-    checked before ``int()``, which raises past Python's int/str limit (4300 digits)."""
-    return value.isdigit() and value.isascii() and len(value) <= MAX_DIGITS
-
-
-def _heart_beat(value: str) -> tuple[int, int]:
-    parts = [p.strip() for p in value.split(",")]
-    if len(parts) != 2 or not all(_digits(p) for p in parts):
-        raise StompError(f"heart-beat must be two numbers cx,cy (got {value[:40]!r})")
-    return int(parts[0]), int(parts[1])
-
-
-def _number(value: str, name: str) -> float:
-    if not (value.isdigit() and value.isascii() and len(value) <= 15):
-        raise StompError(f"{name} must be a whole number (got {value[:20]!r})")
-    return float(value)
-
-
-def _error(failure: Failure) -> BaseException:
-    return failure.value if failure.value is not None else Exception(failure.getErrorMessage())
+#: The handler of each client frame: one table for every session (a table of bound
+#: methods would cost each connection about a kilobyte).
+HANDLERS: dict[str, Callable[[StompSession, Frame], Deferred[Any] | None]] = {
+    "CONNECT": StompSession._on_connect,
+    "STOMP": StompSession._on_connect,
+    "SEND": StompSession._on_send,
+    "SUBSCRIBE": StompSession._on_subscribe,
+    "UNSUBSCRIBE": StompSession._on_unsubscribe,
+    "ACK": StompSession._on_ack,
+    "NACK": StompSession._on_nack,
+    "BEGIN": StompSession._on_begin,
+    "COMMIT": StompSession._on_commit,
+    "ABORT": StompSession._on_abort,
+    "DISCONNECT": StompSession._on_disconnect,
+}

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V10, V11, V12, VERSIONS
-from qgate.protocols.stomp.protocol import StompLink
+from qgate.protocols.stomp.protocol import StompLink, stomp_session_factory
 from qgate.protocols.stomp.settings import StompSettings
 
 #: WebSocket subprotocol -> the STOMP versions it allows (STOMP over WebSocket convention).
@@ -81,7 +81,8 @@ class StompWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def onOpen(self) -> None:
         ctx = self.factory.ctx
-        self.link = StompLink(ctx, _MessageWire(self), self.stomp_versions)
+        sessions = stomp_session_factory(ctx, self.stomp_versions)
+        self.link = StompLink(ctx, _MessageWire(self), sessions)
         # Learn when the peer stops reading; the HTTP channel that served the upgrade
         # request may still be registered as the transport's producer.
         transport: Any = self.transport

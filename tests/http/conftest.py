@@ -9,22 +9,8 @@ from twisted.internet.task import Clock
 from qgate.core.service import QueueService
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import build_resource
-from tests.support.core import TEST_LIMITS, memory_service
-from tests.support.deferreds import has_result
-from tests.support.http import CLIENT, HTTP_TEST_CONFIG, OTHER_CLIENT, Api, Mounted, Reply, make_ctx
-
-# Old import paths, for branches written before tests.support: remove once they are merged.
-__all__ = [
-    "CLIENT",
-    "HTTP_TEST_CONFIG",
-    "OTHER_CLIENT",
-    "TEST_LIMITS",
-    "Api",
-    "Reply",
-    "has_result",
-    "make_ctx",
-    "memory_service",
-]
+from tests.support.core import memory_service
+from tests.support.http import Api, Mounted, make_ctx
 
 
 @pytest.fixture

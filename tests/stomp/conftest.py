@@ -9,12 +9,7 @@ from twisted.internet.task import Clock
 from qgate.core.service import QueueService
 from qgate.protocols.context import ProtocolContext
 from tests.support.core import memory_service
-from tests.support.deferreds import fired
 from tests.support.stomp import Client, make_ctx
-
-# Old import paths, for branches written before tests.support: remove once they are merged.
-result = fired
-__all__ = ["Client", "make_ctx", "memory_service", "result"]
 
 
 @pytest.fixture

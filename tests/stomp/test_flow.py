@@ -9,18 +9,20 @@ from twisted.internet.testing import StringTransport
 
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.protocols.stomp.protocol import CLOSE_TIMEOUT
-from qgate.protocols.stomp.session import MAX_INFLIGHT_PUBLISHES
+from qgate.protocols.stomp.sending import MAX_INFLIGHT_PUBLISHES
 from tests.support.deferreds import fired
-from tests.support.doubles import Delegating
 from tests.support.stomp import Client, make_ctx
 
 
-class HeldPublishes(Delegating):
+class HeldPublishes:
     """A queue service whose publishes wait until the test lets them through (slow storage)."""
 
     def __init__(self, service: Any) -> None:
-        super().__init__(service)
+        self._service = service
         self.held: list[tuple[Deferred[Any], tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
 
     def publish(self, tenant: str, name: str, messages: Any, create: bool = True) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
@@ -34,7 +36,7 @@ class HeldPublishes(Delegating):
     def commit(self, n: int | None = None) -> None:
         batch, self.held = self.held[:n], self.held[len(self.held[:n]) :]
         for d, args in batch:
-            self.target.publish(*args).chainDeferred(d)
+            self._service.publish(*args).chainDeferred(d)
 
 
 def test_a_producer_faster_than_storage_is_paused(mem_service):
@@ -177,16 +179,19 @@ def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
     assert len(other.messages()) == 20
 
 
-class CountedAcks(Delegating):
+class CountedAcks:
     """A queue service that records each ack call (and passes it on)."""
 
     def __init__(self, service: Any) -> None:
-        super().__init__(service)
+        self._service = service
         self.acks: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
 
     def ack(self, tenant: str, name: str, claim_id: str, ids: Any) -> Deferred[Any]:
         self.acks.append(list(ids))
-        return self.target.ack(tenant, name, claim_id, ids)
+        return self._service.ack(tenant, name, claim_id, ids)
 
 
 def test_acks_of_one_chunk_are_one_core_call(mem_service):

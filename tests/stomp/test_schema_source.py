@@ -8,8 +8,8 @@ from typing import Any
 
 from qgate.core.model import NewMessage
 from qgate.core.service import QueueService
-
-from .conftest import Client, make_ctx, result
+from tests.support.deferreds import fired
+from tests.support.stomp import Client, make_ctx
 
 V1: dict[str, Any] = {
     "type": "record",
@@ -37,16 +37,16 @@ class Recording:
 
 
 def test_a_subscription_decodes_with_the_schema_the_service_parsed(mem_service):
-    result(mem_service.create_queue("default", "q"))
-    result(mem_service.set_schema("default", "q", V1))
+    fired(mem_service.create_queue("default", "q"))
+    fired(mem_service.set_schema("default", "q", V1))
     recording = Recording(mem_service)
     client = Client(make_ctx(recording, heartbeat_ms=0))
     client.connect()
     client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "receipt": "r"})
     assert client.next().command == "RECEIPT"
     body = json.dumps({"id": 1, "name": "a"}).encode()
-    result(mem_service.publish("default", "q", [NewMessage(body, "application/json")]))
+    fired(mem_service.publish("default", "q", [NewMessage(body, "application/json")]))
     assert json.loads(client.messages()[0].body) == {"id": 1, "name": "a"}
-    _, text = result(mem_service.get_schema("default", "q"))
+    _, text = fired(mem_service.get_schema("default", "q"))
     assert [asked for asked, _ in recording.parsed] == [text]
     assert recording.parsed[0][1] is mem_service.parse_schema(V1)

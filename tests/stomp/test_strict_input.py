@@ -12,8 +12,8 @@ from twisted.logger import ILogObserver, globalLogPublisher
 
 from qgate.core.service import QueueService
 from qgate.protocols.stomp.codec import V12, encode
-
-from .conftest import Client, result
+from tests.support.deferreds import fired
+from tests.support.stomp import Client
 
 #: Longer than Python's int/str limit (4300 digits): int() of it raises ValueError.
 HUGE = "7" * 5000
@@ -33,7 +33,7 @@ def failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def queues(service: QueueService) -> list[str]:
-    return [q.name for q in result(service.list_queues("default"))]
+    return [q.name for q in fired(service.list_queues("default"))]
 
 
 # -- JSON bodies -----------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def test_a_json_send_that_is_not_strict_json_is_an_error_and_stores_nothing(
     assert frame.headers["receipt-id"] == "r1"
     assert "messages[0].body is not JSON" in frame.headers["message"]
     assert client.closing
-    assert result(mem_service.queue_stats("default", "q")).total == 0
+    assert fired(mem_service.queue_stats("default", "q")).total == 0
     assert failures(logged) == []
 
 
@@ -70,7 +70,7 @@ def test_a_bad_json_send_in_a_batch_stores_the_ones_before_it(
     client.raw(frames)
     assert [f.command for f in client.read()] == ["ERROR"]
     # SENDs are one by one, as if never batched: the first is stored, the rest are not.
-    stored = result(mem_service.observe("default", "q", limit=10))
+    stored = fired(mem_service.observe("default", "q", limit=10))
     assert [m.body for m in stored] == [b'{"n": 1}']
 
 
@@ -87,7 +87,7 @@ def test_strict_json_and_other_types_are_stored_as_sent(
         headers = {"destination": "/queue/q", "content-type": content_type, "receipt": str(i)}
         client.send("SEND", headers, body)
     assert [f.command for f in client.read()] == ["RECEIPT"] * 3
-    stored = result(mem_service.observe("default", "q", limit=10))
+    stored = fired(mem_service.observe("default", "q", limit=10))
     assert [m.body for m in stored] == [b for _, b in sends]
 
 
