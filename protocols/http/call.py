@@ -14,6 +14,7 @@ from qgate.core.errors import QGateError
 from qgate.core.limits import NAME_RE
 from qgate.protocols.http import wire
 from qgate.protocols.http.errors import HTTPError, bad_request, from_core, invalid_param
+from qgate.protocols.http.signed import SIGNATURE, SignedURLs
 
 
 class Call:
@@ -26,6 +27,7 @@ class Call:
         params: dict[str, str],
         auth: IAuthenticator,
         max_request_body: int,
+        signed: SignedURLs | None = None,
     ) -> None:
         self.request = request
         self.method = method
@@ -35,6 +37,11 @@ class Call:
         uri: bytes = request.uri
         _, _, query = uri.partition(b"?")
         self._query = parse_qs(query.decode("ascii", "replace"), errors="replace")
+        # Zaqar's first hook: a request carrying URL-Signature is let in by it (as the
+        # signed project, no token) or refused with 404, before any other check.
+        self._signed_tenant: str | None = None
+        if signed is not None and self.header(SIGNATURE):
+            self._signed_tenant = signed.verify(method, request.path, self.header)
 
     # -- headers ---------------------------------------------------------------------------
 
@@ -57,7 +64,10 @@ class Call:
             raise HTTPError(400, "Wrong UUID value", "Malformed hexadecimal UUID.") from None
 
     async def tenant(self) -> str:
-        """The tenant this call acts for, from ``X-Project-ID`` and ``X-Auth-Token``."""
+        """The tenant this call acts for, from ``X-Project-ID`` and ``X-Auth-Token``
+        (or from the pre-signed URL it carries)."""
+        if self._signed_tenant is not None:
+            return self._signed_tenant
         project = self.header("X-Project-ID")
         token = self.header("X-Auth-Token")
         try:

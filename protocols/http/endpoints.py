@@ -3,7 +3,7 @@
 
 ``ZaqarAPI.install`` is every route in one place; the handlers live by resource:
 ``home`` (versions, JSON Home, ping, health), ``queues`` (and their schemas), ``messages``,
-``claims``, on the shared ``handlers.Handlers``.
+``claims``, ``share`` (pre-signed URLs), on the shared ``handlers.Handlers``.
 
 Long polling (a qgate extension): ``wait=SECONDS`` on ``GET .../messages`` and
 ``POST .../claims`` is passed to the service, which parks the call until a publish or
@@ -26,6 +26,7 @@ from qgate.protocols.http.messages import MessageEndpoints
 from qgate.protocols.http.queues import QueueEndpoints
 from qgate.protocols.http.router import Router
 from qgate.protocols.http.settings import HTTPSettings
+from qgate.protocols.http.share import ShareEndpoints
 
 __all__ = ["ZaqarAPI"]
 
@@ -38,6 +39,7 @@ class ZaqarAPI:
         self.queues = QueueEndpoints(ctx)
         self.messages = MessageEndpoints(ctx)
         self.claims = ClaimEndpoints(ctx)
+        self.share = ShareEndpoints(ctx)
 
     def install(self, router: Router[Call]) -> None:
         """Every route of the API, to its handler."""
@@ -63,6 +65,7 @@ class ZaqarAPI:
             DELETE=queues.delete_schema,
         )
         router.add("/v2/queues/{queue}/purge", POST=queues.purge_queue)
+        router.add("/v2/queues/{queue}/share", POST=self.share.share_queue)
         router.add(
             "/v2/queues/{queue}/messages",
             POST=messages.post_messages,

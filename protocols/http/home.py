@@ -67,6 +67,9 @@ def _home_document() -> dict[str, Any]:
             "rel/queue_schema": resource(
                 "/v2/queues/{queue_name}/schema", {"queue_name": queue}, ["GET", "PUT", "DELETE"]
             ),
+            "rel/queue_share": resource(
+                "/v2/queues/{queue_name}/share", {"queue_name": queue}, ["POST"]
+            ),
             "rel/messages": resource(
                 "/v2/queues/{queue_name}/messages"
                 "{?marker,limit,echo,include_claimed,include_delayed,wait}",

@@ -29,7 +29,10 @@ from qgate.protocols.web import Answer, header, serve
 log = Logger()
 
 #: Request headers a browser may send cross-origin (preflight answer when it names none).
-CORS_ALLOW_HEADERS = "Content-Type, Client-ID, X-Project-ID, X-Auth-Token, Accept"
+CORS_ALLOW_HEADERS = (
+    "Content-Type, Client-ID, X-Project-ID, X-Auth-Token, Accept, "
+    "URL-Signature, URL-Expires, URL-Methods, URL-Paths"
+)
 #: Response headers a cross-origin script may read.
 CORS_EXPOSE_HEADERS = "Location, Retry-After, Accept-Patch, Avro-Fingerprint"
 CORS_MAX_AGE = "86400"
@@ -55,6 +58,7 @@ class ApiResource(Resource):
         self._cors_origins: tuple[str, ...] = tuple(http.cors_origins)
         self._max_request_body: int = http.max_request_body
         self.api = ZaqarAPI(ctx)
+        self._signed = self.api.share.signed
         self.router: Router[Call] = Router()
         self.api.install(self.router)
 
@@ -90,7 +94,9 @@ class ApiResource(Resource):
                 response = self._options(request, route)
             else:
                 handler = self.router.handler(route, method)
-                call = Call(request, method, params, self._auth, self._max_request_body)
+                call = Call(
+                    request, method, params, self._auth, self._max_request_body, self._signed
+                )
                 response = await handler(call)
         except HTTPError as e:
             response = _error(e)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,3 +15,7 @@ class HTTPSettings:
     max_request_body: int = 1024 * 1024
     #: Seconds an idle or slow connection may stay open.
     idle_timeout: float = 60.0
+    #: Key of the pre-signed URLs (Zaqar's ``[signed_url] secret_key``); empty turns them
+    #: off: ``POST .../share`` is refused and ``URL-Signature`` requests get 404. Kept out of
+    #: the repr, so a logged config does not show it.
+    signed_url_secret_key: str = field(default="", repr=False)
