@@ -7,7 +7,8 @@ Modules: ``wire`` (Zaqar documents and rules ⇄ core values, no I/O), ``call`` 
 request), ``endpoints`` (every route, to the handlers of ``home``, ``queues``, ``messages``
 and ``claims``, on ``handlers``; they call ``IQueueService`` only), ``router``,
 ``resource`` (twisted.web resources, answering through ``protocols.web``, the request
-lifecycle Avro RPC shares), ``site`` (bounded bodies, idle timeout), ``errors``.
+lifecycle Avro RPC shares), ``site`` (bounded bodies, idle timeout), ``errors``,
+``signed`` and ``share`` (Zaqar's pre-signed URLs).
 """
 
 from __future__ import annotations
