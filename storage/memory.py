@@ -23,22 +23,22 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from qgate.core.avro_bodies import avro_writer
+from qgate.core.bounds import admit, drops_oldest, excess, oldest_to_drop
+from qgate.core.dead_letter import dead_letter_expiry, dead_letter_options, is_dead
 from qgate.core.errors import (
     MessageClaimed,
     QGateError,
     QueueExists,
-    QueueFull,
     QueueNotFound,
     SchemaChanged,
     UncheckedWriters,
 )
 from qgate.core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
-from qgate.core.limits import check_post_size, resolve_times
+from qgate.core.limits import resolve_times
 from qgate.core.model import (
     Claim,
     Message,
     NewMessage,
-    Overflow,
     Queue,
     QueueOptions,
     QueueStats,
@@ -176,8 +176,8 @@ class _Queue:
                 heapq.heappush(self.returned[msg.priority], (marker, gen))
 
     def take(self, limit: int, now: float) -> list[_Msg]:
-        """Pop up to ``limit`` claimable messages in claim order: highest priority first,
-        lowest marker first within a priority."""
+        """Pop up to ``limit`` claimable messages in claim order (``core.dead_letter.
+        claim_order``): highest priority first, lowest marker first within a priority."""
         self.advance(now)
         out: list[_Msg] = []
         msgs = self.msgs
@@ -222,7 +222,11 @@ class _Queue:
     def after(self, marker: int | None) -> Iterator[_Msg]:
         """Live messages with markers above ``marker`` (all when None), in log order."""
         order, msgs = self.order, self.msgs
-        i = self.head if marker is None else bisect_right(order, marker)
+        if marker is None:
+            self.oldest()  # moves head past the removed markers in front, for good
+            i = self.head
+        else:
+            i = bisect_right(order, marker)
         while i < len(order):
             msg = msgs.get(order[i])
             i += 1
@@ -397,8 +401,11 @@ class MemoryStorage:
         options = q.queue.options
         if options.schema != schema:
             raise SchemaChanged(name, options.schema)
-        check_post_size(name, options, messages)
-        self._make_room(q, messages)
+        [refused] = admit(name, options, len(q.msgs), q.bytes, [messages])
+        if refused is not None:
+            raise refused
+        if drops_oldest(options):
+            self._make_room(q, messages)
         markers = []
         for m in messages:
             expires_at, available_at = resolve_times(m, options, now)
@@ -411,31 +418,12 @@ class MemoryStorage:
     publish = _deferred(publish_now)
 
     def _make_room(self, q: _Queue, messages: Sequence[NewMessage]) -> None:
-        """Apply the queue's bounds to a whole batch before any of it is stored."""
-        options = q.queue.options
-        max_messages, max_bytes = options.max_messages, options.max_bytes
-        if max_messages is None and max_bytes is None:
-            return
-        count = len(messages)
+        """drop_oldest: drop the oldest messages the admitted batch needs room for."""
         size = sum(len(m.body) for m in messages)
-        if max_messages is not None and count > max_messages:
-            raise QueueFull(q.queue.name, f"a batch of {count} exceeds max_messages")
-        if max_bytes is not None and size > max_bytes:
-            raise QueueFull(q.queue.name, f"a batch of {size} bytes exceeds max_bytes")
-        over_count = max_messages is not None and len(q.msgs) + count > max_messages
-        over_bytes = max_bytes is not None and q.bytes + size > max_bytes
-        if not (over_count or over_bytes):
-            return
-        if options.overflow is Overflow.REJECT:
-            what = "max_messages" if over_count else "max_bytes"
-            raise QueueFull(q.queue.name, f"{what} reached")
-        while q.msgs and (
-            (max_messages is not None and len(q.msgs) + count > max_messages)
-            or (max_bytes is not None and q.bytes + size > max_bytes)
-        ):
-            oldest = q.oldest()
-            assert oldest is not None
-            q.remove(oldest.marker)
+        over = excess(q.queue.options, len(q.msgs) + len(messages), q.bytes + size)
+        oldest = ((msg.marker, len(msg.body)) for msg in q.after(None))
+        for marker in oldest_to_drop(over, oldest):
+            q.remove(marker)
 
     @_deferred
     def get_messages(
@@ -526,7 +514,6 @@ class MemoryStorage:
     ) -> list[Message]:
         q = self._get(tenant, name)
         options = q.queue.options
-        max_count = options.max_claim_count
         claim = _Claim(claim_id, ttl, grace, now)
         out: list[Message] = []
         while len(out) < limit:
@@ -534,7 +521,7 @@ class MemoryStorage:
             if not taken:
                 break
             for msg in taken:
-                if max_count is not None and msg.claim_count >= max_count:
+                if is_dead(options, msg.claim_count):
                     self._dead_letter(q, msg, now)
                     continue
                 msg.claim_id = claim_id
@@ -563,11 +550,8 @@ class MemoryStorage:
         tenant = q.queue.tenant
         dlq = self._queues.get((tenant, dlq_name))
         if dlq is None:
-            # Created in this store, so as durable as the queue it serves (SQL's are durable).
-            dlq_options = QueueOptions(durable=options.durable)
-            dlq = _Queue(Queue(tenant, dlq_name, dlq_options, {}, now))
+            dlq = _Queue(Queue(tenant, dlq_name, dead_letter_options(options), {}, now))
             self._queues[(tenant, dlq_name)] = dlq
-        ttl = options.dead_letter_ttl or max(msg.expires_at - now, 1.0)
         moved = _Msg(
             dlq.next_marker,
             NewMessage(
@@ -578,7 +562,7 @@ class MemoryStorage:
                 producer=msg.producer,
             ),
             msg.created_at,
-            now + ttl,
+            dead_letter_expiry(options, msg.expires_at, now),
             now,
         )
         moved.claim_count = msg.claim_count

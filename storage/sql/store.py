@@ -28,23 +28,27 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from qgate.core.avro_bodies import avro_writer
+from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_to_drop
+from qgate.core.dead_letter import (
+    claim_order,
+    dead_letter_expiry,
+    dead_letter_options,
+    is_dead,
+)
 from qgate.core.errors import (
     MessageClaimed,
     QueueExists,
-    QueueFull,
     QueueNotFound,
     SchemaChanged,
     StorageUnavailable,
-    TooLarge,
     UncheckedWriters,
 )
 from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
-from qgate.core.limits import check_post_size, resolve_times
+from qgate.core.limits import resolve_times
 from qgate.core.model import (
     Claim,
     Message,
     NewMessage,
-    Overflow,
     Queue,
     QueueOptions,
     QueueStats,
@@ -108,7 +112,7 @@ def _message(row: Any) -> Message:
 
 
 def _claim_order(found: list[Message]) -> list[Message]:
-    return sorted(found, key=lambda msg: (-msg.priority, msg.marker))
+    return sorted(found, key=lambda msg: claim_order(msg.priority, msg.marker))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -502,7 +506,14 @@ class SQLStorage:
                     checked.append((i, batch[i][2]))
                 else:
                     out[i] = SchemaChanged(name, options.schema)
-            accepted = set(self._admit(conn, queue_id, name, options, checked, out))
+            count, size = self._fill(conn, queue_id) if counts_fill(options) else (0, 0)
+            accepted = set()
+            refusals = admit(name, options, count, size, [new for _, new in checked])
+            for (i, _), refused in zip(checked, refusals, strict=True):
+                if refused is None:
+                    accepted.add(i)
+                else:
+                    out[i] = refused
             for i in indexes:
                 new = batch[i][2]
                 if i not in accepted:
@@ -529,9 +540,7 @@ class SQLStorage:
                         )
                     )
                     marker += 1
-            if options.overflow is Overflow.DROP_OLDEST and (
-                options.max_messages is not None or options.max_bytes is not None
-            ):
+            if drops_oldest(options):
                 trims.append((queue_id, options))
         if rows:
             self._insert_rows(conn, rows)
@@ -553,81 +562,25 @@ class SQLStorage:
         else:
             conn.exec_driver_sql(self._sql_insert, rows)
 
-    def _admit(
-        self,
-        conn: sa.Connection,
-        queue_id: int,
-        name: str,
-        options: QueueOptions,
-        requests: list[tuple[int, Sequence[NewMessage]]],
-        out: list[Any],
-    ) -> list[int]:
-        """Which publishes fit the queue's bounds; the others get QueueFull (or TooLarge,
-        past ``max_post_bytes``) in ``out``."""
-        if options.max_post_bytes is not None:
-            fitting = []
-            for i, new in requests:
-                try:
-                    check_post_size(name, options, new)
-                except TooLarge as e:
-                    out[i] = e
-                else:
-                    fitting.append((i, new))
-            requests = fitting
-        max_messages, max_bytes = options.max_messages, options.max_bytes
-        if max_messages is None and max_bytes is None:
-            return [i for i, _ in requests]
-        count = size = 0
-        if options.overflow is Overflow.REJECT:
-            row = conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
-                    m.queue_id == queue_id
-                )
-            ).one()
-            count, size = int(row[0]), int(row[1])
-        accepted = []
-        for i, new in requests:
-            n = len(new)
-            nbytes = sum(len(msg.body) for msg in new)
-            if max_messages is not None and n > max_messages:
-                out[i] = QueueFull(name, f"a batch of {n} exceeds max_messages")
-            elif max_bytes is not None and nbytes > max_bytes:
-                out[i] = QueueFull(name, f"a batch of {nbytes} bytes exceeds max_bytes")
-            elif options.overflow is Overflow.REJECT and (
-                max_messages is not None and count + n > max_messages
-            ):
-                out[i] = QueueFull(name, "max_messages reached")
-            elif options.overflow is Overflow.REJECT and (
-                max_bytes is not None and size + nbytes > max_bytes
-            ):
-                out[i] = QueueFull(name, "max_bytes reached")
-            else:
-                accepted.append(i)
-                count += n
-                size += nbytes
-        return accepted
-
-    def _trim(self, conn: sa.Connection, queue_id: int, options: QueueOptions) -> None:
-        """Drop the oldest messages until the queue is within its bounds (drop_oldest)."""
+    def _fill(self, conn: sa.Connection, queue_id: int) -> tuple[int, int]:
+        """How many messages and bytes the queue holds (expired ones not reaped included)."""
         row = conn.execute(
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
                 m.queue_id == queue_id
             )
         ).one()
-        count, size = int(row[0]), int(row[1])
-        excess_count = max(0, count - options.max_messages) if options.max_messages else 0
-        excess_bytes = max(0, size - options.max_bytes) if options.max_bytes else 0
-        if not excess_count and not excess_bytes:
+        return int(row[0]), int(row[1])
+
+    def _trim(self, conn: sa.Connection, queue_id: int, options: QueueOptions) -> None:
+        """Drop the oldest messages until the queue is within its bounds (drop_oldest)."""
+        over = excess(options, *self._fill(conn, queue_id))
+        if not any(over):
             return
-        doomed: list[int] = []
-        freed = 0
-        for marker, msg_size in conn.execute(
+        oldest = conn.execute(
             sa.select(m.marker, m.size).where(m.queue_id == queue_id).order_by(m.marker)
-        ):
-            if len(doomed) >= excess_count and freed >= excess_bytes:
-                break
-            doomed.append(marker)
-            freed += msg_size
+        )
+        doomed = oldest_to_drop(over, ((marker, size) for marker, size in oldest))
+        oldest.close()
         for chunk in _chunks(doomed, 500):
             conn.execute(sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(chunk)))
 
@@ -802,31 +755,22 @@ class SQLStorage:
         if dlq_name is not None:
             dlq = self._queue_row(conn, q.queue.tenant, dlq_name)
             if dlq is None:
-                _insert_queue(conn, q.queue.tenant, dlq_name, QueueOptions(), {}, now)
+                dlq_options = dead_letter_options(options)
+                _insert_queue(conn, q.queue.tenant, dlq_name, dlq_options, {}, now)
                 dlq = self._need_queue(conn, q.queue.tenant, dlq_name)
+            found = conn.execute(
+                sa.select(messages).where(m.queue_id == q.id, m.marker.in_(markers))
+            ).mappings()
             # In the order the claim met them (memory's order), not whatever the plan gives.
-            moved = (
-                conn.execute(
-                    sa.select(messages)
-                    .where(m.queue_id == q.id, m.marker.in_(markers))
-                    .order_by(m.priority.desc(), m.marker)
-                )
-                .mappings()
-                .all()
-            )
+            moved = sorted(found, key=lambda row: claim_order(row["priority"], row["marker"]))
             first = self._allocate(conn, dlq.id, len(moved))
             rows = []
             for offset, row in enumerate(moved):
                 copy = dict(row)
-                expires_at = (
-                    now + options.dead_letter_ttl
-                    if options.dead_letter_ttl
-                    else max(row["expires_at"], now + 1.0)
-                )
                 copy.update(
                     queue_id=dlq.id,
                     marker=first + offset,
-                    expires_at=expires_at,
+                    expires_at=dead_letter_expiry(options, row["expires_at"], now),
                     available_at=now,
                     visible_at=now,
                     claim_id=None,
@@ -1260,8 +1204,8 @@ def _claim(
     grace: float,
     now: float,
 ) -> list[Message]:
-    max_count = q.queue.options.max_claim_count
-    if max_count is None:
+    options = q.queue.options
+    if options.max_claim_count is None:
         found = store._lease(conn, q.id, limit, claim_id, ttl, grace, now)
     else:
         found = []
@@ -1270,8 +1214,8 @@ def _claim(
             candidates = conn.execute(
                 store._claimable(q.id, want, now).add_columns(m.claim_count)
             ).all()
-            dead = [c.marker for c in candidates if c.claim_count >= max_count]
-            live = [c.marker for c in candidates if c.claim_count < max_count]
+            dead = [c.marker for c in candidates if is_dead(options, c.claim_count)]
+            live = [c.marker for c in candidates if not is_dead(options, c.claim_count)]
             if dead:
                 store._dead_letter(conn, q, dead, now)
             if live:
