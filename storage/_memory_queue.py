@@ -1,0 +1,249 @@
+"""The in-memory queue: messages by marker in log order, and the claim structures.
+
+Per queue, messages sit in a dict by marker plus an append-only list of markers (markers
+only grow, so both are in log order; observers bisect the list) and in the claim
+structures: per priority, a FIFO of fresh messages (published in marker order, so a deque
+is enough and claiming stays O(1) however long the backlog) beside a heap of returned ones
+(released, lease ended, delay over), and one ``waiting`` heap of delayed or leased
+messages by the time they become claimable. Entries carry the message's generation, so a
+stale entry is skipped instead of searched for and removed. An ``expiry`` heap finds what
+the reaper removes.
+
+No Deferreds and no queue semantics beyond claim order here: ``storage.memory`` holds
+the queues and decides (with ``core.bounds`` and ``core.dead_letter``) what to do.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterator
+
+from qgate.core.model import Message, NewMessage, Queue
+
+
+class Msg:
+    """A stored message; its lease, visibility and generation change in place."""
+
+    __slots__ = (
+        "marker",
+        "body",
+        "content_type",
+        "headers",
+        "producer",
+        "priority",
+        "created_at",
+        "expires_at",
+        "available_at",
+        "visible_at",
+        "claim_id",
+        "claim_expires",
+        "claim_count",
+        "gen",
+    )
+
+    def __init__(
+        self, marker: int, m: NewMessage, created_at: float, expires_at: float, available_at: float
+    ) -> None:
+        self.marker = marker
+        self.body = m.body
+        self.content_type = m.content_type
+        self.headers = dict(m.headers)
+        self.producer = m.producer
+        self.priority = m.priority
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.available_at = available_at
+        self.visible_at = available_at
+        self.claim_id: str | None = None
+        self.claim_expires: float | None = None
+        self.claim_count = 0
+        self.gen = 0
+
+    def freeze(self) -> Message:
+        return Message(
+            self.marker,
+            self.body,
+            self.content_type,
+            self.headers,
+            self.producer,
+            self.priority,
+            self.created_at,
+            self.expires_at,
+            self.available_at,
+            self.claim_id,
+            self.claim_expires,
+            self.claim_count,
+        )
+
+    def claimed(self, now: float) -> bool:
+        return (
+            self.claim_id is not None
+            and self.claim_expires is not None
+            and (self.claim_expires > now)
+        )
+
+
+class ClaimRecord:
+    """A claim: its lease, and the markers it took."""
+
+    __slots__ = ("id", "ttl", "grace", "created_at", "expires_at", "markers")
+
+    def __init__(self, claim_id: str, ttl: float, grace: float, now: float) -> None:
+        self.id = claim_id
+        self.ttl = ttl
+        self.grace = grace
+        self.created_at = now
+        self.expires_at = now + ttl
+        self.markers: list[int] = []
+
+
+class MemoryQueue:
+    """One queue: its messages in log order and in claim order, its claims, cursors."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.next_marker = 1
+        self.msgs: dict[int, Msg] = {}
+        # Markers in log order, with removed ones left behind until they are half the list.
+        self.order: list[int] = []
+        self.head = 0  # no live marker sits before order[head]
+        self.removed = 0
+        # Claimable, per priority 0-9: fresh ones in publish order, returned ones by marker.
+        self.fresh: list[deque[tuple[int, int]]] = [deque() for _ in range(10)]
+        self.returned: list[list[tuple[int, int]]] = [[] for _ in range(10)]
+        self.waiting: list[tuple[float, int, int]] = []  # (visible_at, marker, gen)
+        self.expiry: list[tuple[float, int]] = []  # (expires_at, marker)
+        self.claims: dict[str, ClaimRecord] = {}
+        self.bytes = 0
+        self.cursors: dict[str, int] = {}
+
+    # -- the heaps -------------------------------------------------------------------------
+
+    def schedule(self, msg: Msg, now: float) -> None:
+        """Put ``msg`` where it belongs after its visibility changed."""
+        msg.gen += 1
+        if msg.visible_at > now:
+            heapq.heappush(self.waiting, (msg.visible_at, msg.marker, msg.gen))
+        elif msg.gen == 1:  # just published: the newest marker, so the FIFO stays sorted
+            self.fresh[msg.priority].append((msg.marker, msg.gen))
+        else:
+            heapq.heappush(self.returned[msg.priority], (msg.marker, msg.gen))
+
+    def advance(self, now: float) -> None:
+        """Make messages whose delay or lease has run out claimable again."""
+        waiting = self.waiting
+        msgs = self.msgs
+        while waiting and waiting[0][0] <= now:
+            _, marker, gen = heapq.heappop(waiting)
+            msg = msgs.get(marker)
+            if msg is not None and msg.gen == gen:
+                heapq.heappush(self.returned[msg.priority], (marker, gen))
+
+    def take(self, limit: int, now: float) -> list[Msg]:
+        """Pop up to ``limit`` claimable messages in claim order (``core.dead_letter.
+        claim_order``): highest priority first, lowest marker first within a priority."""
+        self.advance(now)
+        out: list[Msg] = []
+        msgs = self.msgs
+        for priority in range(9, -1, -1):
+            fresh = self.fresh[priority]
+            returned = self.returned[priority]
+            while (fresh or returned) and len(out) < limit:
+                if returned and (not fresh or returned[0][0] < fresh[0][0]):
+                    marker, gen = heapq.heappop(returned)
+                else:
+                    marker, gen = fresh.popleft()
+                msg = msgs.get(marker)
+                if msg is None or msg.gen != gen:
+                    continue
+                if msg.expires_at <= now:
+                    continue  # left to reap, as SQL leaves it: bounds and counts agree
+                out.append(msg)
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- membership ------------------------------------------------------------------------
+
+    def add(self, msg: Msg, now: float) -> None:
+        self.msgs[msg.marker] = msg
+        self.order.append(msg.marker)
+        self.bytes += len(msg.body)
+        heapq.heappush(self.expiry, (msg.expires_at, msg.marker))
+        msg.gen = 0
+        self.schedule(msg, now)
+
+    def remove(self, marker: int) -> Msg | None:
+        msg = self.msgs.pop(marker, None)
+        if msg is not None:
+            self.bytes -= len(msg.body)
+            self.removed += 1
+            if self.removed > 64 and self.removed * 2 > len(self.order):
+                self.order = list(self.msgs)  # dicts keep insertion (= marker) order
+                self.head = self.removed = 0
+        return msg
+
+    def after(self, marker: int | None) -> Iterator[Msg]:
+        """Live messages with markers above ``marker`` (all when None), in log order."""
+        order, msgs = self.order, self.msgs
+        if marker is None:
+            self.oldest()  # moves head past the removed markers in front, for good
+            i = self.head
+        else:
+            i = bisect_right(order, marker)
+        while i < len(order):
+            msg = msgs.get(order[i])
+            i += 1
+            if msg is not None:
+                yield msg
+
+    def oldest(self) -> Msg | None:
+        order, msgs = self.order, self.msgs
+        while self.head < len(order):
+            msg = msgs.get(order[self.head])
+            if msg is not None:
+                return msg
+            self.head += 1
+        return None
+
+    def live(self, marker: int, now: float) -> Msg | None:
+        msg = self.msgs.get(marker)
+        if msg is None or msg.expires_at <= now:
+            return None
+        return msg
+
+    # -- time ------------------------------------------------------------------------------
+
+    def keep_until(self, msg: Msg, until: float) -> None:
+        """A lease's grace: ``msg`` lives at least until ``until``."""
+        if msg.expires_at < until:
+            msg.expires_at = until
+            heapq.heappush(self.expiry, (until, msg.marker))
+
+    def next_visible(self, now: float) -> float | None:
+        """When the next delayed or leased message becomes claimable (None: none waits)."""
+        self.advance(now)
+        waiting, msgs = self.waiting, self.msgs
+        while waiting:
+            _, marker, gen = waiting[0]
+            msg = msgs.get(marker)
+            if msg is not None and msg.gen == gen:
+                return waiting[0][0]
+            heapq.heappop(waiting)
+        return None
+
+    def reap(self, now: float, limit: int) -> int:
+        """Remove up to ``limit`` expired messages, and every ended claim; how many
+        messages went."""
+        removed = 0
+        while self.expiry and self.expiry[0][0] <= now and removed < limit:
+            _, marker = heapq.heappop(self.expiry)
+            msg = self.msgs.get(marker)
+            if msg is not None and msg.expires_at <= now:
+                self.remove(marker)
+                removed += 1
+        for claim_id in [c.id for c in self.claims.values() if c.expires_at <= now]:
+            del self.claims[claim_id]
+        return removed

@@ -1,0 +1,326 @@
+"""Claims in SQL: leasing (with the queue's dead-letter policy), renewing, releasing,
+acknowledging.
+
+Reads run on a read thread with a connection of their own; writes are group-commit
+operations that run on the writer thread inside its transaction, and raise their
+QGateError before writing anything (the writer's contract). Which messages are dead and
+how they arrive in the dead-letter queue are ``core.dead_letter``'s decisions; this
+module selects, moves and leases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from qgate.core.dead_letter import claim_order, dead_letter_expiry, dead_letter_options, is_dead
+from qgate.core.errors import QueueNotFound
+from qgate.core.model import Claim, Message
+from qgate.storage.sql.queues import insert_queue
+from qgate.storage.sql.schema import claims, messages, queues
+from qgate.storage.sql.statements import (
+    MESSAGE_COLUMNS,
+    QueueRow,
+    Statements,
+    in_claim_order,
+    message,
+    queue_id_of,
+)
+from qgate.storage.sql.writer import each
+
+m = messages.c
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def get_claim(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, claim_id: str, now: float
+) -> Claim | None:
+    q = sql.need_queue(conn, tenant, name)
+    row = conn.execute(
+        sa.select(claims).where(
+            claims.c.id == claim_id,
+            claims.c.queue_id == q.id,
+            claims.c.expires_at > now,
+        )
+    ).first()
+    if row is None:
+        return None
+    held = conn.execute(
+        sa.select(*MESSAGE_COLUMNS).where(
+            m.queue_id == q.id,
+            m.marker.in_(json.loads(row.markers)),
+            m.claim_id == claim_id,
+            m.expires_at > now,
+        )
+    )
+    return Claim(
+        id=claim_id,
+        queue=name,
+        ttl=row.ttl,
+        grace=row.grace,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        messages=tuple(in_claim_order([message(r) for r in held])),
+    )
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+def claim_group(
+    conn: sa.Connection,
+    batch: Sequence[tuple[Statements, str, str, str, int, float, float, float]],
+) -> list[Any]:
+    """Every claim of a transaction: each queue is read once, each claim is one UPDATE
+    (more for dead-lettering queues), and all claim records are ONE INSERT."""
+    out: list[Any] = []
+    found_queues: dict[tuple[str, str], QueueRow] = {}
+    records: list[dict[str, Any]] = []
+    for sql, tenant, name, claim_id, limit, ttl, grace, now in batch:
+        q = found_queues.get((tenant, name))
+        if q is None:
+            q = sql.queue_row(conn, tenant, name)
+            if q is None:
+                out.append(QueueNotFound(name))
+                continue
+            found_queues[(tenant, name)] = q
+        found = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
+        if found:
+            records.append(
+                {
+                    "id": claim_id,
+                    "queue_id": q.id,
+                    "ttl": ttl,
+                    "grace": grace,
+                    "created_at": now,
+                    "expires_at": now + ttl,
+                    "markers": json.dumps([msg.marker for msg in found]),
+                }
+            )
+        out.append(found)
+    if records:
+        conn.execute(claims.insert(), records)
+    return out
+
+
+def _claim(
+    conn: sa.Connection,
+    sql: Statements,
+    q: QueueRow,
+    claim_id: str,
+    limit: int,
+    ttl: float,
+    grace: float,
+    now: float,
+) -> list[Message]:
+    options = q.queue.options
+    if options.max_claim_count is None:
+        found = sql.lease(conn, q.id, limit, claim_id, ttl, grace, now)
+    else:
+        found = []
+        while len(found) < limit:
+            want = limit - len(found)
+            candidates = conn.execute(
+                sql.claimable(q.id, want, now).add_columns(m.claim_count)
+            ).all()
+            dead = [c.marker for c in candidates if is_dead(options, c.claim_count)]
+            live = [c.marker for c in candidates if not is_dead(options, c.claim_count)]
+            if dead:
+                dead_letter(conn, sql, q, dead, now)
+            if live:
+                found += sql.lease(conn, q.id, live, claim_id, ttl, grace, now)
+            if len(candidates) < want or not dead:
+                break
+    return in_claim_order(found)
+
+
+def dead_letter(
+    conn: sa.Connection, sql: Statements, q: QueueRow, markers: list[int], now: float
+) -> None:
+    """Move messages to the queue's dead-letter queue (created on demand), or drop them."""
+    options = q.queue.options
+    dlq_name = options.dead_letter_queue
+    if dlq_name is not None:
+        dlq = sql.queue_row(conn, q.queue.tenant, dlq_name)
+        if dlq is None:
+            insert_queue(conn, q.queue.tenant, dlq_name, dead_letter_options(options), {}, now)
+            dlq = sql.need_queue(conn, q.queue.tenant, dlq_name)
+        found = conn.execute(
+            sa.select(messages).where(m.queue_id == q.id, m.marker.in_(markers))
+        ).mappings()
+        # In the order the claim met them (memory's order), not whatever the plan gives.
+        moved = sorted(found, key=lambda row: claim_order(row["priority"], row["marker"]))
+        first = sql.allocate(conn, dlq.id, len(moved))
+        rows = []
+        for offset, row in enumerate(moved):
+            copy = dict(row)
+            copy.update(
+                queue_id=dlq.id,
+                marker=first + offset,
+                expires_at=dead_letter_expiry(options, row["expires_at"], now),
+                available_at=now,
+                visible_at=now,
+                claim_id=None,
+                claim_expires=None,
+            )
+            rows.append(copy)
+        if rows:
+            conn.execute(messages.insert(), rows)
+            sql.notify(conn, q.queue.tenant, dlq_name)
+    conn.execute(sa.delete(messages).where(m.queue_id == q.id, m.marker.in_(markers)))
+
+
+def _live_claim(conn: sa.Connection, queue_id: int, claim_id: str, now: float | None) -> Any:
+    query = sa.select(claims).where(claims.c.id == claim_id, claims.c.queue_id == queue_id)
+    if now is not None:
+        query = query.where(claims.c.expires_at > now)
+    return conn.execute(query).first()
+
+
+@each
+def renew_claim(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    claim_id: str,
+    ttl: float,
+    grace: float,
+    now: float,
+) -> bool:
+    q = sql.need_queue(conn, tenant, name)
+    row = _live_claim(conn, q.id, claim_id, now)
+    if row is None:
+        return False
+    expires = now + ttl
+    keep_until = now + ttl + grace
+    conn.execute(
+        sa.update(claims)
+        .where(claims.c.id == claim_id)
+        .values(ttl=ttl, grace=grace, expires_at=expires)
+    )
+    conn.execute(
+        sa.update(messages)
+        .where(
+            m.queue_id == q.id,
+            m.marker.in_(json.loads(row.markers)),
+            m.claim_id == claim_id,
+        )
+        .values(
+            claim_expires=expires,
+            visible_at=expires,
+            expires_at=sa.case((m.expires_at < keep_until, keep_until), else_=m.expires_at),
+        )
+    )
+    return True
+
+
+@each
+def release(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    claim_id: str,
+    wanted: list[int] | None,
+    delay: float,
+    now: float,
+) -> int:
+    q = sql.need_queue(conn, tenant, name)
+    row = _live_claim(conn, q.id, claim_id, None)
+    if row is None:
+        return 0
+    markers = json.loads(row.markers)
+    if wanted is not None:
+        markers = sorted(set(markers) & set(wanted))
+    count = 0
+    if markers:
+        count = conn.execute(
+            sa.update(messages)
+            .where(m.queue_id == q.id, m.marker.in_(markers), m.claim_id == claim_id)
+            .values(claim_id=None, claim_expires=None, visible_at=now + delay)
+        ).rowcount
+    still_held = (
+        wanted is not None
+        and conn.execute(
+            sa.select(m.marker)
+            .where(
+                m.queue_id == q.id, m.claim_id == claim_id, m.marker.in_(json.loads(row.markers))
+            )
+            .limit(1)
+        ).first()
+    )
+    if not still_held:
+        conn.execute(sa.delete(claims).where(claims.c.id == claim_id))
+    if count:
+        sql.notify(conn, tenant, name)
+    return int(count)
+
+
+def ack_group(conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]) -> list[Any]:
+    """Every ack of a transaction, per queue in at most two statements.
+
+    One ack is one ``DELETE ... WHERE claim_id = ? RETURNING``. Several acks of a queue
+    (many consumers, one commit) lock and read their rows in one SELECT, decide in Python
+    which rows each caller still holds, and delete them all with one DELETE: a row that a
+    later claim took over is never deleted by an earlier claim's late ack.
+    """
+    out: list[Any] = [[] for _ in batch]
+    by_queue: dict[tuple[str, str], list[int]] = {}
+    for i, (tenant, name, _, markers) in enumerate(batch):
+        if markers:
+            by_queue.setdefault((tenant, name), []).append(i)
+    for (tenant, name), indexes in by_queue.items():
+        queue_id = queue_id_of(tenant, name)
+        if len(indexes) == 1:
+            i = indexes[0]
+            rows = conn.execute(
+                sa.delete(messages)
+                .where(m.queue_id == queue_id, m.marker.in_(batch[i][3]), m.claim_id == batch[i][2])
+                .returning(m.marker)
+            )
+            out[i] = sorted(row.marker for row in rows)
+            if not out[i]:
+                _fail_if_missing(conn, tenant, name, out, indexes)
+            continue
+        wanted = sorted({marker for i in indexes for marker in batch[i][3]})
+        held = dict(
+            conn.execute(
+                sa.select(m.marker, m.claim_id)
+                .where(m.queue_id == queue_id, m.marker.in_(wanted))
+                .with_for_update()
+            ).all()
+        )
+        doomed: set[int] = set()
+        for i in indexes:
+            claim_id = batch[i][2]
+            mine = sorted(k for k in set(batch[i][3]) if held.get(k) == claim_id)
+            out[i] = mine
+            doomed.update(mine)
+        if doomed:
+            conn.execute(
+                sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(sorted(doomed)))
+            )
+        elif not held:
+            _fail_if_missing(conn, tenant, name, out, indexes)
+    for i, (tenant, name, _, markers) in enumerate(batch):
+        if not markers:
+            _fail_if_missing(conn, tenant, name, out, [i])
+    return out
+
+
+def _fail_if_missing(
+    conn: sa.Connection, tenant: str, name: str, out: list[Any], indexes: list[int]
+) -> None:
+    """After an ack that deleted nothing: QueueNotFound when the queue does not exist
+    (checked only then, so the common ack costs no extra statement)."""
+    found = conn.execute(
+        sa.select(queues.c.id).where(queues.c.tenant == tenant, queues.c.name == name)
+    ).first()
+    if found is None:
+        for i in indexes:
+            out[i] = QueueNotFound(name)

@@ -1,0 +1,253 @@
+"""Messages in SQL: publishing (with the queue's bounds), reading, deleting, expiry.
+
+Reads run on a read thread with a connection of their own; writes are group-commit
+operations that run on the writer thread inside its transaction, and raise their
+QGateError before writing anything (the writer's contract). The bounds themselves are
+``core.bounds``' decisions; this module counts and deletes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_to_drop
+from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
+from qgate.core.limits import resolve_times
+from qgate.core.model import Message, NewMessage, QueueOptions
+from qgate.storage.sql.schema import claims, messages
+from qgate.storage.sql.statements import (
+    MESSAGE_COLUMNS,
+    Statements,
+    chunks,
+    in_claim_order,
+    message,
+    queue_options,
+)
+from qgate.storage.sql.writer import each
+
+m = messages.c
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def get_messages(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    markers: Sequence[int],
+    now: float,
+) -> list[Message]:
+    q = sql.need_queue(conn, tenant, name)
+    if not markers:
+        return []
+    rows = conn.execute(
+        sa.select(*MESSAGE_COLUMNS).where(
+            m.queue_id == q.id, m.marker.in_(list(markers)), m.expires_at > now
+        )
+    )
+    found = {row.marker: message(row) for row in rows}
+    return [found[k] for k in markers if k in found]
+
+
+def observe(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    after: int | None,
+    limit: int,
+    include_claimed: bool,
+    include_delayed: bool,
+    exclude_producer: str | None,
+    now: float,
+) -> list[Message]:
+    q = sql.need_queue(conn, tenant, name)
+    query = sa.select(*MESSAGE_COLUMNS).where(m.queue_id == q.id, m.expires_at > now)
+    if after is not None:
+        query = query.where(m.marker > after)
+    claimed = sa.and_(m.claim_id.is_not(None), m.visible_at > now)
+    if include_claimed and not include_delayed:
+        query = query.where(sa.or_(m.visible_at <= now, claimed))
+    elif include_delayed and not include_claimed:
+        query = query.where(sa.not_(claimed))
+    elif not include_claimed and not include_delayed:
+        query = query.where(m.visible_at <= now)
+    if exclude_producer is not None:
+        query = query.where(sa.or_(m.producer.is_(None), m.producer != exclude_producer))
+    rows = conn.execute(query.order_by(m.marker).limit(limit))
+    return [message(row) for row in rows]
+
+
+def next_wake(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, now: float, after: int | None
+) -> float | None:
+    q = sql.need_queue(conn, tenant, name)
+    query = sa.select(sa.func.min(m.visible_at)).where(m.queue_id == q.id, m.visible_at > now)
+    if after is not None:
+        query = query.where(m.marker > after)
+    return conn.execute(query).scalar()
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+#: One publish: (statements, tenant, queue, its messages, now, the schema it was checked
+#: against).
+Publish = tuple[Statements, str, str, Sequence[NewMessage], float, int | None]
+
+
+def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
+    """Every publish of a transaction: per queue ONE marker UPDATE (which also finds the
+    queue and its options), then ONE INSERT for all their rows, at the driver level
+    (the hottest statements skip SQLAlchemy's per-row parameter processing)."""
+    sql = batch[0][0]  # one writer serves one store: every publish names the same
+    out: list[Any] = [None] * len(batch)
+    by_queue: dict[tuple[str, str], list[int]] = {}
+    for i, (_, tenant, name, _, _, _) in enumerate(batch):
+        by_queue.setdefault((tenant, name), []).append(i)
+    rows: list[tuple[Any, ...]] = []
+    trims: list[tuple[int, QueueOptions]] = []
+    for (tenant, name), indexes in by_queue.items():
+        requested = sum(len(batch[i][3]) for i in indexes)
+        params: tuple[Any, ...] = (requested, tenant, name)
+        if sql.pg:  # the NOTIFY rides on the UPDATE: one round trip for both
+            params = (*params, sql.notify_payload(tenant, name))
+        found = conn.exec_driver_sql(sql.allocate_sql, params).first()
+        if found is None:
+            for i in indexes:
+                out[i] = QueueNotFound(name)
+            continue
+        queue_id, last, options_json = found[-3:]
+        options = queue_options(options_json)
+        marker = int(last) - requested + 1
+        # The schema check happens here, under the queue row's lock: exact even when
+        # another process changes the schema between a publisher's check and now.
+        checked = []
+        for i in indexes:
+            if batch[i][5] == options.schema:
+                checked.append(i)
+            else:
+                out[i] = SchemaChanged(name, options.schema)
+        count, size = fill(conn, queue_id) if counts_fill(options) else (0, 0)
+        refusals = admit(name, options, count, size, [batch[i][3] for i in checked])
+        accepted = set()
+        for i, refused in zip(checked, refusals, strict=True):
+            if refused is None:
+                accepted.add(i)
+            else:
+                out[i] = refused
+        for i in indexes:
+            new = batch[i][3]
+            if i not in accepted:
+                marker += len(new)  # a refused publish leaves a gap; markers only grow
+                continue
+            now = batch[i][4]
+            out[i] = list(range(marker, marker + len(new)))
+            for msg in new:
+                expires_at, available_at = resolve_times(msg, options, now)
+                rows.append(
+                    (
+                        queue_id,
+                        marker,
+                        msg.priority,
+                        msg.body,
+                        len(msg.body),
+                        msg.content_type,
+                        json.dumps(dict(msg.headers)) if msg.headers else None,
+                        msg.producer,
+                        now,
+                        expires_at,
+                        available_at,
+                        available_at,
+                    )
+                )
+                marker += 1
+        if drops_oldest(options):
+            trims.append((queue_id, options))
+    if rows:
+        sql.insert_rows(conn, rows)
+    for queue_id, options in trims:
+        trim(conn, queue_id, options)
+    return out
+
+
+def fill(conn: sa.Connection, queue_id: int) -> tuple[int, int]:
+    """How many messages and bytes the queue holds (expired ones not reaped included)."""
+    row = conn.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(m.size), 0)).where(
+            m.queue_id == queue_id
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def trim(conn: sa.Connection, queue_id: int, options: QueueOptions) -> None:
+    """Drop the oldest messages until the queue is within its bounds (drop_oldest)."""
+    over = excess(options, *fill(conn, queue_id))
+    if not any(over):
+        return
+    oldest = conn.execute(
+        sa.select(m.marker, m.size).where(m.queue_id == queue_id).order_by(m.marker)
+    )
+    doomed = oldest_to_drop(over, ((marker, size) for marker, size in oldest))
+    oldest.close()
+    for chunk in chunks(doomed, 500):
+        conn.execute(sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(chunk)))
+
+
+# -- deleting --------------------------------------------------------------------------------
+
+
+@each
+def delete_messages(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    markers: list[int],
+    claim_id: str | None,
+    now: float,
+) -> list[int]:
+    q = sql.need_queue(conn, tenant, name)
+    if not markers:
+        return []
+    where = [m.queue_id == q.id, m.marker.in_(markers)]
+    if claim_id is None:
+        held = conn.execute(
+            sa.select(m.marker).where(*where, m.claim_id.is_not(None), m.visible_at > now).limit(1)
+        ).scalar()
+        if held is not None:
+            raise MessageClaimed(str(held))
+    else:
+        where.append(m.claim_id == claim_id)
+    rows = conn.execute(sa.delete(messages).where(*where).returning(m.marker))
+    return sorted(row.marker for row in rows)
+
+
+@each
+def pop_messages(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, limit: int, now: float
+) -> list[Message]:
+    q = sql.need_queue(conn, tenant, name)
+    rows = conn.execute(
+        sa.delete(messages)
+        .where(m.queue_id == q.id, sql.among(sql.claimable(q.id, limit, now)))
+        .returning(*MESSAGE_COLUMNS)
+    )
+    return in_claim_order([message(row) for row in rows])
+
+
+@each
+def reap(conn: sa.Connection, now: float, limit: int) -> int:
+    doomed = sa.select(m.queue_id, m.marker).where(m.expires_at <= now).limit(limit).subquery()
+    count = conn.execute(
+        sa.delete(messages).where(
+            sa.tuple_(m.queue_id, m.marker).in_(sa.select(doomed.c.queue_id, doomed.c.marker))
+        )
+    ).rowcount
+    conn.execute(sa.delete(claims).where(claims.c.expires_at <= now))
+    return int(count)

@@ -1,0 +1,256 @@
+"""Queues, their schemas and their durable-subscription cursors in SQL.
+
+Reads run on a read thread with a connection of their own; writes are group-commit
+operations (``writer.each``) that run on the writer thread inside its transaction, and
+raise their QGateError before writing anything (the writer's contract).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from qgate.core.avro_bodies import avro_writer
+from qgate.core.errors import QueueExists, QueueNotFound, UncheckedWriters
+from qgate.core.model import Queue, QueueOptions, QueueStats
+from qgate.storage.sql.schema import claims, messages, queues, schemas, subscriptions
+from qgate.storage.sql.statements import MESSAGE_COLUMNS, QueueRow, Statements, message
+from qgate.storage.sql.writer import each
+
+m = messages.c
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def get_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> Queue | None:
+    q = sql.queue_row(conn, tenant, name)
+    return None if q is None else q.queue
+
+
+def list_queues(
+    conn: sa.Connection, sql: Statements, tenant: str, marker: str | None, limit: int
+) -> list[Queue]:
+    name_ = sql.bytewise(queues.c.name)
+    query = sa.select(queues).where(queues.c.tenant == tenant)
+    if marker is not None:
+        query = query.where(name_ > marker)
+    rows = conn.execute(query.order_by(name_).limit(limit))
+    return [QueueRow(row).queue for row in rows]
+
+
+def queue_stats(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, now: float
+) -> QueueStats:
+    q = sql.need_queue(conn, tenant, name)
+    live = sa.and_(m.queue_id == q.id, m.expires_at > now)
+    claimed = sa.and_(m.claim_id.is_not(None), m.visible_at > now)
+    delayed = sa.and_(m.claim_id.is_(None), m.visible_at > now)
+    row = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((claimed, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((delayed, 1), else_=0)), 0),
+        ).where(live)
+    ).one()
+    total, n_claimed, n_delayed = int(row[0]), int(row[1]), int(row[2])
+    oldest = newest = None
+    if total:
+        first = sa.select(*MESSAGE_COLUMNS).where(live)
+        oldest = message(conn.execute(first.order_by(m.marker).limit(1)).one())
+        newest = message(conn.execute(first.order_by(m.marker.desc()).limit(1)).one())
+    return QueueStats(
+        total=total,
+        available=total - n_claimed - n_delayed,
+        claimed=n_claimed,
+        delayed=n_delayed,
+        oldest=oldest,
+        newest=newest,
+    )
+
+
+def writers(conn: sa.Connection, queue_id: int, now: float) -> list[int]:
+    """The writer fingerprints named by the content types of a queue's live messages."""
+    query = (
+        sa.select(m.content_type)
+        .distinct()
+        .where(
+            m.queue_id == queue_id,
+            m.expires_at > now,
+            sa.func.lower(m.content_type).like("avro/binary%"),
+        )
+    )
+    found = {avro_writer(row.content_type, b"") for row in conn.execute(query)}
+    return sorted(w[0] for w in found if w is not None)
+
+
+def schema_writers(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, now: float
+) -> list[int]:
+    return writers(conn, sql.need_queue(conn, tenant, name).id, now)
+
+
+def get_schema(conn: sa.Connection, fingerprint: int) -> str | None:
+    return conn.execute(
+        sa.select(schemas.c.text).where(schemas.c.fingerprint == fingerprint)
+    ).scalar()
+
+
+def get_cursor(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, subscription: str
+) -> int | None:
+    q = sql.need_queue(conn, tenant, name)
+    return conn.execute(
+        sa.select(subscriptions.c.marker).where(
+            subscriptions.c.queue_id == q.id, subscriptions.c.name == subscription
+        )
+    ).scalar()
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+def insert_queue(
+    conn: sa.Connection,
+    tenant: str,
+    name: str,
+    options: QueueOptions,
+    metadata: Mapping[str, Any],
+    now: float,
+) -> None:
+    conn.execute(
+        queues.insert().values(
+            tenant=tenant,
+            name=name,
+            options=json.dumps(options.to_dict()),
+            metadata=json.dumps(dict(metadata)),
+            created_at=now,
+            last_marker=0,
+        )
+    )
+
+
+@each
+def create_queue(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    options: QueueOptions,
+    metadata: Mapping[str, Any],
+    now: float,
+) -> Queue:
+    if sql.queue_row(conn, tenant, name) is not None:
+        raise QueueExists(name)
+    try:
+        with conn.begin_nested():
+            insert_queue(conn, tenant, name, options, metadata, now)
+    except sa.exc.IntegrityError:
+        raise QueueExists(name) from None  # created meanwhile by another process
+    return sql.need_queue(conn, tenant, name).queue
+
+
+@each
+def update_queue(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    options: QueueOptions,
+    metadata: Mapping[str, Any],
+) -> Queue:
+    q = sql.queue_row(conn, tenant, name, lock=True)
+    if q is None:
+        raise QueueNotFound(name)
+    old = q.queue.options
+    options = replace(options, schema=old.schema, schema_text=old.schema_text)
+    conn.execute(
+        sa.update(queues)
+        .where(queues.c.id == q.id)
+        .values(options=json.dumps(options.to_dict()), metadata=json.dumps(dict(metadata)))
+    )
+    sql.notify(conn, tenant, name)
+    return Queue(tenant, name, options, dict(metadata), q.queue.created_at)
+
+
+@each
+def set_queue_schema(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    fingerprint: int | None,
+    text: str | None,
+    writer_fingerprints: list[int],
+    now: float,
+) -> Queue:
+    # The queue row is locked first: a publish elsewhere either committed before (its
+    # messages are in the scan below) or waits and then sees the new schema.
+    q = sql.queue_row(conn, tenant, name, lock=True)
+    if q is None:
+        raise QueueNotFound(name)
+    if fingerprint is not None:
+        unchecked = set(writers(conn, q.id, now)) - set(writer_fingerprints) - {fingerprint}
+        if unchecked:
+            raise UncheckedWriters(name, sorted(unchecked))
+    options = replace(q.queue.options, schema=fingerprint, schema_text=text)
+    conn.execute(
+        sa.update(queues).where(queues.c.id == q.id).values(options=json.dumps(options.to_dict()))
+    )
+    sql.notify(conn, tenant, name)
+    return Queue(tenant, name, options, q.queue.metadata, q.queue.created_at)
+
+
+@each
+def put_schema(conn: sa.Connection, sql: Statements, fingerprint: int, text: str) -> None:
+    stmt = sql.upsert(schemas).values(fingerprint=fingerprint, text=text)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[schemas.c.fingerprint]))
+
+
+@each
+def delete_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> bool:
+    q = sql.queue_row(conn, tenant, name)
+    if q is None:
+        return False
+    conn.execute(sa.delete(messages).where(m.queue_id == q.id))
+    conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
+    conn.execute(sa.delete(subscriptions).where(subscriptions.c.queue_id == q.id))
+    conn.execute(sa.delete(queues).where(queues.c.id == q.id))
+    return True
+
+
+@each
+def purge_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> int:
+    q = sql.need_queue(conn, tenant, name)
+    count = conn.execute(sa.delete(messages).where(m.queue_id == q.id)).rowcount
+    conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
+    return int(count)
+
+
+@each
+def set_cursor(
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    subscription: str,
+    marker: int | None,
+) -> None:
+    q = sql.need_queue(conn, tenant, name)
+    if marker is None:
+        conn.execute(
+            sa.delete(subscriptions).where(
+                subscriptions.c.queue_id == q.id, subscriptions.c.name == subscription
+            )
+        )
+        return
+    stmt = sql.upsert(subscriptions).values(queue_id=q.id, name=subscription, marker=marker)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[subscriptions.c.queue_id, subscriptions.c.name],
+            set_={"marker": stmt.excluded.marker},
+        )
+    )
