@@ -885,9 +885,12 @@ class SQLStorage:
         markers: Sequence[int] | None,
         delay: float,
         now: float,
+        undelivered: bool = False,
     ) -> Deferred[int]:
         wanted = None if markers is None else list(markers)
-        return self._write(_release, self, tenant, name, claim_id, wanted, delay, now)
+        return self._write(
+            _release, self, tenant, name, claim_id, wanted, delay, now, undelivered
+        )
 
     def ack(
         self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float
@@ -1336,6 +1339,7 @@ def _release(
     wanted: list[int] | None,
     delay: float,
     now: float,
+    undelivered: bool,
 ) -> int:
     q = store._need_queue(conn, tenant, name)
     row = _live_claim(conn, q.id, claim_id, None)
@@ -1349,7 +1353,17 @@ def _release(
         count = conn.execute(
             sa.update(messages)
             .where(m.queue_id == q.id, m.marker.in_(markers), m.claim_id == claim_id)
-            .values(claim_id=None, claim_expires=None, visible_at=now + delay)
+            .values(
+                claim_id=None,
+                claim_expires=None,
+                visible_at=now + delay,
+                # Never delivered: this claim does not count toward dead-lettering.
+                claim_count=(
+                    sa.case((m.claim_count > 0, m.claim_count - 1), else_=0)
+                    if undelivered
+                    else m.claim_count
+                ),
+            )
         ).rowcount
     still_held = (
         wanted is not None
