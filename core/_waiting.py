@@ -128,7 +128,8 @@ class QueueWaits:
                 result.callback(found)
             elif found:
                 now = self._clock.seconds()
-                store.release(tenant, name, claim_id, None, 0, now).addCallbacks(
+                # Nobody received these: the claim does not count toward dead-lettering.
+                store.release(tenant, name, claim_id, None, 0, now, True).addCallbacks(
                     lambda _: self.notify(tenant, name),
                     lambda f: log.failure("releasing an abandoned claim failed", f),
                 )

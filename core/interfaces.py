@@ -105,9 +105,11 @@ class IQueueStorage(Interface):
     def renew_claim(tenant, name, claim_id, ttl, grace, now):
         """-> bool; extends the lease of a live claim to ``now + ttl``."""
 
-    def release(tenant, name, claim_id, markers, delay, now):
+    def release(tenant, name, claim_id, markers, delay, now, undelivered=False):
         """-> int released; makes messages of the claim (all, or ``markers``) available
-        again at ``now + delay``."""
+        again at ``now + delay``. With ``undelivered`` (no consumer ever received them)
+        this claim does not count: each message's ``claim_count`` goes back to what it was
+        before the claim, so it is neither redelivered nor dead-lettered because of it."""
 
     def ack(tenant, name, claim_id, markers, now):
         """-> list[int] deleted, of ``markers`` still held by ``claim_id``."""
@@ -233,8 +235,9 @@ class IQueueService(Interface):
     def renew_claim(tenant, name, claim_id, ttl, grace=0):
         """-> None; fails with ClaimNotFound."""
 
-    def release(tenant, name, claim_id, ids=None, delay=0):
-        """-> int; returns claimed messages to the queue (NACK), counted for dead-lettering."""
+    def release(tenant, name, claim_id, ids=None, delay=0, undelivered=False):
+        """-> int; returns claimed messages to the queue (NACK), counted for dead-lettering;
+        with ``undelivered`` (claimed, but never written to any consumer) not counted."""
 
     def ack(tenant, name, claim_id, ids):
         """-> list[str] ids acknowledged (deleted)."""

@@ -562,11 +562,14 @@ class QueueService:
         claim_id: str,
         ids: Sequence[str] | None = None,
         delay: float = 0,
+        undelivered: bool = False,
     ) -> int:
         store = self._store(tenant, name)
         delay = float(check_number(delay, "delay", 0, self.limits.max_delay))
         markers = None if ids is None else _markers(ids)
-        count = await store.release(tenant, name, claim_id, markers, delay, self._now())
+        count = await store.release(
+            tenant, name, claim_id, markers, delay, self._now(), undelivered
+        )
         if count:
             self.notify(tenant, name)
         return count

@@ -431,6 +431,7 @@ class MemoryStorage:
         markers: Sequence[int] | None,
         delay: float,
         now: float,
+        undelivered: bool = False,
     ) -> int:
         q = self._get(tenant, name)
         claim = q.claims.get(claim_id)
@@ -444,6 +445,8 @@ class MemoryStorage:
             msg.claim_id = None
             msg.claim_expires = None
             msg.visible_at = now + delay
+            if undelivered and msg.claim_count > 0:
+                msg.claim_count -= 1  # this claim never reached a consumer: it does not count
             q.schedule(msg, now)
             count += 1
         if wanted is None or not self._held(q, claim, now):

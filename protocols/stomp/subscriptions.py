@@ -310,8 +310,8 @@ class QueueSubscription(Subscription):
         try:
             messages = await self.bodies.convert(self.tenant, self.queue, claim.messages)
         except Exception:
-            # Not delivered, so not left claimed until the lease ends.
-            await self.service.release(self.tenant, self.queue, claim.id)
+            # Not delivered, so not left claimed until the lease ends, and not counted.
+            await self.service.release(self.tenant, self.queue, claim.id, undelivered=True)
             raise
         delivered: list[str] = []
         for message in messages:
@@ -321,8 +321,11 @@ class QueueSubscription(Subscription):
             delivered.append(message.id)
         rest = [m.id for m in messages[len(delivered) :]]
         if rest:
-            # Stopped in the middle of a batch: the rest goes straight back.
-            await self.service.release(self.tenant, self.queue, claim.id, rest)
+            # Stopped before (or in the middle of) the batch: the rest goes straight back,
+            # and as no MESSAGE frame carried it, this claim does not count for it.
+            await self.service.release(
+                self.tenant, self.queue, claim.id, rest, undelivered=True
+            )
         if self.ack == "auto" and delivered:
             # ack:auto: the message counts as acknowledged once it is sent. Not awaited: the
             # next claim goes to the core meanwhile (with SQL, in the same group commit).

@@ -127,6 +127,12 @@ def websocket_resource(ctx: ProtocolContext[StompSettings]) -> IResource:
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_frame + 1024,
         maxFramePayloadSize=max_frame + 1024,
+        # RFC 6455 7.1.7: a peer that breaks the protocol gets a Close frame with the
+        # status that says why (1007 invalid UTF-8 in a text message, 1002, 1009) before
+        # the TCP connection closes, not just a dropped connection (autobahn's default).
+        # closeHandshakeTimeout (1 s) bounds the wait for its answer.
+        utf8validateIncoming=True,
+        failByDrop=False,
         # STOMP has its own heart-beats; no WebSocket auto-ping needed.
     )
     resource: IResource = WebSocketResource(factory)

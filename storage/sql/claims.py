@@ -229,6 +229,7 @@ def release(
     wanted: list[int] | None,
     delay: float,
     now: float,
+    undelivered: bool = False,
 ) -> int:
     q = sql.need_queue(conn, tenant, name)
     row = _live_claim(conn, q.id, claim_id, None)
@@ -242,7 +243,17 @@ def release(
         count = conn.execute(
             sa.update(messages)
             .where(m.queue_id == q.id, m.marker.in_(markers), m.claim_id == claim_id)
-            .values(claim_id=None, claim_expires=None, visible_at=now + delay)
+            .values(
+                claim_id=None,
+                claim_expires=None,
+                visible_at=now + delay,
+                # Never delivered: this claim does not count toward dead-lettering.
+                claim_count=(
+                    sa.case((m.claim_count > 0, m.claim_count - 1), else_=0)
+                    if undelivered
+                    else m.claim_count
+                ),
+            )
         ).rowcount
     still_held = (
         wanted is not None

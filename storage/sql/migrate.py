@@ -12,6 +12,23 @@ from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+#: The PostgreSQL advisory lock key a migration holds: any fixed 64-bit number that
+#: nothing else locks ("qgateMIG" in ASCII).
+MIGRATION_LOCK = int.from_bytes(b"qgateMIG", "big")
+
+
+def hold_migration_lock(conn: sa.Connection) -> None:
+    """Make migrations of this database take turns: the lock is held until ``conn``'s
+    transaction ends, so processes that start together migrate one after the other, and
+    the later ones find the schema at head and change nothing.
+
+    PostgreSQL: a transaction-level advisory lock (``pg_advisory_xact_lock``), released by
+    the commit or rollback that ends the migration, on any error path too. SQLite: qgate's
+    writer engine begins with ``BEGIN IMMEDIATE``, the database's one write lock, held to
+    the commit (others wait up to the busy timeout), so there is nothing more to take."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
 
 def alembic_config(url: str) -> Config:
     config = Config()

@@ -269,9 +269,12 @@ class SQLStorage:
         markers: Sequence[int] | None,
         delay: float,
         now: float,
+        undelivered: bool = False,
     ) -> Deferred[int]:
         wanted = None if markers is None else list(markers)
-        return self._write(claims.release, self._sql, tenant, name, claim_id, wanted, delay, now)
+        return self._write(
+            claims.release, self._sql, tenant, name, claim_id, wanted, delay, now, undelivered
+        )
 
     def ack(
         self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float

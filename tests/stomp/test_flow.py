@@ -179,6 +179,29 @@ def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
     assert len(other.messages()) == 20
 
 
+def test_the_part_of_a_batch_a_slow_consumer_was_never_sent_is_given_back_uncounted(
+    mem_service, clock
+):
+    """Output overflow ends the session in the middle of a claimed batch: the MESSAGEs
+    written count as delivered, the rest of the batch goes back as it was."""
+    fired(mem_service.create_queue("default", "q", QueueOptions(max_claim_count=5)))
+    ctx = make_ctx(mem_service, heartbeat_ms=0, max_output_buffer=2_000)
+    client = _slow_client(ctx, limit=1_000)
+    client.connect()
+    client.send(
+        "SUBSCRIBE",
+        {"destination": "/queue/q", "id": "s", "ack": "client", "prefetch-count": "20"},
+    )
+    fired(mem_service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
+    written = [f for f in client.read() if f.command == "MESSAGE"]
+    assert 0 < len(written) < 20 and client.closing
+    clock.advance(CLOSE_TIMEOUT)
+    client.lose()
+    left = fired(mem_service.observe("default", "q", limit=20))
+    assert len(left) == 20
+    assert [m.claim_count for m in left] == [1] * len(written) + [0] * (20 - len(written))
+
+
 class CountedAcks:
     """A queue service that records each ack call (and passes it on)."""
 

@@ -47,6 +47,10 @@ class _Client(WebSocketClientProtocol):  # type: ignore[misc]
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.received.put((payload, isBinary))
 
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
+        self.factory.close_frames.append(code)  # a Close frame came (not a dropped TCP)
+        return super().onCloseFrame(code, reasonRaw)
+
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         if not self.factory.opened.called:
             self.factory.opened.errback(ConnectionError(f"WebSocket not opened: {reason}"))
@@ -92,6 +96,7 @@ async def ws_connect(site: Any, protocols: list[str], binary: bool = False) -> W
     factory.opened = Deferred()
     factory.closed = Deferred()
     factory.received = DeferredQueue()
+    factory.close_frames = []
     site.reactor.connectTCP("127.0.0.1", site.port, factory)
     proto = await factory.opened
     return WSStomp(proto, factory, binary)
@@ -148,6 +153,33 @@ async def test_websocket_error_closes_the_connection(site):
     error = await c.next()
     assert error.command == "ERROR"
     assert await c.factory.closed == 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_utf8_in_a_text_message_is_answered_with_a_close_frame_1007(site):
+    """RFC 6455 section 7.1.7 (and 8.1): invalid UTF-8 in a text message fails the
+    connection with status 1007 in a Close frame, not by dropping TCP; the frame is not
+    handled and what the session had delivered goes back."""
+    await site.service.publish("default", "jobs", [NewMessage(b"job")])
+    c = await ws_connect(site, ["v12.stomp"])
+    c.send("CONNECT", {"accept-version": "1.2", "host": "/"})
+    await c.next()
+    c.send("SUBSCRIBE", {"destination": "/queue/jobs", "id": "s", "ack": "client"})
+    assert (await c.next()).body == b"job"
+    c.proto.sendMessage(b"SEND\ndestination:/queue/jobs\n\n\xff\xfe\x00", isBinary=False)
+    assert await c.factory.closed == 1007
+    assert c.factory.close_frames == [1007]
+    assert c.proto.wasClean
+    stats = await site.service.queue_stats("default", "jobs")
+    assert (stats.total, stats.available) == (1, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_past_the_frame_limit_is_answered_with_a_close_frame_1009(site):
+    c = await ws_connect(site, ["v12.stomp"], binary=True)
+    c.proto.sendMessage(b"x" * (2 * 1024 * 1024), isBinary=True)
+    assert await c.factory.closed == 1009
+    assert c.factory.close_frames == [1009]
 
 
 @pytest_twisted.ensureDeferred

@@ -104,6 +104,34 @@ class ClaimContract:
         assert await store.get_claim(T, "q", "c1", NOW) is not None
 
     @pytest_twisted.ensureDeferred
+    async def test_an_undelivered_release_gives_the_claim_back_uncounted(self, store):
+        await make_queue(store, max_claim_count=1, dead_letter_queue="dead")
+        a, b, c = await put(store, b"a", b"b", b"c")
+        await lease(store, "c1", 3)
+        assert await store.release(T, "q", "c1", [a, b], 0.0, NOW, False) == 2  # counted
+        assert await store.release(T, "q", "c1", [c], 0.0, NOW, True) == 1  # not counted
+        assert await store.get_claim(T, "q", "c1", NOW) is None
+        # a and b have been claimed once (max_claim_count): they move; c is claimed again
+        # as if for the first time, and giving it back uncounted again keeps it at 0.
+        [again] = await lease(store, "c2", 3, now=NOW + 1)
+        assert (again.marker, again.claim_count) == (c, 1)
+        assert await everything(store, "dead") == [b"a", b"b"]
+        assert await store.release(T, "q", "c2", None, 0.0, NOW + 1, True) == 1
+        [third] = await lease(store, "c3", now=NOW + 2)
+        assert (third.marker, third.claim_count) == (c, 1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_an_undelivered_release_only_uncounts_what_the_claim_still_holds(self, store):
+        await make_queue(store)
+        [a] = await put(store, b"a")
+        await lease(store, "stale", ttl=10.0)
+        await lease(store, "fresh", ttl=10.0, now=NOW + 10)  # claim_count 2 now
+        assert await store.release(T, "q", "stale", None, 0.0, NOW + 11, True) == 0
+        assert await store.release(T, "q", "fresh", None, 0.0, NOW + 11, True) == 1
+        [m] = await lease(store, "next", now=NOW + 11)
+        assert (m.marker, m.claim_count) == (a, 2)  # the first claim still counts
+
+    @pytest_twisted.ensureDeferred
     async def test_a_release_with_a_delay_holds_the_messages_back_until_then(self, store):
         await make_queue(store)
         await put(store, b"retry-me")

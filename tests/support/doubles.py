@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 
 from qgate.core.errors import StorageUnavailable
 from qgate.storage.memory import MemoryStorage
@@ -45,3 +45,25 @@ class DownStorage(MemoryStorage):
             return method(*args, **kwargs)
 
         return call
+
+
+class HeldClaims(Delegating):
+    """A store whose claims are done at once but answered only when the test says
+    (``answer()``), as the SQL writer thread answers later on the reactor: a consumer can
+    go away while its claim is in flight."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(target)
+        self.held: list[tuple[Deferred[Any], Deferred[Any]]] = []
+
+    def claim(self, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.held.append((d, maybeDeferred(self.target.claim_now, *args)))
+        return d
+
+    def answer(self) -> int:
+        """Answer every claim made so far; how many there were."""
+        held, self.held = self.held, []
+        for d, done in held:
+            done.chainDeferred(d)
+        return len(held)

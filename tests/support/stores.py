@@ -49,16 +49,18 @@ def _migrated_template() -> Path:
 
 
 @contextlib.contextmanager
-def temporary_database(options: str = "") -> Iterator[str]:
-    """A new, migrated PostgreSQL database on the server at PG_URL (created with the
-    ``CREATE DATABASE`` ``options``), dropped afterwards; its URL."""
+def temporary_database(options: str = "", migrate: bool = True) -> Iterator[str]:
+    """A new PostgreSQL database on the server at PG_URL (created with the ``CREATE
+    DATABASE`` ``options``), migrated unless ``migrate`` is false, dropped afterwards; its
+    URL."""
     admin = sa.create_engine(normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
     name = f"qgate_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}" {options}')
     try:
         url = normalize_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        upgrade(url)
+        if migrate:
+            upgrade(url)
         yield url
     finally:
         with admin.connect() as conn:
