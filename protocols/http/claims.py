@@ -58,7 +58,7 @@ class ClaimEndpoints(Handlers):
         except BaseException:
             # The claim is committed but cannot be answered (or the client went away):
             # give its messages back rather than hide them for ttl + grace.
-            self.service.release(tenant, name, found.id).addErrback(
+            self.service.release(tenant, name, found.id, undelivered=True).addErrback(
                 lambda f: log.failure("releasing an unanswered claim failed", f)
             )
             raise

@@ -433,3 +433,5 @@ async def test_a_claim_that_cannot_be_answered_is_released() -> None:
     with pytest.raises(AvroError):
         await calls("claim", params)
     assert (await service.queue_stats(T, "q")).claimed == 0
+    [again] = await service.observe(T, "q")
+    assert again.claim_count == 0  # never answered: not counted as delivered

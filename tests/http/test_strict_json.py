@@ -216,8 +216,10 @@ async def test_a_claim_that_cannot_be_answered_is_released(
     storage.publish_now("p1", "jobs", [row], service.clock.seconds(), None)
     reply = await api.post("/v2/queues/jobs/claims", {"ttl": 60, "grace": 60})
     assert reply.status >= 400
-    # Not hidden for ttl + grace under a claim nobody holds.
+    # Not hidden for ttl + grace under a claim nobody holds, and not counted as delivered.
     assert (await service.queue_stats("p1", "jobs")).claimed == 0
+    [again] = await service.observe("p1", "jobs")
+    assert again.claim_count == 0
 
 
 @pytest_twisted.ensureDeferred
