@@ -13,6 +13,7 @@ from qgate.protocols.http import wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
 from qgate.protocols.http.handlers import Handlers, next_link, query_limit, queue_path
+from qgate.protocols.http.patch import PATCH_TYPE, apply_patch, parse_patch
 from qgate.protocols.http.router import Response
 
 
@@ -93,18 +94,18 @@ class QueueEndpoints(Handlers):
         if len(data) > self.bounds.metadata_size:
             raise bad_body(f"Queue metadata is too large. Max size: {self.bounds.metadata_size}")
         media = (call.header("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if media != wire.PATCH_TYPE:
+        if media != PATCH_TYPE:
             raise HTTPError(
                 415,
                 "Unsupported media type",
-                f"Accepted media type for PATCH: {wire.PATCH_TYPE}.",
-                {"Accept-Patch": wire.PATCH_TYPE},
+                f"Accepted media type for PATCH: {PATCH_TYPE}.",
+                {"Accept-Patch": PATCH_TYPE},
             )
         if not data.strip():
             raise bad_body("PATCH body could not be empty for update.")
-        changes = wire.parse_patch(wire.parse_json(data))
+        changes = parse_patch(wire.parse_json(data))
         queue = await self.service.get_queue(tenant, name)
-        metadata = wire.apply_patch(queue.metadata, changes)
+        metadata = apply_patch(queue.metadata, changes)
         wire.check_metadata(metadata, self.bounds)
         touched = {change.key for change in changes}
         if metadata.get("_flavor") is None:

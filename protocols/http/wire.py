@@ -58,7 +58,7 @@ import base64
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ from qgate.core import jsonsafe
 from qgate.core.limits import NAME_RE, Limits
 from qgate.core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
 from qgate.core.options import OPTIONS, with_values
-from qgate.protocols.http.errors import HTTPError, bad_body, bad_request
+from qgate.protocols.http.errors import bad_body, bad_request
 
 # Zaqar's validation defaults (zaqar/transport/validation.py, [transport] options).
 MIN_MESSAGE_TTL = 60
@@ -87,7 +87,6 @@ DEFAULT_CLAIM_GRACE = 60
 DEFAULT_LIMIT = 10
 
 JSON_TYPE = "application/json"
-PATCH_TYPE = "application/openstack-messaging-v2.0-json-patch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,86 +448,6 @@ def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
         out[SCHEMA_KEY] = json.loads(options.schema_text)
     else:
         out.pop(SCHEMA_KEY, None)
-    return out
-
-
-# -- JSON patch of queue metadata (Zaqar's draft-10 subset) ----------------------------------
-
-PATCH_OPS = ("add", "remove", "replace")
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    op: str
-    key: str
-    value: Any = None
-
-
-def _pointer(pointer: Any) -> list[str]:
-    # Zaqar's _validate_json_pointer / _decode_json_pointer.
-    if not isinstance(pointer, str) or not pointer.startswith("/"):
-        raise bad_body(f'Pointer `{pointer}` does not start with "/".')
-    if "//" in pointer or (len(pointer) > 1 and pointer.endswith("/")):
-        raise bad_body(f'Pointer `{pointer}` contains adjacent or trailing "/".')
-    text = pointer.replace("~0", "").replace("~1", "")
-    if "~" in text:
-        raise bad_body(
-            f'Pointer `{pointer}` contains "~" not part of a recognized escape sequence.'
-        )
-    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
-
-
-def parse_patch(document: Any) -> list[Change]:
-    """The changes of a queue PATCH body, validated like Zaqar's ``queue_patching``."""
-    if not isinstance(document, list):
-        raise bad_body("Request body must be a JSON array of operation objects.")
-    changes = []
-    ops = ", ".join(PATCH_OPS)
-    for raw in document:
-        if not isinstance(raw, dict):
-            raise bad_body("Operations must be JSON objects.")
-        op = raw.get("op")
-        if op is None:
-            raise bad_body(
-                "Unable to find `op` in JSON Schema change. "
-                f"It must be one of the following: {ops}."
-            )
-        if op not in PATCH_OPS:
-            raise bad_body(f"Invalid operation: `{op}`. It must be one of the following: {ops}.")
-        if "path" not in raw:
-            raise bad_body("Unable to find 'path' in JSON Schema change")
-        path = _pointer(raw["path"])
-        if len(path) != 2:
-            raise bad_body(
-                f"Invalid JSON pointer for this resource: '/{'/'.join(path)}, e.g /metadata/key'"
-            )
-        if path[0].lower() != "metadata":
-            raise bad_body("The root of path must be metadata, e.g /metadata/key.")
-        if op != "remove" and "value" not in raw:
-            raise bad_body(f'Operation "{op}" requires a member named "value".')
-        changes.append(Change(op, path[1], raw.get("value")))
-    return changes
-
-
-def apply_patch(metadata: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any]:
-    """``metadata`` after ``changes``; replacing or removing a key that is neither set nor
-    reserved is a 409, as in Zaqar's ``_do_replace``/``_do_remove``."""
-    out = dict(metadata)
-    for change in changes:
-        if change.op == "add":
-            out[change.key] = change.value
-        elif change.op == "replace":
-            if change.key not in out and change.key not in RESERVED_KEYS:
-                raise HTTPError(
-                    409, "Resource conflict", f"Can't replace non-existent object {change.key}."
-                )
-            out[change.key] = change.value
-        elif change.key in out:
-            del out[change.key]
-        elif change.key not in RESERVED_KEYS:
-            raise HTTPError(
-                409, "Resource conflict", f"Can't remove non-existent object {change.key}."
-            )
     return out
 
 
