@@ -34,11 +34,13 @@ __all__ = [
 
 def build_site(ctx: ProtocolContext[HTTPSettings]) -> QGateSite:
     http = ctx.settings
+    root = build_resource(ctx)
     return QGateSite(
-        build_resource(ctx),
+        root,
         max_request_body=http.max_request_body,
         idle_timeout=http.idle_timeout,
         reactor=ctx.reactor,
+        refusal=root.too_large,
     )
 
 

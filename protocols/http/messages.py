@@ -22,7 +22,7 @@ class MessageEndpoints(Handlers):
         # schema) are the core's to check, in the same step that stores.
         limit = self.bounds.post_size
         if len(call.body()) > limit:
-            raise bad_request(f"Message collection size is too large. Max size {limit}")
+            raise self.collection_too_large()
         if media_type(call.header("Content-Type") or "") == AVRO_BINARY:
             messages = await self._container_messages(call, client, limit)
         else:
@@ -33,6 +33,12 @@ class MessageEndpoints(Handlers):
             201,
             {"resources": [f"{path}/{i}" for i in ids]},
             {"Location": f"{path}?ids={','.join(ids)}"},
+        )
+
+    def collection_too_large(self) -> HTTPError:
+        """Zaqar's ``message_length`` refusal of a post over the API's largest."""
+        return bad_request(
+            f"Message collection size is too large. Max size {self.bounds.post_size}"
         )
 
     async def _container_messages(self, call: Call, client: str, limit: int) -> list[NewMessage]:

@@ -53,11 +53,17 @@ class QueueEndpoints(Handlers):
                 return count
             marker = queues[-1].name
 
+    def metadata_too_large(self, patch: bool) -> HTTPError:
+        """Zaqar's ``queue_metadata_length`` refusal (a body error on PATCH, an API error
+        on PUT, as Zaqar titles them)."""
+        description = f"Queue metadata is too large. Max size: {self.bounds.metadata_size}"
+        return bad_body(description) if patch else bad_request(description)
+
     async def create_queue(self, call: Call) -> Response:
         tenant, name = await self._scope(call)
         data = call.body()
         if len(data) > self.bounds.metadata_size:
-            raise bad_request(f"Queue metadata is too large. Max size: {self.bounds.metadata_size}")
+            raise self.metadata_too_large(patch=False)
         metadata: dict[str, Any] = {}
         if data.strip():
             document = call.json()
@@ -92,7 +98,7 @@ class QueueEndpoints(Handlers):
         tenant, name = await self._scope(call)
         data = call.body()
         if len(data) > self.bounds.metadata_size:
-            raise bad_body(f"Queue metadata is too large. Max size: {self.bounds.metadata_size}")
+            raise self.metadata_too_large(patch=True)
         media = (call.header("Content-Type") or "").split(";", 1)[0].strip().lower()
         if media != PATCH_TYPE:
             raise HTTPError(

@@ -65,9 +65,9 @@ async def test_v2_serves_a_json_home_document(api: Api) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_ping_answers_204_without_credentials(api: Api) -> None:
+async def test_ping_answers_204_without_a_project(api: Api) -> None:
     for method in ("GET", "HEAD"):
-        reply = await api.request(method, "/v2/ping", client=None, project=None)
+        reply = await api.request(method, "/v2/ping", project=None)
         assert reply.status == 204
         assert reply.body == b""
 
