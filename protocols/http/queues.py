@@ -3,12 +3,14 @@ stats and purge, and the queue's Avro schema (``/v2/queues/{q}/schema``)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from typing import Any
 
 from qgate.core.avro_bodies import format_fingerprint
 from qgate.core.errors import QueueNotFound
+from qgate.core.model import Queue
 from qgate.protocols.http import wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
@@ -34,14 +36,32 @@ class QueueEndpoints(Handlers):
             documents.append(document)
         links = []
         if queues:
-            # Zaqar: the next link repeats the given parameters with the new marker.
-            params = [("marker", queues[-1].name)]
-            params += [(k, call.query(k) or "") for k in ("limit", "detailed") if call.has_query(k)]
-            links = next_link("/v2/queues", params)
+            links = next_link("/v2/queues", self._next_params(call, queues[-1].name))
         body: dict[str, Any] = {"queues": documents, "links": links}
         if call.query_bool("with_count"):
-            body["count"] = await self._count_queues(tenant)
+            count = await self._count_queues(tenant)
+            if count:
+                body["count"] = count  # Zaqar leaves a count of 0 out
         return Response(200, body)
+
+    @staticmethod
+    def _next_params(call: Call, marker: str) -> list[tuple[str, str]]:
+        """The query of the next page as Zaqar writes it: the parameters given (not
+        ``with_count``), in its order and as it parsed them, with the new marker (last
+        when none was given). ``name`` is repeated; like Zaqar's Redis store, qgate does
+        not filter by it."""
+        params: list[tuple[str, str]] = []
+        if call.has_query("marker"):
+            params.append(("marker", marker))
+        if call.has_query("limit"):
+            params.append(("limit", str(call.query_int("limit"))))
+        if call.has_query("detailed"):
+            params.append(("detailed", "true" if call.query_bool("detailed") else "false"))
+        if call.has_query("name"):
+            params.append(("name", call.query("name") or ""))
+        if not call.has_query("marker"):
+            params.append(("marker", marker))
+        return params
 
     async def _count_queues(self, tenant: str) -> int:
         """``with_count``: the core has no count, so page through the tenant's queues."""
@@ -84,8 +104,13 @@ class QueueEndpoints(Handlers):
         return Response(201 if created else 204, headers={"Location": queue_path(name)})
 
     async def get_queue(self, call: Call) -> Response:
+        """The queue's metadata. A queue never created reads as one with the defaults
+        (Zaqar's queues are lazy: any name is an empty queue) and is not created."""
         tenant, name = await self._scope(call)
-        queue = await self.service.get_queue(tenant, name)
+        try:
+            queue = await self.service.get_queue(tenant, name)
+        except QueueNotFound:
+            queue = Queue(tenant, name, self.defaults, {}, self._now())
         return Response(200, wire.render_metadata(queue, self.bounds))
 
     async def queue_exists(self, call: Call) -> Response:
@@ -140,7 +165,7 @@ class QueueEndpoints(Handlers):
             stats = await self.service.queue_stats(tenant, name)
         except QueueNotFound:
             # Zaqar v2: a queue that does not exist has empty stats.
-            return Response(200, {"messages": {"claimed": 0, "free": 0, "delayed": 0, "total": 0}})
+            return Response(200, copy.deepcopy(wire.MISSING_QUEUE_STATS))
         return Response(200, wire.render_stats(stats, queue_path(name), self._now()))
 
     async def purge_queue(self, call: Call) -> Response:
