@@ -375,3 +375,32 @@ async def test_purge_of_unknown_resource_types_is_a_400(api: Api, body: object) 
     reply = await api.post("/v2/queues/jobs/purge", body)
     assert reply.status == 400
     assert (await api.get("/v2/queues/jobs/stats")).json["messages"]["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "document"),
+    [
+        ("GET", "/v2/queues/ghost/stats", 200, {"messages": {"claimed": 0, "free": 0, "total": 0}}),
+        ("GET", "/v2/queues/ghost/messages", 200, {"messages": [], "links": []}),
+        ("GET", "/v2/queues/ghost/messages?ids=1", 404, None),
+        ("GET", "/v2/queues/ghost/messages/1", 404, None),
+        ("DELETE", "/v2/queues/ghost/messages?ids=1", 204, None),
+        ("DELETE", "/v2/queues/ghost/messages?pop=1", 200, {"messages": []}),
+        ("DELETE", "/v2/queues/ghost/messages/1", 204, None),
+        ("POST", "/v2/queues/ghost/purge", 204, None),
+        ("POST", "/v2/queues/ghost/claims", 204, None),
+        ("GET", "/v2/queues/ghost/claims/feedface", 404, None),
+        ("DELETE", "/v2/queues/ghost/claims/feedface", 204, None),
+        ("DELETE", "/v2/queues/ghost", 204, None),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_queue_never_created_answers_as_zaqars_lazy_queues_and_stays_uncreated(
+    api: Api, service: QueueService, method: str, path: str, status: int, document: object
+) -> None:
+    """What Zaqar 23 (Redis) answers for each request on a name never used."""
+    reply = await api.request(method, path)
+    assert reply.status == status
+    if document is not None:
+        assert reply.json == document
+    assert await service.list_queues("p1") == []
