@@ -3,11 +3,12 @@
 ``listener_factory`` is the registry entry (``gateway.registry.PROTOCOLS["http"]``): it
 builds a ``Site`` whose root serves the API and every ``ctx.web_mounts`` resource.
 
-Modules: ``wire`` (Zaqar documents and rules ⇄ core values, no I/O), ``call`` (one parsed
-request), ``endpoints`` (every route, to the handlers of ``home``, ``queues``, ``messages``
-and ``claims``, on ``handlers``; they call ``IQueueService`` only), ``router``,
-``resource`` (twisted.web resources, answering through ``protocols.web``, the request
-lifecycle Avro RPC shares), ``site`` (bounded bodies, idle timeout), ``errors``,
+Modules: ``wire`` (Zaqar documents and rules ⇄ core values, no I/O), ``patch`` (JSON
+patch of queue metadata), ``call`` (one parsed request), ``endpoints`` (every route, to the
+handlers of ``home``, ``queues``, ``messages`` and ``claims``, on ``handlers``; they call
+``IQueueService`` only), ``router``, ``resource`` (twisted.web resources, answering through
+``protocols.web``, the request lifecycle Avro RPC shares), ``site`` (bounded bodies, idle
+timeout), ``errors``,
 ``signed`` and ``share`` (Zaqar's pre-signed URLs).
 """
 
@@ -34,11 +35,13 @@ __all__ = [
 
 def build_site(ctx: ProtocolContext[HTTPSettings]) -> QGateSite:
     http = ctx.settings
+    root = build_resource(ctx)
     return QGateSite(
-        build_resource(ctx),
+        root,
         max_request_body=http.max_request_body,
         idle_timeout=http.idle_timeout,
         reactor=ctx.reactor,
+        refusal=root.too_large,
     )
 
 

@@ -13,7 +13,13 @@ from qgate.core.auth import IAuthenticator
 from qgate.core.errors import QGateError
 from qgate.core.limits import NAME_RE
 from qgate.protocols.http import wire
-from qgate.protocols.http.errors import HTTPError, bad_request, from_core, invalid_param
+from qgate.protocols.http.errors import (
+    BodyTooLarge,
+    HTTPError,
+    bad_request,
+    from_core,
+    invalid_param,
+)
 from qgate.protocols.http.signed import SIGNATURE, SignedURLs
 
 
@@ -56,8 +62,8 @@ class Call:
         canonical form so echo filtering matches however the client spells it."""
         raw = self.header("Client-ID")
         if raw is None:
-            # Falcon's HTTPMissingHeader, raised by Zaqar's require_client_id hook.
-            raise HTTPError(400, "Missing header value", "The Client-ID header is required.")
+            # Falcon's HTTPMissingHeader('Client-Id'), raised by Zaqar's require_client_id.
+            raise HTTPError(400, "Missing header value", 'The "Client-Id" header is required.')
         try:
             return str(uuid.UUID(raw.strip()))
         except ValueError:
@@ -79,8 +85,7 @@ class Call:
     # -- path ------------------------------------------------------------------------------
 
     def queue(self) -> str:
-        """The queue named in the path. Zaqar allows ``[a-zA-Z0-9_-]{1,64}``; qgate also
-        allows ``.`` so queues named by other protocols are reachable here."""
+        """The queue named in the path: ``[a-zA-Z0-9_.-]{1,64}``, Zaqar's rule and the core's."""
         name = self.params["queue"]
         if not NAME_RE.match(name):
             raise bad_request(
@@ -148,7 +153,8 @@ class Call:
 
     def body(self) -> bytes:
         """The request body. The site refuses large bodies before reading them; this check
-        covers resources served by another site (tests, embedding)."""
+        covers resources served by another site (tests, embedding). The resource answers
+        ``BodyTooLarge`` as the route's own size check would."""
         content = self.request.content
         if content is None:
             return b""
@@ -193,8 +199,4 @@ class Call:
 
 
 def too_large(limit: int) -> HTTPError:
-    return HTTPError(
-        413,
-        "Request entity too large",
-        f"The request body is larger than {limit} bytes.",
-    )
+    return BodyTooLarge(limit)

@@ -71,7 +71,10 @@ class ClaimEndpoints(Handlers):
         if avro.wants_avro(call.header("Accept")):
             return await self._avro_page(tenant, name, found.messages, found.id, 201, location)
         bodies = await self._bodies(tenant, name, found.messages)
-        rendered = [wire.render_message(m, path, now, found.id, bodies) for m in found.messages]
+        rendered = [
+            wire.render_message(m, path, now, found.id, bodies, with_checksum=self.checksums)
+            for m in found.messages
+        ]
         document = {"messages": rendered}
         return Response(201, headers=location, body=jsonsafe.dumps_lenient(document))
 
@@ -80,7 +83,10 @@ class ClaimEndpoints(Handlers):
         tenant, name = await self._scope(call)
         claim = await self.service.get_claim(tenant, name, call.params["claim_id"])
         bodies = await self._bodies(tenant, name, claim.messages)
-        return Response(200, wire.render_claim(claim, queue_path(name), self._now(), bodies))
+        document = wire.render_claim(
+            claim, queue_path(name), self._now(), bodies, with_checksum=self.checksums
+        )
+        return Response(200, document)
 
     async def update_claim(self, call: Call) -> Response:
         call.client_id()

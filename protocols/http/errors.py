@@ -8,6 +8,7 @@ are mapped by type (:func:`from_core`), never by parsing their messages.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from qgate.core import errors as core
 from qgate.protocols.web import INTERNAL_ERROR_DESCRIPTION, INTERNAL_ERROR_TITLE, error_body
@@ -19,7 +20,11 @@ BAD_BODY = "Invalid request body"
 
 
 class HTTPError(Exception):
-    """An error response: raised anywhere in a handler, rendered by the resource."""
+    """An error response: raised anywhere in a handler, rendered by the resource.
+
+    ``link`` is Falcon's help link (``{"text", "href", "rel"}``) where Zaqar's error has
+    one; ``with_body`` False sends the status and headers alone (Falcon's answer to a client
+    that accepts no JSON)."""
 
     def __init__(
         self,
@@ -27,15 +32,37 @@ class HTTPError(Exception):
         title: str,
         description: str,
         headers: Mapping[str, str] | None = None,
+        *,
+        link: Mapping[str, str] | None = None,
+        with_body: bool = True,
     ) -> None:
         super().__init__(f"{status} {title}: {description}")
         self.status = status
         self.title = title
         self.description = description
         self.headers = dict(headers or {})
+        self.link = dict(link) if link is not None else None
+        self.with_body = with_body
+
+    def document(self) -> dict[str, Any] | None:
+        """The JSON error document, or None when the answer has no body."""
+        if not self.with_body:
+            return None
+        document: dict[str, Any] = {"title": self.title, "description": self.description}
+        if self.link is not None:
+            document["link"] = self.link
+        return document
 
     def body(self) -> bytes:
         return error_body(self.title, self.description)
+
+
+class BodyTooLarge(HTTPError):
+    """A request body over ``http.max_request_body``: the resource answers it as Zaqar's
+    size check of that route would (``ApiResource.too_large``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(400, BAD_BODY, f"The request body may not be larger than {limit} bytes.")
 
 
 def bad_request(description: str, title: str = BAD_API) -> HTTPError:

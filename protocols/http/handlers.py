@@ -50,6 +50,8 @@ class Handlers:
         self.bounds = wire.Bounds.from_limits(ctx.service.limits, ctx.settings.max_wait)
         # The service's defaults, used when a PATCH removes a reserved key.
         self.defaults: QueueOptions = ctx.service.default_options
+        #: Zaqar's ``enable_checksum``: messages shown carry their body's MD5.
+        self.checksums: bool = ctx.settings.enable_checksum
 
     def _now(self) -> float:
         return float(self.service.clock.seconds())

@@ -18,6 +18,9 @@ from qgate.protocols.http.settings import HTTPSettings
 
 log = Logger()
 
+#: The media type of the JSON Home document (``GET /v2``).
+HOME_TYPE = "application/json-home"
+
 #: ``GET /``: Zaqar answers 300 Multiple Choices with the versions it serves.
 VERSIONS = {
     "versions": [
@@ -107,7 +110,8 @@ class HomeEndpoints(Handlers):
         return Response(300, VERSIONS)
 
     async def get_home(self, call: Call) -> Response:
-        return Response(200, self.home, content_type="application/json-home")
+        # Zaqar's homedoc lets caches keep it for a day.
+        return Response(200, self.home, {"Cache-Control": "max-age=86400"}, content_type=HOME_TYPE)
 
     async def ping(self, call: Call) -> Response:
         """GET and HEAD: 204 while storage answers, 503 when it does not (Zaqar's GET;

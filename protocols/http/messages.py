@@ -3,9 +3,12 @@ poll with ``wait=``), get by ids, pop, delete."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from qgate.core.avro_bodies import AVRO_BINARY, avro_content_type, media_type
-from qgate.core.errors import MessageClaimed, MessageNotFound, QueueNotFound
-from qgate.core.model import NewMessage
+from qgate.core.errors import InvalidArgument, MessageClaimed, MessageNotFound, QueueNotFound
+from qgate.core.model import Message, NewMessage
 from qgate.protocols.http import avro, wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.container import read_container
@@ -22,7 +25,7 @@ class MessageEndpoints(Handlers):
         # schema) are the core's to check, in the same step that stores.
         limit = self.bounds.post_size
         if len(call.body()) > limit:
-            raise bad_request(f"Message collection size is too large. Max size {limit}")
+            raise self.collection_too_large()
         if media_type(call.header("Content-Type") or "") == AVRO_BINARY:
             messages = await self._container_messages(call, client, limit)
         else:
@@ -33,6 +36,12 @@ class MessageEndpoints(Handlers):
             201,
             {"resources": [f"{path}/{i}" for i in ids]},
             {"Location": f"{path}?ids={','.join(ids)}"},
+        )
+
+    def collection_too_large(self) -> HTTPError:
+        """Zaqar's ``message_length`` refusal of a post over the API's largest."""
+        return bad_request(
+            f"Message collection size is too large. Max size {self.bounds.post_size}"
         )
 
     async def _container_messages(self, call: Call, client: str, limit: int) -> list[NewMessage]:
@@ -77,41 +86,70 @@ class MessageEndpoints(Handlers):
         include_claimed = call.query_bool("include_claimed")
         include_delayed = call.query_bool("include_delayed")
         wait = call.query_wait(self.bounds.max_wait)
+
+        async def observe(after: str | None) -> list[Message]:
+            try:
+                # With wait, the core also waits for a queue its first publish creates.
+                found: list[Message] = await self.service.observe(
+                    tenant,
+                    name,
+                    after=after,
+                    limit=limit,
+                    include_claimed=include_claimed,
+                    include_delayed=include_delayed,
+                    exclude_producer=None if echo else client,
+                    wait=wait,
+                )
+            except QueueNotFound:
+                return []  # Zaqar v2: listing a missing queue is an empty 200.
+            return found
+
         try:
-            # With wait, the core also waits for a queue its first publish creates.
-            messages = await self.service.observe(
-                tenant,
-                name,
-                after=marker,
-                limit=limit,
-                include_claimed=include_claimed,
-                include_delayed=include_delayed,
-                exclude_producer=None if echo else client,
-                wait=wait,
-            )
-        except QueueNotFound:
-            messages = []  # Zaqar v2: listing a missing queue is an empty 200.
+            messages = await observe(marker)
+        except InvalidArgument as e:
+            if e.field != "marker":
+                raise
+            # Zaqar lists from the start after a marker it never issued (another
+            # server's, a deleted queue's): so does qgate, for one that is not a marker.
+            messages = await observe(None)
         path = queue_path(name)
         now = self._now()
         if avro.wants_avro(call.header("Accept")):
             return await self._avro_page(tenant, name, messages)
         links = []
         if messages:
-            params = [("marker", messages[-1].id)]
-            params += [
-                (k, call.query(k) or "")
-                for k in ("limit", "echo", "include_claimed", "include_delayed", "wait")
-                if call.has_query(k)
-            ]
-            links = next_link(f"{path}/messages", params)
+            links = next_link(f"{path}/messages", self._next_params(call, messages[-1].id))
         bodies = await self._bodies(tenant, name, messages)
         return Response(
             200,
             {
-                "messages": [wire.render_message(m, path, now, None, bodies) for m in messages],
+                "messages": [self._render(m, path, now, bodies) for m in messages],
                 "links": links,
             },
         )
+
+    @staticmethod
+    def _next_params(call: Call, marker: str) -> list[tuple[str, str]]:
+        """The query of the next page, as Zaqar writes it: the parameters given, in its
+        order and as it parsed them, with the new marker (last when none was given)."""
+        params: list[tuple[str, str]] = []
+        if call.has_query("marker"):
+            params.append(("marker", marker))
+        if call.has_query("limit"):
+            params.append(("limit", str(call.query_int("limit"))))
+        for key in ("echo", "include_claimed", "include_delayed"):
+            if call.has_query(key):
+                params.append((key, "true" if call.query_bool(key) else "false"))
+        if call.has_query("wait"):
+            params.append(("wait", call.query("wait") or ""))
+        if not call.has_query("marker"):
+            params.append(("marker", marker))
+        return params
+
+    def _render(
+        self, message: Message, path: str, now: float, bodies: Mapping[int, Any] | None
+    ) -> dict[str, Any]:
+        return wire.render_message(message, path, now, None, bodies, with_checksum=self.checksums)
 
     async def _get_by_ids(
         self, tenant: str, name: str, ids: list[str], as_avro: bool = False
@@ -130,18 +168,14 @@ class MessageEndpoints(Handlers):
             return await self._avro_page(tenant, name, messages)
         path, now = queue_path(name), self._now()
         bodies = await self._bodies(tenant, name, messages)
-        return Response(
-            200, {"messages": [wire.render_message(m, path, now, None, bodies) for m in messages]}
-        )
+        return Response(200, {"messages": [self._render(m, path, now, bodies) for m in messages]})
 
     async def get_message(self, call: Call) -> Response:
         call.client_id()
         tenant, name = await self._scope(call)
         message = await self.service.get_message(tenant, name, call.params["message_id"])
         bodies = await self._bodies(tenant, name, [message])
-        return Response(
-            200, wire.render_message(message, queue_path(name), self._now(), None, bodies)
-        )
+        return Response(200, self._render(message, queue_path(name), self._now(), bodies))
 
     async def delete_messages(self, call: Call) -> Response:
         call.client_id()
@@ -161,11 +195,16 @@ class MessageEndpoints(Handlers):
                 popped = await self.service.pop_messages(tenant, name, pop)
             except QueueNotFound:
                 popped = []
-            path, now = queue_path(name), self._now()
+            now = self._now()
             bodies = await self._bodies(tenant, name, popped)
             return Response(
                 200,
-                {"messages": [wire.render_message(m, path, now, None, bodies) for m in popped]},
+                {
+                    "messages": [
+                        wire.render_popped(m, now, bodies, with_checksum=self.checksums)
+                        for m in popped
+                    ]
+                },
             )
         if ids is None:
             raise bad_request(
@@ -178,12 +217,29 @@ class MessageEndpoints(Handlers):
             "ids parameter should have at least 1 and not greater than {0} values.",
         )
         try:
-            await self.service.delete_messages(tenant, name, ids)
+            await self._delete_by_ids(tenant, name, ids, call.query_list("claim_ids") or [])
         except QueueNotFound:
             pass
         except MessageClaimed:
             raise self._claimed() from None
         return Response(204)
+
+    async def _delete_by_ids(
+        self, tenant: str, name: str, ids: list[str], claim_ids: list[str]
+    ) -> None:
+        """``DELETE ?ids=...&claim_ids=...``: the messages held by one of ``claim_ids`` are
+        deleted by their claim (a consumer acks a batch at once), the others only when no
+        live claim holds them (else 403, nothing more deleted)."""
+        remaining = ids
+        if claim_ids:
+            now = self._now()
+            found = await self.service.get_messages(tenant, name, ids)
+            holders = {m.claim_id for m in found if m.is_claimed(now)} & set(claim_ids)
+            for claim_id in sorted(h for h in holders if h is not None):
+                deleted = set(await self.service.delete_messages(tenant, name, ids, claim_id))
+                remaining = [i for i in remaining if i not in deleted]
+        if remaining:
+            await self.service.delete_messages(tenant, name, remaining)
 
     @staticmethod
     def _claimed() -> HTTPError:

@@ -3,16 +3,19 @@ stats and purge, and the queue's Avro schema (``/v2/queues/{q}/schema``)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from typing import Any
 
 from qgate.core.avro_bodies import format_fingerprint
 from qgate.core.errors import QueueNotFound
+from qgate.core.model import Queue
 from qgate.protocols.http import wire
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_found
 from qgate.protocols.http.handlers import Handlers, next_link, query_limit, queue_path
+from qgate.protocols.http.patch import PATCH_TYPE, apply_patch, parse_patch
 from qgate.protocols.http.router import Response
 
 
@@ -33,14 +36,32 @@ class QueueEndpoints(Handlers):
             documents.append(document)
         links = []
         if queues:
-            # Zaqar: the next link repeats the given parameters with the new marker.
-            params = [("marker", queues[-1].name)]
-            params += [(k, call.query(k) or "") for k in ("limit", "detailed") if call.has_query(k)]
-            links = next_link("/v2/queues", params)
+            links = next_link("/v2/queues", self._next_params(call, queues[-1].name))
         body: dict[str, Any] = {"queues": documents, "links": links}
         if call.query_bool("with_count"):
-            body["count"] = await self._count_queues(tenant)
+            count = await self._count_queues(tenant)
+            if count:
+                body["count"] = count  # Zaqar leaves a count of 0 out
         return Response(200, body)
+
+    @staticmethod
+    def _next_params(call: Call, marker: str) -> list[tuple[str, str]]:
+        """The query of the next page as Zaqar writes it: the parameters given (not
+        ``with_count``), in its order and as it parsed them, with the new marker (last
+        when none was given). ``name`` is repeated; like Zaqar's Redis store, qgate does
+        not filter by it."""
+        params: list[tuple[str, str]] = []
+        if call.has_query("marker"):
+            params.append(("marker", marker))
+        if call.has_query("limit"):
+            params.append(("limit", str(call.query_int("limit"))))
+        if call.has_query("detailed"):
+            params.append(("detailed", "true" if call.query_bool("detailed") else "false"))
+        if call.has_query("name"):
+            params.append(("name", call.query("name") or ""))
+        if not call.has_query("marker"):
+            params.append(("marker", marker))
+        return params
 
     async def _count_queues(self, tenant: str) -> int:
         """``with_count``: the core has no count, so page through the tenant's queues."""
@@ -52,11 +73,17 @@ class QueueEndpoints(Handlers):
                 return count
             marker = queues[-1].name
 
+    def metadata_too_large(self, patch: bool) -> HTTPError:
+        """Zaqar's ``queue_metadata_length`` refusal (a body error on PATCH, an API error
+        on PUT, as Zaqar titles them)."""
+        description = f"Queue metadata is too large. Max size: {self.bounds.metadata_size}"
+        return bad_body(description) if patch else bad_request(description)
+
     async def create_queue(self, call: Call) -> Response:
         tenant, name = await self._scope(call)
         data = call.body()
         if len(data) > self.bounds.metadata_size:
-            raise bad_request(f"Queue metadata is too large. Max size: {self.bounds.metadata_size}")
+            raise self.metadata_too_large(patch=False)
         metadata: dict[str, Any] = {}
         if data.strip():
             document = call.json()
@@ -77,8 +104,13 @@ class QueueEndpoints(Handlers):
         return Response(201 if created else 204, headers={"Location": queue_path(name)})
 
     async def get_queue(self, call: Call) -> Response:
+        """The queue's metadata. A queue never created reads as one with the defaults
+        (Zaqar's queues are lazy: any name is an empty queue) and is not created."""
         tenant, name = await self._scope(call)
-        queue = await self.service.get_queue(tenant, name)
+        try:
+            queue = await self.service.get_queue(tenant, name)
+        except QueueNotFound:
+            queue = Queue(tenant, name, self.defaults, {}, self._now())
         return Response(200, wire.render_metadata(queue, self.bounds))
 
     async def queue_exists(self, call: Call) -> Response:
@@ -91,20 +123,20 @@ class QueueEndpoints(Handlers):
         tenant, name = await self._scope(call)
         data = call.body()
         if len(data) > self.bounds.metadata_size:
-            raise bad_body(f"Queue metadata is too large. Max size: {self.bounds.metadata_size}")
+            raise self.metadata_too_large(patch=True)
         media = (call.header("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if media != wire.PATCH_TYPE:
+        if media != PATCH_TYPE:
             raise HTTPError(
                 415,
                 "Unsupported media type",
-                f"Accepted media type for PATCH: {wire.PATCH_TYPE}.",
-                {"Accept-Patch": wire.PATCH_TYPE},
+                f"Accepted media type for PATCH: {PATCH_TYPE}.",
+                {"Accept-Patch": PATCH_TYPE},
             )
         if not data.strip():
             raise bad_body("PATCH body could not be empty for update.")
-        changes = wire.parse_patch(wire.parse_json(data))
+        changes = parse_patch(wire.parse_json(data))
         queue = await self.service.get_queue(tenant, name)
-        metadata = wire.apply_patch(queue.metadata, changes)
+        metadata = apply_patch(queue.metadata, changes)
         wire.check_metadata(metadata, self.bounds)
         touched = {change.key for change in changes}
         if metadata.get("_flavor") is None:
@@ -133,7 +165,7 @@ class QueueEndpoints(Handlers):
             stats = await self.service.queue_stats(tenant, name)
         except QueueNotFound:
             # Zaqar v2: a queue that does not exist has empty stats.
-            return Response(200, {"messages": {"claimed": 0, "free": 0, "delayed": 0, "total": 0}})
+            return Response(200, copy.deepcopy(wire.MISSING_QUEUE_STATS))
         return Response(200, wire.render_stats(stats, queue_path(name), self._now()))
 
     async def purge_queue(self, call: Call) -> Response:

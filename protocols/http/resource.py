@@ -19,11 +19,13 @@ from twisted.web.server import Request
 from qgate.core import jsonsafe
 from qgate.core.errors import QGateError
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http import hooks
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.endpoints import ZaqarAPI
-from qgate.protocols.http.errors import HTTPError, from_core
+from qgate.protocols.http.errors import BodyTooLarge, HTTPError, from_core
 from qgate.protocols.http.router import Response, Route, Router
 from qgate.protocols.http.settings import HTTPSettings
+from qgate.protocols.http.site import default_refusal
 from qgate.protocols.web import Answer, header, serve
 
 log = Logger()
@@ -39,11 +41,14 @@ CORS_MAX_AGE = "86400"
 
 
 def _error(error: HTTPError) -> Response:
-    return Response(
-        error.status,
-        {"title": error.title, "description": error.description},
-        error.headers,
-    )
+    return Response(error.status, error.document(), error.headers)
+
+
+def _segments(path: bytes) -> list[str]:
+    segments = [unquote(s) for s in path.decode("ascii", "replace").split("/")[1:]]
+    if segments and segments[-1] == "":
+        segments.pop()  # /v2/queues/ is /v2/queues
+    return segments
 
 
 class ApiResource(Resource):
@@ -79,30 +84,51 @@ class ApiResource(Resource):
 
     # -- dispatch --------------------------------------------------------------------------
 
-    @staticmethod
-    def _segments(request: Request) -> list[str]:
-        path: bytes = request.path
-        segments = [unquote(s) for s in path.decode("ascii", "replace").split("/")[1:]]
-        if segments and segments[-1] == "":
-            segments.pop()  # /v2/queues/ is /v2/queues
-        return segments
-
     async def _answer(self, request: Request, method: str) -> Answer:
+        route: Route[Call] | None = None
         try:
-            route, params = self.router.find(self._segments(request))
+            segments = _segments(request.path)
+            route, params = self.router.find(segments)
             if method == "OPTIONS":
                 response = self._options(request, route)
             else:
-                handler = self.router.handler(route, method)
                 call = Call(
                     request, method, params, self._auth, self._max_request_body, self._signed
                 )
+                # Zaqar's hooks run on every matched route, before its responder (even
+                # the 405 of a method the route lacks).
+                hooks.before(
+                    call,
+                    versioned=bool(segments) and route.template not in hooks.PROBES,
+                    also_serves=route.media.get(method, ()),
+                )
+                handler = self.router.handler(route, method)
                 response = await handler(call)
+        except BodyTooLarge as e:
+            shown = (
+                e
+                if route is None
+                else self.api.too_large(method, route.template, self._max_request_body)
+            )
+            response = _error(shown)
         except HTTPError as e:
             response = _error(e)
         except QGateError as e:
             response = _error(from_core(e))
         return self._encode(response, request, method)
+
+    def too_large(self, method: bytes, target: bytes, limit: int) -> Answer:
+        """The answer to a body over ``limit`` sent with ``method`` to ``target``, before
+        it is read (the site's refusal): what the route's size check says."""
+        path = target.split(b"?", 1)[0]
+        verb = method.decode("ascii", "replace").upper()
+        try:
+            route, _ = self.router.find(_segments(path))
+        except HTTPError:
+            error: HTTPError = BodyTooLarge(limit)
+        else:
+            error = self.api.too_large(verb, route.template, limit)
+        return self._encode(_error(error), None, verb)
 
     def _options(self, request: Request, route: Route[Call]) -> Response:
         """``OPTIONS``: the allowed methods, and the CORS preflight answer."""
@@ -133,7 +159,7 @@ class ApiResource(Resource):
     # -- answering -------------------------------------------------------------------------
 
     @staticmethod
-    def _encode(response: Response, request: Request, method: str) -> Answer:
+    def _encode(response: Response, request: Request | None, method: str) -> Answer:
         """A handler's response as the bytes to send."""
         if response.body is not None:
             return Answer(response.status, response.body, response.content_type, response.headers)
@@ -147,7 +173,7 @@ class ApiResource(Resource):
             log.warn(
                 "answer to {method} {uri} is not strict JSON ({reason}): written leniently",
                 method=method,
-                uri=bytes(request.uri).decode("ascii", "replace"),
+                uri="" if request is None else bytes(request.uri).decode("ascii", "replace"),
                 reason=e.reason,
             )
             body = jsonsafe.dumps_lenient(response.document)
@@ -166,6 +192,14 @@ class RootResource(Resource):
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return self._api
+
+    def too_large(self, method: bytes, target: bytes, limit: int) -> Answer:
+        """The site's refusal of a body over ``limit``: the API's answer, or a 413 for the
+        resources mounted beside it."""
+        first = target.split(b"?", 1)[0].lstrip(b"/").split(b"/", 1)[0]
+        if first in self.children or not isinstance(self._api, ApiResource):
+            return default_refusal(method, target, limit)
+        return self._api.too_large(method, target, limit)
 
 
 def build_resource(ctx: ProtocolContext[HTTPSettings]) -> RootResource:

@@ -37,6 +37,8 @@ class Route(Generic[C]):
     #: Literal segments, or ``{name}`` for a parameter.
     template: tuple[str, ...]
     handlers: Mapping[str, Handler[C]]
+    #: Media types a method's handler answers besides JSON (``Accept`` may ask for them).
+    media: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def match(self, segments: Sequence[str]) -> dict[str, str] | None:
         if len(segments) != len(self.template):
@@ -61,10 +63,18 @@ class Router(Generic[C]):
     def __init__(self) -> None:
         self._routes: list[Route[C]] = []
 
-    def add(self, path: str, **handlers: Handler[C]) -> None:
-        """Route ``path`` (``/v2/queues/{queue}``) to a handler per method (``GET=...``)."""
+    def add(
+        self,
+        path: str,
+        *,
+        media: Mapping[str, Sequence[str]] | None = None,
+        **handlers: Handler[C],
+    ) -> None:
+        """Route ``path`` (``/v2/queues/{queue}``) to a handler per method (``GET=...``);
+        ``media``: what a method answers besides JSON (``{"GET": ["avro/binary"]}``)."""
         template = tuple(s for s in path.split("/") if s)
-        self._routes.append(Route(template, {m.upper(): h for m, h in handlers.items()}))
+        extra = {m.upper(): tuple(types) for m, types in (media or {}).items()}
+        self._routes.append(Route(template, {m.upper(): h for m, h in handlers.items()}, extra))
 
     def find(self, segments: Sequence[str]) -> tuple[Route[C], dict[str, str]]:
         """The route of a path and its parameters; 404 when no route matches."""

@@ -11,7 +11,8 @@ class HTTPSettings:
     max_wait: float = 30.0
     #: Origins allowed by CORS (``["*"]`` for any); empty disables CORS headers.
     cors_origins: tuple[str, ...] = ("*",)
-    #: Largest request body read, in bytes; larger ones get 413 before being read.
+    #: Largest request body read, in bytes; a larger one is answered (400 on the API, as
+    #: Zaqar's size checks answer) before it is read.
     max_request_body: int = 1024 * 1024
     #: Seconds an idle or slow connection may stay open.
     idle_timeout: float = 60.0
@@ -19,3 +20,5 @@ class HTTPSettings:
     #: off: ``POST .../share`` is refused and ``URL-Signature`` requests get 404. Kept out of
     #: the repr, so a logged config does not show it.
     signed_url_secret_key: str = field(default="", repr=False)
+    #: Zaqar's ``enable_checksum``: messages carry ``"checksum": "MD5:<hex>"`` of their body.
+    enable_checksum: bool = False

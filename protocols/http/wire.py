@@ -55,10 +55,11 @@ its real settings.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,7 @@ from qgate.core import jsonsafe
 from qgate.core.limits import NAME_RE, Limits
 from qgate.core.model import Claim, Message, NewMessage, Overflow, Queue, QueueOptions, QueueStats
 from qgate.core.options import OPTIONS, with_values
-from qgate.protocols.http.errors import HTTPError, bad_body, bad_request
+from qgate.protocols.http.errors import bad_body, bad_request
 
 # Zaqar's validation defaults (zaqar/transport/validation.py, [transport] options).
 MIN_MESSAGE_TTL = 60
@@ -87,7 +88,6 @@ DEFAULT_CLAIM_GRACE = 60
 DEFAULT_LIMIT = 10
 
 JSON_TYPE = "application/json"
-PATCH_TYPE = "application/openstack-messaging-v2.0-json-patch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,16 +253,31 @@ def message_href(queue_path: str, message_id: str, claim_id: str | None = None) 
     return f"{href}?claim_id={claim_id}" if claim_id else href
 
 
+def checksum(body: Any) -> str | None:
+    """Zaqar's body checksum (``storage.utils.get_checksum``): ``MD5:`` and the hex MD5 of
+    the body as Python's ``json.dumps`` writes it by default (oslo's ``dump_as_bytes``:
+    ASCII, ``", "`` and ``": "`` separators, keys in their order), so a client computes the
+    same from the body it reads. None for a ``null`` body, which Zaqar gives none."""
+    if body is None:
+        return None
+    text = json.dumps(body)
+    return "MD5:" + hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
 def render_message(
     message: Message,
     queue_path: str,
     now: float,
     claim_id: str | None = None,
     bodies: Mapping[int, Any] | None = None,
+    *,
+    with_checksum: bool = False,
 ) -> dict[str, Any]:
-    """Zaqar's v1.1/v2 message document (``format_message_v1_1``), plus the claim fields
-    python-zaqarclient accepts. The href carries the claim id of a live claim. ``bodies``
-    holds the JSON of Avro bodies, by marker (``IQueueService.decode_bodies``)."""
+    """Zaqar's v2 message document (``wsgi.utils.format_message``: id, href, ttl, age,
+    body, the checksum with ``enable_checksum``), plus ``claim_count`` and ``claim_id``
+    (python-zaqarclient's ``Message`` takes them). The href carries the claim id of a live
+    claim. ``bodies`` holds the JSON of Avro bodies, by marker
+    (``IQueueService.decode_bodies``)."""
     claim_id = message.shown_claim(now, claim_id)
     if bodies is not None and message.marker in bodies:
         body = bodies[message.marker]
@@ -278,19 +293,62 @@ def render_message(
     }
     if claim_id:
         rendered["claim_id"] = claim_id
+    if with_checksum:
+        _add_checksum(rendered)
+    return rendered
+
+
+def _add_checksum(rendered: dict[str, Any]) -> None:
+    shown = checksum(rendered["body"])
+    if shown is not None:
+        rendered["checksum"] = shown
+
+
+def render_popped(
+    message: Message,
+    now: float,
+    bodies: Mapping[int, Any] | None = None,
+    *,
+    with_checksum: bool = False,
+) -> dict[str, Any]:
+    """A message a pop deleted, as Zaqar answers it (its storage's ``to_basic``: no href,
+    the message is gone; ``claim_id`` null, the pop holds no claim afterwards)."""
+    if bodies is not None and message.marker in bodies:
+        body = bodies[message.marker]
+    else:
+        body = render_body(message)
+    rendered: dict[str, Any] = {
+        "id": message.id,
+        "age": int(message.age(now)),
+        "ttl": int(round(message.ttl)),
+        "body": body,
+        "claim_id": None,
+        "claim_count": message.claim_count,
+    }
+    if with_checksum:
+        _add_checksum(rendered)
     return rendered
 
 
 def render_claim(
-    claim: Claim, queue_path: str, now: float, bodies: Mapping[int, Any] | None = None
+    claim: Claim,
+    queue_path: str,
+    now: float,
+    bodies: Mapping[int, Any] | None = None,
+    *,
+    with_checksum: bool = False,
 ) -> dict[str, Any]:
-    """Zaqar's claim document (``GET /claims/{id}``): the claim without its id."""
+    """Zaqar's claim document (``GET /claims/{id}``): the claim without its id, plus its
+    ``grace``."""
     return {
         "age": int(claim.age(now)),
         "ttl": int(round(claim.ttl)),
         "grace": int(round(claim.grace)),
         "href": f"{queue_path}/claims/{claim.id}",
-        "messages": [render_message(m, queue_path, now, claim.id, bodies) for m in claim.messages],
+        "messages": [
+            render_message(m, queue_path, now, claim.id, bodies, with_checksum=with_checksum)
+            for m in claim.messages
+        ],
     }
 
 
@@ -298,11 +356,17 @@ def iso8601(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
+#: The stats of a queue that does not exist (Zaqar's answer, every name reads as empty).
+MISSING_QUEUE_STATS: dict[str, Any] = {"messages": {"claimed": 0, "free": 0, "total": 0}}
+
+
 def render_stats(stats: QueueStats, queue_path: str, now: float) -> dict[str, Any]:
-    """Zaqar's stats document; ``oldest``/``newest`` only when the queue has messages."""
+    """Zaqar's stats document: ``free`` is every message not claimed (delayed ones too, as
+    Zaqar counts them), plus ``delayed``; ``oldest``/``newest`` (age, created, href)
+    only when the queue has messages."""
     messages: dict[str, Any] = {
         "claimed": stats.claimed,
-        "free": stats.available,
+        "free": stats.total - stats.claimed,
         "delayed": stats.delayed,
         "total": stats.total,
     }
@@ -310,10 +374,9 @@ def render_stats(stats: QueueStats, queue_path: str, now: float) -> dict[str, An
         for key, message in (("oldest", stats.oldest), ("newest", stats.newest)):
             if message is not None:
                 messages[key] = {
-                    "id": message.id,
-                    "href": message_href(queue_path, message.id),
                     "age": int(message.age(now)),
                     "created": iso8601(message.created_at),
+                    "href": message_href(queue_path, message.id),
                 }
     return {"messages": messages}
 
@@ -337,7 +400,15 @@ ZAQAR_KEYS: dict[str, str] = {
 OPTION_KEYS: dict[str, str] = {ZAQAR_KEYS.get(o.name, f"_{o.name}"): o.name for o in OPTIONS}
 #: QueueOptions field -> its reserved metadata key.
 KEY_OF: dict[str, str] = {name: key for key, name in OPTION_KEYS.items()}
-RESERVED_KEYS = frozenset([*OPTION_KEYS, SCHEMA_KEY])
+#: Zaqar's reserved key for at-rest encryption: shown (``false`` unless set) and kept as
+#: metadata; qgate does not encrypt stored messages (docs/zaqar-compat.md).
+ENCRYPT_KEY = "_enable_encrypt_messages"
+RESERVED_KEYS = frozenset([*OPTION_KEYS, SCHEMA_KEY, ENCRYPT_KEY])
+#: Zaqar's reserved keys that every queue document shows, ``null`` while unset
+#: (``queues._get_reserved_metadata``).
+SHOWN_AS_NULL = frozenset(
+    ["_dead_letter_queue", "_dead_letter_queue_messages_ttl", "_max_claim_count"]
+)
 #: Options shown only while set (``None`` is no bound); the post size is always shown.
 _SHOWN_WHEN_SET = tuple(o for o in OPTIONS if o.optional and o.name != "max_post_bytes")
 #: Whole-number options other than the post size: at least 1, the core checks the rest.
@@ -394,6 +465,9 @@ def check_metadata(metadata: Mapping[str, Any], bounds: Bounds) -> None:
     if flavor is not None and flavor not in FLAVORS:
         # Zaqar: FlavorDoesNotExist -> 400.
         raise bad_request(f"Flavor {flavor!r:.80} does not exist")
+    encrypted = metadata.get(ENCRYPT_KEY)
+    if encrypted and not isinstance(encrypted, bool):
+        raise bad_request(f"{ENCRYPT_KEY} must be boolean.")
     schema = metadata.get(SCHEMA_KEY)
     if schema is not None and not isinstance(schema, dict | list | str):
         raise bad_request(f"{SCHEMA_KEY} must be an Avro schema: a JSON object, array or name.")
@@ -429,7 +503,9 @@ def _num(x: float) -> int | float:
 def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
     """The queue's metadata with its reserved keys rendered from its options, like Zaqar
     fills in ``_max_messages_post_size``, ``_default_message_ttl`` and
-    ``_default_message_delay`` when they were never set."""
+    ``_default_message_delay`` when they were never set, and shows
+    ``_dead_letter_queue``, ``_dead_letter_queue_messages_ttl``, ``_max_claim_count``
+    (``null`` while unset) and ``_enable_encrypt_messages`` (``false``) always."""
     options = queue.options
     out = dict(queue.metadata)
     own = options.max_post_bytes
@@ -439,96 +515,20 @@ def render_metadata(queue: Queue, bounds: Bounds) -> dict[str, Any]:
     out["_flavor"] = "durable" if options.durable else "transient"
     for option in _SHOWN_WHEN_SET:
         key, value = KEY_OF[option.name], getattr(options, option.name)
-        if value is None:
+        if value is None and key in SHOWN_AS_NULL:
+            out[key] = None
+        elif value is None:
             out.pop(key, None)
         else:
             out[key] = _num(value) if option.kind is float else value
     if options.max_messages is not None or options.max_bytes is not None or "_overflow" in out:
         out["_overflow"] = options.overflow.value
+    if not out.get(ENCRYPT_KEY):
+        out[ENCRYPT_KEY] = False
     if options.schema_text is not None:
         out[SCHEMA_KEY] = json.loads(options.schema_text)
     else:
         out.pop(SCHEMA_KEY, None)
-    return out
-
-
-# -- JSON patch of queue metadata (Zaqar's draft-10 subset) ----------------------------------
-
-PATCH_OPS = ("add", "remove", "replace")
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    op: str
-    key: str
-    value: Any = None
-
-
-def _pointer(pointer: Any) -> list[str]:
-    # Zaqar's _validate_json_pointer / _decode_json_pointer.
-    if not isinstance(pointer, str) or not pointer.startswith("/"):
-        raise bad_body(f'Pointer `{pointer}` does not start with "/".')
-    if "//" in pointer or (len(pointer) > 1 and pointer.endswith("/")):
-        raise bad_body(f'Pointer `{pointer}` contains adjacent or trailing "/".')
-    text = pointer.replace("~0", "").replace("~1", "")
-    if "~" in text:
-        raise bad_body(
-            f'Pointer `{pointer}` contains "~" not part of a recognized escape sequence.'
-        )
-    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
-
-
-def parse_patch(document: Any) -> list[Change]:
-    """The changes of a queue PATCH body, validated like Zaqar's ``queue_patching``."""
-    if not isinstance(document, list):
-        raise bad_body("Request body must be a JSON array of operation objects.")
-    changes = []
-    ops = ", ".join(PATCH_OPS)
-    for raw in document:
-        if not isinstance(raw, dict):
-            raise bad_body("Operations must be JSON objects.")
-        op = raw.get("op")
-        if op is None:
-            raise bad_body(
-                "Unable to find `op` in JSON Schema change. "
-                f"It must be one of the following: {ops}."
-            )
-        if op not in PATCH_OPS:
-            raise bad_body(f"Invalid operation: `{op}`. It must be one of the following: {ops}.")
-        if "path" not in raw:
-            raise bad_body("Unable to find 'path' in JSON Schema change")
-        path = _pointer(raw["path"])
-        if len(path) != 2:
-            raise bad_body(
-                f"Invalid JSON pointer for this resource: '/{'/'.join(path)}, e.g /metadata/key'"
-            )
-        if path[0].lower() != "metadata":
-            raise bad_body("The root of path must be metadata, e.g /metadata/key.")
-        if op != "remove" and "value" not in raw:
-            raise bad_body(f'Operation "{op}" requires a member named "value".')
-        changes.append(Change(op, path[1], raw.get("value")))
-    return changes
-
-
-def apply_patch(metadata: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any]:
-    """``metadata`` after ``changes``; replacing or removing a key that is neither set nor
-    reserved is a 409, as in Zaqar's ``_do_replace``/``_do_remove``."""
-    out = dict(metadata)
-    for change in changes:
-        if change.op == "add":
-            out[change.key] = change.value
-        elif change.op == "replace":
-            if change.key not in out and change.key not in RESERVED_KEYS:
-                raise HTTPError(
-                    409, "Resource conflict", f"Can't replace non-existent object {change.key}."
-                )
-            out[change.key] = change.value
-        elif change.key in out:
-            del out[change.key]
-        elif change.key not in RESERVED_KEYS:
-            raise HTTPError(
-                409, "Resource conflict", f"Can't remove non-existent object {change.key}."
-            )
     return out
 
 

@@ -21,6 +21,7 @@ from qgate.gateway.app import Gateway
 from qgate.gateway.config import ConfigError, parse
 from qgate.gateway.tls import wrap
 from tests.support.certs import make_certs
+from tests.support.http import CLIENT
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ async def start(reactor, tls: dict) -> Gateway:
 def https_ping(port: int, context: ssl.SSLContext) -> int:
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
     try:
-        conn.request("GET", "/v2/ping")
+        conn.request("GET", "/v2/ping", headers={"Client-ID": CLIENT})
         return conn.getresponse().status
     finally:
         conn.close()
@@ -328,7 +329,10 @@ def https_alpn(port: int, context: ssl.SSLContext) -> tuple[int, str | None]:
     context.set_alpn_protocols(["h2", "http/1.1"])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET /v2/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            s.sendall(
+                b"GET /v2/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                b"Client-ID: %s\r\n\r\n" % CLIENT.encode()
+            )
             status = int(s.recv(4096).split(b" ", 2)[1])
             return status, s.selected_alpn_protocol()
 

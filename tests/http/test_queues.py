@@ -30,6 +30,10 @@ async def test_get_shows_metadata_with_reserved_keys_filled_in(api: Api) -> None
         "_default_message_ttl": 120,
         "_default_message_delay": 0,
         "_max_messages_post_size": 262144,
+        "_dead_letter_queue": None,
+        "_dead_letter_queue_messages_ttl": None,
+        "_max_claim_count": None,
+        "_enable_encrypt_messages": False,
         "_flavor": "durable",
     }
 
@@ -120,9 +124,29 @@ async def test_an_invalid_queue_name_is_a_400(api: Api, name: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_and_head_of_a_missing_queue_are_404(api: Api) -> None:
-    assert (await api.get("/v2/queues/nope")).status == 404
-    assert (await api.get("/v2/queues/nope")).json["title"] == "Not found"
+async def test_get_of_a_queue_never_created_shows_the_defaults_and_creates_nothing(
+    api: Api, service: QueueService
+) -> None:
+    """Zaqar's queues are lazy: every name reads as an empty queue with the defaults."""
+    reply = await api.get("/v2/queues/nope")
+    assert reply.status == 200
+    assert reply.json == {
+        "_default_message_ttl": 3600,
+        "_default_message_delay": 0,
+        "_max_messages_post_size": 262144,
+        "_dead_letter_queue": None,
+        "_dead_letter_queue_messages_ttl": None,
+        "_max_claim_count": None,
+        "_enable_encrypt_messages": False,
+        "_flavor": "durable",
+    }
+    assert await service.list_queues("p1") == []
+    assert (await api.get("/v2/queues")).json["queues"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_of_a_missing_queue_is_404(api: Api) -> None:
+    """HEAD (a qgate extension: Zaqar has none) says whether the queue exists."""
     head = await api.request("HEAD", "/v2/queues/nope")
     assert head.status == 404
     assert head.body == b""
@@ -138,7 +162,7 @@ async def test_head_answers_204_for_an_existing_queue(api: Api) -> None:
 async def test_delete_removes_the_queue_and_its_messages(api: Api, service: QueueService) -> None:
     await api.post_messages("jobs", "a")
     assert (await api.delete("/v2/queues/jobs")).status == 204
-    assert (await api.get("/v2/queues/jobs")).status == 404
+    assert (await api.request("HEAD", "/v2/queues/jobs")).status == 404
     assert (await api.delete("/v2/queues/jobs")).status == 204  # deleting twice is fine
     assert await service.list_queues("p1") == []
 
@@ -165,6 +189,10 @@ async def test_patch_adds_replaces_and_removes_metadata(api: Api) -> None:
         "_default_message_ttl": 3600,
         "_default_message_delay": 0,
         "_max_messages_post_size": 262144,
+        "_dead_letter_queue": None,
+        "_dead_letter_queue_messages_ttl": None,
+        "_max_claim_count": None,
+        "_enable_encrypt_messages": False,
         "_flavor": "durable",
     }
     assert (await api.get("/v2/queues/jobs")).json == reply.json
@@ -269,7 +297,7 @@ async def test_list_pages_with_next_links(api: Api) -> None:
     ]
     [link] = first.json["links"]
     assert link["rel"] == "next"
-    assert link["href"] == "/v2/queues?marker=b&limit=2"
+    assert link["href"] == "/v2/queues?limit=2&marker=b"  # Zaqar's order
     second = await api.get(link["href"])
     assert [q["name"] for q in second.json["queues"]] == ["c"]
     last = await api.get(second.json["links"][0]["href"])
@@ -304,12 +332,14 @@ async def test_stats_count_messages_by_state(api: Api, service: QueueService) ->
     await service.publish("p1", "jobs", [NewMessage(b"later", delay=60)])
     await api.post("/v2/queues/jobs/claims?limit=1", {"ttl": 60, "grace": 60})
     stats = (await api.get("/v2/queues/jobs/stats")).json["messages"]
+    # Zaqar counts delayed messages as free; qgate also says how many are delayed.
     assert {k: stats[k] for k in ("claimed", "free", "delayed", "total")} == {
         "claimed": 1,
-        "free": 2,
+        "free": 3,
         "delayed": 1,
         "total": 4,
     }
+    assert set(stats["oldest"]) == {"age", "created", "href"}
     assert stats["oldest"]["href"] == "/v2/queues/jobs/messages/1"
     assert stats["newest"]["href"] == "/v2/queues/jobs/messages/4"
     assert stats["oldest"]["created"].endswith("Z")
@@ -320,7 +350,7 @@ async def test_stats_count_messages_by_state(api: Api, service: QueueService) ->
 async def test_stats_of_a_missing_or_empty_queue_are_zero(api: Api) -> None:
     missing = await api.get("/v2/queues/nope/stats")
     assert missing.status == 200
-    assert missing.json == {"messages": {"claimed": 0, "free": 0, "delayed": 0, "total": 0}}
+    assert missing.json == {"messages": {"claimed": 0, "free": 0, "total": 0}}
     await api.put("/v2/queues/empty")
     empty = (await api.get("/v2/queues/empty/stats")).json["messages"]
     assert empty["total"] == 0
@@ -345,3 +375,32 @@ async def test_purge_of_unknown_resource_types_is_a_400(api: Api, body: object) 
     reply = await api.post("/v2/queues/jobs/purge", body)
     assert reply.status == 400
     assert (await api.get("/v2/queues/jobs/stats")).json["messages"]["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "document"),
+    [
+        ("GET", "/v2/queues/ghost/stats", 200, {"messages": {"claimed": 0, "free": 0, "total": 0}}),
+        ("GET", "/v2/queues/ghost/messages", 200, {"messages": [], "links": []}),
+        ("GET", "/v2/queues/ghost/messages?ids=1", 404, None),
+        ("GET", "/v2/queues/ghost/messages/1", 404, None),
+        ("DELETE", "/v2/queues/ghost/messages?ids=1", 204, None),
+        ("DELETE", "/v2/queues/ghost/messages?pop=1", 200, {"messages": []}),
+        ("DELETE", "/v2/queues/ghost/messages/1", 204, None),
+        ("POST", "/v2/queues/ghost/purge", 204, None),
+        ("POST", "/v2/queues/ghost/claims", 204, None),
+        ("GET", "/v2/queues/ghost/claims/feedface", 404, None),
+        ("DELETE", "/v2/queues/ghost/claims/feedface", 204, None),
+        ("DELETE", "/v2/queues/ghost", 204, None),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_queue_never_created_answers_as_zaqars_lazy_queues_and_stays_uncreated(
+    api: Api, service: QueueService, method: str, path: str, status: int, document: object
+) -> None:
+    """What Zaqar 23 (Redis) answers for each request on a name never used."""
+    reply = await api.request(method, path)
+    assert reply.status == status
+    if document is not None:
+        assert reply.json == document
+    assert await service.list_queues("p1") == []

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from qgate.core.service import QueueService
@@ -24,12 +27,14 @@ from tests.support.http import CLIENT, HTTP_TEST_CONFIG, make_ctx
 LIMIT = 512 * 1024  # tests.http.conftest.HTTP_TEST_CONFIG.max_request_body
 
 
-def connect(ctx: ProtocolContext) -> tuple[QGateSite, StringTransport, object]:
+def connect(
+    ctx: ProtocolContext, transport: StringTransport | None = None
+) -> tuple[QGateSite, StringTransport, Any]:
     site = listener_factory("http")(ctx, ListenerConfig("http", "tcp:0"))
     assert isinstance(site, QGateSite)
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     assert protocol is not None
-    transport = StringTransport()
+    transport = transport or StringTransport()
     protocol.makeConnection(transport)
     return site, transport, protocol
 
@@ -55,7 +60,7 @@ def test_the_registry_builds_a_site_that_is_a_protocol_factory(ctx: ProtocolCont
 def test_a_request_is_served_through_the_site(ctx: ProtocolContext, service: QueueService) -> None:
     _, transport, protocol = connect(ctx)
     body = json.dumps({"messages": [{"body": "hi", "ttl": 60}]}).encode()
-    protocol.dataReceived(  # type: ignore[attr-defined]
+    protocol.dataReceived(
         request_head(
             "POST",
             "/v2/queues/jobs/messages",
@@ -70,11 +75,34 @@ def test_a_request_is_served_through_the_site(ctx: ProtocolContext, service: Que
     assert not transport.disconnecting
 
 
-def test_a_declared_length_over_the_limit_is_refused_before_the_body(
+class HalfClosable(StringTransport):
+    """A TCP-like transport in memory: it can close its write side alone."""
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+def connect_half_closable(ctx: ProtocolContext) -> tuple[QGateSite, HalfClosable, Any]:
+    transport = HalfClosable()
+    site, _, protocol = connect(ctx, transport)
+    return site, transport, protocol
+
+
+def answer_of(response: bytes) -> tuple[bytes, dict[str, Any]]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+def test_a_declared_length_over_the_limit_is_answered_before_the_body_then_drained(
     ctx: ProtocolContext, service: QueueService
 ) -> None:
-    _, transport, protocol = connect(ctx)
-    protocol.dataReceived(  # type: ignore[attr-defined]
+    """Zaqar's 400 at once (row 2: never 413), then RFC 9112 9.6: the write side closes, the
+    body still sent is read and dropped, and the connection closes once it is all in (a
+    client still sending reads the answer instead of a reset)."""
+    _, transport, protocol = connect_half_closable(ctx)
+    protocol.dataReceived(
         request_head(
             "POST",
             "/v2/queues/jobs/messages",
@@ -84,33 +112,126 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body(
         )
     )
     response = transport.value()
-    assert response.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    head, document = answer_of(response)
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nConnection: close" in head
     assert b"100 Continue" not in response
-    head, _, body = response.partition(b"\r\n\r\n")
-    assert json.loads(body)["title"] == "Request entity too large"
+    assert document == {
+        "title": "Invalid API request",
+        "description": "Message collection size is too large. Max size 262144",
+    }
+    assert transport.write_closed
+    assert not transport.disconnecting  # still reading
+    protocol.dataReceived(b"x" * LIMIT)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"x")  # the last byte of the declared body
     assert transport.disconnecting
-    # Whatever still arrives is dropped: nothing is processed or stored.
-    protocol.dataReceived(b"x" * (LIMIT + 1))  # type: ignore[attr-defined]
-    assert transport.value() == response
+    assert transport.value() == response  # nothing more written
     assert fired(service.list_queues("p1")) == []
 
 
 def test_a_chunked_body_is_refused_once_it_grows_over_the_limit(
     ctx: ProtocolContext, service: QueueService
 ) -> None:
-    _, transport, protocol = connect(ctx)
-    protocol.dataReceived(  # type: ignore[attr-defined]
+    _, transport, protocol = connect_half_closable(ctx)
+    protocol.dataReceived(
         request_head("POST", "/v2/queues/jobs/messages", "Transfer-Encoding: chunked")
     )
     chunk = b"y" * (64 * 1024)
     for _ in range(LIMIT // len(chunk)):
-        protocol.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))  # type: ignore[attr-defined]
+        protocol.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     assert transport.value() == b""
-    protocol.dataReceived(b"1\r\nz\r\n")  # type: ignore[attr-defined]
-    assert transport.value().startswith(b"HTTP/1.1 413 ")
+    protocol.dataReceived(b"1\r\nz\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
+    assert transport.write_closed and not transport.disconnecting
+    protocol.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))  # dropped
+    protocol.dataReceived(b"0\r\n\r\n")
     assert transport.disconnecting
-    protocol.dataReceived(b"0\r\n\r\n")  # type: ignore[attr-defined]
     assert fired(service.list_queues("p1")) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "title", "description"),
+    [
+        (
+            "PUT",
+            "/v2/queues/jobs",
+            "Invalid API request",
+            "Queue metadata is too large. Max size: 65536",
+        ),
+        (
+            "PATCH",
+            "/v2/queues/jobs",
+            "Invalid request body",
+            "Queue metadata is too large. Max size: 65536",
+        ),
+        (
+            "POST",
+            "/v2/queues/jobs/claims",
+            "Invalid request body",
+            f"The request body may not be larger than {LIMIT} bytes.",
+        ),
+        (
+            "POST",
+            "/nowhere",
+            "Invalid request body",
+            f"The request body may not be larger than {LIMIT} bytes.",
+        ),
+    ],
+)
+def test_the_early_answer_is_the_size_check_of_the_route(
+    ctx: ProtocolContext, method: str, path: str, title: str, description: str
+) -> None:
+    _, transport, protocol = connect(ctx)
+    protocol.dataReceived(request_head(method, path, f"Content-Length: {LIMIT + 1}"))
+    head, document = answer_of(transport.value())
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert document == {"title": title, "description": description}
+
+
+def test_a_mounted_resource_gets_a_413(ctx: ProtocolContext) -> None:
+    _, transport, protocol = connect(ctx)
+    protocol.dataReceived(request_head("POST", "/stomp", f"Content-Length: {LIMIT + 1}"))
+    head, document = answer_of(transport.value())
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert document["title"] == "Request entity too large"
+
+
+def test_draining_stops_after_linger_bytes(ctx: ProtocolContext) -> None:
+    site, transport, protocol = connect_half_closable(ctx)
+    site.linger_bytes = 1000
+    protocol.dataReceived(
+        request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
+    )
+    protocol.dataReceived(b"x" * 1000)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"x")
+    assert transport.disconnecting
+
+
+def test_draining_stops_after_linger_seconds(ctx: ProtocolContext, clock: Clock) -> None:
+    site, transport, protocol = connect_half_closable(ctx)
+    protocol.dataReceived(
+        request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
+    )
+    clock.advance(site.linger_seconds - 0.5)
+    protocol.dataReceived(b"x" * 100)
+    assert not transport.disconnecting
+    clock.advance(0.5)
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert not clock.getDelayedCalls()
+
+
+def test_a_client_hanging_up_while_drained_leaves_no_timer(
+    ctx: ProtocolContext, clock: Clock
+) -> None:
+    _, _, protocol = connect_half_closable(ctx)
+    protocol.dataReceived(
+        request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
+    )
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert not [c for c in clock.getDelayedCalls() if c.active()]
 
 
 @pytest.mark.parametrize("sent", [b"", b"GET /v2/queues HTTP/1.1\r\nHost: x\r\n"])
@@ -119,7 +240,7 @@ def test_idle_and_slow_connections_time_out(
 ) -> None:
     assert ctx.reactor is clock
     _, transport, protocol = connect(ctx)
-    protocol.dataReceived(sent)  # type: ignore[attr-defined]
+    protocol.dataReceived(sent)
     clock.advance(ctx.settings.idle_timeout - 1)
     assert not transport.disconnecting
     clock.advance(1)
@@ -131,7 +252,7 @@ def test_a_long_poll_is_not_cut_by_the_idle_timeout(service: QueueService, clock
     ctx = make_ctx(service, reactor=clock, http=http)
     _, transport, protocol = connect(ctx)
     fired(service.create_queue("p1", "jobs"))
-    protocol.dataReceived(request_head("GET", "/v2/queues/jobs/messages?wait=20"))  # type: ignore[attr-defined]
+    protocol.dataReceived(request_head("GET", "/v2/queues/jobs/messages?wait=20"))
     clock.advance(19)
     assert not transport.disconnecting
     assert transport.value() == b""

@@ -20,6 +20,7 @@ from tests.support.http import make_ctx
 def drive_client(url: str) -> dict[str, Any]:
     """The client's side, blocking (run in a thread): what each step saw."""
     from zaqarclient.queues import client
+    from zaqarclient.transport import errors
 
     c = client.Client(
         url,
@@ -27,6 +28,13 @@ def drive_client(url: str) -> dict[str, Any]:
         conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": "p1"}}},
     )
     seen: dict[str, Any] = {"ping": c.ping()}
+    # A queue never created reads as an empty one (Zaqar's lazy queues); nothing is created.
+    seen["lazy_metadata"] = c.queue("never-created").metadata()
+    try:
+        # Over the listener's max_request_body: refused before it is read, as a 400.
+        c.queue("big").post([{"body": "x" * (600 * 1024), "ttl": 300}])
+    except errors.MalformedRequest as e:
+        seen["too_large"] = str(e)
     queue = c.queue("jobs", force_create=True)
     seen["exists"] = queue.exists()
     seen["posted"] = queue.post([{"body": {"n": 1}, "ttl": 300}, {"body": "two", "ttl": 300}])
@@ -63,6 +71,8 @@ async def test_python_zaqarclient_works_unmodified() -> None:
         await port.stopListening()
 
     assert seen["ping"] is True
+    assert seen["lazy_metadata"]["_default_message_ttl"] == 3600
+    assert "Message collection size is too large" in seen["too_large"]
     assert seen["exists"] is True
     assert seen["posted"] == {
         "resources": ["/v2/queues/jobs/messages/1", "/v2/queues/jobs/messages/2"]
