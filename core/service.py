@@ -46,7 +46,15 @@ from qgate.core.limits import (
     check_tenant,
     check_wait,
 )
-from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
+from qgate.core.model import (
+    Claim,
+    Message,
+    NewMessage,
+    ObserveQuery,
+    Queue,
+    QueueOptions,
+    QueueStats,
+)
 from qgate.core.schemas import AvroSchema
 
 P = ParamSpec("P")
@@ -456,19 +464,11 @@ class QueueService:
             start = _marker(after)
             if start is None:
                 raise InvalidArgument(f"marker {after!r:.40} is not a message id", field="marker")
+        query = ObserveQuery(limit, start, include_claimed, include_delayed, exclude_producer)
 
         async def attempt(store: IQueueStorage) -> list[Message]:
             try:
-                return await store.observe(
-                    tenant,
-                    name,
-                    start,
-                    limit,
-                    include_claimed,
-                    include_delayed,
-                    exclude_producer,
-                    self._now(),
-                )
+                return await store.observe(tenant, name, query, self._now())
             except QueueNotFound:
                 if not wait:
                     raise
