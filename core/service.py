@@ -8,12 +8,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
+from qgate.core._reaper import Reaper
 from qgate.core._waiting import QueueWaits
 from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
@@ -59,8 +58,6 @@ from qgate.core.schemas import AvroSchema
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-log = Logger()
 
 __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
@@ -123,7 +120,8 @@ class QueueService:
     polling storage.
 
     Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
-    schema and does the schema part of publishing, reading and changing schemas."""
+    schema and does the schema part of publishing, reading and changing schemas. Expired
+    messages are deleted in the background by ``_reaper`` (``core._reaper``)."""
 
     def __init__(
         self,
@@ -149,10 +147,8 @@ class QueueService:
             for store in (durable, transient)
             if ISynchronousStorage.providedBy(store)
         }
-        self._reap_interval = reap_interval
-        self._reap_batch = reap_batch
         self._ping_timeout = ping_timeout
-        self._reaper: LoopingCall | None = None
+        self._reaper = Reaper(clock, (transient, durable), reap_interval, reap_batch)
         self._schemas = QueueSchemas(clock, durable, self._store)
 
     # -- life cycle ------------------------------------------------------------------------
@@ -162,23 +158,11 @@ class QueueService:
         source = IWakeupSource(self._durable, None)
         if source is not None:
             source.start_wakeups(self.notify)
-        if self._reaper is None:
-            self._reaper = LoopingCall(self._reap_and_carry_on)
-            self._reaper.clock = self.clock
-            self._reaper.start(self._reap_interval, now=False)
-
-    def _reap_and_carry_on(self) -> Deferred[None]:
-        """One reaper round; a failure (the database away for a moment) is logged and the
-        next round tries again, instead of stopping the reaper for good."""
-        return self.reap().addCallbacks(
-            lambda _: None, lambda f: log.failure("reaping expired messages failed", f)
-        )
+        self._reaper.start()
 
     async def _stop(self) -> None:
         self._waits.close()
-        if self._reaper is not None and self._reaper.running:
-            self._reaper.stop()
-        self._reaper = None
+        self._reaper.stop()
         await self._transient.close()
         await self._durable.close()
 
@@ -186,17 +170,9 @@ class QueueService:
         """Stop the reaper; fires once pending writes are committed and stores closed."""
         return Deferred.fromCoroutine(self._stop())
 
-    @_as_deferred
-    async def reap(self) -> int:
-        """Delete expired messages in batches, from every store."""
-        total = 0
-        for store in (self._transient, self._durable):
-            while True:
-                n = await store.reap(self.clock.seconds(), self._reap_batch)
-                total += n
-                if n < self._reap_batch:
-                    break
-        return total
+    def reap(self) -> Deferred[int]:
+        """Delete expired messages in batches, from every store (one reaper round, now)."""
+        return self._reaper.reap()
 
     def ping(self) -> Deferred[bool]:
         """Whether the durable storage answers (health checks); fails with TimeoutError
