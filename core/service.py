@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -11,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qgate.core._claims import new_claim_id, to_claim
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
 from qgate.core._reaper import Reaper
 from qgate.core._waiting import QueueWaits
@@ -89,27 +89,6 @@ def _markers(ids: Sequence[object]) -> list[int]:
 
 def _ids(markers: Sequence[int]) -> list[str]:
     return [str(m) for m in markers]
-
-
-def new_claim_id() -> str:
-    """128 random bits as hex (uuid4's entropy, a fraction of its cost)."""
-    return os.urandom(16).hex()
-
-
-def _to_claim(
-    found: list[Message], claim_id: str, name: str, ttl: float, grace: float, now: float
-) -> Claim | None:
-    if not found:
-        return None
-    return Claim(
-        id=claim_id,
-        queue=name,
-        ttl=ttl,
-        grace=grace,
-        created_at=now,
-        expires_at=now + ttl,
-        messages=tuple(found),
-    )
 
 
 @implementer(IQueueService)
@@ -473,7 +452,7 @@ class QueueService:
             return fail(e)
         if wait:
             return Deferred.fromCoroutine(
-                self._claim_waiting(store, tenant, name, limit, lease, grace_s, wait)
+                self._waits.claim(store, tenant, name, limit, lease, grace_s, wait)
             )
         now = self._now()
         claim_id = new_claim_id()
@@ -483,33 +462,10 @@ class QueueService:
                 found = fast.claim_now(tenant, name, claim_id, limit, lease, grace_s, now)
             except QGateError as e:
                 return fail(e)
-            return succeed(_to_claim(found, claim_id, name, lease, grace_s, now))
+            return succeed(to_claim(found, claim_id, name, lease, grace_s, now))
         return store.claim(tenant, name, claim_id, limit, lease, grace_s, now).addCallback(
-            _to_claim, claim_id, name, lease, grace_s, now
+            to_claim, claim_id, name, lease, grace_s, now
         )
-
-    async def _claim_waiting(
-        self,
-        store: IQueueStorage,
-        tenant: str,
-        name: str,
-        limit: int,
-        lease: float,
-        grace: float,
-        wait: float,
-    ) -> Claim | None:
-        async def attempt(store: IQueueStorage) -> Claim | None:
-            now = self._now()
-            claim_id = new_claim_id()
-            try:
-                found = await self._waits.claim_once(
-                    store, tenant, name, claim_id, limit, lease, grace
-                )
-            except QueueNotFound:
-                found = []  # wait for the publish that creates the queue
-            return _to_claim(found, claim_id, name, lease, grace, now)
-
-        return await self._waits.poll(store, tenant, name, wait, attempt)
 
     @_as_deferred
     async def get_claim(self, tenant: str, name: str, claim_id: str) -> Claim:
