@@ -25,15 +25,13 @@ import json
 import random
 import statistics
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import fastavro
 
-from bench.http import Qgate
+from bench.http import Qgate, run_clients
 
 HEADERS = {"Client-ID": "3381af92-2b9e-11e3-b191-71861300734c", "X-Project-Id": "bench"}
 SCHEMA: dict[str, Any] = {
@@ -79,31 +77,6 @@ def request(
     conn.request(method, path, body, {**HEADERS, "Content-Type": content_type})
     response = conn.getresponse()
     return response.status, response.read()
-
-
-def run_clients(seconds: float, clients: int, make: Callable[[], Callable[[], int]]) -> float:
-    """Items/s of ``clients`` threads, each calling its own ``make()`` until time is up."""
-    stop = time.monotonic() + seconds
-    counts = [0] * clients
-    errors: list[BaseException] = []
-
-    def loop(i: int) -> None:
-        try:
-            step = make()
-            while time.monotonic() < stop:
-                counts[i] += step()
-        except BaseException as e:  # noqa: BLE001 - reported after the run
-            errors.append(e)
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return sum(counts) / (time.monotonic() - start)
 
 
 def poster(port: int, path: str, body: bytes, content_type: str) -> Callable[[], Callable[[], int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,37 +143,60 @@ def wrk(port: int, path: str, seconds: float, connections: int, post: str | None
     return float(match.group(1))
 
 
-def publish_claim_delete(port: int, seconds: float, clients: int) -> float:
-    """Messages/s through POST, claim, DELETE ?claim_id by ``clients`` threads."""
+def run_clients(seconds: float, clients: int, make: Callable[[], Callable[[], int]]) -> float:
+    """Items/s of ``clients`` threads, each calling its own ``make()`` until time is up."""
     stop = time.monotonic() + seconds
     counts = [0] * clients
+    errors: list[BaseException] = []
+
+    def loop(i: int) -> None:
+        try:
+            step = make()
+            while time.monotonic() < stop:
+                counts[i] += step()
+        except BaseException as e:  # noqa: BLE001 - reported after the run
+            errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return sum(counts) / (time.monotonic() - start)
+
+
+def publish_claim_delete(port: int, seconds: float, clients: int) -> float:
+    """Messages/s through POST, claim, DELETE ?claim_id by ``clients`` threads."""
     queue = f"work-{port}"
     setup = http.client.HTTPConnection("127.0.0.1", port)
     request(setup, "PUT", f"/v2/queues/{queue}")
+    numbers = itertools.count()
 
-    def run(i: int) -> None:
+    def make() -> Callable[[], int]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        batch = {"messages": [{"body": {"n": i, "pad": "x" * 150}, "ttl": 600}] * 10}
-        while time.monotonic() < stop:
+        body = {"n": next(numbers), "pad": "x" * 150}
+        batch = {"messages": [{"body": body, "ttl": 600}] * 10}
+
+        def step() -> int:
             status, _ = request(conn, "POST", f"/v2/queues/{queue}/messages", batch)
             assert status == 201, status
             status, raw = request(
                 conn, "POST", f"/v2/queues/{queue}/claims?limit=10", {"ttl": 60, "grace": 60}
             )
             if status != 201:
-                continue
-            for message in json.loads(raw)["messages"]:
+                return 0
+            claimed = json.loads(raw)["messages"]
+            for message in claimed:
                 status, _ = request(conn, "DELETE", message["href"])
                 assert status == 204, status
-                counts[i] += 1
+            return len(claimed)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.monotonic() - start)
+        return step
+
+    return run_clients(seconds, clients, make)
 
 
 def long_poll_latency(port: int, samples: int) -> tuple[float, float]:

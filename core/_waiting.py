@@ -16,9 +16,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from qgate.core._claims import new_claim_id, to_claim
 from qgate.core.errors import QueueNotFound
 from qgate.core.interfaces import IQueueStorage
-from qgate.core.model import Message
+from qgate.core.model import Claim, Message
 from qgate.core.wakeup import WakeupRegistry
 
 T = TypeVar("T")
@@ -27,8 +28,10 @@ log = Logger()
 
 
 class QueueWaits:
-    """Waiters by queue, and the loop they wait in. ``store_for`` picks a queue's store
-    again after each wait (a queue a waiter waited for may have been created meanwhile)."""
+    """Waiters by queue, the loop they wait in (``poll``), and the claim that waits in it
+    (``claim``; an observe that waits brings its own attempt). ``store_for`` picks a
+    queue's store again after each wait (a queue a waiter waited for may have been created
+    meanwhile)."""
 
     def __init__(self, clock: IReactorTime, store_for: Callable[[str, str], IQueueStorage]) -> None:
         self._clock = clock
@@ -108,7 +111,32 @@ class QueueWaits:
         except QueueNotFound:
             return None
 
-    def claim_once(
+    async def claim(
+        self,
+        store: IQueueStorage,
+        tenant: str,
+        name: str,
+        limit: int,
+        ttl: float,
+        grace: float,
+        wait: float,
+    ) -> Claim | None:
+        """A claim that waits up to ``wait`` seconds for messages, and for a queue that does
+        not exist yet (the publish that creates it wakes it); None when nothing came. Each
+        attempt is a new claim, shielded from cancellation (``_claim_once``)."""
+
+        async def attempt(store: IQueueStorage) -> Claim | None:
+            now = self._clock.seconds()
+            claim_id = new_claim_id()
+            try:
+                found = await self._claim_once(store, tenant, name, claim_id, limit, ttl, grace)
+            except QueueNotFound:
+                found = []  # wait for the publish that creates the queue
+            return to_claim(found, claim_id, name, ttl, grace, now)
+
+        return await self.poll(store, tenant, name, wait, attempt)
+
+    def _claim_once(
         self,
         store: IQueueStorage,
         tenant: str,

@@ -86,10 +86,9 @@ class IQueueStorage(Interface):
     def pop_messages(tenant, name, limit, now):
         """-> list[Message] claimed and deleted in one step, in claim order."""
 
-    def observe(
-        tenant, name, after, limit, include_claimed, include_delayed, exclude_producer, now
-    ):
-        """-> list[Message] with markers above ``after``, in marker order, unchanged."""
+    def observe(tenant, name, query, now):
+        """-> list[Message] that the core.model.ObserveQuery ``query`` asks for (markers
+        above ``query.after``, in marker order), unchanged."""
 
     def claim(tenant, name, claim_id, limit, ttl, grace, now):
         """-> list[Message] leased to ``claim_id`` until ``now + ttl``.

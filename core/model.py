@@ -137,6 +137,19 @@ class Message(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ObserveQuery:
+    """What an observer asks storage for (``IQueueStorage.observe``): up to ``limit`` live
+    messages with markers above ``after`` (None: from the first), in marker order; claimed
+    and delayed ones only when included, and none that ``exclude_producer`` published."""
+
+    limit: int
+    after: int | None = None
+    include_claimed: bool = False
+    include_delayed: bool = False
+    exclude_producer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     id: str
     queue: str

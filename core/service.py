@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qgate.core._claims import new_claim_id, to_claim
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
+from qgate.core._reaper import Reaper
 from qgate.core._waiting import QueueWaits
 from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
@@ -46,13 +45,19 @@ from qgate.core.limits import (
     check_tenant,
     check_wait,
 )
-from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
+from qgate.core.model import (
+    Claim,
+    Message,
+    NewMessage,
+    ObserveQuery,
+    Queue,
+    QueueOptions,
+    QueueStats,
+)
 from qgate.core.schemas import AvroSchema
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-log = Logger()
 
 __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
@@ -86,27 +91,6 @@ def _ids(markers: Sequence[int]) -> list[str]:
     return [str(m) for m in markers]
 
 
-def new_claim_id() -> str:
-    """128 random bits as hex (uuid4's entropy, a fraction of its cost)."""
-    return os.urandom(16).hex()
-
-
-def _to_claim(
-    found: list[Message], claim_id: str, name: str, ttl: float, grace: float, now: float
-) -> Claim | None:
-    if not found:
-        return None
-    return Claim(
-        id=claim_id,
-        queue=name,
-        ttl=ttl,
-        grace=grace,
-        created_at=now,
-        expires_at=now + ttl,
-        messages=tuple(found),
-    )
-
-
 @implementer(IQueueService)
 class QueueService:
     """Routes each queue to its store (transient queues in memory, durable ones in SQL),
@@ -115,7 +99,8 @@ class QueueService:
     polling storage.
 
     Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
-    schema and does the schema part of publishing, reading and changing schemas."""
+    schema and does the schema part of publishing, reading and changing schemas. Expired
+    messages are deleted in the background by ``_reaper`` (``core._reaper``)."""
 
     def __init__(
         self,
@@ -141,10 +126,8 @@ class QueueService:
             for store in (durable, transient)
             if ISynchronousStorage.providedBy(store)
         }
-        self._reap_interval = reap_interval
-        self._reap_batch = reap_batch
         self._ping_timeout = ping_timeout
-        self._reaper: LoopingCall | None = None
+        self._reaper = Reaper(clock, (transient, durable), reap_interval, reap_batch)
         self._schemas = QueueSchemas(clock, durable, self._store)
 
     # -- life cycle ------------------------------------------------------------------------
@@ -154,23 +137,11 @@ class QueueService:
         source = IWakeupSource(self._durable, None)
         if source is not None:
             source.start_wakeups(self.notify)
-        if self._reaper is None:
-            self._reaper = LoopingCall(self._reap_and_carry_on)
-            self._reaper.clock = self.clock
-            self._reaper.start(self._reap_interval, now=False)
-
-    def _reap_and_carry_on(self) -> Deferred[None]:
-        """One reaper round; a failure (the database away for a moment) is logged and the
-        next round tries again, instead of stopping the reaper for good."""
-        return self.reap().addCallbacks(
-            lambda _: None, lambda f: log.failure("reaping expired messages failed", f)
-        )
+        self._reaper.start()
 
     async def _stop(self) -> None:
         self._waits.close()
-        if self._reaper is not None and self._reaper.running:
-            self._reaper.stop()
-        self._reaper = None
+        self._reaper.stop()
         await self._transient.close()
         await self._durable.close()
 
@@ -178,17 +149,9 @@ class QueueService:
         """Stop the reaper; fires once pending writes are committed and stores closed."""
         return Deferred.fromCoroutine(self._stop())
 
-    @_as_deferred
-    async def reap(self) -> int:
-        """Delete expired messages in batches, from every store."""
-        total = 0
-        for store in (self._transient, self._durable):
-            while True:
-                n = await store.reap(self.clock.seconds(), self._reap_batch)
-                total += n
-                if n < self._reap_batch:
-                    break
-        return total
+    def reap(self) -> Deferred[int]:
+        """Delete expired messages in batches, from every store (one reaper round, now)."""
+        return self._reaper.reap()
 
     def ping(self) -> Deferred[bool]:
         """Whether the durable storage answers (health checks); fails with TimeoutError
@@ -456,19 +419,11 @@ class QueueService:
             start = _marker(after)
             if start is None:
                 raise InvalidArgument(f"marker {after!r:.40} is not a message id", field="marker")
+        query = ObserveQuery(limit, start, include_claimed, include_delayed, exclude_producer)
 
         async def attempt(store: IQueueStorage) -> list[Message]:
             try:
-                return await store.observe(
-                    tenant,
-                    name,
-                    start,
-                    limit,
-                    include_claimed,
-                    include_delayed,
-                    exclude_producer,
-                    self._now(),
-                )
+                return await store.observe(tenant, name, query, self._now())
             except QueueNotFound:
                 if not wait:
                     raise
@@ -497,7 +452,7 @@ class QueueService:
             return fail(e)
         if wait:
             return Deferred.fromCoroutine(
-                self._claim_waiting(store, tenant, name, limit, lease, grace_s, wait)
+                self._waits.claim(store, tenant, name, limit, lease, grace_s, wait)
             )
         now = self._now()
         claim_id = new_claim_id()
@@ -507,33 +462,10 @@ class QueueService:
                 found = fast.claim_now(tenant, name, claim_id, limit, lease, grace_s, now)
             except QGateError as e:
                 return fail(e)
-            return succeed(_to_claim(found, claim_id, name, lease, grace_s, now))
+            return succeed(to_claim(found, claim_id, name, lease, grace_s, now))
         return store.claim(tenant, name, claim_id, limit, lease, grace_s, now).addCallback(
-            _to_claim, claim_id, name, lease, grace_s, now
+            to_claim, claim_id, name, lease, grace_s, now
         )
-
-    async def _claim_waiting(
-        self,
-        store: IQueueStorage,
-        tenant: str,
-        name: str,
-        limit: int,
-        lease: float,
-        grace: float,
-        wait: float,
-    ) -> Claim | None:
-        async def attempt(store: IQueueStorage) -> Claim | None:
-            now = self._now()
-            claim_id = new_claim_id()
-            try:
-                found = await self._waits.claim_once(
-                    store, tenant, name, claim_id, limit, lease, grace
-                )
-            except QueueNotFound:
-                found = []  # wait for the publish that creates the queue
-            return _to_claim(found, claim_id, name, lease, grace, now)
-
-        return await self._waits.poll(store, tenant, name, wait, attempt)
 
     @_as_deferred
     async def get_claim(self, tenant: str, name: str, claim_id: str) -> Claim:

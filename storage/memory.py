@@ -32,6 +32,7 @@ from qgate.core.model import (
     Claim,
     Message,
     NewMessage,
+    ObserveQuery,
     Queue,
     QueueOptions,
     QueueStats,
@@ -280,31 +281,21 @@ class MemoryStorage:
         return out
 
     @_deferred
-    def observe(
-        self,
-        tenant: str,
-        name: str,
-        after: int | None,
-        limit: int,
-        include_claimed: bool,
-        include_delayed: bool,
-        exclude_producer: str | None,
-        now: float,
-    ) -> list[Message]:
+    def observe(self, tenant: str, name: str, query: ObserveQuery, now: float) -> list[Message]:
         q = self._get(tenant, name)
         out: list[Message] = []
-        for msg in q.after(after):
+        for msg in q.after(query.after):
             if msg.expires_at <= now:
                 continue
-            if exclude_producer is not None and msg.producer == exclude_producer:
+            if query.exclude_producer is not None and msg.producer == query.exclude_producer:
                 continue
             if msg.claimed(now):
-                if not include_claimed:
+                if not query.include_claimed:
                     continue
-            elif msg.visible_at > now and not include_delayed:
+            elif msg.visible_at > now and not query.include_delayed:
                 continue
             out.append(msg.freeze())
-            if len(out) >= limit:
+            if len(out) >= query.limit:
                 break
         return out
 

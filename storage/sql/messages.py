@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_to_drop
 from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
 from qgate.core.limits import resolve_times
-from qgate.core.model import Message, NewMessage, QueueOptions
+from qgate.core.model import Message, NewMessage, ObserveQuery, QueueOptions
 from qgate.storage.sql.schema import claims, messages
 from qgate.storage.sql.statements import (
     MESSAGE_COLUMNS,
@@ -55,31 +55,22 @@ def get_messages(
 
 
 def observe(
-    conn: sa.Connection,
-    sql: Statements,
-    tenant: str,
-    name: str,
-    after: int | None,
-    limit: int,
-    include_claimed: bool,
-    include_delayed: bool,
-    exclude_producer: str | None,
-    now: float,
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, query: ObserveQuery, now: float
 ) -> list[Message]:
     q = sql.need_queue(conn, tenant, name)
-    query = sa.select(*MESSAGE_COLUMNS).where(m.queue_id == q.id, m.expires_at > now)
-    if after is not None:
-        query = query.where(m.marker > after)
+    select = sa.select(*MESSAGE_COLUMNS).where(m.queue_id == q.id, m.expires_at > now)
+    if query.after is not None:
+        select = select.where(m.marker > query.after)
     claimed = sa.and_(m.claim_id.is_not(None), m.visible_at > now)
-    if include_claimed and not include_delayed:
-        query = query.where(sa.or_(m.visible_at <= now, claimed))
-    elif include_delayed and not include_claimed:
-        query = query.where(sa.not_(claimed))
-    elif not include_claimed and not include_delayed:
-        query = query.where(m.visible_at <= now)
-    if exclude_producer is not None:
-        query = query.where(sa.or_(m.producer.is_(None), m.producer != exclude_producer))
-    rows = conn.execute(query.order_by(m.marker).limit(limit))
+    if query.include_claimed and not query.include_delayed:
+        select = select.where(sa.or_(m.visible_at <= now, claimed))
+    elif query.include_delayed and not query.include_claimed:
+        select = select.where(sa.not_(claimed))
+    elif not query.include_claimed and not query.include_delayed:
+        select = select.where(m.visible_at <= now)
+    if query.exclude_producer is not None:
+        select = select.where(sa.or_(m.producer.is_(None), m.producer != query.exclude_producer))
+    rows = conn.execute(select.order_by(m.marker).limit(query.limit))
     return [message(row) for row in rows]
 
 

@@ -25,7 +25,16 @@ from zope.interface import implementer
 
 from qgate.core.errors import StorageUnavailable
 from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
-from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats, Tenant
+from qgate.core.model import (
+    Claim,
+    Message,
+    NewMessage,
+    ObserveQuery,
+    Queue,
+    QueueOptions,
+    QueueStats,
+    Tenant,
+)
 from qgate.storage.sql import claims, messages, queues, tenants
 from qgate.storage.sql.engine import DEFAULT_BUSY_TIMEOUT, make_engine, normalize_url
 from qgate.storage.sql.notify import Listener
@@ -204,28 +213,9 @@ class SQLStorage:
         return self._write(messages.pop_messages, self._sql, tenant, name, limit, now)
 
     def observe(
-        self,
-        tenant: str,
-        name: str,
-        after: int | None,
-        limit: int,
-        include_claimed: bool,
-        include_delayed: bool,
-        exclude_producer: str | None,
-        now: float,
+        self, tenant: str, name: str, query: ObserveQuery, now: float
     ) -> Deferred[list[Message]]:
-        return self._read(
-            messages.observe,
-            self._sql,
-            tenant,
-            name,
-            after,
-            limit,
-            include_claimed,
-            include_delayed,
-            exclude_producer,
-            now,
-        )
+        return self._read(messages.observe, self._sql, tenant, name, query, now)
 
     def next_wake(
         self, tenant: str, name: str, now: float, after: int | None = None

@@ -89,6 +89,16 @@ MESSAGE = {
     "headers": {"k": "v"},
 }
 
+#: observe's parameters for the first message of queue "q", every field given.
+OBSERVE_FIRST = {
+    "queue": "q",
+    "after": None,
+    "limit": 1,
+    "includeClaimed": False,
+    "includeDelayed": False,
+    "wait": 0.0,
+}
+
 
 def call(
     protocol: Protocol,
@@ -370,22 +380,7 @@ def test_parameters_reach_dispatch_and_responses_come_back(
     data = run(responder.respond(call(protocol, "publish", params)))
     assert read_call(data, protocol.messages["publish"]) == ("BOTH", ("ok", ["1"]))
     assert service.calls == [("publish", params)]
-    data = run(
-        responder.respond(
-            call(
-                protocol,
-                "observe",
-                {
-                    "queue": "q",
-                    "after": None,
-                    "limit": 1,
-                    "includeClaimed": False,
-                    "includeDelayed": False,
-                    "wait": 0.0,
-                },
-            )
-        )
-    )
+    data = run(responder.respond(call(protocol, "observe", OBSERVE_FIRST)))
     assert read_call(data, protocol.messages["observe"]) == ("BOTH", ("ok", [MESSAGE]))
 
 
@@ -536,17 +531,7 @@ def test_apache_requestor_handshakes_none_then_both(responder: Responder, servic
     assert client.request("ping", {}) is True
     assert len(transceiver.bodies) == 3  # BOTH on the first try: server hash learnt
     assert service.calls[0] == ("publish", {"queue": "q", "messages": [NEW_MESSAGE]})
-    assert client.request(
-        "observe",
-        {
-            "queue": "q",
-            "after": None,
-            "limit": 1,
-            "includeClaimed": False,
-            "includeDelayed": False,
-            "wait": 0.0,
-        },
-    ) == [MESSAGE]
+    assert client.request("observe", OBSERVE_FIRST) == [MESSAGE]
 
 
 def test_apache_requestor_gets_match_client_when_its_protocol_is_cached(

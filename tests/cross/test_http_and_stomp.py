@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest_twisted
+from twisted.internet.task import Clock
 
+from qgate.core.service import QueueService
 from qgate.protocols.http import build_resource
 from tests.support.core import memory_service
 from tests.support.http import Api
@@ -15,12 +17,19 @@ from tests.support.stomp import Client
 from tests.support.stomp import make_ctx as stomp_ctx
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_stomp_consumer_and_an_http_claimer_share_a_queue_without_overlap(clock):
+def shop(clock: Clock) -> tuple[QueueService, Api, Client]:
+    """A memory service, with an HTTP API and a connected STOMP client on it, both for the
+    tenant "shop"."""
     service = memory_service(clock)
     api = Api(build_resource(http_ctx(service)), project="shop")
     stomp = Client(stomp_ctx(service, heartbeat_ms=0))
     stomp.connect(host="shop")
+    return service, api, stomp
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stomp_consumer_and_an_http_claimer_share_a_queue_without_overlap(clock):
+    _, api, stomp = shop(clock)
 
     posted = await api.post(
         "/v2/queues/orders/messages",
@@ -72,10 +81,7 @@ async def test_a_stomp_consumer_and_an_http_claimer_share_a_queue_without_overla
 
 @pytest_twisted.ensureDeferred
 async def test_what_stomp_sends_reads_back_over_http_with_its_bytes_and_type(clock):
-    service = memory_service(clock)
-    api = Api(build_resource(http_ctx(service)), project="shop")
-    stomp = Client(stomp_ctx(service, heartbeat_ms=0))
-    stomp.connect(host="shop")
+    service, api, stomp = shop(clock)
     stomp.send(
         "SEND",
         {

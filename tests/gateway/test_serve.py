@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.serve import QGATE, ROOT, Server
+from tests.support.serve import Server, run_qgate
 
 pytestmark = pytest.mark.integration
 
@@ -132,14 +130,7 @@ def test_api_keys_from_the_cli_guard_the_http_api(tmp_path):
 def test_a_bad_config_stops_start_up_naming_the_key(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[storage]\nurl = "sqlite:///x.db"\nflavour = "vanilla"\n')
-    result = subprocess.run(
-        [*QGATE, "serve", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = run_qgate(tmp_path, "serve", "-c", str(config))
     assert result.returncode == 2
     assert "storage.flavour: unknown key" in result.stderr
 
@@ -149,13 +140,6 @@ def test_a_port_in_use_stops_start_up(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", server.http))
         taken.listen()
-        result = subprocess.run(
-            [*QGATE, "serve", "-c", str(server.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        result = server.cli("serve")
     assert result.returncode == 1
     assert "cannot listen" in result.stderr

@@ -6,6 +6,8 @@ import http.client
 import socket
 import ssl
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import pytest_twisted
@@ -29,7 +31,15 @@ def certs(tmp_path):
     return make_certs(tmp_path)
 
 
-async def start(reactor, tls: dict) -> Gateway:
+def server_tls(certs, **settings) -> dict:
+    """A listener's ``tls`` table: the server certificate and key of ``certs``, and more."""
+    return {"certificate": str(certs.server_cert), "key": str(certs.server_key), **settings}
+
+
+@asynccontextmanager
+async def serving(reactor, tls: dict) -> AsyncIterator[tuple[int, int]]:
+    """A gateway with an HTTP and a STOMP listener on ``tls`` while the block runs: their
+    ports (HTTP, STOMP)."""
     config = parse(
         {
             "storage": {"url": "memory://"},
@@ -41,7 +51,11 @@ async def start(reactor, tls: dict) -> Gateway:
     )
     gateway = Gateway(reactor, config)
     await gateway.listen()
-    return gateway
+    try:
+        http_port, stomp_port = (p.getHost().port for p in gateway.ports)
+        yield http_port, stomp_port
+    finally:
+        await gateway.stopService()
 
 
 def https_ping(port: int, context: ssl.SSLContext) -> int:
@@ -71,10 +85,7 @@ def client_context(certs, *, with_cert: bool, max_version=None) -> ssl.SSLContex
 
 @pytest_twisted.ensureDeferred
 async def test_https_and_stomp_over_tls_answer_on_every_listener(reactor, certs):
-    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
-    gateway = await start(reactor, tls)
-    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
-    try:
+    async with serving(reactor, server_tls(certs)) as (http_port, stomp_port):
         context = client_context(certs, with_cert=False)
         assert await threads.deferToThread(https_ping, http_port, context) == 204
         reply = await threads.deferToThread(stomp_over_tls, stomp_port, context)
@@ -83,20 +94,12 @@ async def test_https_and_stomp_over_tls_answer_on_every_listener(reactor, certs)
         untrusting = ssl.create_default_context(cafile=str(certs.other_ca))
         with pytest.raises(ssl.SSLError):
             await threads.deferToThread(https_ping, http_port, untrusting)
-    finally:
-        await gateway.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_client_certificates_are_required_when_a_client_ca_is_set(reactor, certs):
-    tls = {
-        "certificate": str(certs.server_cert),
-        "key": str(certs.server_key),
-        "client_ca": str(certs.ca),
-    }
-    gateway = await start(reactor, tls)
-    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
-    try:
+    tls = server_tls(certs, client_ca=str(certs.ca))
+    async with serving(reactor, tls) as (http_port, stomp_port):
         good = client_context(certs, with_cert=True)
         assert await threads.deferToThread(https_ping, http_port, good) == 204
         bare = client_context(certs, with_cert=False)
@@ -109,27 +112,16 @@ async def test_client_certificates_are_required_when_a_client_ca_is_set(reactor,
         assert reply == b"", "the STOMP listener answered a client without a certificate"
         # The listener survived the rejected handshakes.
         assert await threads.deferToThread(https_ping, http_port, good) == 204
-    finally:
-        await gateway.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_min_version_refuses_older_clients(reactor, certs):
-    tls = {
-        "certificate": str(certs.server_cert),
-        "key": str(certs.server_key),
-        "min_version": "TLSv1.3",
-    }
-    gateway = await start(reactor, tls)
-    http_port = gateway.ports[0].getHost().port
-    try:
+    async with serving(reactor, server_tls(certs, min_version="TLSv1.3")) as (http_port, _):
         old = client_context(certs, with_cert=False, max_version=ssl.TLSVersion.TLSv1_2)
         with pytest.raises(ssl.SSLError):
             await threads.deferToThread(https_ping, http_port, old)
         new = client_context(certs, with_cert=False)
         assert await threads.deferToThread(https_ping, http_port, new) == 204
-    finally:
-        await gateway.stopService()
 
 
 def test_a_key_that_does_not_match_the_certificate_is_a_config_error(reactor, tmp_path):
@@ -182,10 +174,7 @@ def stomp_cipher(port: int, context: ssl.SSLContext) -> str:
 
 @pytest_twisted.ensureDeferred
 async def test_tls12_accepts_only_forward_secret_aead_suites(reactor, rsa_certs):
-    tls = {"certificate": str(rsa_certs.server_cert), "key": str(rsa_certs.server_key)}
-    gateway = await start(reactor, tls)
-    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
-    try:
+    async with serving(reactor, server_tls(rsa_certs)) as (http_port, stomp_port):
         for port in (http_port, stomp_port):
             # Static RSA key exchange (no forward secrecy), CBC with SHA-1 or with GCM.
             for weak in ("AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA"):
@@ -200,22 +189,14 @@ async def test_tls12_accepts_only_forward_secret_aead_suites(reactor, rsa_certs)
             )
             == 204
         )
-    finally:
-        await gateway.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_ciphers_key_admits_a_suite_the_default_refuses(reactor, rsa_certs):
     from qgate.gateway.config import DEFAULT_CIPHERS
 
-    tls = {
-        "certificate": str(rsa_certs.server_cert),
-        "key": str(rsa_certs.server_key),
-        "ciphers": DEFAULT_CIPHERS + ":AES256-GCM-SHA384",
-    }
-    gateway = await start(reactor, tls)
-    stomp_port = gateway.ports[1].getHost().port
-    try:
+    tls = server_tls(rsa_certs, ciphers=DEFAULT_CIPHERS + ":AES256-GCM-SHA384")
+    async with serving(reactor, tls) as (_, stomp_port):
         context = tls12_client(rsa_certs, "AES256-GCM-SHA384")
         assert await threads.deferToThread(stomp_cipher, stomp_port, context) == (
             "AES256-GCM-SHA384"
@@ -224,8 +205,6 @@ async def test_the_ciphers_key_admits_a_suite_the_default_refuses(reactor, rsa_c
             await threads.deferToThread(
                 tls_cipher, stomp_port, tls12_client(rsa_certs, "AES128-SHA")
             )
-    finally:
-        await gateway.stopService()
 
 
 @pytest.mark.parametrize(
@@ -239,7 +218,7 @@ async def test_the_ciphers_key_admits_a_suite_the_default_refuses(reactor, rsa_c
     ],
 )
 def test_bad_tls_settings_name_the_key(certs, tls, message):
-    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key), **tls}
+    tls = server_tls(certs, **tls)
     with pytest.raises(ConfigError) as e:
         parse({"listeners": [{"protocol": "stomp", "endpoint": "tcp:0", "tls": tls}]})
     assert message in str(e.value)
@@ -270,24 +249,16 @@ def slow_stomp_client(port: int, context: ssl.SSLContext, pause: float) -> bytes
 
 @pytest_twisted.ensureDeferred
 async def test_a_connection_without_a_tls_handshake_is_closed_after_the_timeout(reactor, certs):
-    tls = {
-        "certificate": str(certs.server_cert),
-        "key": str(certs.server_key),
-        "handshake_timeout": 0.5,
-    }
-    gateway = await start(reactor, tls)
-    try:
+    async with serving(reactor, server_tls(certs, handshake_timeout=0.5)) as ports:
         waited = await defer.gatherResults(
-            [threads.deferToThread(silent_client, p.getHost().port) for p in gateway.ports]
+            [threads.deferToThread(silent_client, port) for port in ports]
         )
         assert all(0.4 < w < 3 for w in waited), waited
         # A connection whose handshake is done is not bound by the deadline.
-        stomp_port = gateway.ports[1].getHost().port
+        _, stomp_port = ports
         context = client_context(certs, with_cert=False)
         reply = await threads.deferToThread(slow_stomp_client, stomp_port, context, 1.0)
         assert reply.startswith(b"CONNECTED\n")
-    finally:
-        await gateway.stopService()
 
 
 class _Recorder(Protocol):
@@ -307,11 +278,7 @@ class _Greeter(Protocol):
 
 def _deadline_server(certs, clock: Clock, timeout: float = 10.0):
     """A TLS server factory made by ``wrap`` on ``clock``, and the protocols it built."""
-    tls = {
-        "certificate": str(certs.server_cert),
-        "key": str(certs.server_key),
-        "handshake_timeout": timeout,
-    }
+    tls = server_tls(certs, handshake_timeout=timeout)
     config = parse({"listeners": [{"protocol": "stomp", "endpoint": "tcp:0", "tls": tls}]})
     tls_config = config.listeners[0].tls
     assert tls_config is not None
@@ -339,16 +306,10 @@ def https_alpn(port: int, context: ssl.SSLContext) -> tuple[int, str | None]:
 
 @pytest_twisted.ensureDeferred
 async def test_https_clients_offering_alpn_get_http_1_1(reactor, certs):
-    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
-    gateway = await start(reactor, tls)
-    try:
+    async with serving(reactor, server_tls(certs)) as (http_port, _):
         context = client_context(certs, with_cert=False)
-        status, alpn = await threads.deferToThread(
-            https_alpn, gateway.ports[0].getHost().port, context
-        )
+        status, alpn = await threads.deferToThread(https_alpn, http_port, context)
         assert (status, alpn) == (204, "http/1.1")
-    finally:
-        await gateway.stopService()
 
 
 def stomp_alpn(port: int, context: ssl.SSLContext, offered: list[str]) -> tuple[bytes, str | None]:
@@ -362,10 +323,7 @@ def stomp_alpn(port: int, context: ssl.SSLContext, offered: list[str]) -> tuple[
 @pytest_twisted.ensureDeferred
 async def test_clients_offering_alpn_names_the_listener_lacks_still_connect(reactor, certs):
     """STOMP has no ALPN name: a client offering one (or h2 to HTTP) goes on without ALPN."""
-    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
-    gateway = await start(reactor, tls)
-    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
-    try:
+    async with serving(reactor, server_tls(certs)) as (http_port, stomp_port):
         for offered in (["stomp"], ["h2", "http/1.1"], ["v12.stomp"]):
             context = client_context(certs, with_cert=False)
             reply, alpn = await threads.deferToThread(stomp_alpn, stomp_port, context, offered)
@@ -373,8 +331,6 @@ async def test_clients_offering_alpn_names_the_listener_lacks_still_connect(reac
         context = client_context(certs, with_cert=False)
         context.set_alpn_protocols(["h2"])
         assert await threads.deferToThread(https_ping, http_port, context) == 204
-    finally:
-        await gateway.stopService()
 
 
 def wss_upgrade(port: int, context: ssl.SSLContext) -> bytes:
@@ -392,16 +348,11 @@ def wss_upgrade(port: int, context: ssl.SSLContext) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_websocket_upgrades_work_over_tls(reactor, certs):
     # autobahn needs its transport to be Twisted's TLS protocol itself (not a wrapper).
-    tls = {"certificate": str(certs.server_cert), "key": str(certs.server_key)}
-    gateway = await start(reactor, tls)
-    try:
+    async with serving(reactor, server_tls(certs)) as (http_port, _):
         context = client_context(certs, with_cert=False)
-        port = gateway.ports[0].getHost().port
-        assert await threads.deferToThread(wss_upgrade, port, context) == (
+        assert await threads.deferToThread(wss_upgrade, http_port, context) == (
             b"HTTP/1.1 101 Switching Protocols"
         )
-    finally:
-        await gateway.stopService()
 
 
 def test_the_handshake_deadline_on_a_clock(certs):

@@ -559,13 +559,11 @@ def test_topic_client_ack_bounds_the_window_and_nack_redelivers(client, mem_serv
 
 
 def test_durable_topic_subscription_resumes_after_reconnect(ctx, mem_service):
+    durable = {"destination": "/topic/feed", "id": "sub-1", "durable": "true", "ack": "client"}
     _publish(mem_service, "feed", b"before")
     a = Client(ctx)
     a.connect()
-    a.send(
-        "SUBSCRIBE",
-        {"destination": "/topic/feed", "id": "sub-1", "durable": "true", "ack": "client"},
-    )
+    a.send("SUBSCRIBE", durable)
     _publish(mem_service, "feed", b"m1", b"m2")
     m1, m2 = a.messages()
     a.send("ACK", {"id": m1.headers["ack"], "receipt": "r"})
@@ -574,10 +572,7 @@ def test_durable_topic_subscription_resumes_after_reconnect(ctx, mem_service):
     _publish(mem_service, "feed", b"m3")
     b = Client(ctx)
     b.connect()
-    b.send(
-        "SUBSCRIBE",
-        {"destination": "/topic/feed", "id": "sub-1", "durable": "true", "ack": "client"},
-    )
+    b.send("SUBSCRIBE", durable)  # the same subscription, from another connection
     assert [m.body for m in b.messages()] == [b"m2", b"m3"]
     # UNSUBSCRIBE with durable:true forgets the cursor.
     b.send("UNSUBSCRIBE", {"id": "sub-1", "durable": "true", "receipt": "u"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgate.core.model import Message, NewMessage, Queue, QueueOptions
+from qgate.core.model import Message, NewMessage, ObserveQuery, Queue, QueueOptions
 from tests.support.core import EPOCH
 
 T = "tenant-a"
@@ -43,9 +43,8 @@ async def look(
     tenant: str = T,
 ) -> list[Message]:
     """observe: what an observer sees after ``after`` at ``now`` (up to 100)."""
-    found: list[Message] = await store.observe(
-        tenant, queue, after, 100, claimed, delayed, exclude, now
-    )
+    query = ObserveQuery(100, after, claimed, delayed, exclude)
+    found: list[Message] = await store.observe(tenant, queue, query, now)
     return found
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from qgate.core.model import Claim, NewMessage, QueueOptions
-from tests.storage.base import NOW, T, bodies, everything, lease, make_queue, markers_of, put
+from tests.storage.base import NOW, T, bodies, everything, lease, look, make_queue, markers_of, put
 
 
 class ClaimContract:
@@ -196,7 +196,7 @@ class ClaimContract:
         source = await store.get_queue(T, "q")
         assert dead_queue is not None and dead_queue.created_at == NOW + 10
         assert dead_queue.options.durable == source.options.durable  # it lives in this store
-        [dead] = await store.observe(T, "dead", None, 10, True, True, None, NOW + 10)
+        [dead] = await look(store, "dead", now=NOW + 10, claimed=True, delayed=True)
         assert (dead.body, dead.content_type, dict(dead.headers), dead.producer) == (
             b"poison",
             "text/x",
@@ -222,7 +222,7 @@ class ClaimContract:
         await lease(store, "c1", ttl=30.0)
         await store.release(T, "q", "c1", None, 0.0, NOW + 1)
         assert await lease(store, "c2", now=NOW + 39.5) == []
-        dead = await store.observe(T, "dead", None, 10, True, True, None, NOW + 39.5)
+        dead = await look(store, "dead", now=NOW + 39.5, claimed=True, delayed=True)
         # At least a second to live in the dead-letter queue, else its own expiry.
         assert [(m.body, m.expires_at) for m in dead] == [
             (b"long", NOW + 1000),

@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 
 from qgate.core.errors import MessageClaimed, QueueFull, TooLarge
-from qgate.core.model import Message, NewMessage, Overflow
+from qgate.core.model import Message, NewMessage, ObserveQuery, Overflow
 from tests.storage.base import NOW, T, bodies, everything, lease, look, make_queue, put
 
 
@@ -132,9 +132,9 @@ class MessageContract:
     async def test_observe_pages_after_a_marker_and_changes_nothing(self, store):
         await make_queue(store)
         markers = await put(store, b"a", b"b", b"c", b"d")
-        page = await store.observe(T, "q", None, 2, False, False, None, NOW)
+        page = await store.observe(T, "q", ObserveQuery(2), NOW)
         assert [m.body for m in page] == [b"a", b"b"]
-        rest = await store.observe(T, "q", page[-1].marker, 2, False, False, None, NOW)
+        rest = await store.observe(T, "q", ObserveQuery(2, after=page[-1].marker), NOW)
         assert [m.body for m in rest] == [b"c", b"d"]
         assert await look(store, after=markers[-1]) == []
         assert await bodies(store, after=0) == [b"a", b"b", b"c", b"d"]

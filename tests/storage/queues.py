@@ -7,8 +7,8 @@ import pytest_twisted
 
 from qgate.core.avro_bodies import avro_content_type
 from qgate.core.errors import QueueExists, QueueNotFound, SchemaChanged, UncheckedWriters
-from qgate.core.model import NewMessage, Overflow, Queue, QueueOptions, Tenant
-from tests.storage.base import NOW, T, lease, make_queue, put
+from qgate.core.model import NewMessage, ObserveQuery, Overflow, Queue, QueueOptions, Tenant
+from tests.storage.base import NOW, T, everything, lease, make_queue, put
 
 #: Every call that names a queue, with arguments that would do no harm to a real one.
 PER_QUEUE_CALLS = {
@@ -21,7 +21,7 @@ PER_QUEUE_CALLS = {
     "get_messages": lambda s: s.get_messages(T, "nowhere", [1], NOW),
     "delete_messages": lambda s: s.delete_messages(T, "nowhere", [1], None, NOW),
     "pop_messages": lambda s: s.pop_messages(T, "nowhere", 1, NOW),
-    "observe": lambda s: s.observe(T, "nowhere", None, 10, False, False, None, NOW),
+    "observe": lambda s: s.observe(T, "nowhere", ObserveQuery(10), NOW),
     "claim": lambda s: s.claim(T, "nowhere", "c1", 1, 30.0, 0.0, NOW),
     "get_claim": lambda s: s.get_claim(T, "nowhere", "c1", NOW),
     "renew_claim": lambda s: s.renew_claim(T, "nowhere", "c1", 30.0, 0.0, NOW),
@@ -90,7 +90,7 @@ class QueueContract:
         await store.set_cursor(T, "q", "sub", markers[0])
         assert await store.delete_queue(T, "q") is True
         await make_queue(store)
-        assert await store.observe(T, "q", None, 10, True, True, None, NOW) == []
+        assert await everything(store) == []
         assert await store.get_claim(T, "q", "c1", NOW) is None
         assert await store.get_cursor(T, "q", "sub") is None
         assert (await store.queue_stats(T, "q", NOW)).total == 0

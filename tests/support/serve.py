@@ -26,6 +26,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_qgate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``qgate <args>`` in ``cwd`` to its end (at most a minute), its output as text."""
+    return subprocess.run(
+        [*QGATE, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 class Server:
     """``extra`` is TOML appended to the config (more listeners); ``tenant`` the
     X-Project-Id its requests send; ``storage`` the storage URL (SQLite in ``workdir``
@@ -63,14 +75,7 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*QGATE, *args, "-c", str(self.config)],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        return run_qgate(self.workdir, *args, "-c", str(self.config))
 
     def start(self) -> None:
         self.log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115
