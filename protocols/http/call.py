@@ -17,6 +17,7 @@ from qgate.protocols.http.errors import (
     BodyTooLarge,
     HTTPError,
     bad_request,
+    form_body_refused,
     from_core,
     invalid_param,
 )
@@ -173,13 +174,7 @@ class Call:
             return
         media = raw.split(";", 1)[0].strip().lower()
         if media == "application/x-www-form-urlencoded":
-            raise HTTPError(
-                400,
-                "Invalid Content-Type",
-                "Endpoint does not accept `application/x-www-form-urlencoded` content; "
-                "currently supported media type is `application/json`; specify proper "
-                'client-side media type with the "Content-Type" header.',
-            )
+            raise form_body_refused()
         if media in allowed or (wire.JSON_TYPE in allowed and wire.is_json_type(media)):
             return
         raise HTTPError(

@@ -122,3 +122,15 @@ def from_core(error: core.QGateError) -> HTTPError:
     if isinstance(error, core.StorageUnavailable):
         return service_unavailable(description)
     return HTTPError(500, INTERNAL_ERROR_TITLE, INTERNAL_ERROR_DESCRIPTION)
+
+
+def form_body_refused() -> HTTPError:
+    """Zaqar's 400 for an ``application/x-www-form-urlencoded`` body (its
+    ``require_content_type_be_non_urlencoded`` hook, Falcon's text)."""
+    return HTTPError(
+        400,
+        "Invalid Content-Type",
+        "Endpoint does not accept `application/x-www-form-urlencoded` content; "
+        "currently supported media type is `application/json`; specify proper "
+        'client-side media type with the "Content-Type" header.',
+    )

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 
 from qgate.protocols.http.call import Call
-from qgate.protocols.http.errors import HTTPError
+from qgate.protocols.http.errors import HTTPError, form_body_refused
 
 __all__ = ["NOT_ACCEPTABLE_DESCRIPTION", "PROBES", "accepts", "before", "not_acceptable"]
 
@@ -137,13 +137,7 @@ def before(call: Call, versioned: bool, also_serves: Sequence[str] = ()) -> None
     """Run the hooks for ``call`` (``versioned``: under ``/v2``); raise the first refusal.
     ``also_serves`` are the media types the route's handler answers besides JSON."""
     if _form_body(call):
-        raise HTTPError(
-            400,
-            "Invalid Content-Type",
-            "Endpoint does not accept `application/x-www-form-urlencoded` content; "
-            "currently supported media type is `application/json`; specify proper "
-            'client-side media type with the "Content-Type" header.',
-        )
+        raise form_body_refused()
     accept = call.header("Accept")
     if not accepts(accept, JSON) and not any(accepts(accept, m) for m in also_serves):
         raise not_acceptable(accept)
