@@ -160,9 +160,9 @@ class MessageEndpoints(Handlers):
         except QueueNotFound:
             messages = []
         if not messages:
+            # Zaqar formats the list itself into its description: "IDs: ['3', '4']".
             raise not_found(
-                f"No messages with IDs: {', '.join(ids)} found in the queue {name} "
-                f"for project {tenant}."
+                f"No messages with IDs: {ids} found in the queue {name} for project {tenant}."
             )
         if as_avro:
             return await self._avro_page(tenant, name, messages)
