@@ -146,6 +146,9 @@ class QueueService:
         self._ping_timeout = ping_timeout
         self._reaper: LoopingCall | None = None
         self._schemas = QueueSchemas(clock, durable, self._store)
+        # A claim that dead-letters publishes to the dead-letter queue: wake its waiters.
+        for store in (durable, transient):
+            store.on_dead_letter(self.notify)
 
     # -- life cycle ------------------------------------------------------------------------
 

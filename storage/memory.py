@@ -73,6 +73,7 @@ class MemoryStorage:
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, tuple[str, str, bool]] = {}  # id -> (tenant, hash, revoked)
         self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
+        self._dead_lettered: Callable[[str, str], None] | None = None
 
     def _get(self, tenant: str, name: str) -> MemoryQueue:
         q = self._queues.get((tenant, name))
@@ -324,13 +325,16 @@ class MemoryStorage:
         options = q.queue.options
         claim = ClaimRecord(claim_id, ttl, grace, now)
         out: list[Message] = []
+        moved_into: set[str] = set()
         while len(out) < limit:
             taken = q.take(limit - len(out), now)
             if not taken:
                 break
             for msg in taken:
                 if is_dead(options, msg.claim_count):
-                    self._dead_letter(q, msg, now)
+                    dlq = self._dead_letter(q, msg, now)
+                    if dlq is not None:
+                        moved_into.add(dlq)
                     continue
                 msg.claim_id = claim_id
                 msg.claim_expires = claim.expires_at
@@ -342,17 +346,25 @@ class MemoryStorage:
                 out.append(msg.freeze())
         if out:
             q.claims[claim_id] = claim
+        # Last, with the claim complete: a woken waiter may claim at once.
+        if moved_into and self._dead_lettered is not None:
+            for dlq in sorted(moved_into):
+                self._dead_lettered(tenant, dlq)
         return out
 
     claim = _deferred(claim_now)
 
-    def _dead_letter(self, q: MemoryQueue, msg: Msg, now: float) -> None:
-        """Move ``msg`` to its queue's dead-letter queue (created on demand), or drop it."""
+    def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
+        self._dead_lettered = callback
+
+    def _dead_letter(self, q: MemoryQueue, msg: Msg, now: float) -> str | None:
+        """Move ``msg`` to its queue's dead-letter queue (created on demand), or drop it;
+        the name of the queue it went to."""
         q.remove(msg.marker)
         options = q.queue.options
         dlq_name = options.dead_letter_queue
         if dlq_name is None:
-            return
+            return None
         tenant = q.queue.tenant
         dlq = self._queues.get((tenant, dlq_name))
         if dlq is None:
@@ -374,6 +386,7 @@ class MemoryStorage:
         moved.claim_count = msg.claim_count
         dlq.next_marker += 1
         dlq.add(moved, now)
+        return dlq_name
 
     def _live_claim(self, q: MemoryQueue, claim_id: str, now: float) -> ClaimRecord | None:
         claim = q.claims.get(claim_id)

@@ -69,6 +69,7 @@ class SQLStorage:
         self._sql = Statements(self.dialect, token)
         self._listener = Listener(reactor, url, token)
         self._closed: Deferred[None] | None = None
+        self._dead_lettered: Callable[[str, str], None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -247,9 +248,20 @@ class SQLStorage:
         grace: float,
         now: float,
     ) -> Deferred[list[Message]]:
-        return self._write(
+        d = self._write(
             claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now
         )
+        return d.addCallback(self._claimed, tenant)
+
+    def _claimed(self, done: claims.Claimed, tenant: str) -> list[Message]:
+        """A committed claim: wake the waiters of the queues it dead-lettered into."""
+        if done.dead_letter_queues and self._dead_lettered is not None:
+            for dlq in sorted(done.dead_letter_queues):
+                self._dead_lettered(tenant, dlq)
+        return done.messages
+
+    def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
+        self._dead_lettered = callback
 
     def get_claim(
         self, tenant: str, name: str, claim_id: str, now: float
