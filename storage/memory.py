@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from qgate.core.avro_bodies import avro_writer
@@ -20,7 +19,6 @@ from qgate.core.bounds import admit, drops_oldest, excess, oldest_to_drop
 from qgate.core.dead_letter import dead_letter_expiry, dead_letter_options, is_dead
 from qgate.core.errors import (
     MessageClaimed,
-    QGateError,
     QueueExists,
     QueueNotFound,
     SchemaChanged,
@@ -37,24 +35,9 @@ from qgate.core.model import (
     QueueStats,
     Tenant,
 )
+from qgate.storage._fired import fired
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _deferred(f: Callable[P, T]) -> Callable[P, Deferred[T]]:
-    """Run ``f`` now; hand its result or its core error back as a fired Deferred."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        try:
-            return succeed(f(*args, **kwargs))
-        except QGateError as e:
-            return fail(e)
-
-    wrapper.__name__ = f.__name__
-    wrapper.__doc__ = f.__doc__
-    return wrapper
+from qgate.storage._memory_subscriptions import MemorySubscriptions, live
 
 
 def _writers(q: MemoryQueue, now: float) -> list[int]:
@@ -65,8 +48,9 @@ def _writers(q: MemoryQueue, now: float) -> list[int]:
 
 
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
-class MemoryStorage:
-    """Queues held in this process's memory; lost on restart by design."""
+class MemoryStorage(MemorySubscriptions):
+    """Queues held in this process's memory; lost on restart by design. Push
+    subscriptions: ``storage._memory_subscriptions``."""
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
@@ -86,7 +70,7 @@ class MemoryStorage:
 
     # -- queues ----------------------------------------------------------------------------
 
-    @_deferred
+    @fired
     def create_queue(
         self,
         tenant: str,
@@ -101,12 +85,12 @@ class MemoryStorage:
         self._queues[(tenant, name)] = MemoryQueue(queue)
         return queue
 
-    @_deferred
+    @fired
     def get_queue(self, tenant: str, name: str) -> Queue | None:
         q = self._queues.get((tenant, name))
         return None if q is None else q.queue
 
-    @_deferred
+    @fired
     def update_queue(
         self, tenant: str, name: str, options: QueueOptions, metadata: Mapping[str, Any]
     ) -> Queue:
@@ -116,7 +100,7 @@ class MemoryStorage:
         q.queue = Queue(tenant, name, kept, dict(metadata), old.created_at)
         return q.queue
 
-    @_deferred
+    @fired
     def set_queue_schema(
         self,
         tenant: str,
@@ -136,30 +120,30 @@ class MemoryStorage:
         q.queue = Queue(tenant, name, options, old.metadata, old.created_at)
         return q.queue
 
-    @_deferred
+    @fired
     def schema_writers(self, tenant: str, name: str, now: float) -> list[int]:
         return _writers(self._get(tenant, name), now)
 
-    @_deferred
+    @fired
     def put_schema(self, fingerprint: int, text: str) -> None:
         self._schemas.setdefault(fingerprint, text)
 
-    @_deferred
+    @fired
     def get_schema(self, fingerprint: int) -> str | None:
         return self._schemas.get(fingerprint)
 
-    @_deferred
+    @fired
     def delete_queue(self, tenant: str, name: str) -> bool:
         return self._queues.pop((tenant, name), None) is not None
 
-    @_deferred
+    @fired
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> list[Queue]:
         names = sorted(
             n for (t, n) in self._queues if t == tenant and (marker is None or n > marker)
         )
         return [self._queues[(tenant, n)].queue for n in names[:limit]]
 
-    @_deferred
+    @fired
     def queue_stats(self, tenant: str, name: str, now: float) -> QueueStats:
         q = self._get(tenant, name)
         total = available = claimed = delayed = 0
@@ -186,13 +170,14 @@ class MemoryStorage:
             newest=newest.freeze() if newest else None,
         )
 
-    @_deferred
+    @fired
     def purge_queue(self, tenant: str, name: str) -> int:
         q = self._get(tenant, name)
         count = len(q.msgs)
         fresh = MemoryQueue(q.queue)
         fresh.next_marker = q.next_marker
         fresh.cursors = q.cursors
+        fresh.subscriptions = q.subscriptions
         self._queues[(tenant, name)] = fresh
         return count
 
@@ -224,7 +209,7 @@ class MemoryStorage:
             markers.append(msg.marker)
         return markers
 
-    publish = _deferred(publish_now)
+    publish = fired(publish_now)
 
     def _make_room(self, q: MemoryQueue, messages: Sequence[NewMessage]) -> None:
         """drop_oldest: drop the oldest messages the admitted batch needs room for."""
@@ -234,7 +219,7 @@ class MemoryStorage:
         for marker in oldest_to_drop(over, oldest):
             q.remove(marker)
 
-    @_deferred
+    @fired
     def get_messages(
         self, tenant: str, name: str, markers: Sequence[int], now: float
     ) -> list[Message]:
@@ -246,7 +231,7 @@ class MemoryStorage:
                 out.append(msg.freeze())
         return out
 
-    @_deferred
+    @fired
     def delete_messages(
         self,
         tenant: str,
@@ -271,7 +256,7 @@ class MemoryStorage:
             q.remove(marker)
         return doomed
 
-    @_deferred
+    @fired
     def pop_messages(self, tenant: str, name: str, limit: int, now: float) -> list[Message]:
         q = self._get(tenant, name)
         out = []
@@ -280,7 +265,7 @@ class MemoryStorage:
             out.append(msg.freeze())
         return out
 
-    @_deferred
+    @fired
     def observe(
         self,
         tenant: str,
@@ -352,7 +337,7 @@ class MemoryStorage:
                 self._dead_lettered(tenant, dlq)
         return out
 
-    claim = _deferred(claim_now)
+    claim = fired(claim_now)
 
     def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
         self._dead_lettered = callback
@@ -402,7 +387,7 @@ class MemoryStorage:
                 held.append(msg)
         return held
 
-    @_deferred
+    @fired
     def get_claim(self, tenant: str, name: str, claim_id: str, now: float) -> Claim | None:
         q = self._get(tenant, name)
         claim = self._live_claim(q, claim_id, now)
@@ -418,7 +403,7 @@ class MemoryStorage:
             messages=tuple(m.freeze() for m in self._held(q, claim, now)),
         )
 
-    @_deferred
+    @fired
     def renew_claim(
         self, tenant: str, name: str, claim_id: str, ttl: float, grace: float, now: float
     ) -> bool:
@@ -435,7 +420,7 @@ class MemoryStorage:
             q.schedule(msg, now)
         return True
 
-    @_deferred
+    @fired
     def release(
         self,
         tenant: str,
@@ -477,9 +462,9 @@ class MemoryStorage:
             done.sort()  # in marker order, as SQL answers
         return done
 
-    ack = _deferred(ack_now)
+    ack = fired(ack_now)
 
-    @_deferred
+    @fired
     def next_wake(
         self, tenant: str, name: str, now: float, after: int | None = None
     ) -> float | None:
@@ -489,10 +474,11 @@ class MemoryStorage:
             return first
         return min((msg.visible_at for msg in q.after(after) if msg.visible_at > now), default=None)
 
-    @_deferred
+    @fired
     def reap(self, now: float, limit: int) -> int:
         removed = 0
         for q in list(self._queues.values()):
+            live(q, now)  # expired subscriptions go too
             removed += q.reap(now, limit - removed)
             if removed >= limit:
                 break
@@ -500,11 +486,11 @@ class MemoryStorage:
 
     # -- durable subscriptions -------------------------------------------------------------
 
-    @_deferred
+    @fired
     def get_cursor(self, tenant: str, name: str, subscription: str) -> int | None:
         return self._get(tenant, name).cursors.get(subscription)
 
-    @_deferred
+    @fired
     def set_cursor(self, tenant: str, name: str, subscription: str, marker: int | None) -> None:
         cursors = self._get(tenant, name).cursors
         if marker is None:
@@ -514,33 +500,33 @@ class MemoryStorage:
 
     # -- tenants ---------------------------------------------------------------------------
 
-    @_deferred
+    @fired
     def create_tenant(self, name: str, now: float) -> tuple[Tenant, bool]:
         if name in self._tenants:
             return self._tenants[name], False
         tenant = self._tenants[name] = Tenant(name, now)
         return tenant, True
 
-    @_deferred
+    @fired
     def get_tenant(self, name: str) -> Tenant | None:
         return self._tenants.get(name)
 
-    @_deferred
+    @fired
     def list_tenants(self) -> list[Tenant]:
         return [self._tenants[n] for n in sorted(self._tenants)]
 
-    @_deferred
+    @fired
     def add_key(self, tenant: str, key_id: str, secret_hash: str, now: float) -> None:
         self._keys[key_id] = (tenant, secret_hash, False)
 
-    @_deferred
+    @fired
     def find_key(self, key_id: str) -> tuple[str, str] | None:
         found = self._keys.get(key_id)
         if found is None or found[2]:
             return None
         return found[0], found[1]
 
-    @_deferred
+    @fired
     def revoke_key(self, key_id: str, now: float) -> bool:
         found = self._keys.get(key_id)
         if found is None or found[2]:
@@ -548,10 +534,10 @@ class MemoryStorage:
         self._keys[key_id] = (found[0], found[1], True)
         return True
 
-    @_deferred
+    @fired
     def ping(self) -> bool:
         return True
 
-    @_deferred
+    @fired
     def close(self) -> None:
         return None
