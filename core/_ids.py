@@ -3,6 +3,7 @@ subscription ids; and the decorator that exposes a coroutine method as a Deferre
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -47,7 +48,13 @@ def new_claim_id() -> str:
     return os.urandom(16).hex()
 
 
+_sequence = itertools.count()
+
+
 def new_subscription_id(now: float) -> str:
-    """24 hex digits, like Zaqar's (MongoDB ObjectIds): the milliseconds of ``now``, then
-    48 random bits. Ids sort by creation time, so a listing by id lists by age."""
-    return f"{max(0, int(now * 1000)) & 0xFFFF_FFFF_FFFF:012x}{os.urandom(6).hex()}"
+    """24 hex digits, like Zaqar's (MongoDB ObjectIds): the milliseconds of ``now``, a
+    count of this process's ids, 32 random bits. Ids sort by creation time (those of one
+    process made in the same millisecond by their count), so a listing by id lists by
+    age; the random bits keep ids of processes sharing a database apart."""
+    ms = max(0, int(now * 1000)) & 0xFFFF_FFFF_FFFF
+    return f"{ms:012x}{next(_sequence) & 0xFFFF:04x}{os.urandom(4).hex()}"

@@ -140,4 +140,6 @@ def test_subscription_ids_are_24_hex_digits_in_creation_order():
     made = [new_subscription_id(t) for t in (0.0, 1.5, 1.501, 1_000_000.0, END_OF_TIME)]
     assert all(len(i) == 24 and int(i, 16) >= 0 for i in made)
     assert made[:4] == sorted(made[:4])
-    assert len({new_subscription_id(5.0) for _ in range(100)}) == 100
+    same_time = [new_subscription_id(5.0) for _ in range(100)]
+    assert same_time == sorted(same_time)  # by their count
+    assert len(set(same_time)) == 100

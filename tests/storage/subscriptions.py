@@ -73,9 +73,7 @@ class SubscriptionContract:
         assert await ids(store) == ["s1", "s5"]
 
     @pytest_twisted.ensureDeferred
-    async def test_a_new_subscription_is_positioned_after_the_messages_already_there(
-        self, store
-    ):
+    async def test_a_new_subscription_is_positioned_after_the_messages_already_there(self, store):
         await make_queue(store)
         await put(store, b"a", b"b", b"c")
         await store.purge_queue(T, "q")  # markers never go back
@@ -87,9 +85,7 @@ class SubscriptionContract:
         assert (await store.get_subscription(T, "q", "s1", NOW)).marker == 4
 
     @pytest_twisted.ensureDeferred
-    async def test_each_subscription_keeps_its_own_position_which_only_moves_forward(
-        self, store
-    ):
+    async def test_each_subscription_keeps_its_own_position_which_only_moves_forward(self, store):
         await make_queue(store)
         await subscribe(store, "s1", "http://one")
         await subscribe(store, "s2", "http://two")
