@@ -81,12 +81,7 @@ def check_subscription_ttl(ttl: object, now: float) -> int:
 
 def check_subscription_options(options: object) -> dict[str, Any]:
     """A JSON object (strict JSON, like queue metadata) of at most MAX_OPTIONS_BYTES."""
-    if not isinstance(options, Mapping):
-        raise InvalidArgument("options must be an object", field="options")
-    try:
-        checked = check_metadata(options)
-    except InvalidArgument as e:
-        raise InvalidArgument(e.description.replace("metadata", "options"), "options") from None
+    checked = check_metadata(options, "options")
     size = len(jsonsafe.dumps(dict(checked)))
     if size > MAX_OPTIONS_BYTES:
         raise InvalidArgument(

@@ -51,14 +51,7 @@ from qgate.core.limits import (
     check_tenant,
     check_wait,
 )
-from qgate.core.model import (
-    Claim,
-    Message,
-    NewMessage,
-    Queue,
-    QueueOptions,
-    QueueStats,
-)
+from qgate.core.model import Claim, Message, NewMessage, Queue, QueueOptions, QueueStats
 from qgate.core.schemas import AvroSchema
 
 log = Logger()
@@ -91,7 +84,8 @@ class QueueService(SubscriptionCalls):
 
     Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
     schema and does the schema part of publishing, reading and changing schemas. Push
-    subscriptions: ``_subscriptions`` (``core._subscriptions``)."""
+    subscriptions: ``_subscriptions`` (``core._subscriptions``), whose calls the service
+    inherits from ``SubscriptionCalls``."""
 
     def __init__(
         self,
