@@ -1,17 +1,9 @@
-"""The values a claim is made of when the service leases messages: a new claim id, and
-the ``Claim`` that the leased messages make (shared by claims that wait and those that
-do not)."""
+"""The ``Claim`` that leased messages make (shared by claims that wait and those that do
+not); claim ids come from ``core._ids``."""
 
 from __future__ import annotations
 
-import os
-
 from qgate.core.model import Claim, Message
-
-
-def new_claim_id() -> str:
-    """128 random bits as hex (uuid4's entropy, a fraction of its cost)."""
-    return os.urandom(16).hex()
 
 
 def to_claim(

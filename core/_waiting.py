@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from qgate.core._claims import new_claim_id, to_claim
+from qgate.core._claims import to_claim
+from qgate.core._ids import new_claim_id
 from qgate.core.errors import QueueNotFound
 from qgate.core.interfaces import IQueueStorage
 from qgate.core.model import Claim, Message

@@ -57,8 +57,29 @@ class ClaimNotFound(NotFound):
         self.claim_id = claim_id
 
 
+class SubscriptionNotFound(NotFound):
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(
+            f"Subscription {subscription_id!r:.80} does not exist", field="subscription_id"
+        )
+        self.subscription_id = subscription_id
+
+
 class Conflict(QGateError):
     title = "Conflict"
+
+
+class SubscriptionExists(Conflict):
+    """Another live subscription of the queue has that subscriber (they are unique by
+    tenant, queue and subscriber)."""
+
+    def __init__(self, name: str, subscriber: str) -> None:
+        super().__init__(
+            f"Queue {name!r} has a subscription for {subscriber!r:.200} already",
+            field="subscriber",
+        )
+        self.name = name
+        self.subscriber = subscriber
 
 
 class QueueExists(Conflict):

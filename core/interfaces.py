@@ -13,8 +13,52 @@ from zope.interface import Attribute, Interface
 # returns a Deferred firing with the value named after "->".
 
 
-class IQueueStorage(Interface):
-    """A backend that stores queues and their messages (memory or SQL).
+class ISubscriptionStore(Interface):
+    """The push subscriptions of a store's queues (``core.model.Subscription``): what the
+    Zaqar subscriptions API keeps, and what a push dispatcher delivers from, each
+    subscription from its own position.
+
+    A subscription lives in its queue's store and goes with the queue (``delete_queue``).
+    Once expired (``expires_at <= now``) it is gone for every call: never listed, found,
+    changed or advanced, and it no longer holds its subscriber. Every call on a queue that
+    does not exist fails with QueueNotFound."""
+
+    def create_subscription(tenant, name, subscription_id, subscriber, ttl, options, now):
+        """-> (Subscription, created: bool). When a live subscription of the queue has
+        ``subscriber`` already, that one, unchanged, and False; else a new one named
+        ``subscription_id``, unconfirmed, expiring at ``now + ttl``, positioned at the
+        queue's last marker (it is for the messages published after it), and True."""
+
+    def get_subscription(tenant, name, subscription_id, now):
+        """-> Subscription or None (unknown or expired)."""
+
+    def list_subscriptions(tenant, name, marker, limit, now):
+        """-> list[Subscription]: up to ``limit`` live subscriptions of the queue by id,
+        those after the id ``marker`` (None: from the first)."""
+
+    def update_subscription(
+        tenant, name, subscription_id, subscriber, ttl, options, confirmed, now
+    ):
+        """-> Subscription with the fields given changed (None: left as it is); a new
+        ``ttl`` expires it at ``now + ttl``. Fails with SubscriptionNotFound, or with
+        SubscriptionExists (changing nothing) when another live subscription of the queue
+        has ``subscriber``."""
+
+    def advance_subscription(tenant, name, subscription_id, marker, now):
+        """-> int or None: the subscription's position, moved up to ``marker`` when that
+        is further (it never goes back); None when it is unknown or expired."""
+
+    def delete_subscription(tenant, name, subscription_id):
+        """-> bool, whether it was there (expired and not yet reaped counts)."""
+
+    def purge_subscriptions(tenant, name):
+        """-> int: deletes every subscription of the queue, how many (expired ones not
+        yet reaped included)."""
+
+
+class IQueueStorage(ISubscriptionStore):
+    """A backend that stores queues and their messages (memory or SQL), and the queues'
+    subscriptions (``ISubscriptionStore``).
 
     Methods fail with the typed errors of ``core.errors``. Domain checks (queue exists,
     bounds) happen before anything is written, so a failed call changes nothing.
@@ -52,7 +96,8 @@ class IQueueStorage(Interface):
         """-> str or None: the schema text registered under ``fingerprint``."""
 
     def delete_queue(tenant, name):
-        """-> bool (whether it existed); deletes its messages, claims and cursors."""
+        """-> bool (whether it existed); deletes its messages, claims, cursors and
+        subscriptions."""
 
     def list_queues(tenant, marker, limit):
         """-> list[Queue] whose names sort after ``marker`` (or from the start), by name."""
@@ -62,7 +107,8 @@ class IQueueStorage(Interface):
 
     def purge_queue(tenant, name):
         """-> int, the number of messages deleted (expired ones not yet reaped included);
-        claims go too. Cursors stay: markers never go back, so they keep their meaning."""
+        claims go too. Cursors and subscriptions stay: markers never go back, so their
+        positions keep their meaning."""
 
     def publish(tenant, name, messages, now, schema):
         """-> list[int], the markers of the new messages, in order; all or nothing.
@@ -98,6 +144,12 @@ class IQueueStorage(Interface):
         live at least ``ttl + grace`` from now.
         """
 
+    def on_dead_letter(callback):
+        """-> None; from now on ``callback(tenant, name)`` is called on the reactor thread
+        once a claim that moved dead messages into the queue ``name`` is committed: a
+        publish the service did not make, whose waiters it must wake. One callback; a
+        later call replaces it."""
+
     def get_claim(tenant, name, claim_id, now):
         """-> Claim (with its live messages) or None when unknown or expired."""
 
@@ -119,7 +171,8 @@ class IQueueStorage(Interface):
         nothing."""
 
     def reap(now, limit):
-        """-> int: deletes up to ``limit`` expired messages (and expired claims)."""
+        """-> int: deletes up to ``limit`` expired messages (and expired claims and
+        subscriptions, not counted)."""
 
     def get_cursor(tenant, name, subscription):
         """-> int or None: the stored marker of a durable subscription."""
@@ -243,6 +296,34 @@ class IQueueService(Interface):
 
     def get_cursor(tenant, name, subscription):
         """-> str or None: the marker a durable subscription has acknowledged up to."""
+
+    def create_subscription(tenant, name, subscriber, ttl=None, options=None, create=True):
+        """-> (Subscription, created: bool): a push subscription of the queue for
+        ``subscriber`` (an http:// or https:// URL) living ``ttl`` whole seconds (default
+        3600), with ``options`` (a JSON object). When a live subscription of the queue has
+        that subscriber, it is returned unchanged and ``created`` is False. With
+        ``create`` a missing queue is created with the service's default options (after
+        every argument is checked: a refused call changes nothing)."""
+
+    def get_subscription(tenant, name, subscription_id):
+        """-> Subscription; fails with SubscriptionNotFound (also once it expired)."""
+
+    def list_subscriptions(tenant, name, marker=None, limit=10):
+        """-> list[Subscription] of the queue's live subscriptions by id, after the id
+        ``marker``."""
+
+    def update_subscription(
+        tenant, name, subscription_id, subscriber=None, ttl=None, options=None, confirmed=None
+    ):
+        """-> Subscription with the fields given changed (a new ``ttl`` counts from now).
+        Fails with SubscriptionNotFound, or SubscriptionExists when another live
+        subscription of the queue has ``subscriber``."""
+
+    def delete_subscription(tenant, name, subscription_id):
+        """-> bool, whether it was there."""
+
+    def purge_subscriptions(tenant, name):
+        """-> int: every subscription of the queue deleted, how many."""
 
     def set_schema(tenant, name, schema):
         """-> int, the fingerprint of ``schema`` (JSON text, or a JSON value), now the

@@ -140,16 +140,16 @@ def check_options(options: QueueOptions, limits: Limits) -> QueueOptions:
     return options
 
 
-def check_metadata(metadata: object) -> Mapping[str, Any]:
-    """Metadata is a JSON object every protocol can show: strict JSON (no lone surrogate,
-    no non-finite number; see ``core.jsonsafe``)."""
+def check_metadata(metadata: object, field: str = "metadata") -> Mapping[str, Any]:
+    """Metadata (or another ``field`` of its kind) is a JSON object every protocol can
+    show: strict JSON (no lone surrogate, no non-finite number; see ``core.jsonsafe``)."""
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
-        raise InvalidArgument("metadata must be an object with string keys", field="metadata")
+        raise InvalidArgument(f"{field} must be an object with string keys", field=field)
     try:
         jsonsafe.check_value(dict(metadata))
     except (jsonsafe.JSONValueError, TypeError, RecursionError) as e:
         why = e.reason if isinstance(e, jsonsafe.JSONValueError) else "not a JSON value"
-        raise InvalidArgument(f"metadata is not JSON: {why}", field="metadata") from None
+        raise InvalidArgument(f"{field} is not JSON: {why}", field=field) from None
     return metadata
 
 

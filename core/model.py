@@ -174,6 +174,35 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscription:
+    """A push subscription of a queue (Zaqar's subscriptions): messages published to
+    ``queue`` are for ``subscriber`` (an ``http://`` or ``https://`` URL) until
+    ``expires_at``.
+
+    A subscription is a consumer of its own: ``marker`` is how far delivery has got (the
+    last marker handed over; a new subscription starts at the queue's last marker, so it
+    is for messages published after it), kept by storage across restarts, so several
+    subscriptions of one queue each get every message. ``ttl`` is the lifetime last set
+    (``expires_at`` is ``now + ttl`` of the create or update that set it); ``options`` is
+    the subscriber's JSON object; ``confirmed`` whether the subscriber confirmed it.
+    """
+
+    id: str
+    queue: str
+    subscriber: str
+    ttl: int
+    options: Mapping[str, Any]
+    created_at: float
+    expires_at: float
+    confirmed: bool = False
+    marker: int = 0
+
+    def age(self, now: float) -> int:
+        """Whole seconds since it was created (Zaqar's ``age``)."""
+        return max(0, int(now - self.created_at))
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     name: str
     created_at: float

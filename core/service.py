@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qgate.core._claims import new_claim_id, to_claim
+from qgate.core._claims import to_claim
+from qgate.core._ids import as_deferred as _as_deferred
+from qgate.core._ids import ids as _ids
+from qgate.core._ids import marker as _marker
+from qgate.core._ids import markers as _markers
+from qgate.core._ids import new_claim_id
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
 from qgate.core._reaper import Reaper
+from qgate.core._subscriptions import QueueSubscriptions, SubscriptionCalls
 from qgate.core._waiting import QueueWaits
 from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
@@ -56,43 +62,11 @@ from qgate.core.model import (
 )
 from qgate.core.schemas import AvroSchema
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
 __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
 
-def _as_deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
-    """Expose a coroutine method as a Deferred-returning one (cancellable)."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        return Deferred.fromCoroutine(f(*args, **kwargs))
-
-    wrapper.__name__ = f.__name__
-    wrapper.__doc__ = f.__doc__
-    return wrapper
-
-
-def _marker(message_id: object) -> int | None:
-    """The marker behind a message id, or None for an id that cannot exist. "0" is the
-    marker before every message (a cursor or ``after`` meaning "from the start")."""
-    if isinstance(message_id, int) and not isinstance(message_id, bool):
-        return message_id if message_id >= 0 else None
-    if isinstance(message_id, str) and message_id.isdigit() and len(message_id) < 20:
-        return int(message_id)
-    return None
-
-
-def _markers(ids: Sequence[object]) -> list[int]:
-    return [m for m in map(_marker, ids) if m is not None]
-
-
-def _ids(markers: Sequence[int]) -> list[str]:
-    return [str(m) for m in markers]
-
-
 @implementer(IQueueService)
-class QueueService:
+class QueueService(SubscriptionCalls):
     """Routes each queue to its store (transient queues in memory, durable ones in SQL),
     checks every argument against ``limits``, and owns waiting (``core._waiting``): waiters
     park on a per-queue wakeup registry and are woken by publishes and releases, never by
@@ -100,7 +74,9 @@ class QueueService:
 
     Schema-checked queues: ``_schemas`` (``core._queue_schemas``) remembers each queue's
     schema and does the schema part of publishing, reading and changing schemas. Expired
-    messages are deleted in the background by ``_reaper`` (``core._reaper``)."""
+    messages are deleted in the background by ``_reaper`` (``core._reaper``). Push
+    subscriptions: ``_subscriptions`` (``core._subscriptions``), whose calls the service
+    inherits from ``SubscriptionCalls``."""
 
     def __init__(
         self,
@@ -129,6 +105,12 @@ class QueueService:
         self._ping_timeout = ping_timeout
         self._reaper = Reaper(clock, (transient, durable), reap_interval, reap_batch)
         self._schemas = QueueSchemas(clock, durable, self._store)
+        self._subscriptions = QueueSubscriptions(
+            clock, self.limits, self._store, lambda tenant, name: self.create_queue(tenant, name)
+        )
+        # A claim that dead-letters publishes to the dead-letter queue: wake its waiters.
+        for store in (durable, transient):
+            store.on_dead_letter(self.notify)
 
     # -- life cycle ------------------------------------------------------------------------
 

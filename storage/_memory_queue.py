@@ -20,7 +20,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
 
-from qgate.core.model import Message, NewMessage, Queue
+from qgate.core.model import Message, NewMessage, Queue, Subscription
 
 
 class Msg:
@@ -100,7 +100,8 @@ class ClaimRecord:
 
 
 class MemoryQueue:
-    """One queue: its messages in log order and in claim order, its claims, cursors."""
+    """One queue: its messages in log order and in claim order, its claims, cursors and
+    push subscriptions."""
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
@@ -118,6 +119,7 @@ class MemoryQueue:
         self.claims: dict[str, ClaimRecord] = {}
         self.bytes = 0
         self.cursors: dict[str, int] = {}
+        self.subscriptions: dict[str, Subscription] = {}  # by id
 
     # -- the heaps -------------------------------------------------------------------------
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from qgate.core.avro_bodies import avro_writer
@@ -20,7 +19,6 @@ from qgate.core.bounds import admit, drops_oldest, excess, oldest_to_drop
 from qgate.core.dead_letter import dead_letter_expiry, dead_letter_options, is_dead
 from qgate.core.errors import (
     MessageClaimed,
-    QGateError,
     QueueExists,
     QueueNotFound,
     SchemaChanged,
@@ -38,24 +36,9 @@ from qgate.core.model import (
     QueueStats,
     Tenant,
 )
+from qgate.storage._fired import fired
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _deferred(f: Callable[P, T]) -> Callable[P, Deferred[T]]:
-    """Run ``f`` now; hand its result or its core error back as a fired Deferred."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        try:
-            return succeed(f(*args, **kwargs))
-        except QGateError as e:
-            return fail(e)
-
-    wrapper.__name__ = f.__name__
-    wrapper.__doc__ = f.__doc__
-    return wrapper
+from qgate.storage._memory_subscriptions import MemorySubscriptions, live
 
 
 def _writers(q: MemoryQueue, now: float) -> list[int]:
@@ -66,14 +49,16 @@ def _writers(q: MemoryQueue, now: float) -> list[int]:
 
 
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
-class MemoryStorage:
-    """Queues held in this process's memory; lost on restart by design."""
+class MemoryStorage(MemorySubscriptions):
+    """Queues held in this process's memory; lost on restart by design. Push
+    subscriptions: ``storage._memory_subscriptions``."""
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, tuple[str, str, bool]] = {}  # id -> (tenant, hash, revoked)
         self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
+        self._dead_lettered: Callable[[str, str], None] | None = None
 
     def _get(self, tenant: str, name: str) -> MemoryQueue:
         q = self._queues.get((tenant, name))
@@ -86,7 +71,7 @@ class MemoryStorage:
 
     # -- queues ----------------------------------------------------------------------------
 
-    @_deferred
+    @fired
     def create_queue(
         self,
         tenant: str,
@@ -101,12 +86,12 @@ class MemoryStorage:
         self._queues[(tenant, name)] = MemoryQueue(queue)
         return queue
 
-    @_deferred
+    @fired
     def get_queue(self, tenant: str, name: str) -> Queue | None:
         q = self._queues.get((tenant, name))
         return None if q is None else q.queue
 
-    @_deferred
+    @fired
     def update_queue(
         self, tenant: str, name: str, options: QueueOptions, metadata: Mapping[str, Any]
     ) -> Queue:
@@ -116,7 +101,7 @@ class MemoryStorage:
         q.queue = Queue(tenant, name, kept, dict(metadata), old.created_at)
         return q.queue
 
-    @_deferred
+    @fired
     def set_queue_schema(
         self,
         tenant: str,
@@ -136,30 +121,30 @@ class MemoryStorage:
         q.queue = Queue(tenant, name, options, old.metadata, old.created_at)
         return q.queue
 
-    @_deferred
+    @fired
     def schema_writers(self, tenant: str, name: str, now: float) -> list[int]:
         return _writers(self._get(tenant, name), now)
 
-    @_deferred
+    @fired
     def put_schema(self, fingerprint: int, text: str) -> None:
         self._schemas.setdefault(fingerprint, text)
 
-    @_deferred
+    @fired
     def get_schema(self, fingerprint: int) -> str | None:
         return self._schemas.get(fingerprint)
 
-    @_deferred
+    @fired
     def delete_queue(self, tenant: str, name: str) -> bool:
         return self._queues.pop((tenant, name), None) is not None
 
-    @_deferred
+    @fired
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> list[Queue]:
         names = sorted(
             n for (t, n) in self._queues if t == tenant and (marker is None or n > marker)
         )
         return [self._queues[(tenant, n)].queue for n in names[:limit]]
 
-    @_deferred
+    @fired
     def queue_stats(self, tenant: str, name: str, now: float) -> QueueStats:
         q = self._get(tenant, name)
         total = available = claimed = delayed = 0
@@ -186,13 +171,14 @@ class MemoryStorage:
             newest=newest.freeze() if newest else None,
         )
 
-    @_deferred
+    @fired
     def purge_queue(self, tenant: str, name: str) -> int:
         q = self._get(tenant, name)
         count = len(q.msgs)
         fresh = MemoryQueue(q.queue)
         fresh.next_marker = q.next_marker
         fresh.cursors = q.cursors
+        fresh.subscriptions = q.subscriptions
         self._queues[(tenant, name)] = fresh
         return count
 
@@ -224,7 +210,7 @@ class MemoryStorage:
             markers.append(msg.marker)
         return markers
 
-    publish = _deferred(publish_now)
+    publish = fired(publish_now)
 
     def _make_room(self, q: MemoryQueue, messages: Sequence[NewMessage]) -> None:
         """drop_oldest: drop the oldest messages the admitted batch needs room for."""
@@ -234,7 +220,7 @@ class MemoryStorage:
         for marker in oldest_to_drop(over, oldest):
             q.remove(marker)
 
-    @_deferred
+    @fired
     def get_messages(
         self, tenant: str, name: str, markers: Sequence[int], now: float
     ) -> list[Message]:
@@ -246,7 +232,7 @@ class MemoryStorage:
                 out.append(msg.freeze())
         return out
 
-    @_deferred
+    @fired
     def delete_messages(
         self,
         tenant: str,
@@ -271,7 +257,7 @@ class MemoryStorage:
             q.remove(marker)
         return doomed
 
-    @_deferred
+    @fired
     def pop_messages(self, tenant: str, name: str, limit: int, now: float) -> list[Message]:
         q = self._get(tenant, name)
         out = []
@@ -280,7 +266,7 @@ class MemoryStorage:
             out.append(msg.freeze())
         return out
 
-    @_deferred
+    @fired
     def observe(self, tenant: str, name: str, query: ObserveQuery, now: float) -> list[Message]:
         q = self._get(tenant, name)
         out: list[Message] = []
@@ -315,13 +301,16 @@ class MemoryStorage:
         options = q.queue.options
         claim = ClaimRecord(claim_id, ttl, grace, now)
         out: list[Message] = []
+        moved_into: set[str] = set()
         while len(out) < limit:
             taken = q.take(limit - len(out), now)
             if not taken:
                 break
             for msg in taken:
                 if is_dead(options, msg.claim_count):
-                    self._dead_letter(q, msg, now)
+                    dlq = self._dead_letter(q, msg, now)
+                    if dlq is not None:
+                        moved_into.add(dlq)
                     continue
                 msg.claim_id = claim_id
                 msg.claim_expires = claim.expires_at
@@ -333,17 +322,25 @@ class MemoryStorage:
                 out.append(msg.freeze())
         if out:
             q.claims[claim_id] = claim
+        # Last, with the claim complete: a woken waiter may claim at once.
+        if moved_into and self._dead_lettered is not None:
+            for dlq in sorted(moved_into):
+                self._dead_lettered(tenant, dlq)
         return out
 
-    claim = _deferred(claim_now)
+    claim = fired(claim_now)
 
-    def _dead_letter(self, q: MemoryQueue, msg: Msg, now: float) -> None:
-        """Move ``msg`` to its queue's dead-letter queue (created on demand), or drop it."""
+    def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
+        self._dead_lettered = callback
+
+    def _dead_letter(self, q: MemoryQueue, msg: Msg, now: float) -> str | None:
+        """Move ``msg`` to its queue's dead-letter queue (created on demand), or drop it;
+        the name of the queue it went to."""
         q.remove(msg.marker)
         options = q.queue.options
         dlq_name = options.dead_letter_queue
         if dlq_name is None:
-            return
+            return None
         tenant = q.queue.tenant
         dlq = self._queues.get((tenant, dlq_name))
         if dlq is None:
@@ -365,6 +362,7 @@ class MemoryStorage:
         moved.claim_count = msg.claim_count
         dlq.next_marker += 1
         dlq.add(moved, now)
+        return dlq_name
 
     def _live_claim(self, q: MemoryQueue, claim_id: str, now: float) -> ClaimRecord | None:
         claim = q.claims.get(claim_id)
@@ -380,7 +378,7 @@ class MemoryStorage:
                 held.append(msg)
         return held
 
-    @_deferred
+    @fired
     def get_claim(self, tenant: str, name: str, claim_id: str, now: float) -> Claim | None:
         q = self._get(tenant, name)
         claim = self._live_claim(q, claim_id, now)
@@ -396,7 +394,7 @@ class MemoryStorage:
             messages=tuple(m.freeze() for m in self._held(q, claim, now)),
         )
 
-    @_deferred
+    @fired
     def renew_claim(
         self, tenant: str, name: str, claim_id: str, ttl: float, grace: float, now: float
     ) -> bool:
@@ -413,7 +411,7 @@ class MemoryStorage:
             q.schedule(msg, now)
         return True
 
-    @_deferred
+    @fired
     def release(
         self,
         tenant: str,
@@ -458,9 +456,9 @@ class MemoryStorage:
             done.sort()  # in marker order, as SQL answers
         return done
 
-    ack = _deferred(ack_now)
+    ack = fired(ack_now)
 
-    @_deferred
+    @fired
     def next_wake(
         self, tenant: str, name: str, now: float, after: int | None = None
     ) -> float | None:
@@ -470,10 +468,11 @@ class MemoryStorage:
             return first
         return min((msg.visible_at for msg in q.after(after) if msg.visible_at > now), default=None)
 
-    @_deferred
+    @fired
     def reap(self, now: float, limit: int) -> int:
         removed = 0
         for q in list(self._queues.values()):
+            live(q, now)  # expired subscriptions go too
             removed += q.reap(now, limit - removed)
             if removed >= limit:
                 break
@@ -481,11 +480,11 @@ class MemoryStorage:
 
     # -- durable subscriptions -------------------------------------------------------------
 
-    @_deferred
+    @fired
     def get_cursor(self, tenant: str, name: str, subscription: str) -> int | None:
         return self._get(tenant, name).cursors.get(subscription)
 
-    @_deferred
+    @fired
     def set_cursor(self, tenant: str, name: str, subscription: str, marker: int | None) -> None:
         cursors = self._get(tenant, name).cursors
         if marker is None:
@@ -495,33 +494,33 @@ class MemoryStorage:
 
     # -- tenants ---------------------------------------------------------------------------
 
-    @_deferred
+    @fired
     def create_tenant(self, name: str, now: float) -> tuple[Tenant, bool]:
         if name in self._tenants:
             return self._tenants[name], False
         tenant = self._tenants[name] = Tenant(name, now)
         return tenant, True
 
-    @_deferred
+    @fired
     def get_tenant(self, name: str) -> Tenant | None:
         return self._tenants.get(name)
 
-    @_deferred
+    @fired
     def list_tenants(self) -> list[Tenant]:
         return [self._tenants[n] for n in sorted(self._tenants)]
 
-    @_deferred
+    @fired
     def add_key(self, tenant: str, key_id: str, secret_hash: str, now: float) -> None:
         self._keys[key_id] = (tenant, secret_hash, False)
 
-    @_deferred
+    @fired
     def find_key(self, key_id: str) -> tuple[str, str] | None:
         found = self._keys.get(key_id)
         if found is None or found[2]:
             return None
         return found[0], found[1]
 
-    @_deferred
+    @fired
     def revoke_key(self, key_id: str, now: float) -> bool:
         found = self._keys.get(key_id)
         if found is None or found[2]:
@@ -529,10 +528,10 @@ class MemoryStorage:
         self._keys[key_id] = (found[0], found[1], True)
         return True
 
-    @_deferred
+    @fired
     def ping(self) -> bool:
         return True
 
-    @_deferred
+    @fired
     def close(self) -> None:
         return None

@@ -40,12 +40,13 @@ VERSIONS = {
 def _home_document() -> dict[str, Any]:
     """A JSON Home document of the v2 API (``GET /v2/``), like Zaqar's homedoc."""
 
-    def resource(template: str, variables: dict[str, str], allow: list[str]) -> dict[str, Any]:
-        return {
-            "href-template": template,
-            "href-vars": variables,
-            "hints": {"allow": allow, "formats": {"application/json": {}}},
-        }
+    def resource(
+        template: str, variables: dict[str, str], allow: list[str], accept_post: bool = False
+    ) -> dict[str, Any]:
+        hints: dict[str, Any] = {"allow": allow, "formats": {"application/json": {}}}
+        if accept_post:
+            hints["accept-post"] = ["application/json"]
+        return {"href-template": template, "href-vars": variables, "hints": hints}
 
     queue = "param/queue_name"
     return {
@@ -83,6 +84,33 @@ def _home_document() -> dict[str, Any]:
                 "/v2/queues/{queue_name}/claims{?limit,wait}",
                 {"queue_name": queue, "limit": "param/claim_limit"},
                 ["POST"],
+            ),
+            # Subscriptions: Zaqar's four entries, as its homedoc has them.
+            "rel/subscriptions_get": resource(
+                "/v2/queues/{queue_name}/subscriptions{?marker,limit}",
+                {
+                    "queue_name": queue,
+                    "marker": "param/marker",
+                    "limit": "param/subscription_limit",
+                },
+                ["GET"],
+            ),
+            "rel/subscriptions_post": resource(
+                "/v2/queues/{queue_name}/subscriptions",
+                {"queue_name": queue, "limit": "param/subscription_limit"},
+                ["POST"],
+                accept_post=True,
+            ),
+            "rel/subscription": resource(
+                "/v2/queues/{queue_name}/subscriptions/{subscriptions_id}",
+                {"queue_name": queue, "subscriptions_id": "param/subscriptions_id"},
+                ["GET", "DELETE"],
+            ),
+            "rel/subscription_patch": resource(
+                "/v2/queues/{queue_name}/subscriptions/{subscriptions_id}",
+                {"queue_name": queue, "subscriptions_id": "param/subscriptions_id"},
+                ["PATCH"],
+                accept_post=True,
             ),
             "rel/ping": resource("/v2/ping", {}, ["GET", "HEAD"]),
             "rel/health": resource("/v2/health", {}, ["GET"]),

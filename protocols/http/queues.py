@@ -178,12 +178,13 @@ class QueueEndpoints(Handlers):
             types = document["resource_types"]
             if not isinstance(types, list) or not set(types) <= {"messages", "subscriptions"}:
                 raise bad_request("Resource types must be a sub set of {messages, subscriptions}.")
-        if "messages" in types:
-            try:
+        try:
+            if "messages" in types:
                 await self.service.purge_queue(tenant, name)
-            except QueueNotFound:
-                pass  # Zaqar purges a missing queue without complaint.
-        # "subscriptions" (Zaqar's notification subscriptions) do not exist here.
+            if "subscriptions" in types:
+                await self.service.purge_subscriptions(tenant, name)
+        except QueueNotFound:
+            pass  # Zaqar purges a missing queue without complaint.
         return Response(204)
 
     async def get_schema(self, call: Call) -> Response:

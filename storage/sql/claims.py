@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -71,12 +71,21 @@ def get_claim(
 # -- writes ----------------------------------------------------------------------------------
 
 
+class Claimed(NamedTuple):
+    """What one claim of a group did: the messages it leased, in claim order, and the
+    queues it moved dead messages into (the store wakes their waiters after the commit)."""
+
+    messages: list[Message]
+    dead_letter_queues: frozenset[str]
+
+
 def claim_group(
     conn: sa.Connection,
     batch: Sequence[tuple[Statements, str, str, str, int, float, float, float]],
 ) -> list[Any]:
     """Every claim of a transaction: each queue is read once, each claim is one UPDATE
-    (more for dead-lettering queues), and all claim records are ONE INSERT."""
+    (more for dead-lettering queues), and all claim records are ONE INSERT. Each claim's
+    slot is a ``Claimed``."""
     out: list[Any] = []
     found_queues: dict[tuple[str, str], QueueRow] = {}
     records: list[dict[str, Any]] = []
@@ -88,7 +97,7 @@ def claim_group(
                 out.append(QueueNotFound(name))
                 continue
             found_queues[(tenant, name)] = q
-        found = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
+        found, moved_into = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
         if found:
             records.append(
                 {
@@ -101,7 +110,7 @@ def claim_group(
                     "markers": json.dumps([msg.marker for msg in found]),
                 }
             )
-        out.append(found)
+        out.append(Claimed(found, moved_into))
     if records:
         conn.execute(claims.insert(), records)
     return out
@@ -116,8 +125,9 @@ def _claim(
     ttl: float,
     grace: float,
     now: float,
-) -> list[Message]:
+) -> tuple[list[Message], frozenset[str]]:
     options = q.queue.options
+    moved_into: frozenset[str] = frozenset()
     if options.max_claim_count is None:
         found = sql.lease(conn, q.id, limit, claim_id, ttl, grace, now)
     else:
@@ -131,11 +141,13 @@ def _claim(
             live = [c.marker for c in candidates if not is_dead(options, c.claim_count)]
             if dead:
                 dead_letter(conn, sql, q, dead, now)
+                if options.dead_letter_queue is not None:
+                    moved_into = frozenset([options.dead_letter_queue])
             if live:
                 found += sql.lease(conn, q.id, live, claim_id, ttl, grace, now)
             if len(candidates) < want or not dead:
                 break
-    return in_claim_order(found)
+    return in_claim_order(found), moved_into
 
 
 def dead_letter(

@@ -18,7 +18,7 @@ from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_t
 from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
 from qgate.core.limits import resolve_times
 from qgate.core.model import Message, NewMessage, ObserveQuery, QueueOptions
-from qgate.storage.sql.schema import claims, messages
+from qgate.storage.sql.schema import claims, messages, push_subscriptions
 from qgate.storage.sql.statements import (
     MESSAGE_COLUMNS,
     Statements,
@@ -241,4 +241,5 @@ def reap(conn: sa.Connection, now: float, limit: int) -> int:
         )
     ).rowcount
     conn.execute(sa.delete(claims).where(claims.c.expires_at <= now))
+    conn.execute(sa.delete(push_subscriptions).where(push_subscriptions.c.expires_at <= now))
     return int(count)

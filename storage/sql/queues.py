@@ -17,7 +17,14 @@ import sqlalchemy as sa
 from qgate.core.avro_bodies import avro_writer
 from qgate.core.errors import QueueExists, QueueNotFound, UncheckedWriters
 from qgate.core.model import Queue, QueueOptions, QueueStats
-from qgate.storage.sql.schema import claims, messages, queues, schemas, subscriptions
+from qgate.storage.sql.schema import (
+    claims,
+    messages,
+    push_subscriptions,
+    queues,
+    schemas,
+    subscriptions,
+)
 from qgate.storage.sql.statements import MESSAGE_COLUMNS, QueueRow, Statements, message
 from qgate.storage.sql.writer import each
 
@@ -218,6 +225,7 @@ def delete_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -
     conn.execute(sa.delete(messages).where(m.queue_id == q.id))
     conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
     conn.execute(sa.delete(subscriptions).where(subscriptions.c.queue_id == q.id))
+    conn.execute(sa.delete(push_subscriptions).where(push_subscriptions.c.queue_id == q.id))
     conn.execute(sa.delete(queues).where(queues.c.id == q.id))
     return True
 

@@ -67,6 +67,7 @@ claims = sa.Table(
 )
 sa.Index("ix_claims_expires", claims.c.expires_at)
 
+# The durable cursors of named subscriptions (STOMP); push subscriptions are below.
 subscriptions = sa.Table(
     "subscriptions",
     metadata,
@@ -75,6 +76,27 @@ subscriptions = sa.Table(
     sa.Column("marker", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("queue_id", "name", name="pk_subscriptions"),
 )
+
+# Push subscriptions (Zaqar's subscriptions API): a subscriber URL for a queue's messages
+# until expires_at, and the subscription's own position (``marker``, the last message
+# handed over) for a dispatcher to deliver from. Ids are time-ordered, so listing by id
+# lists by age. Subscribers are unique per queue among live ones: create and update lock
+# the queue row and check (expired rows may still hold a subscriber until reaped).
+push_subscriptions = sa.Table(
+    "push_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("queue_id", sa.Integer, nullable=False),
+    sa.Column("subscriber", sa.Text, nullable=False),
+    sa.Column("ttl", sa.BigInteger, nullable=False),
+    sa.Column("options", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("confirmed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("marker", sa.BigInteger, nullable=False, server_default="0"),
+)
+sa.Index("ix_push_subscriptions_queue", push_subscriptions.c.queue_id, push_subscriptions.c.id)
+sa.Index("ix_push_subscriptions_expires", push_subscriptions.c.expires_at)
 
 tenants = sa.Table(
     "tenants",

@@ -4,7 +4,8 @@ Reads run on a thread pool with their own connections; every write goes through 
 group-commit writer (one thread, one connection). Nothing here blocks the reactor thread.
 
 ``SQLStorage`` is the facade: it owns the engines, threads and writer and hands each call
-to its operation in ``queues``, ``messages``, ``claims`` or ``tenants``, which get a
+to its operation in ``queues``, ``messages``, ``claims``, ``subscriptions`` (push
+subscriptions) or ``tenants``, which get a
 connection and the store's ``Statements`` (``statements``) and nothing else. Engines are
 made in ``engine``; cross-process wake-ups (LISTEN/NOTIFY) live in ``notify``.
 """
@@ -33,9 +34,10 @@ from qgate.core.model import (
     Queue,
     QueueOptions,
     QueueStats,
+    Subscription,
     Tenant,
 )
-from qgate.storage.sql import claims, messages, queues, tenants
+from qgate.storage.sql import claims, messages, queues, subscriptions, tenants
 from qgate.storage.sql.engine import DEFAULT_BUSY_TIMEOUT, make_engine, normalize_url
 from qgate.storage.sql.notify import Listener
 from qgate.storage.sql.statements import Statements
@@ -78,6 +80,7 @@ class SQLStorage:
         self._sql = Statements(self.dialect, token)
         self._listener = Listener(reactor, url, token)
         self._closed: Deferred[None] | None = None
+        self._dead_lettered: Callable[[str, str], None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -237,9 +240,20 @@ class SQLStorage:
         grace: float,
         now: float,
     ) -> Deferred[list[Message]]:
-        return self._write(
+        d = self._write(
             claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now
         )
+        return d.addCallback(self._claimed, tenant)
+
+    def _claimed(self, done: claims.Claimed, tenant: str) -> list[Message]:
+        """A committed claim: wake the waiters of the queues it dead-lettered into."""
+        if done.dead_letter_queues and self._dead_lettered is not None:
+            for dlq in sorted(done.dead_letter_queues):
+                self._dead_lettered(tenant, dlq)
+        return done.messages
+
+    def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
+        self._dead_lettered = callback
 
     def get_claim(
         self, tenant: str, name: str, claim_id: str, now: float
@@ -280,6 +294,89 @@ class SQLStorage:
         self, tenant: str, name: str, subscription: str, marker: int | None
     ) -> Deferred[None]:
         return self._write(queues.set_cursor, self._sql, tenant, name, subscription, marker)
+
+    # -- push subscriptions ----------------------------------------------------------------
+
+    def create_subscription(
+        self,
+        tenant: str,
+        name: str,
+        subscription_id: str,
+        subscriber: str,
+        ttl: int,
+        options: Mapping[str, Any],
+        now: float,
+    ) -> Deferred[tuple[Subscription, bool]]:
+        return self._write(
+            subscriptions.create_subscription,
+            self._sql,
+            tenant,
+            name,
+            subscription_id,
+            subscriber,
+            ttl,
+            options,
+            now,
+        )
+
+    def get_subscription(
+        self, tenant: str, name: str, subscription_id: str, now: float
+    ) -> Deferred[Subscription | None]:
+        return self._read(
+            subscriptions.get_subscription, self._sql, tenant, name, subscription_id, now
+        )
+
+    def list_subscriptions(
+        self, tenant: str, name: str, marker: str | None, limit: int, now: float
+    ) -> Deferred[list[Subscription]]:
+        return self._read(
+            subscriptions.list_subscriptions, self._sql, tenant, name, marker, limit, now
+        )
+
+    def update_subscription(
+        self,
+        tenant: str,
+        name: str,
+        subscription_id: str,
+        subscriber: str | None,
+        ttl: int | None,
+        options: Mapping[str, Any] | None,
+        confirmed: bool | None,
+        now: float,
+    ) -> Deferred[Subscription]:
+        return self._write(
+            subscriptions.update_subscription,
+            self._sql,
+            tenant,
+            name,
+            subscription_id,
+            subscriber,
+            ttl,
+            options,
+            confirmed,
+            now,
+        )
+
+    def advance_subscription(
+        self, tenant: str, name: str, subscription_id: str, marker: int, now: float
+    ) -> Deferred[int | None]:
+        return self._write(
+            subscriptions.advance_subscription,
+            self._sql,
+            tenant,
+            name,
+            subscription_id,
+            marker,
+            now,
+        )
+
+    def delete_subscription(self, tenant: str, name: str, subscription_id: str) -> Deferred[bool]:
+        return self._write(
+            subscriptions.delete_subscription, self._sql, tenant, name, subscription_id
+        )
+
+    def purge_subscriptions(self, tenant: str, name: str) -> Deferred[int]:
+        return self._write(subscriptions.purge_subscriptions, self._sql, tenant, name)
 
     # -- tenants ---------------------------------------------------------------------------
 

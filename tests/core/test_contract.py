@@ -333,6 +333,29 @@ async def test_cancelling_a_wait_frees_it_at_once(service, clock):
     assert (await service.claim(T, "q")).messages[0].body == b"kept"
 
 
+@pytest.mark.parametrize("dead_exists", [True, False], ids=["existing-dlq", "dlq-on-demand"])
+@pytest_twisted.ensureDeferred
+async def test_a_waiter_on_the_dead_letter_queue_wakes_when_a_claim_moves_a_message_there(
+    service, clock, dead_exists
+):
+    """The claim that dead-letters a message is a publish to the dead-letter queue: its
+    waiters answer as soon as that claim completes, not at their timeout."""
+    options = QueueOptions(max_claim_count=1, dead_letter_queue="dead")
+    await service.create_queue(T, "q", options=options)
+    if dead_exists:
+        await service.create_queue(T, "dead")
+    await service.publish(T, "q", msgs(b"poison"))
+    first = await service.claim(T, "q", limit=1)
+    await service.release(T, "q", first.id)
+    waiting = service.claim(T, "dead", wait=30)
+    await until(lambda: service.waiting(T, "dead") == 1)
+    assert await service.claim(T, "q", limit=1) is None  # this claim moves "poison"
+    await until(lambda: waiting.called, timeout=2)  # the clock never moves
+    claim = await waiting
+    assert [m.body for m in claim.messages] == [b"poison"]
+    assert service.waiting(T, "dead") == 0
+
+
 # -- durable subscriptions -------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from qgate.core.errors import QueueNotFound
-from qgate.core.model import NewMessage
+from qgate.core.model import NewMessage, Subscription
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
 from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
@@ -164,6 +164,43 @@ def test_migrations_build_exactly_the_schema_the_code_uses(tmp_path):
     engine.dispose()
     assert diff == []
     upgrade(url)  # idempotent
+
+
+def test_the_push_subscriptions_migration_keeps_the_durable_cursors(tmp_path):
+    """0003 adds ``push_subscriptions`` beside the STOMP cursors' ``subscriptions``."""
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url, "0002")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO subscriptions VALUES (1, 's', 7)")
+    upgrade(url)
+    with engine.connect() as conn:
+        cursors = conn.exec_driver_sql("SELECT queue_id, name, marker FROM subscriptions").all()
+        pushed = conn.exec_driver_sql("SELECT count(*) FROM push_subscriptions").scalar()
+    engine.dispose()
+    assert [tuple(row) for row in cursors] == [(1, "s", 7)]
+    assert pushed == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_subscriptions_and_their_positions_outlive_the_process(reactor, sql_url):
+    clock = Clock()
+    clock.advance(1_000_000)
+    service, store = make_service(reactor, sql_url, clock)
+    try:
+        await service.publish(T, "q", [NewMessage(b"before")])
+        sub, _ = await service.create_subscription(T, "q", "http://hooks.example/x", ttl=600)
+        assert await store.advance_subscription(T, "q", sub.id, 5, clock.seconds()) == 5
+    finally:
+        await store.close()
+    again, store = make_service(reactor, sql_url, clock)  # a new process, the same database
+    try:
+        found = await again.get_subscription(T, "q", sub.id)
+    finally:
+        await store.close()
+    assert found == Subscription(
+        sub.id, "q", "http://hooks.example/x", 600, {}, 1_000_000, 1_000_600, False, 5
+    )
 
 
 @pytest.mark.postgres

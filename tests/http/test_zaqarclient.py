@@ -54,9 +54,39 @@ def drive_client(url: str) -> dict[str, Any]:
     return seen
 
 
-@pytest.mark.integration
-@pytest_twisted.ensureDeferred
-async def test_python_zaqarclient_works_unmodified() -> None:
+def drive_subscriptions(url: str) -> dict[str, Any]:
+    """The client's subscription calls, blocking (run in a thread): what each step saw."""
+    from zaqarclient.queues import client
+    from zaqarclient.transport.errors import ResourceNotFound
+
+    c = client.Client(
+        url,
+        version=2,
+        conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": "p1"}}},
+    )
+    made = c.subscription("jobs", subscriber="http://hooks.example/a", ttl=600, options={"a": 1})
+    other = c.subscription("jobs", subscriber="https://hooks.example/b", ttl=3600)
+    seen: dict[str, Any] = {"ids": (made.id, other.id)}
+    seen["made"] = (made.subscriber, made.ttl, made.options, made.confirmed, made.age)
+    got = c.subscription("jobs", id=made.id)
+    seen["got"] = (got.id, got.subscriber, got.ttl, got.options)
+    got.update({"subscriber": "http://hooks.example/c", "ttl": 300, "options": {"b": 2}})
+    again = c.subscription("jobs", id=made.id)
+    seen["updated"] = (again.subscriber, again.ttl, again.options)
+    queue = c.queue("jobs", auto_create=False)
+    seen["listed"] = [(s.id, s.queue_name, s.subscriber) for s in queue.subscriptions()]
+    seen["paged"] = [s.id for s in c.subscriptions("jobs", limit=1).stream()]
+    got.delete()
+    try:
+        c.subscription("jobs", id=made.id)
+    except ResourceNotFound:
+        seen["after_delete"] = "not found"
+    seen["left"] = [s.id for s in queue.subscriptions()]
+    return seen
+
+
+async def run_client(drive: Any) -> tuple[QueueService, dict[str, Any]]:
+    """``drive(url)`` in a thread against a real listener over a memory-only service."""
     from twisted.internet import reactor as global_reactor
 
     reactor: Any = global_reactor
@@ -66,9 +96,33 @@ async def test_python_zaqarclient_works_unmodified() -> None:
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     try:
         url = f"http://127.0.0.1:{port.getHost().port}"
-        seen = await threads.deferToThread(drive_client, url)
+        seen = await threads.deferToThread(drive, url)
     finally:
         await port.stopListening()
+    return service, seen
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_python_zaqarclient_manages_subscriptions() -> None:
+    service, seen = await run_client(drive_subscriptions)
+    first, second = seen["ids"]
+    assert seen["made"] == ("http://hooks.example/a", 600, {"a": 1}, False, 0)
+    assert seen["got"] == (first, "http://hooks.example/a", 600, {"a": 1})
+    assert seen["updated"] == ("http://hooks.example/c", 300, {"b": 2})
+    assert sorted(seen["listed"]) == sorted(
+        [(first, "jobs", "http://hooks.example/c"), (second, "jobs", "https://hooks.example/b")]
+    )
+    assert seen["paged"] == [first, second]  # a stream follows the next links, by id
+    assert seen["after_delete"] == "not found"
+    assert seen["left"] == [second]
+    assert [s.id for s in await service.list_subscriptions("p1", "jobs")] == [second]
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_python_zaqarclient_works_unmodified() -> None:
+    service, seen = await run_client(drive_client)
 
     assert seen["ping"] is True
     assert seen["lazy_metadata"]["_default_message_ttl"] == 3600

@@ -244,6 +244,24 @@ class ClaimContract:
         assert dead_queue.metadata == {"kept": True}
 
     @pytest_twisted.ensureDeferred
+    async def test_a_claim_that_dead_letters_names_the_queue_it_moved_into(self, store):
+        woken: list[tuple[str, str]] = []
+        store.on_dead_letter(lambda tenant, name: woken.append((tenant, name)))
+        await make_queue(store, max_claim_count=1, dead_letter_queue="dead")
+        await make_queue(store, "dropping", max_claim_count=1)
+        await put(store, b"poison", b"other")
+        await put(store, b"dropped", queue="dropping")
+        await lease(store, "c1")
+        await lease(store, "d1", queue="dropping")
+        await store.release(T, "q", "c1", None, 0.0, NOW)
+        await store.release(T, "dropping", "d1", None, 0.0, NOW)
+        assert woken == []  # claims and releases that move nothing wake nobody
+        assert await lease(store, "c2") == []
+        assert woken == [(T, "dead")]  # once per claim, however many it moved
+        assert await lease(store, "d2", queue="dropping") == []
+        assert woken == [(T, "dead")]  # dropped, not moved: no queue to wake
+
+    @pytest_twisted.ensureDeferred
     async def test_without_a_dead_letter_queue_over_claimed_messages_are_dropped(self, store):
         await make_queue(store, max_claim_count=1)
         await put(store, b"once")

@@ -8,7 +8,10 @@ from tests.storage.claims import ClaimContract
 from tests.storage.expiry import ExpiryContract
 from tests.storage.messages import MessageContract
 from tests.storage.queues import QueueContract
+from tests.storage.subscriptions import SubscriptionContract
 
 
-class StorageContract(QueueContract, MessageContract, ClaimContract, ExpiryContract):
+class StorageContract(
+    QueueContract, MessageContract, ClaimContract, ExpiryContract, SubscriptionContract
+):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""

@@ -30,6 +30,17 @@ PER_QUEUE_CALLS = {
     "next_wake": lambda s: s.next_wake(T, "nowhere", NOW),
     "get_cursor": lambda s: s.get_cursor(T, "nowhere", "sub"),
     "set_cursor": lambda s: s.set_cursor(T, "nowhere", "sub", 1),
+    "create_subscription": lambda s: s.create_subscription(
+        T, "nowhere", "s1", "http://x", 60, {}, NOW
+    ),
+    "get_subscription": lambda s: s.get_subscription(T, "nowhere", "s1", NOW),
+    "list_subscriptions": lambda s: s.list_subscriptions(T, "nowhere", None, 10, NOW),
+    "update_subscription": lambda s: s.update_subscription(
+        T, "nowhere", "s1", None, 60, None, None, NOW
+    ),
+    "advance_subscription": lambda s: s.advance_subscription(T, "nowhere", "s1", 1, NOW),
+    "delete_subscription": lambda s: s.delete_subscription(T, "nowhere", "s1"),
+    "purge_subscriptions": lambda s: s.purge_subscriptions(T, "nowhere"),
 }
 
 

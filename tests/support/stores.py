@@ -23,7 +23,16 @@ from qgate.storage.sql.store import SQLStorage, normalize_url
 
 PG_URL = os.environ.get("QGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-TABLES = ("queues", "messages", "claims", "subscriptions", "tenants", "api_keys", "schemas")
+TABLES = (
+    "queues",
+    "messages",
+    "claims",
+    "subscriptions",
+    "push_subscriptions",
+    "tenants",
+    "api_keys",
+    "schemas",
+)
 
 
 def sqlite_url(directory: Path | str, name: str = "qgate.db") -> str:
