@@ -227,17 +227,20 @@ class MessageEndpoints(Handlers):
     async def _delete_by_ids(
         self, tenant: str, name: str, ids: list[str], claim_ids: list[str]
     ) -> None:
-        """``DELETE ?ids=...&claim_ids=...``: the messages held by one of ``claim_ids`` are
-        deleted by their claim (a consumer acks a batch at once), the others only when no
-        live claim holds them (else 403, nothing more deleted)."""
+        """``DELETE ?ids=...``: as Zaqar's default (``message_delete_with_claim_id`` off),
+        the messages are deleted whether a claim holds them or not, each by its own claim
+        (python-zaqarclient's ``delete_messages`` sends no claim ids). With
+        ``&claim_ids=...`` only messages held by one of those claims or by none are
+        deleted; one held by another claim is a 403 (nothing more deleted)."""
         remaining = ids
+        now = self._now()
+        found = await self.service.get_messages(tenant, name, ids)
+        holders = {m.claim_id for m in found if m.is_claimed(now)}
         if claim_ids:
-            now = self._now()
-            found = await self.service.get_messages(tenant, name, ids)
-            holders = {m.claim_id for m in found if m.is_claimed(now)} & set(claim_ids)
-            for claim_id in sorted(h for h in holders if h is not None):
-                deleted = set(await self.service.delete_messages(tenant, name, ids, claim_id))
-                remaining = [i for i in remaining if i not in deleted]
+            holders &= set(claim_ids)
+        for claim_id in sorted(h for h in holders if h is not None):
+            deleted = set(await self.service.delete_messages(tenant, name, ids, claim_id))
+            remaining = [i for i in remaining if i not in deleted]
         if remaining:
             await self.service.delete_messages(tenant, name, remaining)
 

@@ -247,6 +247,18 @@ async def test_bad_bulk_deletes_are_a_400_and_delete_nothing(api: Api, query: st
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_bulk_delete_by_ids_deletes_claimed_messages_as_zaqar_does(api: Api) -> None:
+    """Zaqar's default (``message_delete_with_claim_id`` off): ids alone delete claimed
+    messages too; python-zaqarclient's ``delete_messages`` sends nothing else."""
+    await api.post_messages("jobs", "a", "b", "c")
+    claim = await api.post("/v2/queues/jobs/claims?limit=2", {"ttl": 60, "grace": 60})
+    assert claim.status == 201
+    reply = await api.delete("/v2/queues/jobs/messages?ids=1,2,3")
+    assert reply.status == 204
+    assert (await api.get("/v2/queues/jobs/stats")).json["messages"]["total"] == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_deleting_a_claimed_message_needs_its_claim_id(api: Api) -> None:
     await api.post_messages("jobs", "a", "b")
     claim = await api.post("/v2/queues/jobs/claims?limit=1", {"ttl": 60, "grace": 60})
@@ -255,8 +267,8 @@ async def test_deleting_a_claimed_message_needs_its_claim_id(api: Api) -> None:
     without = await api.delete("/v2/queues/jobs/messages/1")
     assert without.status == 403
     assert without.json["title"] == "Unable to delete"
-    bulk = await api.delete("/v2/queues/jobs/messages?ids=1")
-    assert bulk.status == 403
+    other = await api.delete("/v2/queues/jobs/messages?ids=1&claim_ids=0123456789abcdef")
+    assert other.status == 403  # named claims that do not hold it
     wrong = await api.delete("/v2/queues/jobs/messages/1?claim_id=0123456789abcdef")
     assert wrong.status == 403
     unclaimed = await api.delete(f"/v2/queues/jobs/messages/2?claim_id={claim_id}")
