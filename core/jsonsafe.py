@@ -30,6 +30,7 @@ from typing import Any
 __all__ = [
     "IntegerTooLarge",
     "JSONValueError",
+    "StrictJSON",
     "check_value",
     "dumps",
     "dumps_lenient",
@@ -124,12 +125,21 @@ def loads(data: bytes | str, *, int_bound: int | None = None) -> Any:
     return value
 
 
-def dumps(value: Any) -> bytes:
+class StrictJSON(bytes):
+    """Bytes that :func:`dumps` wrote: strict JSON by construction, so the core's check of
+    a JSON body (:func:`loads` again) can skip them. Only ``dumps`` makes them."""
+
+    __slots__ = ()
+
+
+def dumps(value: Any) -> StrictJSON:
     """``value`` as compact UTF-8 JSON; JSONValueError when it holds a lone surrogate, a
     non-finite number or an integer too long to write."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
-            "utf-8"
+        return StrictJSON(
+            json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+                "utf-8"
+            )
         )
     except UnicodeEncodeError:
         raise JSONValueError("a string holds a lone UTF-16 surrogate") from None
@@ -160,7 +170,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def dumps_lenient(value: Any) -> bytes:
+def dumps_lenient(value: Any) -> StrictJSON:
     """``value`` as compact UTF-8 JSON, made writable first when it must be: lone
     surrogates become U+FFFD and non-finite numbers ``null``."""
     try:

@@ -156,7 +156,9 @@ def check_metadata(metadata: object, field: str = "metadata") -> Mapping[str, An
 def check_json_body(message: NewMessage, where: str) -> None:
     """A body whose content type says JSON must be strict JSON, so that every protocol
     can show it as the document it claims to be."""
-    if jsonsafe.is_json_type(message.content_type):
+    if type(message.body) is not jsonsafe.StrictJSON and jsonsafe.is_json_type(
+        message.content_type
+    ):
         try:
             jsonsafe.loads(message.body)
         except jsonsafe.JSONValueError as e:
@@ -223,7 +225,7 @@ def _plain(m: object, limits: Limits) -> bool:
     """The common case, checked fast: a small message with defaults and no headers."""
     return (
         type(m) is NewMessage
-        and type(m.body) is bytes
+        and type(m.body) in _PLAIN_BODIES
         and len(m.body) <= limits.max_body
         and m.ttl is None
         and m.delay is None
@@ -232,8 +234,12 @@ def _plain(m: object, limits: Limits) -> bool:
         and not m.headers
         and type(m.content_type) is str
         and len(m.content_type) <= limits.max_content_type
-        and "json" not in m.content_type.lower()  # JSON bodies are checked the long way
+        # JSON bodies are checked the long way, unless jsonsafe.dumps wrote them.
+        and (type(m.body) is jsonsafe.StrictJSON or "json" not in m.content_type.lower())
     )
+
+
+_PLAIN_BODIES = (bytes, jsonsafe.StrictJSON)
 
 
 def check_post_size(name: str, options: QueueOptions, messages: Sequence[NewMessage]) -> None:

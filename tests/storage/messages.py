@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
+from qgate.core import jsonsafe
 from qgate.core.errors import MessageClaimed, QueueFull, TooLarge
 from qgate.core.model import Message, NewMessage, ObserveQuery, Overflow
 from tests.storage.base import NOW, T, bodies, everything, lease, look, make_queue, put
@@ -13,6 +14,15 @@ from tests.storage.base import NOW, T, bodies, everything, lease, look, make_que
 
 class MessageContract:
     # -- publishing ------------------------------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_a_body_jsonsafe_wrote_is_stored_and_read_back_as_plain_bytes(self, store):
+        await make_queue(store)
+        body = jsonsafe.dumps({"event": "click", "n": 1})
+        assert type(body) is jsonsafe.StrictJSON
+        [marker] = await put(store, NewMessage(body, content_type="application/json"))
+        [got] = await store.get_messages(T, "q", [marker], NOW)
+        assert got.body == b'{"event":"click","n":1}' and isinstance(got.body, bytes)
 
     @pytest_twisted.ensureDeferred
     async def test_a_publish_stores_every_field_and_returns_increasing_markers(self, store):
