@@ -3,15 +3,12 @@ tenant isolation, and what an unexpected error looks like."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -35,15 +32,6 @@ class ExplodingAuth:
         self, tenant: str | None, token: str | None, assumed: str | None = None
     ) -> Deferred[str]:
         return fail(RuntimeError("secret internals"))
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 @pytest_twisted.ensureDeferred

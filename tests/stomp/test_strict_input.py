@@ -4,11 +4,9 @@ nothing stored and no traceback logged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from twisted.logger import ILogObserver, globalLogPublisher
 
 from qgate.core.service import QueueService
 from qgate.protocols.stomp.codec import V12, encode
@@ -17,15 +15,6 @@ from tests.support.stomp import Client
 
 #: Longer than Python's int/str limit (4300 digits): int() of it raises ValueError.
 HUGE = "7" * 5000
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 def failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
