@@ -4,18 +4,21 @@ the context the API resource is built from, and the Client-IDs requests carry.""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from treq.testing import StubTreq
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
+from qgate.gateway.config import ListenerConfig
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http import listener_factory
 from qgate.protocols.http.settings import HTTPSettings
 
 #: Client-IDs as python-zaqarclient sends them (any UUID form is accepted).
@@ -25,6 +28,8 @@ OTHER_CLIENT = "7ab4e8c62b9e11e3b19171861300734d"
 HTTP_TEST_CONFIG = HTTPSettings(max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0)
 
 _DEFAULT = object()
+
+T = TypeVar("T")
 
 
 def make_ctx(
@@ -143,6 +148,19 @@ class Api:
         )
         assert reply.status == 201, reply.body
         return [href.rsplit("/", 1)[1] for href in reply.json["resources"]]
+
+
+async def drive_listener(
+    reactor: Any, ctx: ProtocolContext[HTTPSettings], drive: Callable[[str], T]
+) -> T:
+    """``drive(url)``, blocking, in a thread against the API of ``ctx`` on a real listener
+    (a free port of 127.0.0.1 on the running ``reactor``), closed afterwards."""
+    site = listener_factory(ctx, ListenerConfig("http", "tcp:0"))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        return await threads.deferToThread(drive, f"http://127.0.0.1:{port.getHost().port}")
+    finally:
+        await port.stopListening()
 
 
 class Mounted(Resource):
