@@ -14,12 +14,12 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
 from qgate.gateway.config import ListenerConfig
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import listener_factory
 from qgate.protocols.http.settings import HTTPSettings
+from tests.support.core import protocol_ctx
 
 #: Client-IDs as python-zaqarclient sends them (any UUID form is accepted).
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -40,13 +40,7 @@ def make_ctx(
     mounts: Mapping[bytes, IResource] | None = None,
     reactor: Any = None,
 ) -> ProtocolContext[HTTPSettings]:
-    return ProtocolContext(
-        reactor=reactor if reactor is not None else service.clock,
-        service=service,
-        auth=auth or TrustedTenant(),
-        settings=http,
-        web_mounts=dict(mounts or {}),
-    )
+    return protocol_ctx(service, http, reactor=reactor, auth=auth, mounts=mounts)
 
 
 @dataclass
