@@ -131,12 +131,7 @@ async def test_the_types_a_route_serves_besides_json_are_acceptable_there_only(a
 
 @pytest_twisted.ensureDeferred
 async def test_a_form_body_is_refused_on_any_route(api: Api) -> None:
-    reply = await api.request(
-        "DELETE",
-        "/v2/queues/x",
-        data=b"a=1",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
+    reply = await api.send("DELETE", "/v2/queues/x", b"a=1", "application/x-www-form-urlencoded")
     assert reply.status == 400
     assert reply.json["title"] == "Invalid Content-Type"
 

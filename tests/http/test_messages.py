@@ -328,12 +328,7 @@ async def test_bad_posts_are_a_400_and_store_nothing(
 )
 @pytest_twisted.ensureDeferred
 async def test_malformed_json_is_a_400(api: Api, service: QueueService, data: bytes) -> None:
-    reply = await api.request(
-        "POST",
-        "/v2/queues/jobs/messages",
-        data=data,
-        headers={"Content-Type": "application/json"},
-    )
+    reply = await api.send("POST", "/v2/queues/jobs/messages", data, "application/json")
     assert reply.status == 400
     assert reply.json["title"] == "Invalid request body"
     assert b"Traceback" not in reply.body
@@ -346,11 +341,8 @@ async def test_malformed_json_is_a_400(api: Api, service: QueueService, data: by
 )
 @pytest_twisted.ensureDeferred
 async def test_a_body_that_is_not_json_is_refused(api: Api, content_type: str, status: int) -> None:
-    reply = await api.request(
-        "POST",
-        "/v2/queues/jobs/messages",
-        data=b'{"messages": [{"body": 1}]}',
-        headers={"Content-Type": content_type},
+    reply = await api.send(
+        "POST", "/v2/queues/jobs/messages", b'{"messages": [{"body": 1}]}', content_type
     )
     assert reply.status == status
     assert set(reply.json) == {"title", "description"}
@@ -358,11 +350,11 @@ async def test_a_body_that_is_not_json_is_refused(api: Api, content_type: str, s
 
 @pytest_twisted.ensureDeferred
 async def test_json_content_types_with_parameters_are_accepted(api: Api) -> None:
-    reply = await api.request(
+    reply = await api.send(
         "POST",
         "/v2/queues/jobs/messages",
-        data=b'{"messages": [{"body": 1}]}',
-        headers={"Content-Type": "application/json; charset=utf-8"},
+        b'{"messages": [{"body": 1}]}',
+        "application/json; charset=utf-8",
     )
     assert reply.status == 201
 
@@ -384,11 +376,8 @@ async def test_posts_over_zaqars_size_limit_are_a_400(api: Api, service: QueueSe
 async def test_bodies_over_max_request_body_are_zaqars_400(api: Api, service: QueueService) -> None:
     """Zaqar 23 (row 2): 400, never 413, which python-zaqarclient takes for a success (the
     message would be lost without an error). The site's early refusal: test_site."""
-    reply = await api.request(
-        "POST",
-        "/v2/queues/jobs/messages",
-        data=b" " * (512 * 1024 + 1),
-        headers={"Content-Type": "application/json"},
+    reply = await api.send(
+        "POST", "/v2/queues/jobs/messages", b" " * (512 * 1024 + 1), "application/json"
     )
     assert reply.status == 400
     assert reply.json == {

@@ -88,11 +88,11 @@ async def test_queue_metadata_that_is_not_strict_json_is_a_400(
 @pytest_twisted.ensureDeferred
 async def test_a_patch_that_is_not_strict_json_is_a_400_and_changes_nothing(api: Api) -> None:
     await api.put("/v2/queues/jobs", {"a": 1})
-    reply = await api.request(
+    reply = await api.send(
         "PATCH",
         "/v2/queues/jobs",
-        data=rb'[{"op": "add", "path": "/metadata/b", "value": "\udc00"}]',
-        headers={"Content-Type": "application/openstack-messaging-v2.0-json-patch"},
+        rb'[{"op": "add", "path": "/metadata/b", "value": "\udc00"}]',
+        "application/openstack-messaging-v2.0-json-patch",
     )
     assert reply.status == 400
     assert (await api.get("/v2/queues/jobs")).json["a"] == 1

@@ -116,6 +116,10 @@ class Api:
         reply: Reply = await d
         return reply
 
+    async def send(self, method: str, path: str, data: bytes, content_type: str) -> Reply:
+        """A request whose body is ``data`` as it is, declared as ``content_type``."""
+        return await self.request(method, path, data=data, headers={"Content-Type": content_type})
+
     async def get(self, path: str, **kw: Any) -> Reply:
         return await self.request("GET", path, **kw)
 
