@@ -41,7 +41,7 @@ def read_envelopes(data: bytes) -> tuple[list[dict[str, Any]], dict[str, bytes]]
 async def json_bodies(api: Api, queue: str) -> list[Any]:
     reply = await api.get(f"/v2/queues/{queue}/messages?echo=true&limit=20")
     assert reply.status == 200, reply.body
-    return [m["body"] for m in reply.json["messages"]]
+    return reply.bodies
 
 
 # -- the schema of a queue -------------------------------------------------------------------
@@ -284,7 +284,7 @@ async def test_json_readers_see_avro_published_elsewhere_and_binary_as_before(
     assert bodies[0] == {"sensor": "stomp", "value": 4.0}
     assert bodies[1] == {"$binary": "/wA=", "content_type": "application/octet-stream"}
     claim = await api.post("/v2/queues/q/claims", {"ttl": 60})
-    assert [m["body"] for m in claim.json["messages"]][0] == {"sensor": "stomp", "value": 4.0}
+    assert claim.bodies[0] == {"sensor": "stomp", "value": 4.0}
     one = await api.get("/v2/queues/q/messages/1")
     assert one.json["body"] == {"sensor": "stomp", "value": 4.0}
 

@@ -34,7 +34,7 @@ async def test_a_waiting_listing_answers_as_soon_as_a_message_arrives(
     assert has_result(poll)
     reply = await poll
     assert reply.status == 200
-    assert [m["body"] for m in reply.json["messages"]] == ["hello"]
+    assert reply.bodies == ["hello"]
     assert service.waiting("p1", "jobs") == 0
 
 
@@ -77,7 +77,7 @@ async def test_a_waiting_listing_of_a_missing_queue_answers_on_its_first_message
     await api.post_messages("fresh", "first", client=OTHER_CLIENT)
     api.flush()
     reply = await poll
-    assert [m["body"] for m in reply.json["messages"]] == ["first"]
+    assert reply.bodies == ["first"]
 
 
 @pytest_twisted.ensureDeferred
@@ -90,7 +90,7 @@ async def test_a_waiting_claim_answers_on_publish_and_times_out_with_204(
     api.flush()
     reply = await claim
     assert reply.status == 201
-    assert [m["body"] for m in reply.json["messages"]] == ["job"]
+    assert reply.bodies == ["job"]
 
     empty = api.start("POST", "/v2/queues/jobs/claims?wait=15", {"ttl": 60, "grace": 60})
     clock.advance(15)

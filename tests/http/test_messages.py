@@ -50,10 +50,10 @@ async def test_delay_makes_a_message_invisible_until_it_is_due(api: Api, clock: 
     listed = await api.get("/v2/queues/jobs/messages?echo=true")
     assert listed.json["messages"] == []
     delayed = await api.get("/v2/queues/jobs/messages?echo=true&include_delayed=true")
-    assert [m["body"] for m in delayed.json["messages"]] == ["later"]
+    assert delayed.bodies == ["later"]
     clock.advance(120)
     due = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert [m["body"] for m in due.json["messages"]] == ["later"]
+    assert due.bodies == ["later"]
 
 
 @pytest_twisted.ensureDeferred
@@ -79,9 +79,9 @@ async def test_echo_decides_whether_a_client_sees_its_own_messages(api: Api) -> 
     await api.post_messages("jobs", "mine")
     await api.post_messages("jobs", "theirs", client=OTHER_CLIENT)
     default = await api.get("/v2/queues/jobs/messages")
-    assert [m["body"] for m in default.json["messages"]] == ["theirs"]
+    assert default.bodies == ["theirs"]
     echoed = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert [m["body"] for m in echoed.json["messages"]] == ["mine", "theirs"]
+    assert echoed.bodies == ["mine", "theirs"]
 
 
 @pytest_twisted.ensureDeferred
@@ -102,7 +102,7 @@ async def test_listing_follows_next_links_to_the_end(api: Api) -> None:
         if not reply.json["messages"]:
             assert reply.json["links"] == []
             break
-        bodies += [m["body"] for m in reply.json["messages"]]
+        bodies += reply.bodies
         path = reply.json["links"][0]["href"]
         assert "echo=true" in path and "limit=2" in path
     assert bodies == [0, 1, 2, 3, 4]
@@ -118,11 +118,11 @@ async def test_a_marker_qgate_never_issued_lists_from_the_start(api: Api, marker
     await api.post_messages("jobs", "a", "b", "c")
     reply = await api.get(f"/v2/queues/jobs/messages?marker={marker}&echo=true&limit=2")
     assert reply.status == 200
-    assert [m["body"] for m in reply.json["messages"]] == ["a", "b"]
+    assert reply.bodies == ["a", "b"]
     [link] = reply.json["links"]
     assert link["href"] == "/v2/queues/jobs/messages?marker=2&limit=2&echo=true"
     rest = await api.get(link["href"])
-    assert [m["body"] for m in rest.json["messages"]] == ["c"]
+    assert rest.bodies == ["c"]
 
 
 @pytest_twisted.ensureDeferred
@@ -141,7 +141,7 @@ async def test_claimed_messages_are_listed_only_when_asked(api: Api) -> None:
     claim = await api.post("/v2/queues/jobs/claims?limit=1", {"ttl": 60, "grace": 60})
     claim_id = (claim.header("Location") or "").rsplit("/", 1)[1]
     plain = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert [m["body"] for m in plain.json["messages"]] == ["b"]
+    assert plain.bodies == ["b"]
     everything = await api.get("/v2/queues/jobs/messages?echo=true&include_claimed=true")
     first = everything.json["messages"][0]
     assert first["href"] == f"/v2/queues/jobs/messages/1?claim_id={claim_id}"
@@ -220,7 +220,7 @@ async def test_bulk_delete_by_ids(api: Api) -> None:
     reply = await api.delete("/v2/queues/jobs/messages?ids=1,3,77")
     assert reply.status == 204
     left = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert [m["body"] for m in left.json["messages"]] == ["b"]
+    assert left.bodies == ["b"]
     assert (await api.delete("/v2/queues/nope/messages?ids=1")).status == 204
 
 
@@ -229,9 +229,9 @@ async def test_pop_removes_and_returns_messages(api: Api) -> None:
     await api.post_messages("jobs", "a", "b", "c")
     reply = await api.delete("/v2/queues/jobs/messages?pop=2")
     assert reply.status == 200
-    assert [m["body"] for m in reply.json["messages"]] == ["a", "b"]
+    assert reply.bodies == ["a", "b"]
     left = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert [m["body"] for m in left.json["messages"]] == ["c"]
+    assert left.bodies == ["c"]
     empty = await api.delete("/v2/queues/nope/messages?pop=1")
     assert empty.status == 200
     assert empty.json == {"messages": []}
@@ -281,7 +281,7 @@ async def test_claimed_messages_are_deleted_in_bulk_by_their_claim_ids(api: Api)
     reply = await api.delete(f"/v2/queues/jobs/messages?ids=1,2,3&claim_ids={','.join(ids)}")
     assert reply.status == 204
     left = await api.get("/v2/queues/jobs/messages?echo=true&include_claimed=true")
-    assert [m["body"] for m in left.json["messages"]] == ["d"]
+    assert left.bodies == ["d"]
 
 
 @pytest_twisted.ensureDeferred
@@ -291,7 +291,7 @@ async def test_a_bulk_delete_naming_another_claim_deletes_no_unclaimed_message(a
     reply = await api.delete("/v2/queues/jobs/messages?ids=1,2&claim_ids=0123456789abcdef")
     assert reply.status == 403
     left = await api.get("/v2/queues/jobs/messages?echo=true&include_claimed=true")
-    assert [m["body"] for m in left.json["messages"]] == ["a", "b"]
+    assert left.bodies == ["a", "b"]
 
 
 # -- bad posts -------------------------------------------------------------------------------
@@ -415,7 +415,7 @@ async def test_bodies_published_elsewhere_render_by_content_type(
         ],
     )
     reply = await api.get("/v2/queues/mixed/messages?echo=true")
-    assert [m["body"] for m in reply.json["messages"]] == [
+    assert reply.bodies == [
         "plain text",
         {
             "$binary": base64.b64encode(b"\xff\x00\x10").decode(),

@@ -186,7 +186,7 @@ async def test_poison_rows_are_listed_as_their_text(
     plant(service, storage, "jobs", POISON)
     reply = await api.get("/v2/queues/jobs/messages?echo=true&limit=20")
     assert reply.status == 200, reply.body
-    assert [m["body"] for m in reply.json["messages"]] == [expected(b) for b in POISON]
+    assert reply.bodies == [expected(b) for b in POISON]
 
 
 @pytest_twisted.ensureDeferred
@@ -196,7 +196,7 @@ async def test_poison_rows_are_claimed_and_answered(
     plant(service, storage, "jobs", POISON)
     reply = await api.post("/v2/queues/jobs/claims?limit=20", {"ttl": 60, "grace": 60})
     assert reply.status == 201, reply.body
-    assert [m["body"] for m in reply.json["messages"]] == [expected(b) for b in POISON]
+    assert reply.bodies == [expected(b) for b in POISON]
     claim_id = reply.header("Location").rsplit("/", 1)[1]  # type: ignore[union-attr]
     shown = await api.get(f"/v2/queues/jobs/claims/{claim_id}")
     assert shown.status == 200

@@ -57,6 +57,11 @@ class Reply:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def bodies(self) -> list[Any]:
+        """The bodies of the messages a listing, claim or pop answered, in order."""
+        return [m["body"] for m in self.json["messages"]]
+
 
 class Api:
     """An HTTP client for the API resource, in memory. Every request carries a Client-ID
