@@ -219,8 +219,7 @@ async def test_bulk_delete_by_ids(api: Api) -> None:
     await api.post_messages("jobs", "a", "b", "c")
     reply = await api.delete("/v2/queues/jobs/messages?ids=1,3,77")
     assert reply.status == 204
-    left = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert left.bodies == ["b"]
+    assert await api.bodies_of("jobs") == ["b"]
     assert (await api.delete("/v2/queues/nope/messages?ids=1")).status == 204
 
 
@@ -230,8 +229,7 @@ async def test_pop_removes_and_returns_messages(api: Api) -> None:
     reply = await api.delete("/v2/queues/jobs/messages?pop=2")
     assert reply.status == 200
     assert reply.bodies == ["a", "b"]
-    left = await api.get("/v2/queues/jobs/messages?echo=true")
-    assert left.bodies == ["c"]
+    assert await api.bodies_of("jobs") == ["c"]
     empty = await api.delete("/v2/queues/nope/messages?pop=1")
     assert empty.status == 200
     assert empty.json == {"messages": []}
@@ -280,8 +278,7 @@ async def test_claimed_messages_are_deleted_in_bulk_by_their_claim_ids(api: Api)
     ids = [(c.header("Location") or "").rsplit("/", 1)[1] for c in (first, second)]
     reply = await api.delete(f"/v2/queues/jobs/messages?ids=1,2,3&claim_ids={','.join(ids)}")
     assert reply.status == 204
-    left = await api.get("/v2/queues/jobs/messages?echo=true&include_claimed=true")
-    assert left.bodies == ["d"]
+    assert await api.bodies_of("jobs", include_claimed=True) == ["d"]
 
 
 @pytest_twisted.ensureDeferred
@@ -290,8 +287,7 @@ async def test_a_bulk_delete_naming_another_claim_deletes_no_unclaimed_message(a
     await api.post("/v2/queues/jobs/claims?limit=1", {"ttl": 60, "grace": 60})
     reply = await api.delete("/v2/queues/jobs/messages?ids=1,2&claim_ids=0123456789abcdef")
     assert reply.status == 403
-    left = await api.get("/v2/queues/jobs/messages?echo=true&include_claimed=true")
-    assert left.bodies == ["a", "b"]
+    assert await api.bodies_of("jobs", include_claimed=True) == ["a", "b"]
 
 
 # -- bad posts -------------------------------------------------------------------------------

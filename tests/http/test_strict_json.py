@@ -184,9 +184,7 @@ async def test_poison_rows_are_listed_as_their_text(
     api: Api, service: QueueService, storage: MemoryStorage
 ) -> None:
     plant(service, storage, "jobs", POISON)
-    reply = await api.get("/v2/queues/jobs/messages?echo=true&limit=20")
-    assert reply.status == 200, reply.body
-    assert reply.bodies == [expected(b) for b in POISON]
+    assert await api.bodies_of("jobs") == [expected(b) for b in POISON]
 
 
 @pytest_twisted.ensureDeferred

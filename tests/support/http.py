@@ -143,6 +143,13 @@ class Api:
         )
         return await self.request("PATCH", path, data=json.dumps(changes).encode(), **kw)
 
+    async def bodies_of(self, queue: str, *, include_claimed: bool = False) -> list[Any]:
+        """The bodies of (up to 20 of) the queue's messages, this client's own included."""
+        query = "echo=true&limit=20" + ("&include_claimed=true" if include_claimed else "")
+        reply = await self.get(f"/v2/queues/{queue}/messages?{query}")
+        assert reply.status == 200, reply.body
+        return reply.bodies
+
     async def post_messages(self, queue: str, *bodies: Any, **kw: Any) -> list[str]:
         reply = await self.post(
             f"/v2/queues/{queue}/messages",
