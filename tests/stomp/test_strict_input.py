@@ -109,26 +109,27 @@ def test_a_send_with_an_over_long_number_is_a_protocol_error(
     assert failures(logged) == []
 
 
-@pytest.mark.parametrize("command", ["ACK", "NACK"])
-def test_an_ack_id_of_thousands_of_digits_is_a_protocol_error(
-    client: Client, logged: list[Any], command: str
+@pytest.mark.parametrize(
+    ("command", "headers", "named"),
+    [
+        ("ACK", {"id": HUGE}, "message id"),
+        ("NACK", {"id": HUGE}, "message id"),
+        (
+            "SUBSCRIBE",
+            {"destination": "/queue/q", "id": "s", "prefetch-count": HUGE},
+            "prefetch-count",
+        ),
+    ],
+    ids=["ack", "nack", "prefetch-count"],
+)
+def test_an_ack_id_or_prefetch_count_of_thousands_of_digits_is_a_protocol_error(
+    client: Client, logged: list[Any], command: str, headers: dict[str, str], named: str
 ) -> None:
     client.connect()
-    client.send(command, {"id": HUGE})
+    client.send(command, headers)
     frame = client.next()
     assert frame.command == "ERROR"
-    assert "message id" in frame.headers["message"]
-    assert failures(logged) == []
-
-
-def test_a_prefetch_count_of_thousands_of_digits_is_a_protocol_error(
-    client: Client, logged: list[Any]
-) -> None:
-    client.connect()
-    client.send("SUBSCRIBE", {"destination": "/queue/q", "id": "s", "prefetch-count": HUGE})
-    frame = client.next()
-    assert frame.command == "ERROR"
-    assert "prefetch-count" in frame.headers["message"]
+    assert named in frame.headers["message"]
     assert failures(logged) == []
 
 
