@@ -390,6 +390,7 @@ async def test_a_full_bounded_queue_refuses_posts_with_409(api: Api) -> None:
     reply = await api.post("/v2/queues/jobs/messages", {"messages": [{"body": "two"}]})
     assert reply.status == 409
     assert reply.json["title"] == "Queue full"
+    assert await api.bodies_of("jobs") == ["one"]
 
 
 # -- bodies from other protocols -------------------------------------------------------------

@@ -123,10 +123,13 @@ async def test_metadata_over_64_kib_is_refused(api: Api) -> None:
 
 @pytest.mark.parametrize("name", ["bad name", "a" * 65, "sl%2Fash", "caf%C3%A9"])
 @pytest_twisted.ensureDeferred
-async def test_an_invalid_queue_name_is_a_400(api: Api, name: str) -> None:
+async def test_an_invalid_queue_name_is_a_400_and_creates_nothing(
+    api: Api, service: QueueService, name: str
+) -> None:
     reply = await api.put(f"/v2/queues/{name}")
     assert reply.status == 400
     assert reply.json["title"] == "Invalid queue identification"
+    assert await service.list_queues("p1") == []
 
 
 @pytest_twisted.ensureDeferred
