@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,6 +91,17 @@ def check_subscription_options(options: object) -> dict[str, Any]:
     return dict(checked)
 
 
+@dataclass(frozen=True)
+class SubscriptionUpdate:
+    """The fields an update of a subscription changes, as its caller gave them (None:
+    left as it is); ``QueueSubscriptions.update`` checks them."""
+
+    subscriber: str | None
+    ttl: int | None
+    options: Mapping[str, Any] | None
+    confirmed: bool | None
+
+
 class QueueSubscriptions:
     """The subscription calls of the service: ``store_for`` picks a queue's store (and
     checks the names), ``create_queue`` makes a queue with the service's defaults."""
@@ -156,28 +168,20 @@ class QueueSubscriptions:
         return found
 
     async def update(
-        self,
-        tenant: str,
-        name: str,
-        subscription_id: str,
-        subscriber: str | None,
-        ttl: int | None,
-        options: Mapping[str, Any] | None,
-        confirmed: bool | None,
+        self, tenant: str, name: str, subscription_id: str, changes: SubscriptionUpdate
     ) -> Subscription:
         store = self._store_for(tenant, name)
         now = self._now()
-        if subscriber is not None:
-            subscriber = check_subscriber(subscriber)
-        if ttl is not None:
-            ttl = check_subscription_ttl(ttl, now)
-        checked = None if options is None else check_subscription_options(options)
+        subscriber = None if changes.subscriber is None else check_subscriber(changes.subscriber)
+        ttl = None if changes.ttl is None else check_subscription_ttl(changes.ttl, now)
+        options = None if changes.options is None else check_subscription_options(changes.options)
+        confirmed = changes.confirmed
         if confirmed is not None and not isinstance(confirmed, bool):
             raise InvalidArgument("confirmed must be true or false", field="confirmed")
         if not isinstance(subscription_id, str) or not subscription_id:
             raise SubscriptionNotFound(str(subscription_id))
         updated: Subscription = await store.update_subscription(
-            tenant, name, subscription_id, subscriber, ttl, checked, confirmed, now
+            tenant, name, subscription_id, subscriber, ttl, options, confirmed, now
         )
         return updated
 
@@ -234,9 +238,9 @@ class SubscriptionCalls:
         options: Mapping[str, Any] | None = None,
         confirmed: bool | None = None,
     ) -> Deferred[Subscription]:
-        changes = (subscriber, ttl, options, confirmed)
+        changes = SubscriptionUpdate(subscriber, ttl, options, confirmed)
         return Deferred.fromCoroutine(
-            self._subscriptions.update(tenant, name, subscription_id, *changes)
+            self._subscriptions.update(tenant, name, subscription_id, changes)
         )
 
     def delete_subscription(self, tenant: str, name: str, subscription_id: str) -> Deferred[bool]:

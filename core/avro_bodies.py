@@ -31,6 +31,7 @@ cached by (reader text, writer fingerprint).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from qgate.core import jsonsafe
@@ -186,22 +187,10 @@ class QueueBodies:
         binary written by it; the first bad one fails the batch naming its index and field
         (``messages[2].body.address.zip``). Writer schemas must have been ``add``-ed."""
         content_type = avro_content_type(reader.fingerprint)
-        out = []
-        for i, m in enumerate(messages):
-            where = f"messages[{i}]"
-            body = self._encode(reader, m, where)
-            out.append(
-                NewMessage(
-                    body=body,
-                    content_type=content_type,
-                    headers=m.headers,
-                    ttl=m.ttl,
-                    delay=m.delay,
-                    priority=m.priority,
-                    producer=m.producer,
-                )
-            )
-        return out
+        return [
+            replace(m, body=self._encode(reader, m, f"messages[{i}]"), content_type=content_type)
+            for i, m in enumerate(messages)
+        ]
 
     def _encode(self, reader: AvroSchema, m: NewMessage, where: str) -> bytes:
         path = f"{where}.body"

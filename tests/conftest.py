@@ -6,10 +6,12 @@ Helpers live in ``tests.support``; conftest modules hold fixtures only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
@@ -43,6 +45,16 @@ def pg_database_en_us() -> Iterator[str]:
     options = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
     with temporary_database(options) as url:
         yield url
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """Every event logged during the test (Twisted's global log publisher)."""
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    yield events
+    globalLogPublisher.removeObserver(observer)
 
 
 @pytest.fixture

@@ -209,23 +209,22 @@ def parse_messages(document: Any, bounds: Bounds, producer: str | None) -> list[
 
 
 def check_message_ttl(ttl: int, bounds: Bounds) -> int:
-    if not _in_range(ttl, bounds.message_ttl):
-        lo, hi = bounds.message_ttl
-        raise bad_request(
-            f"The TTL for a message may not exceed {_n(hi)} seconds, and must be at "
-            f"least {_n(lo)} seconds long."
-        )
-    return ttl
+    return _message_seconds(ttl, bounds.message_ttl, "TTL")
 
 
 def check_message_delay(delay: int, bounds: Bounds) -> int:
-    if not _in_range(delay, bounds.message_delay):
-        lo, hi = bounds.message_delay
+    return _message_seconds(delay, bounds.message_delay, "Delay TTL")
+
+
+def _message_seconds(value: int, span: tuple[float, float], what: str) -> int:
+    """A message's ``ttl`` or ``delay`` within ``span``, refused in Zaqar's words."""
+    if not _in_range(value, span):
+        lo, hi = span
         raise bad_request(
-            f"The Delay TTL for a message may not exceed {_n(hi)} seconds, and must "
-            f"be at least {_n(lo)} seconds long."
+            f"The {what} for a message may not exceed {_n(hi)} seconds, and must be at "
+            f"least {_n(lo)} seconds long."
         )
-    return delay
+    return value
 
 
 is_json_type = jsonsafe.is_json_type
@@ -279,16 +278,12 @@ def render_message(
     claim. ``bodies`` holds the JSON of Avro bodies, by marker
     (``IQueueService.decode_bodies``)."""
     claim_id = message.shown_claim(now, claim_id)
-    if bodies is not None and message.marker in bodies:
-        body = bodies[message.marker]
-    else:
-        body = render_body(message)
     rendered: dict[str, Any] = {
         "id": message.id,
         "href": message_href(queue_path, message.id, claim_id),
         "ttl": int(round(message.ttl)),
         "age": int(message.age(now)),
-        "body": body,
+        "body": _shown_body(message, bodies),
         "claim_count": message.claim_count,
     }
     if claim_id:
@@ -296,6 +291,13 @@ def render_message(
     if with_checksum:
         _add_checksum(rendered)
     return rendered
+
+
+def _shown_body(message: Message, bodies: Mapping[int, Any] | None) -> Any:
+    """The JSON of an Avro body when ``bodies`` holds it, else ``render_body``."""
+    if bodies is not None and message.marker in bodies:
+        return bodies[message.marker]
+    return render_body(message)
 
 
 def _add_checksum(rendered: dict[str, Any]) -> None:
@@ -313,15 +315,11 @@ def render_popped(
 ) -> dict[str, Any]:
     """A message a pop deleted, as Zaqar answers it (its storage's ``to_basic``: no href,
     the message is gone; ``claim_id`` null, the pop holds no claim afterwards)."""
-    if bodies is not None and message.marker in bodies:
-        body = bodies[message.marker]
-    else:
-        body = render_body(message)
     rendered: dict[str, Any] = {
         "id": message.id,
         "age": int(message.age(now)),
         "ttl": int(round(message.ttl)),
-        "body": body,
+        "body": _shown_body(message, bodies),
         "claim_id": None,
         "claim_count": message.claim_count,
     }

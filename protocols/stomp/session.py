@@ -36,7 +36,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.errors import QGateError, Unauthorized
-from qgate.core.model import NewMessage, QueueOptions
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V10, VERSIONS, Frame, FrameError
 from qgate.protocols.stomp.consumers import Consumers
@@ -338,49 +337,35 @@ class StompSession:
         tx = frame.get("transaction")
         if tx is not None:
             self.transactions.find(tx)
+        send = PendingSend(kind, name, message, options)
         reply_to = frame.get("reply-to")
         if kind == "temp-queue" or (reply_to or "").startswith("/temp-queue/"):
             # Temporary queues are made first, so the rest waits for them (input held).
-            d = Deferred.fromCoroutine(self._send_temp(frame, kind, name, message, options))
-            return d
-        self._send(frame, kind, name, message, options)
+            return Deferred.fromCoroutine(self._send_temp(frame, send))
+        self._send(frame, send)
         return self.sender.hold()
 
-    async def _send_temp(
-        self,
-        frame: Frame,
-        kind: str,
-        name: str,
-        message: NewMessage,
-        options: QueueOptions | None,
-    ) -> None:
+    async def _send_temp(self, frame: Frame, send: PendingSend) -> None:
         reply_to = frame.get("reply-to") or ""
         if reply_to.startswith("/temp-queue/"):
             _, temp = self.destinations.parse(reply_to)
             core = await self.destinations.temp_queue(temp)
             await self.consumers.auto_subscribe(temp, core)
-            headers = dict(message.headers)
+            headers = dict(send.message.headers)
             headers["reply-to"] = f"/reply-queue/{core}"
-            message = replace(message, headers=headers)
-        if kind == "temp-queue":
-            kind, name = "queue", await self.destinations.temp_queue(name)
-        self._send(frame, kind, name, message, options)
+            send = replace(send, message=replace(send.message, headers=headers))
+        if send.kind == "temp-queue":
+            send = replace(send, kind="queue", name=await self.destinations.temp_queue(send.name))
+        self._send(frame, send)
 
-    def _send(
-        self,
-        frame: Frame,
-        kind: str,
-        name: str,
-        message: NewMessage,
-        options: QueueOptions | None,
-    ) -> None:
+    def _send(self, frame: Frame, send: PendingSend) -> None:
         tx = frame.get("transaction")
         if tx is not None:
             # STOMP 1.2: a SEND in a transaction takes effect on COMMIT.
-            self.transactions.find(tx).add(PendingSend(kind, name, message, options))
+            self.transactions.find(tx).add(send)
             self.receipt(frame)
             return
-        self.sender.queue(frame, (kind, name), message, options)
+        self.sender.queue(frame, (send.kind, send.name), send.message, send.options)
 
     # -- SUBSCRIBE, UNSUBSCRIBE, ACK, NACK -------------------------------------------------
 

@@ -20,7 +20,8 @@ from qgate.protocols.stomp.errors import StompError
 
 @dataclass(frozen=True, slots=True)
 class PendingSend:
-    """A SEND to ``kind``/``name`` (a destination), published on COMMIT."""
+    """A SEND to ``kind``/``name`` (a destination): published at once, or on COMMIT when
+    it is in a transaction."""
 
     kind: str
     name: str

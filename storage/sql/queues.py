@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from qgate.core.avro_bodies import avro_writer
-from qgate.core.errors import QueueExists, QueueNotFound, UncheckedWriters
+from qgate.core.errors import QueueExists, UncheckedWriters
 from qgate.core.model import Queue, QueueOptions, QueueStats
 from qgate.storage.sql.schema import (
     claims,
@@ -169,9 +169,7 @@ def update_queue(
     options: QueueOptions,
     metadata: Mapping[str, Any],
 ) -> Queue:
-    q = sql.queue_row(conn, tenant, name, lock=True)
-    if q is None:
-        raise QueueNotFound(name)
+    q = sql.need_queue(conn, tenant, name, lock=True)
     old = q.queue.options
     options = replace(options, schema=old.schema, schema_text=old.schema_text)
     conn.execute(
@@ -196,9 +194,7 @@ def set_queue_schema(
 ) -> Queue:
     # The queue row is locked first: a publish elsewhere either committed before (its
     # messages are in the scan below) or waits and then sees the new schema.
-    q = sql.queue_row(conn, tenant, name, lock=True)
-    if q is None:
-        raise QueueNotFound(name)
+    q = sql.need_queue(conn, tenant, name, lock=True)
     if fingerprint is not None:
         unchecked = set(writers(conn, q.id, now)) - set(writer_fingerprints) - {fingerprint}
         if unchecked:

@@ -132,8 +132,11 @@ class Statements:
         row = conn.execute(query, {"tenant": tenant, "name": name}).first()
         return None if row is None else QueueRow(row)
 
-    def need_queue(self, conn: sa.Connection, tenant: str, name: str) -> QueueRow:
-        q = self.queue_row(conn, tenant, name)
+    def need_queue(
+        self, conn: sa.Connection, tenant: str, name: str, *, lock: bool = False
+    ) -> QueueRow:
+        """``queue_row``, or QueueNotFound."""
+        q = self.queue_row(conn, tenant, name, lock=lock)
         if q is None:
             raise QueueNotFound(name)
         return q

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from qgate.core.errors import QueueNotFound, SubscriptionExists, SubscriptionNotFound
+from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
 from qgate.core.model import Subscription
 from qgate.storage.sql.schema import push_subscriptions, queues
 from qgate.storage.sql.statements import QueueRow, Statements
@@ -56,13 +56,6 @@ def _holds(conn: sa.Connection, q: QueueRow, subscriber: str, now: float) -> Any
     return conn.execute(
         sa.select(push_subscriptions).where(_live(q.id, now), s.subscriber == subscriber)
     ).first()
-
-
-def _locked_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> QueueRow:
-    q = sql.queue_row(conn, tenant, name, lock=True)
-    if q is None:
-        raise QueueNotFound(name)
-    return q
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -109,7 +102,7 @@ def create_subscription(
     options: Mapping[str, Any],
     now: float,
 ) -> tuple[Subscription, bool]:
-    q = _locked_queue(conn, sql, tenant, name)
+    q = sql.need_queue(conn, tenant, name, lock=True)
     existing = _holds(conn, q, subscriber, now)
     if existing is not None:
         return _subscription(existing, name), False
@@ -157,7 +150,7 @@ def update_subscription(
     confirmed: bool | None,
     now: float,
 ) -> Subscription:
-    q = _locked_queue(conn, sql, tenant, name)
+    q = sql.need_queue(conn, tenant, name, lock=True)
     row = _find(conn, q, subscription_id, now)
     if row is None:
         raise SubscriptionNotFound(subscription_id)

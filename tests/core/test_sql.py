@@ -21,7 +21,7 @@ from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
 from qgate.storage.sql.schema import metadata
 from qgate.storage.sql.store import SQLStorage, make_engine
 from qgate.storage.sql.writer import GroupCommitWriter, each
-from tests.support.core import TEST_LIMITS
+from tests.support.core import EPOCH, TEST_LIMITS
 from tests.support.deferreds import until
 from tests.support.stores import clean_pg, sqlite_url
 
@@ -44,10 +44,8 @@ def make_service(reactor, url: str, clock: Clock | None = None) -> tuple[QueueSe
 
 
 @pytest_twisted.ensureDeferred
-async def test_eight_concurrent_claimers_get_every_message_exactly_once(reactor, sql_url):
+async def test_eight_concurrent_claimers_get_every_message_exactly_once(reactor, sql_url, clock):
     """Eight stores, each with its own writer connection, like eight qgate processes."""
-    clock = Clock()
-    clock.advance(1_000_000)
     services = [make_service(reactor, sql_url, clock) for _ in range(8)]
     first = services[0][0]
     total = 10_000
@@ -183,9 +181,7 @@ def test_the_push_subscriptions_migration_keeps_the_durable_cursors(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_push_subscriptions_and_their_positions_outlive_the_process(reactor, sql_url):
-    clock = Clock()
-    clock.advance(1_000_000)
+async def test_push_subscriptions_and_their_positions_outlive_the_process(reactor, sql_url, clock):
     service, store = make_service(reactor, sql_url, clock)
     try:
         await service.publish(T, "q", [NewMessage(b"before")])
@@ -199,7 +195,7 @@ async def test_push_subscriptions_and_their_positions_outlive_the_process(reacto
     finally:
         await store.close()
     assert found == Subscription(
-        sub.id, "q", "http://hooks.example/x", 600, {}, 1_000_000, 1_000_600, False, 5
+        sub.id, "q", "http://hooks.example/x", 600, {}, EPOCH, EPOCH + 600, False, 5
     )
 
 
@@ -236,9 +232,9 @@ async def test_a_publish_in_one_process_wakes_a_waiter_in_another(reactor, pg_da
 
 
 @pytest_twisted.ensureDeferred
-async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(reactor, sql_url):
-    clock = Clock()
-    clock.advance(1_000_000)
+async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(
+    reactor, sql_url, clock
+):
     service, store = make_service(reactor, sql_url, clock)
     try:
         await service.publish(T, "q", [NewMessage(b"%d" % i) for i in range(6)])

@@ -55,7 +55,7 @@ async def test_a_stomp_consumer_and_an_http_claimer_share_a_queue_without_overla
     # HTTP claims everything it can: only the other three.
     claim = await api.post("/v2/queues/orders/claims?limit=10", {"ttl": 60, "grace": 60})
     assert claim.status == 201
-    claimed_bodies = [m["body"] for m in claim.json["messages"]]
+    claimed_bodies = claim.bodies
     assert len(claimed_bodies) == 3
     assert not {b["n"] for b in claimed_bodies} & {b["n"] for b in held_bodies}
     assert {b["n"] for b in claimed_bodies} | {b["n"] for b in held_bodies} == set(range(6))

@@ -3,15 +3,12 @@ tenant isolation, and what an unexpected error looks like."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -35,15 +32,6 @@ class ExplodingAuth:
         self, tenant: str | None, token: str | None, assumed: str | None = None
     ) -> Deferred[str]:
         return fail(RuntimeError("secret internals"))
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, events.append)
-    globalLogPublisher.addObserver(observer)
-    yield events
-    globalLogPublisher.removeObserver(observer)
 
 
 @pytest_twisted.ensureDeferred
@@ -226,7 +214,7 @@ async def test_a_tenant_never_sees_another_tenants_queues(api: Api) -> None:
     assert (await api.delete("/v2/queues/secret", **other)).status == 204
     # p2 had a view of nothing and changed nothing of p1's.
     mine = await api.get("/v2/queues/secret/messages?echo=true")
-    assert [m["body"] for m in mine.json["messages"]] == ["p1 data"]
+    assert mine.bodies == ["p1 data"]
     assert (await api.get("/v2/queues/secret")).json["owner"] == "p1"
 
 

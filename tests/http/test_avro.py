@@ -38,12 +38,6 @@ def read_envelopes(data: bytes) -> tuple[list[dict[str, Any]], dict[str, bytes]]
     return records, dict(reader.meta)
 
 
-async def json_bodies(api: Api, queue: str) -> list[Any]:
-    reply = await api.get(f"/v2/queues/{queue}/messages?echo=true&limit=20")
-    assert reply.status == 200, reply.body
-    return [m["body"] for m in reply.json["messages"]]
-
-
 # -- the schema of a queue -------------------------------------------------------------------
 
 
@@ -130,7 +124,7 @@ async def test_json_posts_to_a_schema_queue_are_checked_and_stored_as_avro(
     await api.post_messages("q", {"sensor": "s1", "value": 20.5}, {"sensor": "s2", "value": 3})
     stored = await service.observe("p1", "q", limit=10)
     assert {m.content_type for m in stored} == {avro_content_type(parse_schema(V1).fingerprint)}
-    assert await json_bodies(api, "q") == [
+    assert await api.bodies_of("q") == [
         {"sensor": "s1", "value": 20.5},
         {"sensor": "s2", "value": 3.0},
     ]
@@ -160,7 +154,7 @@ async def test_a_container_file_posts_one_message_per_record_resolved_into_the_s
     stored = await service.observe("p1", "q", limit=100)
     assert {m.ttl for m in stored} == {120}
     assert {m.content_type for m in stored} == {avro_content_type(parse_schema(V2).fingerprint)}
-    bodies = await json_bodies(api, "q")
+    bodies = await api.bodies_of("q")
     assert bodies[:2] == [
         {"sensor": "s0", "value": 0.0, "unit": "C"},
         {"sensor": "s1", "value": 0.5, "unit": "C"},
@@ -180,10 +174,10 @@ async def test_a_container_file_on_a_queue_without_schema_keeps_its_writer(
     (stored,) = await service.observe("p1", "free", limit=10)
     fingerprint = parse_schema(V1).fingerprint
     assert stored.content_type == avro_content_type(fingerprint)
-    assert await json_bodies(api, "free") == [{"sensor": "a", "value": 1.0}]
+    assert await api.bodies_of("free") == [{"sensor": "a", "value": 1.0}]
     # the writer was registered: the queue can now take a schema that reads it
     assert (await api.put("/v2/queues/free/schema", V2)).status == 200
-    assert await json_bodies(api, "free") == [{"sensor": "a", "value": 1.0, "unit": "C"}]
+    assert await api.bodies_of("free") == [{"sensor": "a", "value": 1.0, "unit": "C"}]
 
 
 @pytest_twisted.ensureDeferred
@@ -280,11 +274,11 @@ async def test_json_readers_see_avro_published_elsewhere_and_binary_as_before(
             NewMessage(b"\xff\x00", content_type="application/octet-stream"),
         ],
     )
-    bodies = await json_bodies(api, "q")
+    bodies = await api.bodies_of("q")
     assert bodies[0] == {"sensor": "stomp", "value": 4.0}
     assert bodies[1] == {"$binary": "/wA=", "content_type": "application/octet-stream"}
     claim = await api.post("/v2/queues/q/claims", {"ttl": 60})
-    assert [m["body"] for m in claim.json["messages"]][0] == {"sensor": "stomp", "value": 4.0}
+    assert claim.bodies[0] == {"sensor": "stomp", "value": 4.0}
     one = await api.get("/v2/queues/q/messages/1")
     assert one.json["body"] == {"sensor": "stomp", "value": 4.0}
 

@@ -35,31 +35,31 @@ VERSIONED = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("client", "title", "description"),
+    [
+        (None, "Missing header value", 'The "Client-Id" header is required.'),
+        ("not-a-uuid", "Wrong UUID value", "Malformed hexadecimal UUID."),
+    ],
+    ids=["missing", "not-a-uuid"],
+)
 @pytest.mark.parametrize(("method", "path"), VERSIONED)
 @pytest_twisted.ensureDeferred
-async def test_every_versioned_route_needs_a_client_id(
-    api: Api, service: QueueService, method: str, path: str
+async def test_every_versioned_route_needs_a_client_id_that_is_a_uuid(
+    api: Api,
+    service: QueueService,
+    method: str,
+    path: str,
+    client: str | None,
+    title: str,
+    description: str,
 ) -> None:
-    """Zaqar 23 (row 4): 400 ``Missing header value`` and nothing done."""
-    reply = await api.request(method, path, client=None)
+    """Zaqar 23 (row 4): 400 and nothing done, without a Client-ID or with one that is not
+    a UUID."""
+    reply = await api.request(method, path, client=client)
     assert reply.status == 400
-    if method != "HEAD":
-        assert reply.json == {
-            "title": "Missing header value",
-            "description": 'The "Client-Id" header is required.',
-        }
+    assert reply.json == {"title": title, "description": description}
     assert await service.list_queues("p1") == []
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_client_id_that_is_not_a_uuid_is_refused_on_every_route(api: Api) -> None:
-    for path in ("/v2", "/v2/queues"):
-        reply = await api.get(path, client="not-a-uuid")
-        assert reply.status == 400
-        assert reply.json == {
-            "title": "Wrong UUID value",
-            "description": "Malformed hexadecimal UUID.",
-        }
 
 
 @pytest_twisted.ensureDeferred
@@ -131,12 +131,7 @@ async def test_the_types_a_route_serves_besides_json_are_acceptable_there_only(a
 
 @pytest_twisted.ensureDeferred
 async def test_a_form_body_is_refused_on_any_route(api: Api) -> None:
-    reply = await api.request(
-        "DELETE",
-        "/v2/queues/x",
-        data=b"a=1",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
+    reply = await api.send("DELETE", "/v2/queues/x", b"a=1", "application/x-www-form-urlencoded")
     assert reply.status == 400
     assert reply.json["title"] == "Invalid Content-Type"
 

@@ -11,15 +11,20 @@ from twisted.web.client import ResponseNeverReceived
 
 from qgate.core.model import NewMessage
 from qgate.core.service import QueueService
-from tests.support.deferreds import has_result
+from tests.support.deferreds import fired, has_result
 from tests.support.http import OTHER_CLIENT, Api
+
+
+@pytest.fixture(autouse=True)
+def jobs(service: QueueService) -> None:
+    """The queue ``jobs`` the waits here are on exists (``fresh`` does not)."""
+    fired(service.create_queue("p1", "jobs"))
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_listing_answers_as_soon_as_a_message_arrives(
     api: Api, service: QueueService, clock: Clock
 ) -> None:
-    await api.put("/v2/queues/jobs")
     poll = api.start("GET", "/v2/queues/jobs/messages?wait=20")
     assert not has_result(poll)
     assert service.waiting("p1", "jobs") == 1
@@ -29,15 +34,14 @@ async def test_a_waiting_listing_answers_as_soon_as_a_message_arrives(
     assert has_result(poll)
     reply = await poll
     assert reply.status == 200
-    assert [m["body"] for m in reply.json["messages"]] == ["hello"]
+    assert reply.bodies == ["hello"]
     assert service.waiting("p1", "jobs") == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_listing_ignores_its_own_messages_without_echo(
-    api: Api, service: QueueService, clock: Clock
+    api: Api, clock: Clock
 ) -> None:
-    await api.put("/v2/queues/jobs")
     poll = api.start("GET", "/v2/queues/jobs/messages?wait=20")
     await api.post_messages("jobs", "mine")
     api.flush()
@@ -49,10 +53,7 @@ async def test_a_waiting_listing_ignores_its_own_messages_without_echo(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_waiting_listing_times_out_with_the_empty_answer(
-    api: Api, service: QueueService, clock: Clock
-) -> None:
-    await api.put("/v2/queues/jobs")
+async def test_a_waiting_listing_times_out_with_the_empty_answer(api: Api, clock: Clock) -> None:
     poll = api.start("GET", "/v2/queues/jobs/messages?wait=10")
     clock.advance(9.9)
     api.flush()
@@ -76,21 +77,20 @@ async def test_a_waiting_listing_of_a_missing_queue_answers_on_its_first_message
     await api.post_messages("fresh", "first", client=OTHER_CLIENT)
     api.flush()
     reply = await poll
-    assert [m["body"] for m in reply.json["messages"]] == ["first"]
+    assert reply.bodies == ["first"]
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_claim_answers_on_publish_and_times_out_with_204(
     api: Api, service: QueueService, clock: Clock
 ) -> None:
-    await api.put("/v2/queues/jobs")
     claim = api.start("POST", "/v2/queues/jobs/claims?wait=15", {"ttl": 60, "grace": 60})
     assert not has_result(claim)
     await service.publish("p1", "jobs", [NewMessage(b'"job"', "application/json")])
     api.flush()
     reply = await claim
     assert reply.status == 201
-    assert [m["body"] for m in reply.json["messages"]] == ["job"]
+    assert reply.bodies == ["job"]
 
     empty = api.start("POST", "/v2/queues/jobs/claims?wait=15", {"ttl": 60, "grace": 60})
     clock.advance(15)
@@ -102,7 +102,6 @@ async def test_a_waiting_claim_answers_on_publish_and_times_out_with_204(
 async def test_a_client_that_hangs_up_gives_up_its_wait(
     api: Api, service: QueueService, clock: Clock
 ) -> None:
-    await api.put("/v2/queues/jobs")
     poll = api.start("GET", "/v2/queues/jobs/messages?wait=30")
     claim = api.start("POST", "/v2/queues/jobs/claims?wait=30", {"ttl": 60, "grace": 60})
     assert service.waiting("p1", "jobs") == 2

@@ -9,6 +9,18 @@ from qgate.core.model import NewMessage, Overflow
 from qgate.core.service import QueueService
 from tests.support.http import Api
 
+#: What GET shows for a queue made with no metadata: every reserved key at its default.
+DEFAULT_METADATA = {
+    "_default_message_ttl": 3600,
+    "_default_message_delay": 0,
+    "_max_messages_post_size": 262144,
+    "_dead_letter_queue": None,
+    "_dead_letter_queue_messages_ttl": None,
+    "_max_claim_count": None,
+    "_enable_encrypt_messages": False,
+    "_flavor": "durable",
+}
+
 
 @pytest_twisted.ensureDeferred
 async def test_put_creates_a_queue_with_201_then_answers_204(api: Api) -> None:
@@ -26,15 +38,9 @@ async def test_get_shows_metadata_with_reserved_keys_filled_in(api: Api) -> None
     reply = await api.get("/v2/queues/jobs")
     assert reply.status == 200
     assert reply.json == {
+        **DEFAULT_METADATA,
         "description": "work",
         "_default_message_ttl": 120,
-        "_default_message_delay": 0,
-        "_max_messages_post_size": 262144,
-        "_dead_letter_queue": None,
-        "_dead_letter_queue_messages_ttl": None,
-        "_max_claim_count": None,
-        "_enable_encrypt_messages": False,
-        "_flavor": "durable",
     }
 
 
@@ -117,10 +123,13 @@ async def test_metadata_over_64_kib_is_refused(api: Api) -> None:
 
 @pytest.mark.parametrize("name", ["bad name", "a" * 65, "sl%2Fash", "caf%C3%A9"])
 @pytest_twisted.ensureDeferred
-async def test_an_invalid_queue_name_is_a_400(api: Api, name: str) -> None:
+async def test_an_invalid_queue_name_is_a_400_and_creates_nothing(
+    api: Api, service: QueueService, name: str
+) -> None:
     reply = await api.put(f"/v2/queues/{name}")
     assert reply.status == 400
     assert reply.json["title"] == "Invalid queue identification"
+    assert await service.list_queues("p1") == []
 
 
 @pytest_twisted.ensureDeferred
@@ -130,16 +139,7 @@ async def test_get_of_a_queue_never_created_shows_the_defaults_and_creates_nothi
     """Zaqar's queues are lazy: every name reads as an empty queue with the defaults."""
     reply = await api.get("/v2/queues/nope")
     assert reply.status == 200
-    assert reply.json == {
-        "_default_message_ttl": 3600,
-        "_default_message_delay": 0,
-        "_max_messages_post_size": 262144,
-        "_dead_letter_queue": None,
-        "_dead_letter_queue_messages_ttl": None,
-        "_max_claim_count": None,
-        "_enable_encrypt_messages": False,
-        "_flavor": "durable",
-    }
+    assert reply.json == DEFAULT_METADATA
     assert await service.list_queues("p1") == []
     assert (await api.get("/v2/queues")).json["queues"] == []
 
@@ -182,19 +182,7 @@ async def test_patch_adds_replaces_and_removes_metadata(api: Api) -> None:
         ],
     )
     assert reply.status == 200
-    assert reply.json == {
-        "keep": 1,
-        "old": 20,
-        "new": "n",
-        "_default_message_ttl": 3600,
-        "_default_message_delay": 0,
-        "_max_messages_post_size": 262144,
-        "_dead_letter_queue": None,
-        "_dead_letter_queue_messages_ttl": None,
-        "_max_claim_count": None,
-        "_enable_encrypt_messages": False,
-        "_flavor": "durable",
-    }
+    assert reply.json == {**DEFAULT_METADATA, "keep": 1, "old": 20, "new": "n"}
     assert (await api.get("/v2/queues/jobs")).json == reply.json
 
 

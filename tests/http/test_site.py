@@ -50,6 +50,10 @@ def request_head(method: str, path: str, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+#: The head of a post declaring a 10 MB body: refused at once, the body then drained.
+BIG_POST = request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
+
+
 def test_the_registry_builds_a_site_that_is_a_protocol_factory(ctx: ProtocolContext) -> None:
     site, _, _ = connect(ctx)
     verifyObject(IProtocolFactory, site)
@@ -200,9 +204,7 @@ def test_a_mounted_resource_gets_a_413(ctx: ProtocolContext) -> None:
 def test_draining_stops_after_linger_bytes(ctx: ProtocolContext) -> None:
     site, transport, protocol = connect_half_closable(ctx)
     site.linger_bytes = 1000
-    protocol.dataReceived(
-        request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
-    )
+    protocol.dataReceived(BIG_POST)
     protocol.dataReceived(b"x" * 1000)
     assert not transport.disconnecting
     protocol.dataReceived(b"x")
@@ -211,9 +213,7 @@ def test_draining_stops_after_linger_bytes(ctx: ProtocolContext) -> None:
 
 def test_draining_stops_after_linger_seconds(ctx: ProtocolContext, clock: Clock) -> None:
     site, transport, protocol = connect_half_closable(ctx)
-    protocol.dataReceived(
-        request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
-    )
+    protocol.dataReceived(BIG_POST)
     clock.advance(site.linger_seconds - 0.5)
     protocol.dataReceived(b"x" * 100)
     assert not transport.disconnecting
@@ -227,9 +227,7 @@ def test_a_client_hanging_up_while_drained_leaves_no_timer(
     ctx: ProtocolContext, clock: Clock
 ) -> None:
     _, _, protocol = connect_half_closable(ctx)
-    protocol.dataReceived(
-        request_head("POST", "/v2/queues/jobs/messages", "Content-Length: 10000000")
-    )
+    protocol.dataReceived(BIG_POST)
     protocol.connectionLost(Failure(ConnectionDone()))
     assert not [c for c in clock.getDelayedCalls() if c.active()]
 

@@ -88,11 +88,11 @@ async def test_queue_metadata_that_is_not_strict_json_is_a_400(
 @pytest_twisted.ensureDeferred
 async def test_a_patch_that_is_not_strict_json_is_a_400_and_changes_nothing(api: Api) -> None:
     await api.put("/v2/queues/jobs", {"a": 1})
-    reply = await api.request(
+    reply = await api.send(
         "PATCH",
         "/v2/queues/jobs",
-        data=rb'[{"op": "add", "path": "/metadata/b", "value": "\udc00"}]',
-        headers={"Content-Type": "application/openstack-messaging-v2.0-json-patch"},
+        rb'[{"op": "add", "path": "/metadata/b", "value": "\udc00"}]',
+        "application/openstack-messaging-v2.0-json-patch",
     )
     assert reply.status == 400
     assert (await api.get("/v2/queues/jobs")).json["a"] == 1
@@ -184,9 +184,7 @@ async def test_poison_rows_are_listed_as_their_text(
     api: Api, service: QueueService, storage: MemoryStorage
 ) -> None:
     plant(service, storage, "jobs", POISON)
-    reply = await api.get("/v2/queues/jobs/messages?echo=true&limit=20")
-    assert reply.status == 200, reply.body
-    assert [m["body"] for m in reply.json["messages"]] == [expected(b) for b in POISON]
+    assert await api.bodies_of("jobs") == [expected(b) for b in POISON]
 
 
 @pytest_twisted.ensureDeferred
@@ -196,7 +194,7 @@ async def test_poison_rows_are_claimed_and_answered(
     plant(service, storage, "jobs", POISON)
     reply = await api.post("/v2/queues/jobs/claims?limit=20", {"ttl": 60, "grace": 60})
     assert reply.status == 201, reply.body
-    assert [m["body"] for m in reply.json["messages"]] == [expected(b) for b in POISON]
+    assert reply.bodies == [expected(b) for b in POISON]
     claim_id = reply.header("Location").rsplit("/", 1)[1]  # type: ignore[union-attr]
     shown = await api.get(f"/v2/queues/jobs/claims/{claim_id}")
     assert shown.status == 200

@@ -240,6 +240,12 @@ def zaqar(service: QueueService) -> Api:
     return Api(build_resource(make_ctx(service, http=http)))
 
 
+async def post_progress(api: Api, count: int = 1) -> None:
+    """``count`` messages of the samples' BackupProgress body to the queue ``beijing``."""
+    posted = {"messages": [{"body": PROGRESS}] * count}
+    assert (await api.post("/v2/queues/beijing/messages", posted)).status == 201
+
+
 async def claim(api: Api, queue: str = "demoqueue") -> str:
     reply = await api.post(f"/v2/queues/{queue}/claims", CLAIM_MESSAGES_REQUEST)
     assert reply.status == 201
@@ -412,7 +418,7 @@ async def test_post_messages_with_the_sample_is_a_201_shaped_like_the_sample(zaq
 
 @pytest_twisted.ensureDeferred
 async def test_list_messages_is_a_200_shaped_like_the_sample(zaqar: Api) -> None:
-    await zaqar.post("/v2/queues/beijing/messages", {"messages": [{"body": PROGRESS}] * 2})
+    await post_progress(zaqar, 2)
     reply = await zaqar.get("/v2/queues/beijing/messages?echo=true")
     assert reply.status == 200
     assert_shape(reply.json, MESSAGES_LIST_RESPONSE, MESSAGE_FIELDS)
@@ -423,7 +429,7 @@ async def test_list_messages_is_a_200_shaped_like_the_sample(zaqar: Api) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_get_messages_by_ids_is_a_200_shaped_like_the_sample(zaqar: Api) -> None:
-    await zaqar.post("/v2/queues/beijing/messages", {"messages": [{"body": PROGRESS}]})
+    await post_progress(zaqar)
     reply = await zaqar.get("/v2/queues/beijing/messages?ids=1,99")
     assert reply.status == 200
     allowed = {"messages[]": extras("message") | {"checksum"}}
@@ -435,7 +441,7 @@ async def test_get_messages_by_ids_is_a_200_shaped_like_the_sample(zaqar: Api) -
 async def test_delete_messages_by_ids_is_a_204_and_by_pop_a_200_like_the_sample(
     zaqar: Api,
 ) -> None:
-    await zaqar.post("/v2/queues/beijing/messages", {"messages": [{"body": PROGRESS}] * 3})
+    await post_progress(zaqar, 3)
     by_ids = await zaqar.delete("/v2/queues/beijing/messages?ids=1,99")
     assert (by_ids.status, by_ids.body) == (204, b"")
     popped = await zaqar.delete("/v2/queues/beijing/messages?pop=1")
@@ -453,7 +459,7 @@ async def test_delete_messages_by_ids_is_a_204_and_by_pop_a_200_like_the_sample(
 
 @pytest_twisted.ensureDeferred
 async def test_get_a_message_is_a_200_shaped_like_the_sample(zaqar: Api) -> None:
-    await zaqar.post("/v2/queues/beijing/messages", {"messages": [{"body": PROGRESS}]})
+    await post_progress(zaqar)
     reply = await zaqar.get("/v2/queues/beijing/messages/1")
     assert reply.status == 200
     assert_shape(reply.json, MESSAGES_GET_RESPONSE, {"": extras("message")})
@@ -463,7 +469,7 @@ async def test_get_a_message_is_a_200_shaped_like_the_sample(zaqar: Api) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_delete_a_message_is_a_204(zaqar: Api) -> None:
-    await zaqar.post("/v2/queues/beijing/messages", {"messages": [{"body": PROGRESS}] * 2})
+    await post_progress(zaqar, 2)
     reply = await zaqar.delete("/v2/queues/beijing/messages/1")
     assert (reply.status, reply.body) == (204, b"")
     claim_id = await claim(zaqar, "beijing")

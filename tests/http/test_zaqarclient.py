@@ -7,14 +7,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
 
 from qgate.core.service import QueueService
-from qgate.gateway.config import ListenerConfig
-from qgate.protocols.http import listener_factory
-from qgate.storage.memory import MemoryStorage
-from tests.support.core import TEST_LIMITS
-from tests.support.http import make_ctx
+from tests.support.core import memory_service
+from tests.support.http import drive_listener, make_ctx
 
 
 def drive_client(url: str) -> dict[str, Any]:
@@ -85,27 +81,17 @@ def drive_subscriptions(url: str) -> dict[str, Any]:
     return seen
 
 
-async def run_client(drive: Any) -> tuple[QueueService, dict[str, Any]]:
+async def run_client(reactor: Any, drive: Any) -> tuple[QueueService, dict[str, Any]]:
     """``drive(url)`` in a thread against a real listener over a memory-only service."""
-    from twisted.internet import reactor as global_reactor
-
-    reactor: Any = global_reactor
-    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
-    ctx = make_ctx(service, reactor=reactor)
-    site = listener_factory(ctx, ListenerConfig("http", "tcp:0"))
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    try:
-        url = f"http://127.0.0.1:{port.getHost().port}"
-        seen = await threads.deferToThread(drive, url)
-    finally:
-        await port.stopListening()
+    service = memory_service(reactor)
+    seen = await drive_listener(reactor, make_ctx(service, reactor=reactor), drive)
     return service, seen
 
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_python_zaqarclient_manages_subscriptions() -> None:
-    service, seen = await run_client(drive_subscriptions)
+async def test_python_zaqarclient_manages_subscriptions(reactor: Any) -> None:
+    service, seen = await run_client(reactor, drive_subscriptions)
     first, second = seen["ids"]
     assert seen["made"] == ("http://hooks.example/a", 600, {"a": 1}, False, 0)
     assert seen["got"] == (first, "http://hooks.example/a", 600, {"a": 1})
@@ -121,8 +107,8 @@ async def test_python_zaqarclient_manages_subscriptions() -> None:
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_python_zaqarclient_works_unmodified() -> None:
-    service, seen = await run_client(drive_client)
+async def test_python_zaqarclient_works_unmodified(reactor: Any) -> None:
+    service, seen = await run_client(reactor, drive_client)
 
     assert seen["ping"] is True
     assert seen["lazy_metadata"]["_default_message_ttl"] == 3600

@@ -9,15 +9,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
 
 from qgate.core.auth import APIKeys, TenantAdmin
-from qgate.core.service import QueueService
-from qgate.gateway.config import ListenerConfig
-from qgate.protocols.http import listener_factory
 from qgate.storage.memory import MemoryStorage
-from tests.support.core import TEST_LIMITS
-from tests.support.http import HTTP_TEST_CONFIG, make_ctx
+from tests.support.core import memory_service
+from tests.support.http import HTTP_TEST_CONFIG, drive_listener, make_ctx
 
 
 def drive_clients(url: str, token: str) -> dict[str, Any]:
@@ -67,25 +63,15 @@ def drive_clients(url: str, token: str) -> dict[str, Any]:
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_a_url_signed_by_one_zaqarclient_lets_another_post_and_list() -> None:
-    from twisted.internet import reactor as global_reactor
-
-    reactor: Any = global_reactor
-    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+async def test_a_url_signed_by_one_zaqarclient_lets_another_post_and_list(reactor: Any) -> None:
+    service = memory_service(reactor)
     tenants = MemoryStorage()
     admin = TenantAdmin(tenants, reactor)
     await admin.create_tenant("acme")
     token = await admin.create_key("acme")
     http = replace(HTTP_TEST_CONFIG, signed_url_secret_key="integration-secret")
     ctx = make_ctx(service, http=http, auth=APIKeys(tenants, reactor), reactor=reactor)
-    port = reactor.listenTCP(
-        0, listener_factory(ctx, ListenerConfig("http", "tcp:0")), interface="127.0.0.1"
-    )
-    try:
-        url = f"http://127.0.0.1:{port.getHost().port}"
-        seen = await threads.deferToThread(drive_clients, url, token)
-    finally:
-        await port.stopListening()
+    seen = await drive_listener(reactor, ctx, lambda url: drive_clients(url, token))
 
     signed = seen["signed"]
     assert signed["project"] == "acme"

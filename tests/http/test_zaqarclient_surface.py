@@ -12,14 +12,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
 
-from qgate.core.service import QueueService
-from qgate.gateway.config import ListenerConfig
-from qgate.protocols.http import listener_factory
-from qgate.storage.memory import MemoryStorage
-from tests.support.core import TEST_LIMITS
-from tests.support.http import CLIENT, HTTP_TEST_CONFIG, OTHER_CLIENT, make_ctx
+from tests.support.core import memory_service
+from tests.support.http import CLIENT, HTTP_TEST_CONFIG, OTHER_CLIENT, drive_listener, make_ctx
 
 AUTH = {"auth_opts": {"backend": "noauth", "options": {"os_project_id": "p1"}}}
 
@@ -170,19 +165,12 @@ def drive_client(url: str) -> dict[str, Any]:
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_every_queue_message_and_claim_operation_of_python_zaqarclient() -> None:
-    from twisted.internet import reactor as global_reactor
-
-    reactor: Any = global_reactor
-    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+async def test_every_queue_message_and_claim_operation_of_python_zaqarclient(
+    reactor: Any,
+) -> None:
+    service = memory_service(reactor)
     ctx = make_ctx(service, http=replace(HTTP_TEST_CONFIG, enable_checksum=True), reactor=reactor)
-    port = reactor.listenTCP(
-        0, listener_factory(ctx, ListenerConfig("http", "tcp:0")), interface="127.0.0.1"
-    )
-    try:
-        seen = await threads.deferToThread(drive_client, f"http://127.0.0.1:{port.getHost().port}")
-    finally:
-        await port.stopListening()
+    seen = await drive_listener(reactor, ctx, drive_client)
 
     # Queues: existence, metadata round trips, stats, purge.
     assert seen["exists"] == (True, False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import queue
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -96,14 +98,25 @@ async def close_conn(conn: Any) -> None:
         await deferToThread(conn.disconnect, receipt="bye")
 
 
+@asynccontextmanager
+async def connected(
+    server: Any, cls: Any = stomp.Connection12, **kw: Any
+) -> AsyncIterator[tuple[Any, Collector]]:
+    """``open_conn`` for the block, then ``close_conn``."""
+    conn, events = await open_conn(server, cls, **kw)
+    try:
+        yield conn, events
+    finally:
+        await close_conn(conn)
+
+
 async def stats(server: Any, name: str) -> Any:
     return await server.service.queue_stats("default", name)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stomp_py_1_2_client_individual_ack_and_nack(server):
-    conn, events = await open_conn(server)
-    try:
+    async with connected(server) as (conn, events):
         for body in (b"first", b"second"):
             await deferToThread(conn.send, "/queue/jobs", body, receipt=body.decode())
         assert {await get(events.receipts), await get(events.receipts)} == {"first", "second"}
@@ -117,8 +130,6 @@ async def test_stomp_py_1_2_client_individual_ack_and_nack(server):
             await deferToThread(conn.ack, m.headers["ack"], receipt="a" + m.headers["ack"])
             await get(events.receipts)
         assert (await stats(server, "jobs")).total == 0
-    finally:
-        await close_conn(conn)
 
 
 @pytest_twisted.ensureDeferred
@@ -130,38 +141,29 @@ async def test_stomp_py_1_1_client_ack_and_redelivery_after_disconnect(server):
     m = await get(events.messages)
     assert m.body == b"job"
     await close_conn(conn)  # not acknowledged: it goes back to the queue
-    conn, events = await open_conn(server, stomp.Connection11)
-    try:
+    async with connected(server, stomp.Connection11) as (conn, events):
         await deferToThread(conn.subscribe, "/queue/work", id="s1", ack="client")
         m = await get(events.messages)
         assert m.body == b"job" and m.headers["redelivered"] == "true"
         await deferToThread(conn.ack, m.headers["message-id"], "s1", receipt="ack")
         assert await get(events.receipts) == "ack"
         assert (await stats(server, "work")).total == 0
-    finally:
-        await close_conn(conn)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stomp_py_auto_ack_and_topics(server):
-    a, ea = await open_conn(server)
-    b, eb = await open_conn(server)
-    try:
+    async with connected(server) as (a, ea), connected(server) as (b, eb):
         for conn, events in ((a, ea), (b, eb)):
             await deferToThread(conn.subscribe, "/topic/news", id="t", receipt="sub")
             await get(events.receipts)
         await deferToThread(a.send, "/topic/news", b"headline")
         assert (await get(ea.messages)).body == b"headline"
         assert (await get(eb.messages)).body == b"headline"
-    finally:
-        await close_conn(a)
-        await close_conn(b)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stomp_py_transactions(server):
-    conn, events = await open_conn(server)
-    try:
+    async with connected(server) as (conn, events):
         tx = await deferToThread(conn.begin)
         await deferToThread(conn.send, "/queue/tx", b"1", transaction=tx)
         await deferToThread(conn.send, "/queue/tx", b"2", transaction=tx, receipt="in-tx")
@@ -177,14 +179,11 @@ async def test_stomp_py_transactions(server):
         await deferToThread(conn.abort, tx, receipt="abort")
         assert await get(events.receipts) == "abort"
         assert (await stats(server, "tx")).total == 2
-    finally:
-        await close_conn(conn)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stomp_py_binary_body_and_non_ascii_headers(server):
-    conn, events = await open_conn(server)
-    try:
+    async with connected(server) as (conn, events):
         body = bytes(range(256)) * 4 + b"\x00\x00end"
         headers = {"x-ünïcode": "wért:✓\nsecond line\\", "x-plain": "a b"}
         await deferToThread(
@@ -200,23 +199,18 @@ async def test_stomp_py_binary_body_and_non_ascii_headers(server):
         await deferToThread(conn.send, "/queue/seen", body, content_type="application/x-raw")
         [stored] = await server.service.observe("default", "seen")
         assert stored.body == body and stored.content_type == "application/x-raw"
-    finally:
-        await close_conn(conn)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stomp_py_heart_beats_keep_the_connection(server):
     # 500 ms beats: the server drops a client silent for 750 ms, which a loaded 2-core CI
     # machine cannot fake; 2 beats received prove both sides kept the connection alive.
-    conn, events = await open_conn(server, heartbeats=(500, 500))
-    try:
+    async with connected(server, heartbeats=(500, 500)) as (conn, events):
         await deferToThread(conn.subscribe, "/queue/hb", id="s")
         await until(lambda: events.heartbeats >= 2, timeout=10)
         assert conn.is_connected()
         await server.service.publish("default", "hb", [NewMessage(b"alive")])
         assert (await get(events.messages)).body == b"alive"
-    finally:
-        await close_conn(conn)
 
 
 @pytest_twisted.ensureDeferred
@@ -372,8 +366,7 @@ async def test_durable_subscription_on_an_empty_sql_queue_gets_what_was_sent_whi
     assert await sql_server.service.get_cursor("default", "alerts", "keeper") == "0"
     await close_conn(conn)
     await sql_server.service.publish("default", "alerts", [NewMessage(b"while away")])
-    conn, events = await open_conn(sql_server)
-    try:
+    async with connected(sql_server) as (conn, events):
         await deferToThread(conn.subscribe, "/topic/alerts", id="keeper", ack="client", **headers)
         assert await get(events.receipts) == "sub"
         m = await get(events.messages)
@@ -381,8 +374,6 @@ async def test_durable_subscription_on_an_empty_sql_queue_gets_what_was_sent_whi
         await deferToThread(conn.ack, m.headers["ack"], receipt="acked")
         assert await get(events.receipts) == "acked"
         assert await sql_server.service.get_cursor("default", "alerts", "keeper") == "1"
-    finally:
-        await close_conn(conn)
 
 
 @pytest_twisted.ensureDeferred
@@ -390,8 +381,7 @@ async def test_stomp_py_on_a_schema_checked_sql_queue_gets_json_or_single_object
     service = sql_server.service
     await service.create_queue("default", "users")
     await service.set_schema("default", "users", V1)
-    conn, events = await open_conn(sql_server)
-    try:
+    async with connected(sql_server) as (conn, events):
         await deferToThread(conn.subscribe, "/topic/users", id="json", receipt="j")
         await deferToThread(
             conn.subscribe,
@@ -428,5 +418,3 @@ async def test_stomp_py_on_a_schema_checked_sql_queue_gets_json_or_single_object
         ]
         assert got["avro"][1].body == single
         assert {m.headers["content-type"] for m in got["avro"]} == {"avro/binary"}
-    finally:
-        await close_conn(conn)

@@ -135,6 +135,19 @@ def _slow_client(ctx: Any, limit: int) -> Client:
     return client
 
 
+def _overflowing_consumer(service: Any, ctx: Any) -> Client:
+    """A consumer reading 1,000 bytes, subscribed (client ack, prefetch 20) to ``q``, which
+    then gets 20 messages of 500 bytes: more than a 2,000-byte output buffer holds."""
+    client = _slow_client(ctx, limit=1_000)
+    client.connect()
+    client.send(
+        "SUBSCRIBE",
+        {"destination": "/queue/q", "id": "s", "ack": "client", "prefetch-count": "20"},
+    )
+    fired(service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
+    return client
+
+
 def test_a_consumer_that_does_not_read_gets_no_more_than_its_window(mem_service):
     ctx = make_ctx(mem_service, heartbeat_ms=0, max_output_buffer=100_000)
     client = _slow_client(ctx, limit=2_000)
@@ -158,13 +171,7 @@ def test_a_consumer_past_its_output_buffer_is_disconnected(mem_service, clock):
     ctx = make_ctx(mem_service, heartbeat_ms=0, max_output_buffer=2_000)
     other = Client(ctx)
     other.connect()
-    client = _slow_client(ctx, limit=1_000)
-    client.connect()
-    client.send(
-        "SUBSCRIBE",
-        {"destination": "/queue/q", "id": "s", "ack": "client", "prefetch-count": "20"},
-    )
-    fired(mem_service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
+    client = _overflowing_consumer(mem_service, ctx)
     frames = client.read()
     assert frames[-1].command == "ERROR"
     assert "slow consumer" in frames[-1].headers["message"]
@@ -186,13 +193,7 @@ def test_the_part_of_a_batch_a_slow_consumer_was_never_sent_is_given_back_uncoun
     written count as delivered, the rest of the batch goes back as it was."""
     fired(mem_service.create_queue("default", "q", QueueOptions(max_claim_count=5)))
     ctx = make_ctx(mem_service, heartbeat_ms=0, max_output_buffer=2_000)
-    client = _slow_client(ctx, limit=1_000)
-    client.connect()
-    client.send(
-        "SUBSCRIBE",
-        {"destination": "/queue/q", "id": "s", "ack": "client", "prefetch-count": "20"},
-    )
-    fired(mem_service.publish("default", "q", [NewMessage(b"y" * 500) for _ in range(20)]))
+    client = _overflowing_consumer(mem_service, ctx)
     written = [f for f in client.read() if f.command == "MESSAGE"]
     assert 0 < len(written) < 20 and client.closing
     clock.advance(CLOSE_TIMEOUT)

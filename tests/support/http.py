@@ -4,19 +4,22 @@ the context the API resource is built from, and the Client-IDs requests carry.""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from treq.testing import StubTreq
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
+from qgate.gateway.config import ListenerConfig
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http import listener_factory
 from qgate.protocols.http.settings import HTTPSettings
+from tests.support.core import protocol_ctx
 
 #: Client-IDs as python-zaqarclient sends them (any UUID form is accepted).
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -25,6 +28,8 @@ OTHER_CLIENT = "7ab4e8c62b9e11e3b19171861300734d"
 HTTP_TEST_CONFIG = HTTPSettings(max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0)
 
 _DEFAULT = object()
+
+T = TypeVar("T")
 
 
 def make_ctx(
@@ -35,13 +40,7 @@ def make_ctx(
     mounts: Mapping[bytes, IResource] | None = None,
     reactor: Any = None,
 ) -> ProtocolContext[HTTPSettings]:
-    return ProtocolContext(
-        reactor=reactor if reactor is not None else service.clock,
-        service=service,
-        auth=auth or TrustedTenant(),
-        settings=http,
-        web_mounts=dict(mounts or {}),
-    )
+    return protocol_ctx(service, http, reactor=reactor, auth=auth, mounts=mounts)
 
 
 @dataclass
@@ -57,6 +56,11 @@ class Reply:
     @property
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def bodies(self) -> list[Any]:
+        """The bodies of the messages a listing, claim or pop answered, in order."""
+        return [m["body"] for m in self.json["messages"]]
 
 
 class Api:
@@ -117,6 +121,10 @@ class Api:
         reply: Reply = await d
         return reply
 
+    async def send(self, method: str, path: str, data: bytes, content_type: str) -> Reply:
+        """A request whose body is ``data`` as it is, declared as ``content_type``."""
+        return await self.request(method, path, data=data, headers={"Content-Type": content_type})
+
     async def get(self, path: str, **kw: Any) -> Reply:
         return await self.request("GET", path, **kw)
 
@@ -135,6 +143,13 @@ class Api:
         )
         return await self.request("PATCH", path, data=json.dumps(changes).encode(), **kw)
 
+    async def bodies_of(self, queue: str, *, include_claimed: bool = False) -> list[Any]:
+        """The bodies of (up to 20 of) the queue's messages, this client's own included."""
+        query = "echo=true&limit=20" + ("&include_claimed=true" if include_claimed else "")
+        reply = await self.get(f"/v2/queues/{queue}/messages?{query}")
+        assert reply.status == 200, reply.body
+        return reply.bodies
+
     async def post_messages(self, queue: str, *bodies: Any, **kw: Any) -> list[str]:
         reply = await self.post(
             f"/v2/queues/{queue}/messages",
@@ -143,6 +158,19 @@ class Api:
         )
         assert reply.status == 201, reply.body
         return [href.rsplit("/", 1)[1] for href in reply.json["resources"]]
+
+
+async def drive_listener(
+    reactor: Any, ctx: ProtocolContext[HTTPSettings], drive: Callable[[str], T]
+) -> T:
+    """``drive(url)``, blocking, in a thread against the API of ``ctx`` on a real listener
+    (a free port of 127.0.0.1 on the running ``reactor``), closed afterwards."""
+    site = listener_factory(ctx, ListenerConfig("http", "tcp:0"))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        return await threads.deferToThread(drive, f"http://127.0.0.1:{port.getHost().port}")
+    finally:
+        await port.stopListening()
 
 
 class Mounted(Resource):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.support.http import CLIENT
 
@@ -106,15 +107,9 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
         self.log.close()
         return code
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10,
-    ) -> tuple[int, dict]:
-        status, _headers, document = self.exchange(method, path, body, headers, timeout)
+    def request(self, method: str, path: str, *args: Any, **kw: Any) -> tuple[int, dict]:
+        """``exchange`` without the response headers."""
+        status, _headers, document = self.exchange(method, path, *args, **kw)
         return status, document
 
     def exchange(
@@ -125,7 +120,8 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
         headers: dict[str, str] | None = None,
         timeout: float = 10,
     ) -> tuple[int, http.client.HTTPMessage, dict]:
-        """Like ``request``, with the response headers too."""
+        """One request with the Client-ID and project headers (``body`` sent as JSON):
+        the status, the response headers and the JSON document answered ({} if none)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=timeout)
         try:
             hdrs = {"Client-ID": CLIENT_ID, "X-Project-Id": self.tenant, **(headers or {})}

@@ -8,12 +8,12 @@ from typing import Any
 
 from twisted.internet.testing import StringTransport
 
-from qgate.core.auth import TrustedTenant
 from qgate.core.service import QueueService
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V12, Frame, Parser, encode
 from qgate.protocols.stomp.protocol import StompFactory, StompProtocol
 from qgate.protocols.stomp.settings import StompSettings
+from tests.support.core import protocol_ctx
 
 
 def make_ctx(
@@ -22,12 +22,7 @@ def make_ctx(
     auth: Any = None,
     **stomp: Any,
 ) -> ProtocolContext[StompSettings]:
-    return ProtocolContext(
-        reactor=reactor if reactor is not None else service.clock,
-        service=service,
-        auth=auth or TrustedTenant(),
-        settings=StompSettings(**stomp),
-    )
+    return protocol_ctx(service, StompSettings(**stomp), reactor=reactor, auth=auth)
 
 
 class Client:
