@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +23,7 @@ from qgate.core._ids import new_subscription_id
 from qgate.core.errors import InvalidArgument, QueueNotFound, SubscriptionNotFound
 from qgate.core.interfaces import IQueueStorage
 from qgate.core.limits import Limits, check_count, check_metadata
-from qgate.core.model import Subscription
+from qgate.core.model import Subscription, SubscriptionUpdate
 
 #: Seconds a subscription lives when its creator names none (Zaqar's default).
 DEFAULT_SUBSCRIPTION_TTL = 3600
@@ -89,17 +88,6 @@ def check_subscription_options(options: object) -> dict[str, Any]:
             f"options are {size} bytes of JSON; at most {MAX_OPTIONS_BYTES}", field="options"
         )
     return dict(checked)
-
-
-@dataclass(frozen=True)
-class SubscriptionUpdate:
-    """The fields an update of a subscription changes, as its caller gave them (None:
-    left as it is); ``QueueSubscriptions.update`` checks them."""
-
-    subscriber: str | None
-    ttl: int | None
-    options: Mapping[str, Any] | None
-    confirmed: bool | None
 
 
 class QueueSubscriptions:
@@ -172,16 +160,20 @@ class QueueSubscriptions:
     ) -> Subscription:
         store = self._store_for(tenant, name)
         now = self._now()
-        subscriber = None if changes.subscriber is None else check_subscriber(changes.subscriber)
-        ttl = None if changes.ttl is None else check_subscription_ttl(changes.ttl, now)
-        options = None if changes.options is None else check_subscription_options(changes.options)
-        confirmed = changes.confirmed
-        if confirmed is not None and not isinstance(confirmed, bool):
+        checked = SubscriptionUpdate(
+            subscriber=None if changes.subscriber is None else check_subscriber(changes.subscriber),
+            ttl=None if changes.ttl is None else check_subscription_ttl(changes.ttl, now),
+            options=(
+                None if changes.options is None else check_subscription_options(changes.options)
+            ),
+            confirmed=changes.confirmed,
+        )
+        if checked.confirmed is not None and not isinstance(checked.confirmed, bool):
             raise InvalidArgument("confirmed must be true or false", field="confirmed")
         if not isinstance(subscription_id, str) or not subscription_id:
             raise SubscriptionNotFound(str(subscription_id))
         updated: Subscription = await store.update_subscription(
-            tenant, name, subscription_id, subscriber, ttl, options, confirmed, now
+            tenant, name, subscription_id, checked, now
         )
         return updated
 

@@ -36,11 +36,10 @@ class ISubscriptionStore(Interface):
         """-> list[Subscription]: up to ``limit`` live subscriptions of the queue by id,
         those after the id ``marker`` (None: from the first)."""
 
-    def update_subscription(
-        tenant, name, subscription_id, subscriber, ttl, options, confirmed, now
-    ):
-        """-> Subscription with the fields given changed (None: left as it is); a new
-        ``ttl`` expires it at ``now + ttl``. Fails with SubscriptionNotFound, or with
+    def update_subscription(tenant, name, subscription_id, changes, now):
+        """-> Subscription with the fields of ``changes`` (a ``SubscriptionUpdate``, checked
+        by the core) changed (None: left as it is); a new ``ttl`` expires it at
+        ``now + ttl``. Fails with SubscriptionNotFound, or with
         SubscriptionExists (changing nothing) when another live subscription of the queue
         has ``subscriber``."""
 

@@ -206,3 +206,14 @@ class Subscription:
 class Tenant:
     name: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class SubscriptionUpdate:
+    """The fields an update of a subscription changes, as its caller gave them (None:
+    left as it is); the core checks them, storage applies them."""
+
+    subscriber: str | None
+    ttl: int | None
+    options: Mapping[str, Any] | None
+    confirmed: bool | None

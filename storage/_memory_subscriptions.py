@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription
+from qgate.core.model import Subscription, SubscriptionUpdate
 from qgate.storage._fired import fired
 from qgate.storage._memory_queue import MemoryQueue
 
@@ -83,26 +83,24 @@ class MemorySubscriptions:
         tenant: str,
         name: str,
         subscription_id: str,
-        subscriber: str | None,
-        ttl: int | None,
-        options: Mapping[str, Any] | None,
-        confirmed: bool | None,
+        changes: SubscriptionUpdate,
         now: float,
     ) -> Subscription:
         q = self._get(tenant, name)
         sub = live(q, now).get(subscription_id)
         if sub is None:
             raise SubscriptionNotFound(subscription_id)
+        subscriber = changes.subscriber
         if subscriber is not None and subscriber != sub.subscriber:
             if _holder(q, subscriber, now) is not None:
                 raise SubscriptionExists(name, subscriber)
             sub = replace(sub, subscriber=subscriber)
-        if ttl is not None:
-            sub = replace(sub, ttl=ttl, expires_at=now + ttl)
-        if options is not None:
-            sub = replace(sub, options=dict(options))
-        if confirmed is not None:
-            sub = replace(sub, confirmed=confirmed)
+        if changes.ttl is not None:
+            sub = replace(sub, ttl=changes.ttl, expires_at=now + changes.ttl)
+        if changes.options is not None:
+            sub = replace(sub, options=dict(changes.options))
+        if changes.confirmed is not None:
+            sub = replace(sub, confirmed=changes.confirmed)
         q.subscriptions[subscription_id] = sub
         return sub
 

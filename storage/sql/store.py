@@ -35,6 +35,7 @@ from qgate.core.model import (
     QueueOptions,
     QueueStats,
     Subscription,
+    SubscriptionUpdate,
     Tenant,
 )
 from qgate.storage.sql import claims, messages, queues, subscriptions, tenants
@@ -338,10 +339,7 @@ class SQLStorage:
         tenant: str,
         name: str,
         subscription_id: str,
-        subscriber: str | None,
-        ttl: int | None,
-        options: Mapping[str, Any] | None,
-        confirmed: bool | None,
+        changes: SubscriptionUpdate,
         now: float,
     ) -> Deferred[Subscription]:
         return self._write(
@@ -350,10 +348,7 @@ class SQLStorage:
             tenant,
             name,
             subscription_id,
-            subscriber,
-            ttl,
-            options,
-            confirmed,
+            changes,
             now,
         )
 

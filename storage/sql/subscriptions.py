@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription
+from qgate.core.model import Subscription, SubscriptionUpdate
 from qgate.storage.sql.schema import push_subscriptions, queues
 from qgate.storage.sql.statements import QueueRow, Statements
 from qgate.storage.sql.writer import each
@@ -144,10 +144,7 @@ def update_subscription(
     tenant: str,
     name: str,
     subscription_id: str,
-    subscriber: str | None,
-    ttl: int | None,
-    options: Mapping[str, Any] | None,
-    confirmed: bool | None,
+    changes: SubscriptionUpdate,
     now: float,
 ) -> Subscription:
     q = sql.need_queue(conn, tenant, name, lock=True)
@@ -155,16 +152,17 @@ def update_subscription(
     if row is None:
         raise SubscriptionNotFound(subscription_id)
     values: dict[str, Any] = {}
+    subscriber = changes.subscriber
     if subscriber is not None and subscriber != row.subscriber:
         if _holds(conn, q, subscriber, now) is not None:
             raise SubscriptionExists(name, subscriber)
         values["subscriber"] = subscriber
-    if ttl is not None:
-        values.update(ttl=ttl, expires_at=now + ttl)
-    if options is not None:
-        values["options"] = json.dumps(dict(options))
-    if confirmed is not None:
-        values["confirmed"] = confirmed
+    if changes.ttl is not None:
+        values.update(ttl=changes.ttl, expires_at=now + changes.ttl)
+    if changes.options is not None:
+        values["options"] = json.dumps(dict(changes.options))
+    if changes.confirmed is not None:
+        values["confirmed"] = changes.confirmed
     if "subscriber" in values:
         conn.execute(  # an expired holder of the new subscriber, not reaped yet
             sa.delete(push_subscriptions).where(

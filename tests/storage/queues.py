@@ -7,7 +7,15 @@ import pytest_twisted
 
 from qgate.core.avro_bodies import avro_content_type
 from qgate.core.errors import QueueExists, QueueNotFound, SchemaChanged, UncheckedWriters
-from qgate.core.model import NewMessage, ObserveQuery, Overflow, Queue, QueueOptions, Tenant
+from qgate.core.model import (
+    NewMessage,
+    ObserveQuery,
+    Overflow,
+    Queue,
+    QueueOptions,
+    SubscriptionUpdate,
+    Tenant,
+)
 from tests.storage.base import NOW, T, everything, lease, make_queue, put
 
 #: Every call that names a queue, with arguments that would do no harm to a real one.
@@ -36,7 +44,7 @@ PER_QUEUE_CALLS = {
     "get_subscription": lambda s: s.get_subscription(T, "nowhere", "s1", NOW),
     "list_subscriptions": lambda s: s.list_subscriptions(T, "nowhere", None, 10, NOW),
     "update_subscription": lambda s: s.update_subscription(
-        T, "nowhere", "s1", None, 60, None, None, NOW
+        T, "nowhere", "s1", SubscriptionUpdate(None, 60, None, None), NOW
     ),
     "advance_subscription": lambda s: s.advance_subscription(T, "nowhere", "s1", 1, NOW),
     "delete_subscription": lambda s: s.delete_subscription(T, "nowhere", "s1"),

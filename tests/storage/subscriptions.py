@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription
+from qgate.core.model import Subscription, SubscriptionUpdate
 from tests.storage.base import NOW, T, make_queue, put
 
 HOOK = "http://hooks.example/a"
@@ -118,12 +118,16 @@ class SubscriptionContract:
         assert await ids(store, now=end) == ["s2"]
         assert await store.advance_subscription(T, "q", "s1", 5, end) is None
         with pytest.raises(SubscriptionNotFound):
-            await store.update_subscription(T, "q", "s1", None, 600, None, None, end)
+            await store.update_subscription(
+                T, "q", "s1", SubscriptionUpdate(None, 600, None, None), end
+            )
         # Its subscriber is free again: a create makes a new subscription.
         sub, created = await subscribe(store, "s3", ttl=60, now=end)
         assert created and sub.id == "s3"
         # ... and an update may take it over from another expired one.
-        moved = await store.update_subscription(T, "q", "s2", HOOK, None, None, None, end + 60)
+        moved = await store.update_subscription(
+            T, "q", "s2", SubscriptionUpdate(HOOK, None, None, None), end + 60
+        )
         assert moved.subscriber == HOOK and moved.id == "s2"
 
     @pytest_twisted.ensureDeferred
@@ -131,24 +135,32 @@ class SubscriptionContract:
         await make_queue(store)
         sub, _ = await subscribe(store, "s1", ttl=600, options={"a": 1})
         later = NOW + 100
-        ttl = await store.update_subscription(T, "q", "s1", None, 360, None, None, later)
+        ttl = await store.update_subscription(
+            T, "q", "s1", SubscriptionUpdate(None, 360, None, None), later
+        )
         # A new ttl counts from the update; the age still counts from the creation.
         assert (ttl.ttl, ttl.expires_at, ttl.created_at) == (360, later + 360, NOW)
         assert (ttl.subscriber, ttl.options, ttl.confirmed) == (HOOK, {"a": 1}, False)
         both = await store.update_subscription(
-            T, "q", "s1", "http://new", None, {"name": "x"}, None, later
+            T, "q", "s1", SubscriptionUpdate("http://new", None, {"name": "x"}, None), later
         )
         assert (both.subscriber, both.options, both.ttl) == ("http://new", {"name": "x"}, 360)
-        confirmed = await store.update_subscription(T, "q", "s1", None, None, None, True, later)
+        confirmed = await store.update_subscription(
+            T, "q", "s1", SubscriptionUpdate(None, None, None, True), later
+        )
         assert confirmed.confirmed is True
         assert await store.get_subscription(T, "q", "s1", later) == confirmed
         assert confirmed == Subscription(
             "s1", "q", "http://new", 360, {"name": "x"}, NOW, later + 360, True, 0
         )
-        same = await store.update_subscription(T, "q", "s1", "http://new", None, None, None, later)
+        same = await store.update_subscription(
+            T, "q", "s1", SubscriptionUpdate("http://new", None, None, None), later
+        )
         assert same == confirmed
         with pytest.raises(SubscriptionNotFound):
-            await store.update_subscription(T, "q", "nope", None, 60, None, None, later)
+            await store.update_subscription(
+                T, "q", "nope", SubscriptionUpdate(None, 60, None, None), later
+            )
 
     @pytest_twisted.ensureDeferred
     async def test_an_update_to_another_subscriptions_subscriber_fails_and_changes_nothing(
@@ -158,7 +170,9 @@ class SubscriptionContract:
         await subscribe(store, "s1", "http://one")
         before, _ = await subscribe(store, "s2", "http://two")
         with pytest.raises(SubscriptionExists):
-            await store.update_subscription(T, "q", "s2", "http://one", 900, {"x": 1}, True, NOW)
+            await store.update_subscription(
+                T, "q", "s2", SubscriptionUpdate("http://one", 900, {"x": 1}, True), NOW
+            )
         assert await store.get_subscription(T, "q", "s2", NOW) == before
 
     @pytest_twisted.ensureDeferred
