@@ -1,4 +1,4 @@
-"""``QueueWaits``: "wait until the queue has something for me, then claim or observe".
+"""``QueueWaits``: "wait until the queue has something for me, then claim, pop or observe".
 
 Long polls, STOMP subscriptions and pushes all wait the same way: they park on a per-queue
 ``WakeupRegistry`` and are woken by publishes and releases (``notify``), or when the
@@ -170,4 +170,47 @@ class QueueWaits:
         store.claim(tenant, name, claim_id, limit, ttl, grace, self._clock.seconds()).addCallbacks(
             done, failed
         )
+        return result
+
+    async def pop(
+        self, store: IQueueStorage, tenant: str, name: str, limit: int, wait: float
+    ) -> list[Message]:
+        """A pop (claim and delete in one step) that waits up to ``wait`` seconds for
+        messages, and for a queue that does not exist yet; [] when nothing came. Each
+        attempt is shielded from cancellation (``_pop_once``): once the caller gives up, no
+        further attempt takes anything."""
+
+        async def attempt(store: IQueueStorage) -> list[Message]:
+            try:
+                return await self._pop_once(store, tenant, name, limit)
+            except QueueNotFound:
+                return []  # wait for the publish that creates the queue
+
+        return await self.poll(store, tenant, name, wait, attempt)
+
+    def _pop_once(
+        self, store: IQueueStorage, tenant: str, name: str, limit: int
+    ) -> Deferred[list[Message]]:
+        """Pop, shielded from cancellation: a caller that gives up while the store is
+        working gets CancelledError at once. What that store call then takes is gone
+        (there is no claim to give back): at-most-once, which is what a pop promises; it
+        is logged."""
+        result: Deferred[list[Message]] = Deferred(lambda d: None)
+
+        def done(found: list[Message]) -> None:
+            if not result.called:
+                result.callback(found)
+            elif found:
+                log.warn(
+                    "{count} popped message(s) of {tenant}/{name} had no taker left",
+                    count=len(found),
+                    tenant=tenant,
+                    name=name,
+                )
+
+        def failed(f: Any) -> None:
+            if not result.called:
+                result.errback(f)
+
+        store.pop_messages(tenant, name, limit, self._clock.seconds()).addCallbacks(done, failed)
         return result

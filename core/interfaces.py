@@ -262,8 +262,11 @@ class IQueueService(Interface):
     def delete_messages(tenant, name, ids, claim_id=None):
         """-> list[str] deleted ids."""
 
-    def pop_messages(tenant, name, limit):
-        """-> list[Message] removed from the queue."""
+    def pop_messages(tenant, name, limit, wait=0):
+        """-> list[Message] removed from the queue (claimed and deleted in one step),
+        waiting up to ``wait`` seconds for some as ``claim`` does; [] when none came. A
+        caller that cancels a waiting pop makes it take nothing more, but what a storage
+        call already in flight takes is gone (no claim to give back)."""
 
     def observe(
         tenant,

@@ -376,9 +376,14 @@ class QueueService(SubscriptionCalls):
         return [str(m) for m in deleted]
 
     @_as_deferred
-    async def pop_messages(self, tenant: str, name: str, limit: int) -> list[Message]:
+    async def pop_messages(
+        self, tenant: str, name: str, limit: int, wait: float = 0
+    ) -> list[Message]:
         store = self._store(tenant, name)
         limit = check_count(limit, "pop", self.limits.max_claim)
+        wait = check_wait(wait, self.limits)
+        if wait:
+            return await self._waits.pop(store, tenant, name, limit, wait)
         return await store.pop_messages(tenant, name, limit, self._now())
 
     @_as_deferred

@@ -333,6 +333,36 @@ async def test_cancelling_a_wait_frees_it_at_once(service, clock):
     assert (await service.claim(T, "q")).messages[0].body == b"kept"
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_pop_wakes_on_publish_and_leaves_nothing_claimed(service):
+    d = service.pop_messages(T, "not-yet", 5, wait=30)  # its first publish creates it
+    await until(lambda: service.waiting(T, "not-yet") == 1)
+    assert not d.called
+    await service.publish(T, "not-yet", msgs(b"a", b"b"))
+    assert [m.body for m in await d] == [b"a", b"b"]
+    stats = await service.queue_stats(T, "not-yet")
+    assert (stats.total, stats.claimed) == (0, 0)
+    assert service.waiting(T, "not-yet") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_pop_times_out_empty_and_a_cancelled_one_takes_nothing(service, clock):
+    await service.create_queue(T, "q")
+    d = service.pop_messages(T, "q", 5, wait=3)
+    await until(lambda: service.waiting(T, "q") == 1)
+    clock.advance(3)
+    assert await d == []
+    d = service.pop_messages(T, "q", 5, wait=30)
+    await until(lambda: service.waiting(T, "q") == 1)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    assert service.waiting(T, "q") == 0
+    assert clock.getDelayedCalls() == []
+    await service.publish(T, "q", msgs(b"kept"))
+    assert [m.body for m in await service.pop_messages(T, "q", 5)] == [b"kept"]
+
+
 @pytest.mark.parametrize("dead_exists", [True, False], ids=["existing-dlq", "dlq-on-demand"])
 @pytest_twisted.ensureDeferred
 async def test_a_waiter_on_the_dead_letter_queue_wakes_when_a_claim_moves_a_message_there(
