@@ -3,7 +3,9 @@ frames and stops while its prefetch window is full or the peer does not read.
 
 - ``QueueSubscription`` (``/queue/NAME``, ``/temp-queue/NAME``): competing consumers over
   claims (``service.claim``, leased and renewed while the connection lives); ACK deletes
-  a message, NACK makes it available again.
+  a message, NACK makes it available again. ``ack:auto`` takes its messages with one pop
+  (``service.pop_messages``: claimed and deleted in one step) instead, unless the queue
+  dead-letters (only claims count toward ``max_claim_count``).
 - ``TopicSubscription`` (``/topic/NAME``): a reader of the queue's log from a marker on
   (``service.observe``); a durable one keeps its position in a server-side cursor
   advanced by acks, and a NACKed message is delivered again.
@@ -290,9 +292,32 @@ class QueueSubscription(Subscription):
         super().__init__(*args, **kwargs)
         #: Acknowledged message ids not yet written, by claim.
         self._acks: dict[str, list[str]] = {}
+        #: Take messages with pop instead of claim + ack (ack:auto, see ``setup``).
+        self.pops = False
+
+    async def setup(self) -> None:
+        if self.ack != "auto":
+            return
+        queue = await self.service.get_queue(self.tenant, self.queue)
+        # At-most-once anyway, so one DELETE per batch instead of claim, then ack. Not on
+        # a queue that dead-letters: a pop does not count claims, so a message other
+        # consumers have NACKed to its limit would be delivered instead of moved.
+        self.pops = queue.options.max_claim_count is None
 
     async def fetch_and_deliver(self, room: int) -> None:
         limits = self.service.limits
+        if self.pops:
+            popped = await self.wait_on(
+                self.service.pop_messages(
+                    self.tenant,
+                    self.queue,
+                    min(room, limits.max_claim),
+                    wait=min(WAIT, limits.max_wait),
+                )
+            )
+            if popped:
+                await self._deliver_popped(popped)
+            return
         lease = self.owner.lease
         claim = await self.wait_on(
             self.service.claim(
@@ -305,6 +330,16 @@ class QueueSubscription(Subscription):
         )
         if claim is not None:
             await self._deliver_claim(claim)
+
+    async def _deliver_popped(self, popped: list[Message]) -> None:
+        """Messages popped are already gone from the queue: what the subscription no
+        longer writes because it stopped meanwhile is lost, as ack:auto allows."""
+        messages = await self.bodies.convert(self.tenant, self.queue, popped)
+        for message in messages:
+            if not self.active:
+                break
+            # A message claimed before (and given back) was delivered before.
+            self.deliver(message, None, redelivered=message.claim_count > 0)
 
     async def _deliver_claim(self, claim: Claim) -> None:
         try:
