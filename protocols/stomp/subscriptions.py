@@ -301,8 +301,11 @@ class QueueSubscription(Subscription):
         queue = await self.service.get_queue(self.tenant, self.queue)
         # At-most-once anyway, so one DELETE per batch instead of claim, then ack. Not on
         # a queue that dead-letters: a pop does not count claims, so a message other
-        # consumers have NACKed to its limit would be delivered instead of moved.
-        self.pops = queue.options.max_claim_count is None
+        # consumers have NACKed to its limit would be delivered instead of moved. Not on a
+        # schema-checked queue either: its bodies are converted for the subscriber after
+        # they are taken, and a batch that fails to convert must go back, not be lost.
+        options = queue.options
+        self.pops = options.max_claim_count is None and options.schema is None
 
     async def fetch_and_deliver(self, room: int) -> None:
         limits = self.service.limits

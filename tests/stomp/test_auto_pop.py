@@ -3,6 +3,7 @@ step): no claim, no ack, so a durable message costs its INSERT and one DELETE.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from qgate.storage.memory import MemoryStorage
 from tests.support.core import TEST_LIMITS
 from tests.support.deferreds import fired
 from tests.support.doubles import Delegating
+from tests.support.schemas import USER_V1
 from tests.support.stomp import Client, make_ctx
 
 
@@ -130,3 +132,18 @@ def test_client_acks_and_dead_lettering_queues_keep_claims(service, store):
     names = [name for name, _ in store.calls]
     assert ("claim" in names, "ack" in names, "pop" in names) == (True, True, False)
     assert _claimed_and_total(service, "c") == (0, 0)
+
+
+def test_schema_checked_queues_keep_claims_for_auto_ack(service, store):
+    """Their bodies are converted after they are taken: a batch that fails to convert
+    must go back to the queue, which a pop cannot do."""
+    schema = json.dumps(USER_V1)
+    fired(service.create_queue("default", "typed", QueueOptions(schema_text=schema)))
+    fired(service.publish("default", "typed", [NewMessage(b'{"id": 1, "name": "a"}',
+                                                           content_type="application/json")]))
+    auto = _client(service)
+    auto.send("SUBSCRIBE", {"destination": "/queue/typed", "id": "s"})
+    assert len(auto.messages()) == 1
+    names = {name for name, _ in store.calls}
+    assert "claim" in names and "pop" not in names
+
