@@ -20,8 +20,11 @@ from qgate.core.errors import QueueNotFound
 from qgate.core.model import Message, Queue, QueueOptions
 from qgate.storage.sql.notify import NOTIFY_CHANNEL, payload
 from qgate.storage.sql.schema import messages, queues
+from qgate.storage.sql.writer import sent_directly
 
 m = messages.c
+#: Rows per INSERT statement on PostgreSQL (psycopg2's execute_values pages).
+INSERT_PAGE = 1000
 MESSAGE_COLUMNS = (
     m.marker,
     m.body,
@@ -184,9 +187,10 @@ class Statements:
             assert dbapi is not None
             cursor = dbapi.cursor()
             try:
-                execute_values(cursor, self._insert_sql, rows, page_size=1000)
+                execute_values(cursor, self._insert_sql, rows, page_size=INSERT_PAGE)
             finally:
                 cursor.close()
+            sent_directly(conn, -(-len(rows) // INSERT_PAGE))
         else:
             conn.exec_driver_sql(self._insert_sql, rows)
 

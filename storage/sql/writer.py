@@ -39,6 +39,11 @@ busy timeout, the disk is full), the writer thread carries on; no caller is left
   without another attempt. ``close()`` thus fires in bounded time whatever the database
   does, and a SIGTERM ends the process.
 - Anything unexpected (a bug) fails that batch's callers and is logged; the thread lives.
+
+Counters (``stats()``): batches, operations, the statements the writer's connections sent
+(every cursor execute, SQLite's ``BEGIN IMMEDIATE`` included, an executemany as one;
+COMMIT and psycopg2's implicit BEGIN are the driver's own and not counted), and the
+writer thread's busy time; for the benchmark and the operator's metrics.
 """
 
 from __future__ import annotations
@@ -95,6 +100,18 @@ def is_unavailable(error: BaseException) -> bool:
     return not (isinstance(code, str) and code.startswith("40"))
 
 
+#: Where a writer connection's ``info`` holds its statement counter (see ``sent_directly``).
+_COUNTER = "qgate.writer.count_statements"
+
+
+def sent_directly(conn: sa.Connection, statements: int) -> None:
+    """Count ``statements`` a group sent on ``conn``'s DB-API connection itself, past
+    SQLAlchemy's events (a no-op on connections that are not a writer's)."""
+    counter = conn.info.get(_COUNTER)
+    if counter is not None:
+        counter(statements)
+
+
 def each(fn: Callable[..., Any]) -> Group:
     """A group that runs ``fn(conn, *args)`` once per operation."""
 
@@ -109,6 +126,26 @@ def each(fn: Callable[..., Any]) -> Group:
 
     group.__name__ = getattr(fn, "__name__", "group")
     return group
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """What the writer has done since it started (a snapshot; ``b - a`` is an interval)."""
+
+    batches: int = 0
+    operations: int = 0
+    #: cursor executes on the writer's connections, whatever their outcome
+    statements: int = 0
+    #: seconds the writer thread spent serving batches (connecting and retries included)
+    busy_seconds: float = 0.0
+
+    def __sub__(self, other: WriterStats) -> WriterStats:
+        return WriterStats(
+            self.batches - other.batches,
+            self.operations - other.operations,
+            self.statements - other.statements,
+            self.busy_seconds - other.busy_seconds,
+        )
 
 
 @dataclass(slots=True)
@@ -149,8 +186,11 @@ class GroupCommitWriter:
         self._conn: sa.Connection | None = None
         self._backoff = 0.0  # seconds: 0 while the database works
         self._retry_at = 0.0  # time.monotonic() before which no attempt is made
-        self.batches = 0
-        self.operations = 0
+        # Counters: written by the writer thread only, read by stats() from anywhere.
+        self._batches = 0
+        self._operations = 0
+        self._statements = 0
+        self._busy = 0.0
         self._thread.start()
 
     def submit(self, group: Group, *args: Any) -> Deferred[Any]:
@@ -169,6 +209,11 @@ class GroupCommitWriter:
             self._queue.put(_STOP)
         return self._closed
 
+    def stats(self) -> WriterStats:
+        """The counters now. Each is exact; read while a batch completes, they may be one
+        batch apart from each other."""
+        return WriterStats(self._batches, self._operations, self._statements, self._busy)
+
     # -- the writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -177,9 +222,11 @@ class GroupCommitWriter:
             batch, stopping = self._take()
             if not batch:
                 continue
+            start = time.perf_counter()
             outcomes = self._serve(batch)
-            self.batches += 1
-            self.operations += len(batch)
+            self._busy += time.perf_counter() - start
+            self._batches += 1
+            self._operations += len(batch)
             self._reactor.callFromThread(self._deliver, batch, outcomes)
         self._drop_connection(invalidate=False)
         self._reactor.callFromThread(self._finished)
@@ -286,8 +333,16 @@ class GroupCommitWriter:
         if conn is not None and not conn.closed and not conn.invalidated:
             return conn
         self._drop_connection()
-        self._conn = self._engine.connect()
-        return self._conn
+        self._conn = conn = self._engine.connect()
+        sa.event.listen(conn, "before_cursor_execute", self._count_statement)
+        conn.info[_COUNTER] = self._count_statements
+        return conn
+
+    def _count_statement(self, *_: Any) -> None:
+        self._statements += 1
+
+    def _count_statements(self, n: int) -> None:
+        self._statements += n
 
     def _drop_connection(self, invalidate: bool = True) -> None:
         """Forget the connection; ``invalidate``: its state is unknown, never reuse it."""

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from qgate.core.errors import QueueNotFound
-from qgate.core.model import NewMessage, Subscription
+from qgate.core.model import NewMessage, QueueOptions, Subscription
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
 from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
@@ -82,17 +82,62 @@ async def test_concurrent_publishes_share_commits(reactor, sql_url):
     service, store = make_service(reactor, sql_url)
     try:
         await service.create_queue(T, "q")
-        before = (store.writer.batches, store.writer.operations)
+        before = store.writer.stats()
         ids = await defer.gatherResults(
             [service.publish(T, "q", [NewMessage(b"%d" % i)]) for i in range(200)]
         )
-        batches = store.writer.batches - before[0]
-        operations = store.writer.operations - before[1]
-        assert operations == 200
-        assert batches < 100  # many callers per transaction
+        done = store.writer.stats() - before
+        assert done.operations == 200
+        assert done.batches < 100  # many callers per transaction
         flat = [i for group in ids for i in group]
         assert len(set(flat)) == 200
         assert (await service.queue_stats(T, "q")).total == 200
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_writer_counts_its_batches_operations_and_statements(reactor, sql_url):
+    """Publishes of one queue sharing a transaction are two statements, a marker UPDATE
+    and one multi-row INSERT; a claim is three (the queue, the lease, the claim record),
+    a lone ack one DELETE. SQLite's BEGIN IMMEDIATE is a statement too (psycopg2 begins
+    by itself), and the writer's busy time grows with every batch."""
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    begin = 1 if store.dialect == "sqlite" else 0
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        started, gate = threading.Event(), threading.Event()
+
+        @each
+        def block(conn: sa.Connection) -> None:
+            started.set()
+            gate.wait(5)
+
+        before = store.writer.stats()
+        held = store.writer.submit(block)
+        assert started.wait(5)  # the blocker's batch is taken: the publishes queue behind it
+        publishes = [
+            store.publish(T, "q", [NewMessage(b"%d" % i)] * 2, EPOCH, None) for i in range(5)
+        ]
+        gate.set()
+        await held
+        ids = sorted(await defer.gatherResults(publishes))
+        assert ids == [[2 * i + 1, 2 * i + 2] for i in range(5)]
+        published = store.writer.stats()
+        done = published - before
+        assert (done.batches, done.operations, done.statements) == (2, 6, 2 * begin + 2)
+        assert done.busy_seconds > 0
+
+        found = await store.claim(T, "q", "c1", 4, 60, 60, EPOCH + 1)
+        claimed = store.writer.stats()
+        done = claimed - published
+        assert (done.batches, done.operations, done.statements) == (1, 1, begin + 3)
+
+        markers = [msg.marker for msg in found]
+        assert await store.ack(T, "q", "c1", markers, EPOCH + 2) == markers
+        done = store.writer.stats() - claimed
+        assert (done.batches, done.operations, done.statements) == (1, 1, begin + 1)
+        assert done.busy_seconds > 0
     finally:
         await store.close()
 
@@ -250,7 +295,7 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(
             gate.wait(5)
 
         held = store.writer.submit(block)  # so the three acks below share one transaction
-        before = store.writer.batches
+        before = store.writer.stats().batches
         acks = [
             service.ack(T, "q", stale.id, [m.id for m in stale.messages]),  # too late
             service.ack(T, "q", other.id, [m.id for m in other.messages]),
@@ -262,7 +307,7 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(
         assert results == [[], [m.id for m in other.messages], [fresh.messages[0].id]]
         # Whether or not the writer had already taken them with the blocker, the three acks
         # shared one transaction: at most the blocker's batch and one more.
-        assert store.writer.batches - before in (1, 2)
+        assert store.writer.stats().batches - before in (1, 2)
         left = await service.observe(T, "q", limit=10, include_claimed=True)
         assert [m.id for m in left] == [fresh.messages[1].id, "5", "6"]
     finally:
