@@ -23,7 +23,7 @@ from qgate.core._ids import new_subscription_id
 from qgate.core.errors import InvalidArgument, QueueNotFound, SubscriptionNotFound
 from qgate.core.interfaces import IQueueStorage
 from qgate.core.limits import Limits, check_count, check_metadata
-from qgate.core.model import Subscription, SubscriptionUpdate
+from qgate.core.model import NewSubscription, Subscription, SubscriptionUpdate
 
 #: Seconds a subscription lives when its creator names none (Zaqar's default).
 DEFAULT_SUBSCRIPTION_TTL = 3600
@@ -120,17 +120,17 @@ class QueueSubscriptions:
         subscriber = check_subscriber(subscriber)
         ttl = check_subscription_ttl(DEFAULT_SUBSCRIPTION_TTL if ttl is None else ttl, now)
         checked = check_subscription_options({} if options is None else options)
-        sid = new_subscription_id(now)
+        new = NewSubscription(new_subscription_id(now), subscriber, ttl, checked)
         try:
             made: tuple[Subscription, bool] = await store.create_subscription(
-                tenant, name, sid, subscriber, ttl, checked, now
+                tenant, name, new, now
             )
         except QueueNotFound:
             if not create:
                 raise
             await self._create_queue(tenant, name)  # Zaqar: a subscription makes its queue
             store = self._store_for(tenant, name)
-            made = await store.create_subscription(tenant, name, sid, subscriber, ttl, checked, now)
+            made = await store.create_subscription(tenant, name, new, now)
         return made
 
     async def get(self, tenant: str, name: str, subscription_id: str) -> Subscription:

@@ -23,11 +23,11 @@ class ISubscriptionStore(Interface):
     changed or advanced, and it no longer holds its subscriber. Every call on a queue that
     does not exist fails with QueueNotFound."""
 
-    def create_subscription(tenant, name, subscription_id, subscriber, ttl, options, now):
+    def create_subscription(tenant, name, new, now):
         """-> (Subscription, created: bool). When a live subscription of the queue has
-        ``subscriber`` already, that one, unchanged, and False; else a new one named
-        ``subscription_id``, unconfirmed, expiring at ``now + ttl``, positioned at the
-        queue's last marker (it is for the messages published after it), and True."""
+        ``new.subscriber`` already, that one, unchanged, and False; else ``new`` (a
+        ``NewSubscription``) placed at ``now`` (``NewSubscription.placed``: unconfirmed,
+        expiring at ``now + ttl``, at the queue's last marker), and True."""
 
     def get_subscription(tenant, name, subscription_id, now):
         """-> Subscription or None (unknown or expired)."""

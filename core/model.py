@@ -209,6 +209,30 @@ class Tenant:
 
 
 @dataclass(frozen=True)
+class NewSubscription:
+    """A subscription to create, checked by the core; storage places it in its queue."""
+
+    id: str
+    subscriber: str
+    ttl: int
+    options: Mapping[str, Any]
+
+    def placed(self, queue: str, now: float, marker: int) -> Subscription:
+        """The subscription as stored at ``now``: unconfirmed, expiring ``ttl`` later, at
+        ``marker`` (the queue's last), so it is for the messages published after it."""
+        return Subscription(
+            id=self.id,
+            queue=queue,
+            subscriber=self.subscriber,
+            ttl=self.ttl,
+            options=dict(self.options),
+            created_at=now,
+            expires_at=now + self.ttl,
+            marker=marker,
+        )
+
+
+@dataclass(frozen=True)
 class SubscriptionUpdate:
     """The fields an update of a subscription changes, as its caller gave them (None:
     left as it is); the core checks them, storage applies them."""

@@ -7,12 +7,10 @@ dropped whenever their queue's subscriptions are looked at, and by the reaper.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription, SubscriptionUpdate
+from qgate.core.model import NewSubscription, Subscription, SubscriptionUpdate
 from qgate.storage._fired import fired
 from qgate.storage._memory_queue import MemoryQueue
 
@@ -40,27 +38,15 @@ class MemorySubscriptions:
         self,
         tenant: str,
         name: str,
-        subscription_id: str,
-        subscriber: str,
-        ttl: int,
-        options: Mapping[str, Any],
+        new: NewSubscription,
         now: float,
     ) -> tuple[Subscription, bool]:
         q = self._get(tenant, name)
-        existing = _holder(q, subscriber, now)
+        existing = _holder(q, new.subscriber, now)
         if existing is not None:
             return existing, False
-        sub = Subscription(
-            id=subscription_id,
-            queue=name,
-            subscriber=subscriber,
-            ttl=ttl,
-            options=dict(options),
-            created_at=now,
-            expires_at=now + ttl,
-            marker=q.next_marker - 1,
-        )
-        q.subscriptions[subscription_id] = sub
+        sub = new.placed(name, now, marker=q.next_marker - 1)
+        q.subscriptions[sub.id] = sub
         return sub, True
 
     @fired

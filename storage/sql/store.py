@@ -30,6 +30,7 @@ from qgate.core.model import (
     Claim,
     Message,
     NewMessage,
+    NewSubscription,
     ObserveQuery,
     Queue,
     QueueOptions,
@@ -302,22 +303,11 @@ class SQLStorage:
         self,
         tenant: str,
         name: str,
-        subscription_id: str,
-        subscriber: str,
-        ttl: int,
-        options: Mapping[str, Any],
+        new: NewSubscription,
         now: float,
     ) -> Deferred[tuple[Subscription, bool]]:
         return self._write(
-            subscriptions.create_subscription,
-            self._sql,
-            tenant,
-            name,
-            subscription_id,
-            subscriber,
-            ttl,
-            options,
-            now,
+            subscriptions.create_subscription, self._sql, tenant, name, new, now
         )
 
     def get_subscription(

@@ -13,13 +13,12 @@ published after it has a higher one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription, SubscriptionUpdate
+from qgate.core.model import NewSubscription, Subscription, SubscriptionUpdate
 from qgate.storage.sql.schema import push_subscriptions, queues
 from qgate.storage.sql.statements import QueueRow, Statements
 from qgate.storage.sql.writer import each
@@ -96,37 +95,25 @@ def create_subscription(
     sql: Statements,
     tenant: str,
     name: str,
-    subscription_id: str,
-    subscriber: str,
-    ttl: int,
-    options: Mapping[str, Any],
+    new: NewSubscription,
     now: float,
 ) -> tuple[Subscription, bool]:
     q = sql.need_queue(conn, tenant, name, lock=True)
-    existing = _holds(conn, q, subscriber, now)
+    existing = _holds(conn, q, new.subscriber, now)
     if existing is not None:
         return _subscription(existing, name), False
     last = conn.execute(sa.select(queues.c.last_marker).where(queues.c.id == q.id)).scalar_one()
     # An expired subscription of that subscriber, not reaped yet, is gone: make it so.
     conn.execute(
-        sa.delete(push_subscriptions).where(s.queue_id == q.id, s.subscriber == subscriber)
+        sa.delete(push_subscriptions).where(s.queue_id == q.id, s.subscriber == new.subscriber)
     )
-    sub = Subscription(
-        id=subscription_id,
-        queue=name,
-        subscriber=subscriber,
-        ttl=ttl,
-        options=dict(options),
-        created_at=now,
-        expires_at=now + ttl,
-        marker=int(last),
-    )
+    sub = new.placed(name, now, marker=int(last))
     conn.execute(
         push_subscriptions.insert().values(
             id=sub.id,
             queue_id=q.id,
-            subscriber=subscriber,
-            ttl=ttl,
+            subscriber=sub.subscriber,
+            ttl=sub.ttl,
             options=json.dumps(sub.options),
             created_at=now,
             expires_at=sub.expires_at,

@@ -9,6 +9,7 @@ from qgate.core.avro_bodies import avro_content_type
 from qgate.core.errors import QueueExists, QueueNotFound, SchemaChanged, UncheckedWriters
 from qgate.core.model import (
     NewMessage,
+    NewSubscription,
     ObserveQuery,
     Overflow,
     Queue,
@@ -39,7 +40,7 @@ PER_QUEUE_CALLS = {
     "get_cursor": lambda s: s.get_cursor(T, "nowhere", "sub"),
     "set_cursor": lambda s: s.set_cursor(T, "nowhere", "sub", 1),
     "create_subscription": lambda s: s.create_subscription(
-        T, "nowhere", "s1", "http://x", 60, {}, NOW
+        T, "nowhere", NewSubscription("s1", "http://x", 60, {}), NOW
     ),
     "get_subscription": lambda s: s.get_subscription(T, "nowhere", "s1", NOW),
     "list_subscriptions": lambda s: s.list_subscriptions(T, "nowhere", None, 10, NOW),

@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription, SubscriptionUpdate
+from qgate.core.model import NewSubscription, Subscription, SubscriptionUpdate
 from tests.storage.base import NOW, T, make_queue, put
 
 HOOK = "http://hooks.example/a"
@@ -25,9 +25,8 @@ async def subscribe(
     tenant: str = T,
     now: float = NOW,
 ) -> tuple[Subscription, bool]:
-    made: tuple[Subscription, bool] = await store.create_subscription(
-        tenant, queue, sid, subscriber, ttl, {} if options is None else options, now
-    )
+    new = NewSubscription(sid, subscriber, ttl, {} if options is None else options)
+    made: tuple[Subscription, bool] = await store.create_subscription(tenant, queue, new, now)
     return made
 
 
