@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,9 +65,9 @@ def make_engine(
         def on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we say BEGIN ourselves
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            _enter_wal(cursor, busy_timeout)
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -86,3 +88,21 @@ def make_engine(
         pool_pre_ping=True,
         connect_args=connect_args,
     )
+
+
+def _enter_wal(cursor: Any, busy_timeout: float) -> None:
+    """Switch a SQLite file to WAL (a no-op once it is in WAL: the mode is persistent).
+
+    Leaving rollback-journal mode needs the file to itself, and SQLite answers
+    "database is locked" at once there instead of calling the busy handler; so when the
+    writer and a reader open a new file together, one of them retries here (on its pool
+    thread, never the reactor's) for up to the busy timeout."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
