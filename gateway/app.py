@@ -20,7 +20,7 @@ from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
 from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.core.model import QueueOptions
 from qgate.core.service import QueueService
-from qgate.gateway import registry, tls
+from qgate.gateway import access, registry, tls
 from qgate.gateway.config import Config, ConfigError
 from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
 from qgate.gateway.status import GatewayStatus, ListenerState, qgate_version
@@ -146,6 +146,7 @@ class Gateway(service.MultiService):
         for listener in config.listeners:
             state = ListenerState(listener)
             factory = self.protocols.listener(listener.protocol, listener)
+            access.configure(factory, listener.protocol, listener.access_log)
             if listener.tls is not None:
                 state.certificates = tls.ReloadableCertificates(listener.tls)
                 factory = tls.wrap(factory, state.certificates, reactor)

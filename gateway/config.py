@@ -81,6 +81,8 @@ class ListenerConfig:
     protocol: str
     endpoint: str
     tls: TLSConfig | None = None
+    #: One log line per HTTP request (``gateway/access.py``); false: none.
+    access_log: bool = True
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,7 @@ class ConnectionCounter(WrappingFactory):
     """A listener's factory, with its open connections in ``gauge``."""
 
     protocol = _Counted
+    noisy = False
 
     def __init__(self, wrapped: Any, gauge: Any) -> None:
         super().__init__(wrapped)

@@ -90,6 +90,7 @@ class GatewayStatus:
     def reload(self) -> list[dict[str, Any]]:
         """Load every TLS listener's certificates again (SIGHUP, ``qgate reload``)."""
         out: list[dict[str, Any]] = []
+        log.info("reloading TLS certificates")
         for state in self.listeners:
             if state.certificates is None:
                 continue
@@ -170,4 +171,14 @@ class GatewayStatus:
                 for s in self.listeners
             ],
             "waiters": self._service.waiters(),
+            "connections": self.connections(),
         }
+
+    def connections(self) -> dict[str, int]:
+        """Open connections by protocol (the ``qgate_connections_open`` gauge)."""
+        out: dict[str, int] = {}
+        for family in self.metrics.connections.collect():
+            for sample in family.samples:
+                protocol = sample.labels["protocol"]
+                out[protocol] = out.get(protocol, 0) + int(sample.value)
+        return out

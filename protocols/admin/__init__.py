@@ -16,13 +16,11 @@ global reactor and runs the registry in a thread pool; the rendering is the same
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -35,8 +33,6 @@ from qgate.protocols.web import Answer, error_answer, header, serve
 
 __all__ = ["AdminResource", "AdminSite", "listener_factory"]
 
-access = Logger(namespace="qgate.access.admin")
-
 _STATIC = {
     "": ("console.html", "text/html; charset=utf-8"),
     "console.js": ("console.js", "text/javascript; charset=utf-8"),
@@ -45,7 +41,7 @@ _STATIC = {
 
 
 def _static(name: str) -> bytes:
-    return resources.files("qgate.protocols.admin").joinpath("console", name).read_bytes()
+    return resources.files("qgate.protocols.admin").joinpath(name).read_bytes()
 
 
 def _token(request: Request) -> str | None:
@@ -121,32 +117,11 @@ class AdminResource(Resource):
 
 
 class AdminSite(Site):
-    """The admin ``Site``: one access-log line per request (path without its query, no
-    headers, so neither keys nor bodies reach the log), when ``access_log`` is on."""
+    """The admin ``Site`` (its access log is the gateway's: ``gateway/access.py``)."""
 
     displayTracebacks = False
-
-    def __init__(self, resource: Resource, *, access_log: bool, reactor: Any) -> None:
-        super().__init__(resource, timeout=60, reactor=reactor)
-        self.access_log = access_log
-
-    def log(self, request: Any) -> None:
-        if not self.access_log:
-            return
-        started = getattr(request, "started", None)
-        access.info(
-            "{method} {path} {status} {seconds:.3f}s",
-            method=bytes(request.method).decode("ascii", "replace"),
-            path=bytes(request.path).decode("ascii", "replace"),
-            status=request.code,
-            seconds=time.monotonic() - started if started else 0.0,
-        )
-
-    def getResourceFor(self, request: Request) -> Any:
-        request.started = time.monotonic()  # type: ignore[attr-defined]
-        return super().getResourceFor(request)
 
 
 def listener_factory(ctx: ProtocolContext[AdminSettings], listener: Any) -> IProtocolFactory:
     """The protocol factory of an ``admin`` listener."""
-    return AdminSite(AdminResource(ctx), access_log=ctx.settings.access_log, reactor=ctx.reactor)
+    return AdminSite(AdminResource(ctx), timeout=60, reactor=ctx.reactor)

@@ -13,8 +13,6 @@ class AdminSettings:
     sample_interval: float = 5.0
     #: Serve the web console at ``/console``.
     console: bool = True
-    #: Log one line per admin request (method, path without query, status, seconds).
-    access_log: bool = True
     #: Longest body preview ``/api/.../messages`` and the console show, in bytes.
     preview_bytes: int = 512
 

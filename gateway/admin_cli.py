@@ -1,0 +1,178 @@
+"""``qgate queues|status|reload``: the admin operations against a running qgate, through
+its admin listener's JSON API (``protocols/admin/api.py``).
+
+    qgate queues list [--limit N]            deepest queues of every tenant
+    qgate queues stats TENANT QUEUE
+    qgate queues peek TENANT QUEUE [--limit N]
+    qgate queues purge TENANT QUEUE
+    qgate queues move TENANT DLQ [--to QUEUE] [--limit N]
+    qgate status                             version, listeners, storage, workers
+    qgate reload                             reload TLS certificates (as SIGHUP)
+
+``--url`` names the admin listener (default: the first ``admin`` listener of the
+configuration); ``--key`` or ``QGATE_ADMIN_KEY`` the admin key (auth mode ``keys``).
+``--json`` prints the API's document as it came, for scripts. Blocking ``urllib``: this is
+a command-line client, there is no reactor to block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+from qgate.gateway.config import Config
+
+
+class AdminError(Exception):
+    """The admin listener refused or could not be reached; the message says why."""
+
+
+def default_url(config: Config) -> str:
+    """``http(s)://host:port`` of the first admin listener of ``config``."""
+    for listener in config.listeners:
+        if listener.protocol != "admin":
+            continue
+        fields = listener.endpoint.split(":")
+        port = next((f for f in fields[1:] if f.isdigit()), "8899")
+        host = "127.0.0.1"
+        for f in fields[1:]:
+            if f.startswith("interface="):
+                host = f.split("=", 1)[1] or host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        scheme = "https" if listener.tls is not None or fields[0] == "ssl" else "http"
+        return f"{scheme}://{host}:{port}"
+    return "http://127.0.0.1:8899"
+
+
+def call(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            problem = json.loads(e.read())
+            text = problem.get("description") or problem.get("title")
+        except ValueError:
+            text = e.reason
+        raise AdminError(f"{e.code}: {text}") from None
+    except urllib.error.URLError as e:
+        raise AdminError(f"cannot reach the admin listener at {url}: {e.reason}") from None
+
+
+def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
+    """Add ``queues``, ``status`` and ``reload`` to ``qgate``'s sub-commands; the parsers
+    that take ``-c``."""
+
+    def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--url", help="admin listener (default: from the configuration)")
+        p.add_argument("--key", help="admin key (default: $QGATE_ADMIN_KEY)")
+        p.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        return p
+
+    queues = commands.add_parser("queues", help="queues of a running qgate").add_subparsers(
+        dest="queues", required=True
+    )
+    client(queues.add_parser("list", help="deepest queues")).add_argument(
+        "--limit", type=int, default=50
+    )
+    for name in ("stats", "purge"):
+        p = client(queues.add_parser(name, help=f"{name} one queue"))
+        p.add_argument("tenant")
+        p.add_argument("queue")
+    peek = client(queues.add_parser("peek", help="look at messages without taking them"))
+    peek.add_argument("tenant")
+    peek.add_argument("queue")
+    peek.add_argument("--limit", type=int, default=10)
+    move = client(queues.add_parser("move", help="move messages (a DLQ back to its source)"))
+    move.add_argument("tenant")
+    move.add_argument("queue", help="the queue to take messages from (a dead-letter queue)")
+    move.add_argument("--to", help="target queue (default: the one queue dead-lettering here)")
+    move.add_argument("--limit", type=int, default=1000)
+    status = client(commands.add_parser("status", help="workers, listeners, storage, version"))
+    reload = client(commands.add_parser("reload", help="reload TLS certificates (as SIGHUP)"))
+    return [*queues.choices.values(), status, reload]
+
+
+def _q(tenant: str, queue: str) -> str:
+    return f"/api/queues/{quote(tenant, safe='')}/{quote(queue, safe='')}"
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run one client command; 0 on success, 1 with the reason on stderr."""
+    url = args.url or default_url(config)
+    key = args.key or os.environ.get("QGATE_ADMIN_KEY")
+    try:
+        document, text = _run(args, url, key)
+    except AdminError as e:
+        print(f"qgate: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(document, indent=2) if args.json else text)
+    return 0
+
+
+def _run(args: argparse.Namespace, url: str, key: str | None) -> tuple[Any, str]:
+    if args.command == "status":
+        doc = call(url, key, "GET", "/api/status")
+        lines = [f"qgate {doc['version']} pid {doc['pid']} workers {doc['workers']}"]
+        storage = doc["storage"]
+        lines.append(f"storage {storage['kind']}: {'ok' if storage['answers'] else 'DOWN'}")
+        for item in doc["listeners"]:
+            state = "up" if item["up"] else "DOWN"
+            tls = " tls" if item["tls"] else ""
+            lines.append(f"  {item['protocol']:6} {item['endpoint']} {state}{tls}")
+            for cert in item["certificates"]:
+                lines.append(f"         {cert['subject']}: {cert['days_left']} days left")
+        return doc, "\n".join(lines)
+    if args.command == "reload":
+        doc = call(url, key, "POST", "/api/reload")
+        lines = [
+            f"{item['listener']}: {'reloaded' if item['reloaded'] else item.get('error')}"
+            for item in doc["listeners"]
+        ]
+        return doc, "\n".join(lines) or "no TLS listener"
+    action = args.queues
+    if action == "list":
+        doc = call(url, key, "GET", f"/api/queues?limit={args.limit}")
+        lines = [f"{'tenant':20} {'queue':30} {'avail':>7} {'claimed':>7} {'delayed':>7}"]
+        for q in doc["queues"]:
+            lines.append(
+                f"{q['tenant']:20} {q['name']:30} {q['available']:>7} {q['claimed']:>7} "
+                f"{q['delayed']:>7}"
+            )
+        rest = doc["others"]
+        if rest["queues"]:
+            lines.append(f"... {rest['queues']} more queues, {rest['total']} messages")
+        return doc, "\n".join(lines)
+    path = _q(args.tenant, args.queue)
+    if action == "stats":
+        doc = call(url, key, "GET", path)
+        keys = ("total", "available", "claimed", "delayed", "dead_letter_queue")
+        return doc, "\n".join(f"{k}: {doc[k]}" for k in keys)
+    if action == "peek":
+        doc = call(url, key, "GET", f"{path}/messages?limit={args.limit}")
+        lines = []
+        for m in doc["messages"]:
+            shown = m["body"].get("text", m["body"].get("hex", ""))
+            lines.append(f"{m['id']:>8} {m['state']:9} claims={m['claim_count']} {shown[:60]!r}")
+        return doc, "\n".join(lines) or "(no messages)"
+    if action == "purge":
+        doc = call(url, key, "POST", f"{path}/purge")
+        return doc, f"purged {doc['purged']} messages"
+    body: dict[str, Any] = {"limit": args.limit}
+    if args.to:
+        body["to"] = args.to
+    doc = call(url, key, "POST", f"{path}/move", body)
+    return doc, f"moved {doc['moved']} messages to {doc['to']}"
