@@ -3,11 +3,11 @@ bounded to the deepest queues, health, the JSON API the console and CLI use, adm
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
 
 from qgate.core.admin import ADMIN_TENANT
 from qgate.core.auth import APIKeys, TenantAdmin
@@ -56,13 +56,11 @@ class Admin:
 
 
 def value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:]+)(\{[^}]*\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(m.group(3))
+    """The value of the first sample ``name`` with ``labels`` in exposition ``text``."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
     return None
 
 
