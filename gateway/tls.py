@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import (
@@ -69,7 +69,7 @@ def certificate_options(tls: TLSConfig) -> ssl.CertificateOptions:
         certificate = ssl.PrivateCertificate.loadPEM(
             _read(tls.certificate, "certificate") + b"\n" + _read(tls.key, "key")
         )
-    except (SSL.Error, ValueError, VerifyError) as e:
+    except (SSL.Error, crypto.Error, ValueError, VerifyError) as e:
         raise ConfigError(f"tls: certificate and key do not load or match: {e}") from None
     chain = []
     if tls.chain:
@@ -185,7 +185,10 @@ class CertificateInfo:
 
 
 def certificate_info(path: str) -> CertificateInfo:
-    cert = x509.load_pem_x509_certificate(_read(path, "certificate"))
+    try:
+        cert = x509.load_pem_x509_certificate(_read(path, "certificate"))
+    except ValueError as e:
+        raise ConfigError(f"tls.certificate: {path!r} does not load: {e}") from None
     cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
