@@ -76,13 +76,14 @@ function drawChart() {
   const step = canvas.width / (HISTORY - 1);
   for (const [field, colour] of [["pub", "#2563eb"], ["ack", "#16a34a"]]) {
     g.strokeStyle = colour; g.lineWidth = 2; g.beginPath();
+    const offset = HISTORY - state.history.length;  // the newest point on the right edge
     state.history.forEach((h, i) => {
-      const x = i * step, y = canvas.height - 4 - (h[field] / max) * (canvas.height - 8);
+      const x = (offset + i) * step, y = canvas.height - 4 - (h[field] / max) * (canvas.height - 8);
       if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
     });
     g.stroke();
   }
-  g.fillStyle = "#6b7480"; g.fillText(max.toFixed(1) + "/s", 4, 12);
+  g.fillStyle = "#6b7480"; g.fillText("max " + max.toFixed(1) + "/s", canvas.width - 80, 12);
 }
 
 async function refreshQueues() {
