@@ -9,7 +9,7 @@ tenant with a million queues costs one bounded answer, never a million series.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -100,6 +100,9 @@ def as_new(message: Message) -> NewMessage:
 class IQueueAdmin(Interface):
     """Operator calls (the admin listener and CLI); ``QueueService`` provides them."""
 
+    def on_expired(callback):  # type: ignore[no-untyped-def]
+        """Call ``callback(n)`` with the number of expired messages each reap deletes."""
+
     def waiters():  # type: ignore[no-untyped-def]
         """-> int: callers waiting on any queue now."""
 
@@ -154,6 +157,11 @@ class AdminCalls:
     get_queue: Any
 
     _waits: Any
+    _reaper: Any
+
+    def on_expired(self, callback: Callable[[int], None]) -> None:
+        """Tell ``callback`` how many expired messages each reaper pass deletes."""
+        self._reaper.on_reaped = callback
 
     def waiters(self) -> int:
         """Callers parked waiting on any queue (long polls, consumers) right now."""

@@ -33,6 +33,7 @@ PUBLISHED = "messages_published"
 DELIVERED = "messages_delivered"
 ACKED = "messages_acked"
 RELEASED = "messages_released"
+EXPIRED = "messages_expired"
 #: Histogram names (``IMetrics.observe``).
 HTTP_SECONDS = "http_request_duration_seconds"
 

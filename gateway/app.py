@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
 from qgate.core.interfaces import IQueueStorage, ITenantStore
+from qgate.core.metrics import EXPIRED
 from qgate.core.model import QueueOptions
 from qgate.core.service import QueueService
 from qgate.gateway import access, registry, tls
@@ -128,6 +129,7 @@ class Gateway(service.MultiService):
         writer = getattr(self.store, "writer", None)
         if writer is not None:
             writer.on_batch = self.metrics.on_batch
+        self.core.on_expired(lambda n: self.metrics.count(EXPIRED, n))
         self.status = GatewayStatus(reactor, self.core, self.store, self.metrics)
         self.protocols = registry.Protocols(
             reactor, self.core, self.auth, config.protocols, self.metrics, self.status

@@ -45,6 +45,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     names.DELIVERED: ("Messages handed to consumers (claimed or popped)", ("protocol", "mode")),
     names.ACKED: ("Messages acknowledged (deleted after delivery)", ("protocol",)),
     names.RELEASED: ("Messages released back to their queue", ("protocol",)),
+    names.EXPIRED: ("Expired messages deleted by the reaper", ()),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     names.HTTP_SECONDS: (
@@ -110,7 +111,8 @@ class PrometheusMetrics:
         r.register(self.snapshot)
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
-        self._counters[name].labels(*label_values(labels, self._labels[name])).inc(amount)
+        counter, names_ = self._counters[name], self._labels[name]
+        (counter.labels(*label_values(labels, names_)) if names_ else counter).inc(amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._histograms[name].labels(*label_values(labels, self._labels[name])).observe(value)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qgate.core.admin import ADMIN_TENANT
 from qgate.core.auth import APIKeys, TenantAdmin
+from qgate.core.metrics import EXPIRED
 from qgate.core.model import QueueOptions
 from qgate.gateway.config import Config, ListenerConfig
 from qgate.gateway.metrics import DepthSampler, PrometheusMetrics
@@ -34,6 +35,7 @@ class Admin:
         self.clock = clock
         self.service = memory_service(clock)
         self.metrics = PrometheusMetrics("test")
+        self.service.on_expired(lambda n: self.metrics.count(EXPIRED, n))
         self.status = GatewayStatus(clock, self.service, MemoryStorage(), self.metrics)
         state = ListenerState(ListenerConfig("admin", "tcp:0"), up=True)
         self.status.listeners.append(state)
@@ -219,3 +221,10 @@ async def test_with_keys_only_an_admin_key_opens_the_admin_api(clock):
     assert (await api.request("GET", "/metrics", headers={"X-Auth-Token": admin_key})).status == 200
     assert (await api.request("GET", "/health/live")).status == 200  # for load balancers
 
+
+@pytest_twisted.ensureDeferred
+async def test_expired_messages_the_reaper_deletes_are_counted(admin, clock):
+    await admin.service.publish("t", "q", msgs(b"a", b"b", ttl=5))
+    clock.advance(6)
+    assert await admin.service.reap() == 2
+    assert await admin.metric("qgate_messages_expired_total") == 2
