@@ -11,7 +11,8 @@ its admin listener's JSON API (``protocols/admin/api.py``).
 
 ``--url`` names the admin listener (default: the first ``admin`` listener of the
 configuration); ``--key`` or ``QGATE_ADMIN_KEY`` the admin key (auth mode ``keys``).
-``--json`` prints the API's document as it came, for scripts. Blocking ``urllib``: this is
+``--json`` prints the API's document as it came, for scripts; ``--db`` runs the same API
+in this process on the configured storage instead (no running qgate needed). Blocking ``urllib``: this is
 a command-line client, there is no reactor to block.
 """
 
@@ -23,8 +24,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from qgate.gateway.config import Config
 
@@ -80,6 +82,7 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
         p.add_argument("--url", help="admin listener (default: from the configuration)")
         p.add_argument("--key", help="admin key (default: $QGATE_ADMIN_KEY)")
         p.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        p.add_argument("--db", action="store_true", help="work on the configured database directly")
         return p
 
     queues = commands.add_parser("queues", help="queues of a running qgate").add_subparsers(
@@ -110,12 +113,22 @@ def _q(tenant: str, queue: str) -> str:
     return f"/api/queues/{quote(tenant, safe='')}/{quote(queue, safe='')}"
 
 
+#: ``(method, path, body) -> document``: one admin API call, over HTTP or in-process.
+Ask = Callable[..., Any]
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run one client command; 0 on success, 1 with the reason on stderr."""
+    if args.db:
+        return _on_database(args, config)
     url = args.url or default_url(config)
     key = args.key or os.environ.get("QGATE_ADMIN_KEY")
+    return _show(args, lambda m, p, b=None: call(url, key, m, p, b))
+
+
+def _show(args: argparse.Namespace, ask: Ask) -> int:
     try:
-        document, text = _run(args, url, key)
+        document, text = _run(args, ask)
     except AdminError as e:
         print(f"qgate: {e}", file=sys.stderr)
         return 1
@@ -123,9 +136,63 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, url: str, key: str | None) -> tuple[Any, str]:
+def _on_database(args: argparse.Namespace, config: Config) -> int:
+    """``--db``: the same API in this process, on the configured storage (no running
+    qgate needed; its transient queues are not there to see)."""
+    from twisted.internet import task, threads
+    from twisted.internet.defer import Deferred, ensureDeferred
+
+    from qgate.core.service import QueueService
+    from qgate.gateway.app import make_storage, upgrade_schema
+    from qgate.gateway.metrics import PrometheusMetrics
+    from qgate.gateway.status import GatewayStatus
+    from qgate.protocols.admin.api import AdminAPI, Call
+    from qgate.protocols.context import ProtocolContext
+    from qgate.storage.memory import MemoryStorage
+
+    out = {"code": 0}
+
+    async def main(reactor: Any) -> None:
+        await upgrade_schema(config)
+        store = make_storage(reactor, config)
+        service = QueueService(reactor, store, MemoryStorage(), limits=config.limits)
+        status = GatewayStatus(reactor, service, store, PrometheusMetrics())
+        api = AdminAPI(
+            ProtocolContext(reactor, service, None, config.settings("admin"), status=status)  # type: ignore[arg-type]
+        )
+
+        async def one(method: str, path: str, body: Any) -> Any:
+            target, _, query = path.partition("?")
+            segments = [s for s in target.split("/") if s][1:]  # without "api"
+            args_ = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            raw = b"" if body is None else json.dumps(body).encode()
+            answer = await api.answer(Call(method, [unquote(s) for s in segments], args_, raw))
+            document = json.loads(answer.body or b"null")
+            if answer.status >= 400:
+                raise AdminError(f"{answer.status}: {document.get('description')}")
+            return document
+
+        def ask(method: str, path: str, body: Any = None) -> Any:
+            return threads.blockingCallFromThread(
+                reactor, lambda: Deferred.fromCoroutine(one(method, path, body))
+            )
+
+        try:
+            out["code"] = await threads.deferToThread(_show, args, ask)
+        finally:
+            await service.stop()
+
+    try:
+        task.react(lambda reactor: ensureDeferred(main(reactor)))
+    except SystemExit as e:
+        if e.code:
+            return int(e.code)
+    return out["code"]
+
+
+def _run(args: argparse.Namespace, ask: Ask) -> tuple[Any, str]:
     if args.command == "status":
-        doc = call(url, key, "GET", "/api/status")
+        doc = ask("GET", "/api/status")
         lines = [f"qgate {doc['version']} pid {doc['pid']} workers {doc['workers']}"]
         storage = doc["storage"]
         lines.append(f"storage {storage['kind']}: {'ok' if storage['answers'] else 'DOWN'}")
@@ -137,7 +204,7 @@ def _run(args: argparse.Namespace, url: str, key: str | None) -> tuple[Any, str]
                 lines.append(f"         {cert['subject']}: {cert['days_left']} days left")
         return doc, "\n".join(lines)
     if args.command == "reload":
-        doc = call(url, key, "POST", "/api/reload")
+        doc = ask("POST", "/api/reload")
         lines = [
             f"{item['listener']}: {'reloaded' if item['reloaded'] else item.get('error')}"
             for item in doc["listeners"]
@@ -145,7 +212,7 @@ def _run(args: argparse.Namespace, url: str, key: str | None) -> tuple[Any, str]
         return doc, "\n".join(lines) or "no TLS listener"
     action = args.queues
     if action == "list":
-        doc = call(url, key, "GET", f"/api/queues?limit={args.limit}")
+        doc = ask("GET", f"/api/queues?limit={args.limit}")
         lines = [f"{'tenant':20} {'queue':30} {'avail':>7} {'claimed':>7} {'delayed':>7}"]
         for q in doc["queues"]:
             lines.append(
@@ -158,21 +225,21 @@ def _run(args: argparse.Namespace, url: str, key: str | None) -> tuple[Any, str]
         return doc, "\n".join(lines)
     path = _q(args.tenant, args.queue)
     if action == "stats":
-        doc = call(url, key, "GET", path)
+        doc = ask("GET", path)
         keys = ("total", "available", "claimed", "delayed", "dead_letter_queue")
         return doc, "\n".join(f"{k}: {doc[k]}" for k in keys)
     if action == "peek":
-        doc = call(url, key, "GET", f"{path}/messages?limit={args.limit}")
+        doc = ask("GET", f"{path}/messages?limit={args.limit}")
         lines = []
         for m in doc["messages"]:
             shown = m["body"].get("text", m["body"].get("hex", ""))
             lines.append(f"{m['id']:>8} {m['state']:9} claims={m['claim_count']} {shown[:60]!r}")
         return doc, "\n".join(lines) or "(no messages)"
     if action == "purge":
-        doc = call(url, key, "POST", f"{path}/purge")
+        doc = ask("POST", f"{path}/purge")
         return doc, f"purged {doc['purged']} messages"
     body: dict[str, Any] = {"limit": args.limit}
     if args.to:
         body["to"] = args.to
-    doc = call(url, key, "POST", f"{path}/move", body)
+    doc = ask("POST", f"{path}/move", body)
     return doc, f"moved {doc['moved']} messages to {doc['to']}"

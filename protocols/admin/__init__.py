@@ -26,7 +26,7 @@ from twisted.web.server import Request, Site
 
 from qgate.core.admin import ADMIN_TENANT
 from qgate.core.errors import QGateError
-from qgate.protocols.admin.api import AdminAPI, ok
+from qgate.protocols.admin.api import AdminAPI, call_of, ok
 from qgate.protocols.admin.settings import AdminSettings
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.web import Answer, error_answer, header, serve
@@ -92,7 +92,7 @@ class AdminResource(Resource):
                 body = generate_latest(registry) if registry is not None else b""
                 return Answer(200, body, CONTENT_TYPE_LATEST)
             case ["api", *rest]:
-                return await self._api.answer(request, method, rest)
+                return await self._api.answer(call_of(request, method, rest))
         return error_answer(404, "Not found", "no such admin resource")
 
     async def _check(self, request: Request) -> Answer | None:

@@ -17,7 +17,8 @@ Every call goes to core (``IQueueService`` + ``IQueueAdmin``) or to the gateway'
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,39 +30,49 @@ from qgate.core.model import Message, NewMessage
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.web import JSON_CONTENT_TYPE, Answer, error_answer
 
-Handler = Callable[[Request, list[str]], Awaitable[Answer]]
-
 
 def ok(document: Any, status: int = 200) -> Answer:
     return Answer(status, json.dumps(document).encode(), JSON_CONTENT_TYPE)
 
 
-def _arg(request: Request, name: str, default: int) -> int:
-    values = request.args.get(name.encode())
-    if not values:
-        return default
-    try:
-        return int(values[0])
-    except ValueError:
-        raise InvalidArgument(f"{name} must be a whole number", field=name) from None
+@dataclass(frozen=True)
+class Call:
+    """One admin request as plain values (from HTTP, or from ``qgate ... --db``)."""
+
+    method: str
+    path: list[str]
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def number(self, name: str, default: int) -> int:
+        value = self.query.get(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidArgument(f"{name} must be a whole number", field=name) from None
+
+    def document(self) -> dict[str, Any]:
+        if not self.body:
+            return {}
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            raise InvalidArgument("the body is not JSON") from None
+        if not isinstance(document, dict):
+            raise InvalidArgument("the body must be a JSON object")
+        return document
 
 
-def _text_arg(request: Request, name: str) -> str | None:
-    values = request.args.get(name.encode())
-    return values[0].decode("utf-8", "replace") if values else None
-
-
-def _body(request: Request) -> dict[str, Any]:
-    raw = request.content.read() if request.content is not None else b""
-    if not raw:
-        return {}
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument("the body is not JSON") from None
-    if not isinstance(document, dict):
-        raise InvalidArgument("the body must be a JSON object")
-    return document
+def call_of(request: Request, method: str, segments: list[str]) -> Call:
+    query = {
+        k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
+        for k, v in (request.args or {}).items()
+        if v
+    }
+    body = request.content.read() if request.content is not None else b""
+    return Call(method, [unquote(s) for s in segments], query, body)
 
 
 def preview(body: bytes, limit: int) -> dict[str, Any]:
@@ -102,39 +113,39 @@ class AdminAPI:
         self._clock = ctx.reactor
         self._preview = ctx.settings.preview_bytes
 
-    async def answer(self, request: Request, method: str, segments: list[str]) -> Answer:
+    async def answer(self, call: Call) -> Answer:
         try:
-            return await self._route(request, method, [unquote(s) for s in segments])
+            return await self._route(call, call.method, call.path)
         except QueueNotFound as e:
             return error_answer(404, "Not found", str(e))
         except QGateError as e:
             return error_answer(400, e.title, e.description)
 
-    async def _route(self, request: Request, method: str, path: list[str]) -> Answer:
+    async def _route(self, call: Call, method: str, path: list[str]) -> Answer:
         match method, path:
             case "GET", ["status"]:
                 return ok(await self._status.status())
             case "POST", ["reload"]:
                 return ok({"listeners": self._status.reload()})
             case "GET", ["queues"]:
-                return await self._queues(request)
+                return await self._queues(call)
             case "GET", ["queues", tenant, name]:
                 return await self._queue(tenant, name)
             case "DELETE", ["queues", tenant, name]:
                 await self._service.delete_queue(tenant, name)
                 return ok({"deleted": True})
             case "GET", ["queues", tenant, name, "messages"]:
-                return await self._peek(request, tenant, name)
+                return await self._peek(call, tenant, name)
             case "POST", ["queues", tenant, name, "messages"]:
-                return await self._publish(request, tenant, name)
+                return await self._publish(call, tenant, name)
             case "POST", ["queues", tenant, name, "purge"]:
                 return ok({"purged": await self._service.purge_queue(tenant, name)})
             case "POST", ["queues", tenant, name, "move"]:
-                return await self._move(request, tenant, name)
+                return await self._move(call, tenant, name)
         return error_answer(404, "Not found", "no such admin resource")
 
-    async def _queues(self, request: Request) -> Answer:
-        report = await self._admin.queue_depths(_arg(request, "limit", 100))
+    async def _queues(self, call: Call) -> Answer:
+        report = await self._admin.queue_depths(call.number("limit", 100))
         rates = self._status.rates
         queues = []
         for q in report.queues:
@@ -190,14 +201,14 @@ class AdminAPI:
             }
         )
 
-    async def _peek(self, request: Request, tenant: str, name: str) -> Answer:
-        limit = _arg(request, "limit", 20)
-        messages = await self._admin.peek(tenant, name, limit, _text_arg(request, "after"))
+    async def _peek(self, call: Call, tenant: str, name: str) -> Answer:
+        limit = call.number("limit", 20)
+        messages = await self._admin.peek(tenant, name, limit, call.query.get("after"))
         now = self._clock.seconds()
         return ok({"messages": [message_document(m, now, self._preview) for m in messages]})
 
-    async def _publish(self, request: Request, tenant: str, name: str) -> Answer:
-        document = _body(request)
+    async def _publish(self, call: Call, tenant: str, name: str) -> Answer:
+        document = call.document()
         body = document.get("body", "")
         if not isinstance(body, str):
             raise InvalidArgument("body must be a string", field="body")
@@ -213,8 +224,8 @@ class AdminAPI:
         ids = await self._service.publish(tenant, name, [message])
         return ok({"ids": ids}, 201)
 
-    async def _move(self, request: Request, tenant: str, name: str) -> Answer:
-        document = _body(request)
+    async def _move(self, call: Call, tenant: str, name: str) -> Answer:
+        document = call.document()
         target = document.get("to")
         if target is None:
             sources = await self._admin.dead_letter_sources(tenant, name)

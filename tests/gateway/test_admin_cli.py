@@ -117,3 +117,22 @@ def test_an_operator_drives_a_running_qgate_through_the_admin_cli(tmp_path):
     assert SECRET_BODY not in log
     assert token not in log and admin_key not in log
     assert token.split("_")[2] not in log
+
+
+def test_the_admin_cli_works_on_the_database_without_a_running_qgate(tmp_path):
+    server = AdminServer(tmp_path, tenant="acme")
+    server.start()
+    try:
+        messages = [{"body": i, "ttl": 300} for i in range(2)]
+        assert server.request("POST", "/v2/queues/jobs/messages", {"messages": messages})[0] == 201
+    finally:
+        assert server.stop() == 0
+    result = server.cli("queues", "peek", "acme", "jobs", "--db", "--json")
+    assert result.returncode == 0, result.stderr
+    peek = json.loads(result.stdout)["messages"]
+    assert [(m["id"], m["state"], m["body"]["text"]) for m in peek] == [
+        ("1", "available", "0"),
+        ("2", "available", "1"),
+    ]
+    missing = server.cli("queues", "stats", "acme", "nowhere", "--db")
+    assert missing.returncode == 1 and "404" in missing.stderr
