@@ -34,6 +34,9 @@ DELIVERED = "messages_delivered"
 ACKED = "messages_acked"
 RELEASED = "messages_released"
 EXPIRED = "messages_expired"
+#: Push deliveries (webhooks): POSTs answered 2xx, and the ones that failed.
+PUSH_DELIVERED = "push_deliveries"
+PUSH_FAILED = "push_failures"
 #: Histogram names (``IMetrics.observe``).
 HTTP_SECONDS = "http_request_duration_seconds"
 

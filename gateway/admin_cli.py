@@ -12,8 +12,8 @@ its admin listener's JSON API (``protocols/admin/api.py``).
 ``--url`` names the admin listener (default: the first ``admin`` listener of the
 configuration); ``--key`` or ``QGATE_ADMIN_KEY`` the admin key (auth mode ``keys``).
 ``--json`` prints the API's document as it came, for scripts; ``--db`` runs the same API
-in this process on the configured storage instead (no running qgate needed). Blocking ``urllib``: this is
-a command-line client, there is no reactor to block.
+in this process on the configured storage instead (no running qgate needed). Blocking
+``urllib``: this is a command-line client, there is no reactor to block.
 """
 
 from __future__ import annotations

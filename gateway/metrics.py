@@ -19,7 +19,7 @@ Per process: in a multi-worker deployment each process keeps its own registry; s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -46,6 +46,8 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     names.ACKED: ("Messages acknowledged (deleted after delivery)", ("protocol",)),
     names.RELEASED: ("Messages released back to their queue", ("protocol",)),
     names.EXPIRED: ("Expired messages deleted by the reaper", ()),
+    names.PUSH_DELIVERED: ("Push deliveries answered 2xx", ("protocol",)),
+    names.PUSH_FAILED: ("Push deliveries that failed (released for a retry)", ("protocol",)),
 }
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     names.HTTP_SECONDS: (
@@ -76,6 +78,7 @@ class PrometheusMetrics:
         }
         self._labels: dict[str, tuple[str, ...]] = {n: c[1] for n, c in _COUNTERS.items()}
         self._labels.update({n: h[1] for n, h in _HISTOGRAMS.items()})
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.connections = Gauge(
             "qgate_connections_open", "Open connections by protocol", ("protocol",), registry=r
         )
@@ -111,11 +114,21 @@ class PrometheusMetrics:
         r.register(self.snapshot)
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
-        counter, names_ = self._counters[name], self._labels[name]
-        (counter.labels(*label_values(labels, names_)) if names_ else counter).inc(amount)
+        self._child(self._counters, name, labels).inc(amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        self._histograms[name].labels(*label_values(labels, self._labels[name])).observe(value)
+        self._child(self._histograms, name, labels).observe(value)
+
+    def _child(self, metrics: Mapping[str, Any], name: str, labels: Mapping[str, str]) -> Any:
+        """The labelled series, remembered: ``labels()`` costs a lock and a tuple per call,
+        and the hot path counts every publish, claim and ack."""
+        key = (name, *labels.values()) if len(labels) < 2 else (name, *sorted(labels.items()))
+        child = self._children.get(key)
+        if child is None:
+            metric, names_ = metrics[name], self._labels[name]
+            child = metric.labels(*label_values(labels, names_)) if names_ else metric
+            self._children[key] = child
+        return child
 
     def on_batch(self, size: int, seconds: float) -> None:
         """The SQL writer's hook (its thread; prometheus_client's metrics are locked)."""
