@@ -208,6 +208,8 @@ class Gateway(service.MultiService):
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
         for state, _, _ in self._factories:
+            if state.up:
+                self.metrics.listeners_up.labels(state.config.protocol).dec()
             state.up = False
         yield super().stopService()
         yield self.core.stop()
