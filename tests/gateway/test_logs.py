@@ -81,3 +81,52 @@ def test_the_log_table_is_checked():
             assert str(e).startswith("log.")
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+class _Request:
+    """What the access logger reads of a twisted.web request."""
+
+    method = b"GET"
+    path = b"/v2/queues/q/messages"
+    uri = b"/v2/queues/q/messages?claim_id=abc&signature=s3cr3t"
+    code = 200
+    sentLength = 12
+
+    def getClientAddress(self):  # noqa: N802 - twisted.web's name
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("TCP", "127.0.0.1", 5000)
+
+
+def test_access_lines_show_the_path_without_its_query_and_can_be_switched_off():
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from qgate.gateway.access import configure
+
+    events: list[dict] = []
+    from twisted.logger import globalLogPublisher
+
+    globalLogPublisher.addObserver(events.append)
+    try:
+        on, off = Site(Resource()), Site(Resource())
+        configure(on, "http", True)
+        configure(off, "stomp", False)
+        on.log(_Request())
+        off.log(_Request())
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [e for e in events if str(e.get("log_namespace", "")).startswith("qgate.access")]
+    assert [e["log_namespace"] for e in lines] == ["qgate.access.http"]
+    [line] = lines
+    assert line["path"] == "/v2/queues/q/messages" and line["status"] == 200
+    assert "s3cr3t" not in repr(line)
+
+
+def test_the_cli_finds_the_admin_listener_in_the_configuration():
+    from qgate.gateway.admin_cli import default_url
+
+    config = parse({"listeners": [{"protocol": "admin", "endpoint": "tcp:9100:interface=0.0.0.0"}]})
+    assert default_url(config) == "http://127.0.0.1:9100"
+    config = parse({"listeners": [{"protocol": "http", "endpoint": "tcp:1"}]})
+    assert default_url(config) == "http://127.0.0.1:8899"
