@@ -8,7 +8,7 @@ reaping for good.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +31,8 @@ class Reaper:
         self._interval = interval
         self._batch = batch
         self._loop: LoopingCall | None = None
+        #: Told how many expired messages each pass deleted (the admin metrics).
+        self.on_reaped: Callable[[int], None] | None = None
 
     def start(self) -> None:
         """Reap every ``interval`` seconds from now on (the first round one interval from
@@ -57,6 +59,8 @@ class Reaper:
                 total += n
                 if n < self._batch:
                     break
+        if total and self.on_reaped is not None:
+            self.on_reaped(total)
         return total
 
     def _round(self) -> Deferred[None]:

@@ -51,6 +51,10 @@ class QueueWaits:
         """How many callers are parked waiting on this queue right now."""
         return self._wakeups.waiting((tenant, name))
 
+    def total(self) -> int:
+        """How many callers are parked waiting on any queue."""
+        return len(self._wakeups)
+
     def forget(self, tenant: str, name: str) -> None:
         """The queue was deleted."""
         self._generations.pop((tenant, name), None)

@@ -104,6 +104,11 @@ class IQueueStorage(ISubscriptionStore):
     def queue_stats(tenant, name, now):
         """-> QueueStats; fails with QueueNotFound."""
 
+    def queue_depths(now, limit):  # type: ignore[no-untyped-def]
+        """-> DepthReport (``core.admin``): the deepest ``limit`` queues of every tenant
+        by live messages (available, claimed, delayed), the rest summed (one bounded read
+        for metrics and the console)."""
+
     def purge_queue(tenant, name):
         """-> int, the number of messages deleted (expired ones not yet reaped included);
         claims go too. Cursors and subscriptions stay: markers never go back, so their

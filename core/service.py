@@ -20,6 +20,7 @@ from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
 from qgate.core._reaper import Reaper
 from qgate.core._subscriptions import QueueSubscriptions, SubscriptionCalls
 from qgate.core._waiting import QueueWaits
+from qgate.core.admin import AdminCalls, IQueueAdmin
 from qgate.core.avro_bodies import SCHEMA_TTL
 from qgate.core.errors import (
     ClaimNotFound,
@@ -65,8 +66,8 @@ from qgate.core.schemas import AvroSchema
 __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
 
-@implementer(IQueueService)
-class QueueService(SubscriptionCalls):
+@implementer(IQueueService, IQueueAdmin)
+class QueueService(SubscriptionCalls, AdminCalls):
     """Routes each queue to its store (transient queues in memory, durable ones in SQL),
     checks every argument against ``limits``, and owns waiting (``core._waiting``): waiters
     park on a per-queue wakeup registry and are woken by publishes and releases, never by

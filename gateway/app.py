@@ -18,10 +18,13 @@ from twisted.python.failure import Failure
 
 from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
 from qgate.core.interfaces import IQueueStorage, ITenantStore
+from qgate.core.metrics import EXPIRED
 from qgate.core.model import QueueOptions
 from qgate.core.service import QueueService
-from qgate.gateway import registry, tls
+from qgate.gateway import access, registry, tls
 from qgate.gateway.config import Config, ConfigError
+from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
+from qgate.gateway.status import GatewayStatus, ListenerState, qgate_version
 from qgate.storage.memory import MemoryStorage
 
 log = Logger()
@@ -122,37 +125,72 @@ class Gateway(service.MultiService):
             ),
         )
         self.auth = make_authenticator(reactor, config, self.store)
-        self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
+        self.metrics = PrometheusMetrics(qgate_version())
+        writer = getattr(self.store, "writer", None)
+        if writer is not None:
+            writer.on_batch = self.metrics.on_batch
+        self.core.on_expired(lambda n: self.metrics.count(EXPIRED, n))
+        self.status = GatewayStatus(reactor, self.core, self.store, self.metrics)
+        self.protocols = registry.Protocols(
+            reactor, self.core, self.auth, config.protocols, self.metrics, self.status
+        )
+        self.status.rates = self.protocols.rates
+        admin = config.settings("admin")
+        self.sampler = DepthSampler(
+            reactor,
+            self.core,
+            self.metrics.snapshot,
+            admin.top_queues,
+            admin.sample_interval,
+            self.core.waiters,
+        )
         self._factories = []
         for listener in config.listeners:
+            state = ListenerState(listener)
             factory = self.protocols.listener(listener.protocol, listener)
+            access.configure(factory, listener.protocol, listener.access_log)
             if listener.tls is not None:
-                factory = tls.wrap(factory, listener.tls, reactor)
+                state.certificates = tls.ReloadableCertificates(listener.tls)
+                factory = tls.wrap(factory, state.certificates, reactor)
+            gauge = self.metrics.connections.labels(listener.protocol)
+            factory = ConnectionCounter(factory, gauge)
             try:
                 endpoint = endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
             except (ValueError, TypeError, KeyError) as e:
                 raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
-            self._factories.append((listener, endpoint, factory))
+            self._factories.append((state, endpoint, factory))
+            self.status.listeners.append(state)
         self.ports: list[IListeningPort] = []
 
     async def listen(self) -> None:
         """Start the core and every listener; a listener that cannot start fails it all."""
         self.core.start()
-        for listener, endpoint, factory in self._factories:
+        self.sampler.start()
+        for state, endpoint, factory in self._factories:
+            listener = state.config
             try:
                 port = await endpoint.listen(factory)
             except CannotListenError as e:
+                state.error = str(e)
                 raise ConfigError(
                     f"listeners: cannot listen on {listener.endpoint!r}: {e}"
                 ) from None
             self.ports.append(port)
             host = port.getHost()
+            state.up = True
+            state.address = str(getattr(host, "port", host))
+            self.metrics.listeners_up.labels(listener.protocol).inc()
             log.info(
                 "{protocol} listening on {host}{tls}",
                 protocol=listener.protocol,
                 host=getattr(host, "port", host),
                 tls=" (TLS)" if listener.tls else "",
             )
+            self.status.certificates_served(state)
+
+    def reload(self) -> list[dict[str, Any]]:
+        """Load every TLS listener's certificates again; open connections keep theirs."""
+        return self.status.reload()
 
     def startService(self) -> None:
         super().startService()
@@ -166,8 +204,13 @@ class Gateway(service.MultiService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         # Stop accepting first; waiting long polls answer now; then commit and close.
+        self.sampler.stop()
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
+        for state, _, _ in self._factories:
+            if state.up:
+                self.metrics.listeners_up.labels(state.config.protocol).dec()
+            state.up = False
         yield super().stopService()
         yield self.core.stop()
         yield task.deferLater(self.reactor, FLUSH_GRACE, lambda: None)

@@ -4,6 +4,8 @@
     qgate db upgrade [-c FILE]
     qgate tenant create NAME | qgate tenant list
     qgate key create TENANT | qgate key revoke KEY
+    qgate admin-key create
+    qgate queues list|stats|peek|purge|move ... | qgate status | qgate reload  (admin_cli)
 
 This module is the entry point: the only place that imports the global reactor.
 """
@@ -17,23 +19,20 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import globalLogBeginner
 
+from qgate.core.admin import ADMIN_TENANT
 from qgate.core.auth import TenantAdmin
 from qgate.core.errors import QGateError
+from qgate.gateway import admin_cli, logs
 from qgate.gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
 from qgate.gateway.config import Config, ConfigError, load
 
 
-def _start_logging(level: str) -> None:
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])
+def _start_logging(config: Config, level: str | None) -> None:
+    """``[log]`` (``--log-level`` overrides its least level)."""
+    log = config.log
+    observer = logs.observer(sys.stdout, log.format, level or log.level, log.levels)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
@@ -49,6 +48,9 @@ def serve(config: Config) -> int:
         def go(_: Any) -> Any:
             gateway = Gateway(reactor, config)
             reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
+            # SIGHUP: load TLS certificates again (open connections keep theirs).
+            hup = reactor.callFromThread  # type: ignore[attr-defined]
+            signal.signal(signal.SIGHUP, lambda *_: hup(gateway.reload))
             return defer.Deferred.fromCoroutine(gateway.listen())
 
         def failed(failure: Any) -> None:
@@ -92,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "-c", "--config", help="TOML configuration file (default: built-in embedded defaults)"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warn", "error"],
+        help="least level logged (default: [log] level)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway")
     serve_cmd.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
@@ -106,9 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = commands.add_parser("key", help="API keys").add_subparsers(dest="key", required=True)
     key.add_parser("create", help="create an API key (printed once)").add_argument("tenant")
     key.add_parser("revoke", help="revoke an API key (by token or key id)").add_argument("key")
-    for sub in (db, tenant, key):
+    admin_key = commands.add_parser("admin-key", help="admin listener keys").add_subparsers(
+        dest="admin_key", required=True
+    )
+    admin_key.add_parser("create", help="create an admin key (printed once)")
+    clients = admin_cli.add_commands(commands)
+    for sub in (db, tenant, key, admin_key):
         for choice in sub.choices.values():
             choice.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
+    for choice in clients:
+        choice.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     try:
@@ -118,8 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
-        _start_logging(args.log_level)
+        _start_logging(config, args.log_level)
         return serve(config)
+    if args.command in ("queues", "status", "reload"):
+        return admin_cli.run(args, config)
+    if args.command == "admin-key":
+
+        async def make_admin_key(admin: TenantAdmin) -> None:
+            await admin.create_tenant(ADMIN_TENANT)
+            print(await admin.create_key(ADMIN_TENANT))
+
+        return _admin(config, make_admin_key)
     if args.command == "db":
         try:
             upgrade_now_blocking(config)

@@ -53,6 +53,15 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class SNICertificate:
+    """One more certificate of a TLS listener, served to clients asking (SNI) for one of
+    the DNS names of its subjectAltName."""
+
+    certificate: str
+    key: str
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     certificate: str
     key: str
@@ -63,6 +72,8 @@ class TLSConfig:
     ciphers: str = DEFAULT_CIPHERS
     #: Seconds a connection may take to complete its TLS handshake before it is dropped.
     handshake_timeout: float = 10.0
+    #: More certificates on this listener, chosen by SNI (``[[listeners.tls.sni]]``).
+    sni: tuple[SNICertificate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class ListenerConfig:
     protocol: str
     endpoint: str
     tls: TLSConfig | None = None
+    #: One log line per HTTP request (``gateway/access.py``); false: none.
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,14 +93,48 @@ class QueueDefaults:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    #: ``text`` (Twisted's lines) or ``json`` (one JSON object per line).
+    format: str = "text"
+    #: The least level logged: debug, info, warn, error, critical.
+    level: str = "info"
+    #: Levels per subsystem (logger namespace prefix): ``{"qgate.access" = "warn"}`` turns
+    #: the access logs off, ``{"qgate.storage" = "debug"}`` shows storage's debug lines.
+    levels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+def _log(value: Any, name: str) -> LogConfig:
+    def levels(v: Any, n: str) -> Mapping[str, str]:
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{n}: expected a table of namespace = level")
+        for key, level in v.items():
+            _choice(_LEVELS)(level, f"{n}.{key}")
+        return MappingProxyType(dict(v))
+
+    return _build(
+        LogConfig,
+        value,
+        name,
+        format=_choice(("text", "json")),
+        level=_choice(_LEVELS),
+        levels=levels,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: Limits = field(default_factory=Limits)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
+    log: LogConfig = field(default_factory=LogConfig)
     listeners: tuple[ListenerConfig, ...] = (
         ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
         ListenerConfig("stomp", "tcp:61613:interface=127.0.0.1"),
+        ListenerConfig("admin", "tcp:8899:interface=127.0.0.1"),
     )
     #: Each registered protocol's settings (``[http]``, ``[stomp]``, ...), by name: the
     #: classes are declared beside the protocols (``gateway/registry.py`` names them).
@@ -162,8 +209,22 @@ def _choice(allowed: tuple[str, ...]) -> Callable[[Any, str], str]:
     return check
 
 
+def _sni(value: Any, name: str) -> tuple[SNICertificate, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: expected an array of tables ([[listeners.tls.sni]])")
+    out = []
+    for i, item in enumerate(value):
+        extra = _build(SNICertificate, item, f"{name}[{i}]")
+        for key in ("certificate", "key"):
+            path = getattr(extra, key)
+            if not Path(path).is_file():
+                raise ConfigError(f"{name}[{i}].{key}: no such file {path!r}")
+        out.append(extra)
+    return tuple(out)
+
+
 def _tls(value: Any, name: str) -> TLSConfig:
-    tls = _build(TLSConfig, value, name, min_version=_choice(_TLS_VERSIONS))
+    tls = _build(TLSConfig, value, name, min_version=_choice(_TLS_VERSIONS), sni=_sni)
     for key in ("certificate", "key", "chain", "client_ca"):
         path = getattr(tls, key)
         if path and not Path(path).is_file():
@@ -239,6 +300,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
         limits=lambda v, n: _build(Limits, v, n),
         queues=lambda v, n: _build(QueueDefaults, v, n),
+        log=_log,
         listeners=_listeners,
     )
     if not config.listeners:

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 
 from qgate.core.auth import IAuthenticator
 from qgate.core.interfaces import IQueueService
+from qgate.core.metrics import IMetrics, MeteredService, NullMetrics, QueueRates
 from qgate.protocols.context import ListenerFactory, ProtocolContext, ProtocolEntry, WebMount
 
 #: protocol name -> its entry. The name is the config table (``[stomp]``), the value of
@@ -35,6 +36,10 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
     "avro": ProtocolEntry(
         settings="qgate.protocols.avro.settings:AvroSettings",
         web_mount="qgate.protocols.avro.rpc:rpc_resource",
+    ),
+    "admin": ProtocolEntry(
+        settings="qgate.protocols.admin.settings:AdminSettings",
+        listener="qgate.protocols.admin:listener_factory",
     ),
 }
 
@@ -71,9 +76,23 @@ class Protocols:
         service: IQueueService,
         auth: IAuthenticator,
         settings: Mapping[str, Any],
+        metrics: IMetrics | None = None,
+        status: Any = None,
     ) -> None:
+        counted = metrics or NullMetrics()
+        rates = QueueRates()
+        # Each protocol's calls are counted under its name; the admin protocol's are not
+        # traffic, and it reads the rates the others keep.
+        services = {
+            name: service if name == "admin" else MeteredService(service, counted, name, rates)
+            for name in PROTOCOLS
+        }
+        self.rates = rates
+
         def context(name: str, mounts: Mapping[bytes, IResource]) -> ProtocolContext[Any]:
-            return ProtocolContext(reactor, service, auth, settings[name], mounts)
+            return ProtocolContext(
+                reactor, services[name], auth, settings[name], mounts, counted, status
+            )
 
         mounts: dict[bytes, IResource] = {}
         for name, entry in PROTOCOLS.items():

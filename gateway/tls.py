@@ -13,14 +13,17 @@ descriptor for long.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from OpenSSL import SSL
+from cryptography import x509
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IProtocolNegotiationFactory,
     IReactorTime,
@@ -28,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from qgate.gateway.config import ConfigError, TLSConfig
 
@@ -65,7 +69,7 @@ def certificate_options(tls: TLSConfig) -> ssl.CertificateOptions:
         certificate = ssl.PrivateCertificate.loadPEM(
             _read(tls.certificate, "certificate") + b"\n" + _read(tls.key, "key")
         )
-    except (SSL.Error, ValueError, VerifyError) as e:
+    except (SSL.Error, crypto.Error, ValueError, VerifyError) as e:
         raise ConfigError(f"tls: certificate and key do not load or match: {e}") from None
     chain = []
     if tls.chain:
@@ -139,12 +143,13 @@ class HandshakeDeadlineFactory(TLSMemoryBIOFactory):
 
     def __init__(
         self,
-        options: ssl.CertificateOptions,
+        options: Any,
         factory: IProtocolFactory,
         clock: IReactorTime,
         timeout: float,
     ) -> None:
         super().__init__(options, False, factory, clock)
+        self.certificates = options
         self.clock = clock
         self.timeout = timeout
 
@@ -167,9 +172,86 @@ def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
-def wrap(factory: IProtocolFactory, tls: TLSConfig, clock: IReactorTime) -> IProtocolFactory:
-    """``factory`` behind TLS with the options of ``tls``, and a handshake deadline."""
-    options = certificate_options(tls)
+@dataclass(frozen=True)
+class CertificateInfo:
+    """What the start-up log, ``qgate status`` and the expiry metric say of a certificate."""
+
+    subject: str
+    names: tuple[str, ...]
+    not_after: float
+
+    def days_left(self, now: float) -> float:
+        return (self.not_after - now) / 86400
+
+
+def certificate_info(path: str) -> CertificateInfo:
+    try:
+        cert = x509.load_pem_x509_certificate(_read(path, "certificate"))
+    except ValueError as e:
+        raise ConfigError(f"tls.certificate: {path!r} does not load: {e}") from None
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = tuple(san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    subject = str(cn[0].value) if cn else cert.subject.rfc4514_string()
+    return CertificateInfo(subject, names, cert.not_valid_after_utc.timestamp())
+
+
+def _context(tls: TLSConfig) -> SSL.Context:
     # The options build their context once and keep it: this callback replaces Twisted's.
-    options.getContext().set_alpn_select_callback(_select_alpn)
-    return HandshakeDeadlineFactory(options, factory, clock, tls.handshake_timeout)
+    context = certificate_options(tls).getContext()
+    context.set_alpn_select_callback(_select_alpn)
+    return context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableCertificates:
+    """A TLS listener's certificates, loaded again by ``reload`` (SIGHUP, ``qgate
+    reload``): each new connection takes the contexts of the moment, while open ones keep
+    the ``SSL.Context`` they started with, so a reload drops nobody.
+
+    ``tls.sni`` adds certificates chosen by the name a client asks for (SNI): each serves
+    the DNS names of its subjectAltName; any other name, or none, gets the main one."""
+
+    def __init__(self, tls: TLSConfig) -> None:
+        self.tls = tls
+        self.load()
+
+    def load(self) -> None:
+        """Read every certificate and key again; a file that does not load raises
+        ConfigError and the contexts in use stay as they were."""
+        main = _context(self.tls)
+        by_name: dict[str, SSL.Context] = {}
+        infos = [certificate_info(self.tls.certificate)]
+        for extra in self.tls.sni:
+            tls = replace(self.tls, certificate=extra.certificate, key=extra.key, chain="")
+            info = certificate_info(extra.certificate)
+            context = _context(tls)
+            for name in info.names:
+                by_name.setdefault(name.lower(), context)
+            infos.append(info)
+        main.set_tlsext_servername_callback(self._pick)
+        self._main, self._by_name = main, by_name
+        self.certificates = tuple(infos)
+
+    def _pick(self, connection: SSL.Connection) -> None:
+        name = connection.get_servername()
+        if name:
+            chosen = self._by_name.get(name.decode("ascii", "replace").lower())
+            if chosen is not None:
+                connection.set_context(chosen)
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
+        return SSL.Connection(self._main, None)
+
+
+def wrap(
+    factory: IProtocolFactory, tls: TLSConfig | ReloadableCertificates, clock: IReactorTime
+) -> HandshakeDeadlineFactory:
+    """``factory`` behind TLS with the certificates of ``tls``, and a handshake deadline."""
+    certificates = tls if isinstance(tls, ReloadableCertificates) else ReloadableCertificates(tls)
+    return HandshakeDeadlineFactory(
+        certificates, factory, clock, certificates.tls.handshake_timeout
+    )

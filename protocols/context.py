@@ -14,7 +14,8 @@ settings). The entry names
   at ``/<name>`` (STOMP over WebSocket, Avro RPC).
 
 Each factory gets a :class:`ProtocolContext`: the queue service, the authenticator, the
-reactor as the narrow interface protocols use (timers), and that protocol's settings. A
+reactor as the narrow interface protocols use (timers), that protocol's settings, and
+where it counts what it does (``metrics``). A
 protocol never reads the gateway's configuration, and never decides how clients prove who
 they are: that is the authenticator's business.
 """
@@ -30,6 +31,7 @@ from twisted.web.resource import IResource
 
 from qgate.core.auth import IAuthenticator
 from qgate.core.interfaces import IQueueService
+from qgate.core.metrics import IMetrics, NullMetrics
 
 S = TypeVar("S")
 
@@ -46,6 +48,11 @@ class ProtocolContext(Generic[S]):
     settings: S
     #: Resources of other protocols an HTTP listener serves, by first path segment.
     web_mounts: Mapping[bytes, IResource] = field(default_factory=dict)
+    #: Where the protocol counts and times what it does (``core/metrics.py``).
+    metrics: IMetrics = field(default_factory=NullMetrics)
+    #: The gateway's answers to operators (``core.admin.IGatewayStatus``): listeners,
+    #: storage, version, certificates, reload. Only the admin protocol uses it.
+    status: Any = None
 
 
 #: ``(ctx, listener config) -> factory`` of a ``[[listeners]]`` endpoint.

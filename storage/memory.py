@@ -14,6 +14,7 @@ from typing import Any
 
 from zope.interface import implementer
 
+from qgate.core.admin import DepthReport, QueueDepth, top_depths
 from qgate.core.avro_bodies import avro_writer
 from qgate.core.bounds import admit, drops_oldest, excess, oldest_to_drop
 from qgate.core.dead_letter import dead_letter_expiry, dead_letter_options, is_dead
@@ -46,6 +47,23 @@ def _writers(q: MemoryQueue, now: float) -> list[int]:
     types = {msg.content_type for msg in q.msgs.values() if msg.expires_at > now}
     found = {avro_writer(t, b"") for t in types}
     return sorted(w[0] for w in found if w is not None)
+
+
+def _depth(q: MemoryQueue, now: float) -> QueueDepth:
+    available = claimed = delayed = 0
+    oldest: float | None = None
+    for msg in q.msgs.values():
+        if msg.expires_at <= now:
+            continue
+        if msg.claimed(now):
+            claimed += 1
+        elif msg.visible_at > now:
+            delayed += 1
+        else:
+            available += 1
+        oldest = msg.created_at if oldest is None else min(oldest, msg.created_at)
+    queue = q.queue
+    return QueueDepth(queue.tenant, queue.name, available, claimed, delayed, oldest)
 
 
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
@@ -143,6 +161,10 @@ class MemoryStorage(MemorySubscriptions):
             n for (t, n) in self._queues if t == tenant and (marker is None or n > marker)
         )
         return [self._queues[(tenant, n)].queue for n in names[:limit]]
+
+    @fired
+    def queue_depths(self, now: float, limit: int) -> DepthReport:
+        return top_depths([_depth(q, now) for q in self._queues.values()], limit)
 
     @fired
     def queue_stats(self, tenant: str, name: str, now: float) -> QueueStats:

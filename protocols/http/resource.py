@@ -18,6 +18,7 @@ from twisted.web.server import Request
 
 from qgate.core import jsonsafe
 from qgate.core.errors import QGateError
+from qgate.core.metrics import HTTP_SECONDS
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http import hooks
 from qgate.protocols.http.call import Call
@@ -64,6 +65,8 @@ class ApiResource(Resource):
         self._max_request_body: int = http.max_request_body
         self.api = ZaqarAPI(ctx)
         self._signed = self.api.share.signed
+        self._metrics = ctx.metrics
+        self._clock = ctx.reactor
         self.router: Router[Call] = Router()
         self.api.install(self.router)
 
@@ -85,6 +88,20 @@ class ApiResource(Resource):
     # -- dispatch --------------------------------------------------------------------------
 
     async def _answer(self, request: Request, method: str) -> Answer:
+        started = self._clock.seconds()
+        answer = await self._dispatch(request, method)
+        # By route template (``/v2/queues/{queue}/messages``): bounded labels.
+        route = self.router.template_of(_segments(request.path))
+        self._metrics.observe(
+            HTTP_SECONDS,
+            self._clock.seconds() - started,
+            protocol="http",
+            method=method,
+            route=route,
+        )
+        return answer
+
+    async def _dispatch(self, request: Request, method: str) -> Answer:
         route: Route[Call] | None = None
         try:
             segments = _segments(request.path)

@@ -84,6 +84,14 @@ class Router(Generic[C]):
                 return route, params
         raise HTTPError(404, "Not found", "The requested resource could not be found.")
 
+    def template_of(self, segments: Sequence[str]) -> str:
+        """The template of the route a path takes (``/v2/queues/{queue}``), or
+        ``unmatched``: a label of bounded values for metrics."""
+        for route in self._routes:
+            if route.match(segments) is not None:
+                return "/" + "/".join(route.template)
+        return "unmatched"
+
     @staticmethod
     def handler(route: Route[C], method: str) -> Handler[C]:
         """The handler of ``method`` (HEAD falls back to GET); 405 with ``Allow`` if none."""

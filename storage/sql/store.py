@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from qgate.core.admin import DepthReport
 from qgate.core.errors import StorageUnavailable
 from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
 from qgate.core.model import (
@@ -176,6 +177,9 @@ class SQLStorage:
 
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[list[Queue]]:
         return self._read(queues.list_queues, self._sql, tenant, marker, limit)
+
+    def queue_depths(self, now: float, limit: int) -> Deferred[DepthReport]:
+        return self._read(queues.queue_depths, self._sql, now, limit)
 
     def queue_stats(self, tenant: str, name: str, now: float) -> Deferred[QueueStats]:
         return self._read(queues.queue_stats, self._sql, tenant, name, now)

@@ -191,6 +191,9 @@ class GroupCommitWriter:
         self._operations = 0
         self._statements = 0
         self._busy = 0.0
+        #: Called on the writer thread after each batch with its size and seconds (the
+        #: admin metrics' histograms; must be thread-safe and quick).
+        self.on_batch: Callable[[int, float], None] | None = None
         self._thread.start()
 
     def submit(self, group: Group, *args: Any) -> Deferred[Any]:
@@ -224,9 +227,12 @@ class GroupCommitWriter:
                 continue
             start = time.perf_counter()
             outcomes = self._serve(batch)
-            self._busy += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self._busy += elapsed
             self._batches += 1
             self._operations += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), elapsed)
             self._reactor.callFromThread(self._deliver, batch, outcomes)
         self._drop_connection(invalidate=False)
         self._reactor.callFromThread(self._finished)

@@ -35,7 +35,7 @@ def test_twist_finds_the_qgate_plugin(tmp_path):
 
 
 def test_every_registered_protocol_and_mount_loads():
-    assert registry.listener_protocols() == ("http", "stomp")
+    assert registry.listener_protocols() == ("http", "stomp", "admin")
     for name, entry in registry.PROTOCOLS.items():
         settings = registry.settings_class(name)
         assert dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen

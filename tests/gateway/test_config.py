@@ -11,6 +11,7 @@ def test_the_embedded_default_listens_on_localhost_with_sqlite():
     assert [(x.protocol, x.endpoint) for x in config.listeners] == [
         ("http", "tcp:8888:interface=127.0.0.1"),
         ("stomp", "tcp:61613:interface=127.0.0.1"),
+        ("admin", "tcp:8899:interface=127.0.0.1"),
     ]
     assert load("conf/qgate.toml") == config  # the shipped file says exactly the defaults
 

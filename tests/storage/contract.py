@@ -5,6 +5,7 @@ class (coilmq's ``BaseQueueTests``). A backend's test class inherits them all an
 from __future__ import annotations
 
 from tests.storage.claims import ClaimContract
+from tests.storage.depths import DepthContract
 from tests.storage.expiry import ExpiryContract
 from tests.storage.messages import MessageContract
 from tests.storage.queues import QueueContract
@@ -12,6 +13,11 @@ from tests.storage.subscriptions import SubscriptionContract
 
 
 class StorageContract(
-    QueueContract, MessageContract, ClaimContract, ExpiryContract, SubscriptionContract
+    QueueContract,
+    MessageContract,
+    ClaimContract,
+    ExpiryContract,
+    SubscriptionContract,
+    DepthContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""
