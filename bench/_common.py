@@ -120,6 +120,8 @@ class QgateServer:
         serve_args: str = "",
         extra_config: str = "",
         workdir: Path | None = None,
+        module: str = "qgate.gateway.cli",
+        env: dict[str, str] | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="qgate-bench-"))
@@ -154,7 +156,7 @@ class QgateServer:
         self.command = [
             sys.executable,
             "-m",
-            "qgate.gateway.cli",
+            module,
             "--log-level",
             "warn",
             "serve",
@@ -167,7 +169,7 @@ class QgateServer:
             cwd=self.workdir,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
         self._wait_ready()
 

@@ -20,6 +20,8 @@ Printed: req/s, wrk's latency p50/p99, the server's CPU, each as a share of bare
 durable/transient ratio (target >= 75%). ``--rounds N`` repeats the three in turn and
 keeps each one's median. ``--url`` measures an already-running qgate instead of starting
 one (e.g. ``qgate serve --workers 2``); ``--serve-args`` is passed to the one it starts.
+``--profile DIR`` has py-spy sample the server through the durable and transient runs
+(``DIR/http-<queue>-<round>.txt``, collapsed stacks) and prints the heaviest functions.
 ``--cycle`` adds publish 10 + claim 10 + DELETE each (python-zaqarclient's pattern, 8
 client threads) on the durable queue.
 """
@@ -30,14 +32,17 @@ import argparse
 import http.client
 import itertools
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench._common import (
     HEADERS,
@@ -52,6 +57,7 @@ from bench._common import (
     print_table,
     wrk_post,
 )
+from bench._profile import summarize_profile
 
 BARE_SITE = """
 import json, sys, uuid
@@ -113,9 +119,14 @@ class Measured:
     cpu: str
 
 
-def post_load(target: Target, path: str, args: argparse.Namespace) -> Measured:
+def post_load(
+    target: Target, path: str, args: argparse.Namespace, profile: Path | None = None
+) -> Measured:
+    """wrk's POSTs to ``path`` and the server's CPU; py-spy samples the server meanwhile
+    into ``profile`` (collapsed stacks) when given."""
     assert target.http is not None
     meter = CpuMeter(target)
+    spy = spy_on(target.pids[0], args.seconds, profile) if profile and target.pids else None
     meter.start()
     result = wrk_post(
         *target.http,
@@ -126,7 +137,82 @@ def post_load(target: Target, path: str, args: argparse.Namespace) -> Measured:
         threads=args.threads,
     )
     meter.stop()
+    if spy is not None:
+        spy.wait(timeout=60)
     return Measured(result, meter.summary())
+
+
+def spy_on(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy (the bench extra) recording ``pid`` and its children for ``seconds``."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--threads",
+            "--rate",
+            "250",
+            "--duration",
+            str(max(1, round(seconds))),
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def raw_sqlite_commits(path: Path, seconds: float) -> float:
+    """Commits/s of a plain sqlite3 loop, one INSERT + COMMIT each, WAL and
+    ``synchronous = FULL`` as qgate's default: what one fsync costs in this run."""
+    import sqlite3
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, body BLOB)")
+    row = BODY.encode()
+    n = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO raw (body) VALUES (?)", (row,))
+        db.execute("COMMIT")
+        n += 1
+    elapsed = time.perf_counter() - start
+    db.close()
+    return n / elapsed
+
+
+class WriterStats:
+    """The SQL writer counters bench._serve_stats appends to ``path`` (JSON lines:
+    time, batches, operations, statements, busy seconds)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def last(self) -> list[float]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return [time.time(), 0, 0, 0, 0]
+        return [float(v) for v in json.loads(lines[-1])] if lines else [time.time(), 0, 0, 0, 0]
+
+    @staticmethod
+    def describe(before: list[float], after: list[float]) -> str:
+        seconds, batches, ops, _, busy = (a - b for a, b in zip(after, before, strict=True))
+        if not batches or seconds <= 0:
+            return "writer: no batches"
+        return (
+            f"writer: {batches / seconds:,.0f} batches/s, {ops / batches:.1f} messages per"
+            f" batch, busy {busy / seconds:.0%}, {busy / batches * 1e3:.2f} ms per batch"
+        )
 
 
 def run_clients(seconds: float, clients: int, make: Callable[[], Callable[[], int]]) -> float:
@@ -193,12 +279,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serve-args", default="", help="extra arguments of qgate serve")
     parser.add_argument("--url", help="an already-running qgate's HTTP address")
     parser.add_argument("--cycle", action="store_true", help="add publish+claim+delete")
+    parser.add_argument("--profile", type=Path, help="py-spy profile of the durable run here")
+    parser.add_argument(
+        "--writer-stats",
+        action="store_true",
+        help="serve through bench._serve_stats and print the SQL writer's batches",
+    )
     parser.add_argument("--clients", type=int, default=8, help="threads for --cycle")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if args.url:
             target = external_target(args.url, None)
@@ -209,7 +303,18 @@ def main(argv: list[str] | None = None) -> int:
                 url = db.url
             else:
                 url = "sqlite:///qgate.db"
-            server = stack.enter_context(QgateServer(url, serve_args=args.serve_args))
+            workdir = Path(tempfile.mkdtemp(prefix="qgate-bench-http-"))
+            stack.callback(shutil.rmtree, workdir, True)
+            stats = WriterStats(workdir / "writer.jsonl") if args.writer_stats else None
+            server = stack.enter_context(
+                QgateServer(
+                    url,
+                    serve_args=args.serve_args,
+                    workdir=workdir,
+                    module="bench._serve_stats" if stats else "qgate.gateway.cli",
+                    env={"QGATE_BENCH_WRITER_STATS": str(stats.path)} if stats else None,
+                )
+            )
             target = server.target()
             where = f"qgate serve {args.serve_args} on {args.storage} (synchronous FULL)"
         bare = BareSite()
@@ -221,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
             f" message per POST, {args.rounds} round(s); {where}",
             flush=True,
         )
+        if args.url:
+            stats = None
+        raw_db = workdir / "raw.db" if not args.url and args.storage == "sqlite" else None
+        raws: list[float] = []
         runs: dict[str, list[Measured]] = {"bare": [], "durable": [], "transient": []}
         for n in range(args.rounds):
             suffix = f"{uuid.uuid4().hex[:6]}-{n}"
@@ -232,7 +341,19 @@ def main(argv: list[str] | None = None) -> int:
                 ("durable", target, f"/v2/queues/hot-durable-{suffix}/messages"),
                 ("transient", target, f"/v2/queues/{transient}/messages"),
             ):
-                m = post_load(tgt, path, args)
+                if key == "durable" and raw_db is not None:
+                    raws.append(raw_sqlite_commits(raw_db, min(args.seconds, 3)))
+                    print(
+                        f"  round {n + 1} raw sqlite3 INSERT + COMMIT (FULL): {raws[-1]:,.0f}"
+                        f" commits/s, {1e3 / raws[-1]:.2f} ms each",
+                        flush=True,
+                    )
+                spy = args.profile / f"http-{key}-{n + 1}.txt" if args.profile else None
+                before = stats.last() if stats else []
+                m = post_load(tgt, path, args, spy if key != "bare" else None)
+                if stats and key == "durable":
+                    time.sleep(2 * 0.25)  # the next line of counters
+                    print("  " + WriterStats.describe(before, stats.last()), flush=True)
                 runs[key].append(m)
                 print(
                     f"  round {n + 1} {key:<10} {m.wrk.rate:>9,.0f} req/s  p50"
@@ -266,6 +387,18 @@ def main(argv: list[str] | None = None) -> int:
             ["scenario", "req/s", "p50 ms", "p99 ms", "of bare", "server CPU"],
             rows,
         )
+        if raws:
+            raw = sorted(raws)[len(raws) // 2]
+            rows.append(
+                [
+                    "raw sqlite3 INSERT + COMMIT (WAL, FULL), 1 loop: commits/s",
+                    f"{raw:,.0f}",
+                    f"{1e3 / raw:.2f}",
+                    "",
+                    "",
+                    "",
+                ]
+            )
         ratio = durable_m.wrk.rate / transient_m.wrk.rate
         print(f"\ndurable/transient: {ratio:.0%} (target >= 75%)")
         if len(runs["durable"]) > 1:
@@ -274,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
                 for d, t in zip(runs["durable"], runs["transient"], strict=True)
             ]
             print("  per round: " + ", ".join(f"{r:.0%}" for r in ratios))
+        if args.profile:
+            for n in range(args.rounds):
+                for key in ("durable", "transient"):
+                    summarize_profile(args.profile / f"http-{key}-{n + 1}.txt")
         if args.cycle:
             rate = publish_claim_delete(*target.http, args.seconds, args.clients)
             print(
