@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             target = server.target()
-            where = f"qgate serve {args.serve_args} on {args.storage} (synchronous FULL)"
+            where = f"qgate serve {args.serve_args} on {args.storage}" + (
+                " (synchronous FULL)" if args.storage == "sqlite" else ""
+            )
         bare = BareSite()
         stack.callback(bare.stop)
         assert target.http is not None

@@ -10,7 +10,9 @@ sends ``POST /v2/queues/Q/messages`` with one message and times how long until t
 has it (claim answer read / MESSAGE frame read). Both clocks are this process's
 ``perf_counter``. p50 and p99 over ``--samples`` per row, on a durable queue (qgate's
 default: SQLite ``synchronous = "FULL"``, or a fresh PostgreSQL database) and a transient
-one. Targets (issue 10): p50 <= 5 ms, p99 <= 50 ms.
+one. Targets (issue 10): p50 <= 5 ms, p99 <= 50 ms. Beside them, the same from the moment
+the publish's 201 was read: on a durable queue the first figure includes the publish's
+commit (an fsync), the second is the wake-up alone (negative when the waiter was first).
 
 With ``--url``/``--stomp`` it measures an already-running qgate (e.g. ``qgate serve
 --workers 2``: the publish and the waiter may then land in different workers, which is the
@@ -71,11 +73,13 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return statistics.median(latencies), latencies[max(0, int(len(latencies) * 0.99) - 1)]
 
 
-def claim_latency(target: Target, queue: str, samples: int) -> list[float]:
-    """Seconds from sending the publish to the parked claim's answer, per sample."""
+def claim_latency(target: Target, queue: str, samples: int) -> tuple[list[float], list[float]]:
+    """Seconds from sending the publish to the parked claim's answer, and from the
+    publish's 201 to it (negative when the claim answered first), per sample."""
     publisher, waiter = http_conn(target), http_conn(target)
     claim = json.dumps({"ttl": 60, "grace": 60}).encode()
     out: list[float] = []
+    after: list[float] = []
     for _ in range(samples):
         answered: list[float] = []
 
@@ -89,9 +93,11 @@ def claim_latency(target: Target, queue: str, samples: int) -> list[float]:
         time.sleep(PARK)
         sent = time.perf_counter()
         assert call(publisher, "POST", f"/v2/queues/{queue}/messages", PUBLISH) == 201
+        created = time.perf_counter()
         thread.join()
         out.append(answered[0] - sent)
-    return out
+        after.append(answered[0] - created)
+    return out, after
 
 
 class StompWaiter:
@@ -141,25 +147,31 @@ class StompWaiter:
         self.sock.close()
 
 
-def stomp_latency(target: Target, queue: str, flavour: str, samples: int) -> list[float]:
-    """Seconds from sending the publish (HTTP) to the STOMP subscriber's MESSAGE."""
+def stomp_latency(
+    target: Target, queue: str, flavour: str, samples: int
+) -> tuple[list[float], list[float]]:
+    """Seconds from sending the publish (HTTP) to the STOMP subscriber's MESSAGE, and from
+    the publish's 201 to it."""
     assert target.stomp is not None
     headers = "persistent:false\n" if flavour == "transient" else ""
     waiter = StompWaiter(target.stomp, f"/queue/{queue}", headers)
     publisher = http_conn(target)
     out: list[float] = []
+    after: list[float] = []
     try:
         for _ in range(samples):
             waiter.received.clear()
             time.sleep(PARK)
             sent = time.perf_counter()
             assert call(publisher, "POST", f"/v2/queues/{queue}/messages", PUBLISH) == 201
+            created = time.perf_counter()
             if not waiter.received.wait(10):
                 raise RuntimeError("the STOMP subscriber got nothing in 10 s")
             out.append(waiter.at - sent)
+            after.append(waiter.at - created)
     finally:
         waiter.close()
-    return out
+    return out, after
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -204,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {rows[-1][0]:<45} p50 {rows[-1][1]} ms  p99 {rows[-1][2]} ms", flush=True)
         print_table(
             f"publish (HTTP) -> waiter has it ({args.storage})",
-            ["waiter", "p50 ms", "p99 ms"],
+            ["waiter", "p50 ms", "p99 ms", "after 201 p50", "after 201 p99"],
             rows,
         )
-        print("\ntargets: p50 <= 5 ms, p99 <= 50 ms")
+        print(
+            "\ntargets: p50 <= 5 ms, p99 <= 50 ms (from sending the publish; on a durable queue"
+            " that includes its commit). 'after 201': from the publish's answer, i.e. the"
+            " wake-up alone (negative: the waiter had it first)."
+        )
     return 0
 
 

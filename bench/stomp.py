@@ -383,6 +383,20 @@ def raise_fd_limit(want: int) -> None:
             print(f"  fd limit {target} < {want}: fewer connections will open", file=sys.stderr)
 
 
+async def stomp_ready(host: str, port: int, timeout: float = 30) -> None:
+    """Wait until a STOMP CONNECT is answered (a listening port may not serve yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await Conn.open(port, "bench", host=host)
+            await conn.close()
+            return
+        except (OSError, StompError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 def profile_name(sc: Scenario, broker: Broker) -> str:
     return f"{sc.key}-{broker.name.replace(' ', '-')}.txt"
 
@@ -410,6 +424,7 @@ async def main(argv: list[str] | None = None) -> int:
                 )
                 target = server.target()
                 host, port = "127.0.0.1", server.stomp_port or 0
+            await stomp_ready(host, port)
             if "qgate" in names:
                 brokers.append(qgate_broker(host, port, target, transient=False))
             if "transient" in names:
