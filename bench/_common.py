@@ -86,10 +86,13 @@ def listening_pids(port: int) -> list[int]:
     """Processes listening on ``port`` (needs the right to see them; [] when not)."""
     import psutil
 
-    try:
-        conns = psutil.net_connections("tcp")
-    except psutil.Error:
-        return []
+    conns = []
+    for _ in range(5):  # a process that ends while the table is read makes psutil fail
+        try:
+            conns = psutil.net_connections("tcp")
+            break
+        except psutil.Error:
+            time.sleep(0.1)
     return sorted(
         {c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid}
     )
