@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class Target:
 
     def processes(self) -> list[psutil.Process]:
         """The server processes and all their children (workers), alive now."""
-        import psutil  # the bench extra; imported late so --help works without it
+        psutil = need_psutil()
 
         found: dict[int, psutil.Process] = {}
         for pid in self.pids:
@@ -82,9 +82,18 @@ class Target:
         return list(found.values())
 
 
+def need_psutil() -> Any:
+    """psutil (the ``bench`` extra), imported late so that ``--help`` works without it."""
+    try:
+        import psutil
+    except ImportError:
+        raise SystemExit("the benchmarks need psutil: pip install -e '.[bench]'") from None
+    return psutil
+
+
 def listening_pids(port: int) -> list[int]:
     """Processes listening on ``port`` (needs the right to see them; [] when not)."""
-    import psutil
+    psutil = need_psutil()
 
     conns = []
     for _ in range(5):  # a process that ends while the table is read makes psutil fail
