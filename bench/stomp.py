@@ -50,6 +50,7 @@ from bench._common import (
     QgateServer,
     Target,
     external_target,
+    need_psutil,
     port_open,
 )
 from bench._common import print_table as print_table_md
@@ -148,10 +149,11 @@ def _find_pid(comm: str) -> int | None:
 def rss_kib(target: Target) -> int:
     """Resident memory of all the target's processes, KiB."""
     total = 0
+    psutil = need_psutil()
     for proc in target.processes():
         try:
             total += proc.memory_info().rss // 1024
-        except OSError:
+        except psutil.Error:
             continue
     return total
 
