@@ -42,6 +42,7 @@ def build_site(ctx: ProtocolContext[HTTPSettings]) -> QGateSite:
         idle_timeout=http.idle_timeout,
         reactor=ctx.reactor,
         refusal=root.too_large,
+        access_log=http.access_log,
     )
 
 

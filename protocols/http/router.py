@@ -59,9 +59,17 @@ class Route(Generic[C]):
         return sorted(allowed)
 
 
+#: A route's literal segments (index, text), last first, and its parameters (index, name).
+_Compiled = tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...], "Route[C]"]
+
+
 class Router(Generic[C]):
     def __init__(self) -> None:
         self._routes: list[Route[C]] = []
+        # By segment count, in the order added: find() compares only routes of the path's
+        # length, and the last literal segment first (the one that tells siblings apart:
+        # .../messages, .../claims), instead of calling match() on every route.
+        self._by_length: dict[int, list[_Compiled[C]]] = {}
 
     def add(
         self,
@@ -74,14 +82,21 @@ class Router(Generic[C]):
         ``media``: what a method answers besides JSON (``{"GET": ["avro/binary"]}``)."""
         template = tuple(s for s in path.split("/") if s)
         extra = {m.upper(): tuple(types) for m, types in (media or {}).items()}
-        self._routes.append(Route(template, {m.upper(): h for m, h in handlers.items()}, extra))
+        route = Route(template, {m.upper(): h for m, h in handlers.items()}, extra)
+        self._routes.append(route)
+        literals = tuple((i, s) for i, s in enumerate(template) if not s.startswith("{"))
+        params = tuple((i, s[1:-1]) for i, s in enumerate(template) if s.startswith("{"))
+        self._by_length.setdefault(len(template), []).append((literals[::-1], params, route))
 
     def find(self, segments: Sequence[str]) -> tuple[Route[C], dict[str, str]]:
-        """The route of a path and its parameters; 404 when no route matches."""
-        for route in self._routes:
-            params = route.match(segments)
-            if params is not None:
-                return route, params
+        """The route of a path and its parameters (the first added that matches, as
+        ``Route.match`` would say); 404 when no route matches."""
+        for literals, params, route in self._by_length.get(len(segments), ()):
+            for i, want in literals:
+                if segments[i] != want:
+                    break
+            else:
+                return route, {name: segments[i] for i, name in params}
         raise HTTPError(404, "Not found", "The requested resource could not be found.")
 
     def template_of(self, segments: Sequence[str]) -> str:

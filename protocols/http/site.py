@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -155,9 +156,17 @@ class QGateSite(Site):
         idle_timeout: float,
         reactor: IReactorTime,
         refusal: Refusal = default_refusal,
+        access_log: bool = True,
     ) -> None:
         super().__init__(
             resource, timeout=idle_timeout, reactor=reactor, parsePOSTFormSubmission=False
         )
         self.max_request_body = max_request_body
         self.refusal = refusal
+        self.access_log = access_log
+
+    def log(self, request: HTTPRequest) -> None:
+        """The access-log line of a finished request, unless ``[http] access_log`` is off
+        (then not even formatted)."""
+        if self.access_log:
+            super().log(request)

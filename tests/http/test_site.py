@@ -256,3 +256,20 @@ def test_a_long_poll_is_not_cut_by_the_idle_timeout(service: QueueService, clock
     assert transport.value() == b""
     clock.advance(1)
     assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_access_log_has_a_line_per_request_unless_turned_off(
+    service: QueueService, tmp_path: Any, enabled: bool
+) -> None:
+    ctx = make_ctx(service, http=replace(HTTP_TEST_CONFIG, access_log=enabled))
+    site, transport, protocol = connect(ctx)
+    site.logPath = str(tmp_path / "access.log")
+    site.doStart()
+    protocol.dataReceived(request_head("GET", "/v2/ping"))
+    site.doStop()
+    assert transport.value().startswith(b"HTTP/1.1 204")
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert len(lines) == (1 if enabled else 0)
+    if enabled:
+        assert '"GET /v2/ping HTTP/1.1" 204' in lines[0]

@@ -1,0 +1,32 @@
+"""The benchmarks parse their options (they are run by hand, not by the suite: only their
+argument parsing is checked here, so a rename breaks the suite and not the integrator)."""
+
+import pytest
+
+from bench import http, latency, pg, stomp, workers
+
+
+@pytest.mark.parametrize("module", [http, latency, pg, stomp, workers])
+def test_serve_args_pass_through_as_one_string(module):
+    args = module.parse_args(["--serve-args", "--workers 2"])
+    assert args.serve_args == "--workers 2"
+
+
+@pytest.mark.parametrize("module", [http, latency, pg])
+def test_a_running_qgate_is_given_by_url(module):
+    assert module.parse_args(["--url", "http://127.0.0.1:8888"]).url == "http://127.0.0.1:8888"
+
+
+def test_stomp_columns_default_to_qgate_default_transient_and_rabbitmq():
+    args = stomp.parse_args(["--stomp", "127.0.0.1:61613"])
+    assert args.brokers == "qgate,transient,rabbitmq"
+    assert args.stomp == "127.0.0.1:61613"
+
+
+def test_workers_default_to_one_and_two():
+    assert workers.parse_args([]).workers == "1,2"
+
+
+def test_the_stomp_scenarios_have_distinct_keys():
+    keys = [s.key for s in stomp.SCENARIOS]
+    assert len(set(keys)) == len(keys) == 4
