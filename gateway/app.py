@@ -12,7 +12,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, endpoints, task, threads
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -21,7 +21,7 @@ from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.core.model import QueueOptions
 from qgate.core.service import QueueService
 from qgate.gateway import registry, tls
-from qgate.gateway.config import Config, ConfigError
+from qgate.gateway.config import Config, ConfigError, ListenerConfig
 from qgate.storage.memory import MemoryStorage
 
 log = Logger()
@@ -55,6 +55,11 @@ def _fields(description: str) -> list[str]:
     return out
 
 
+def endpoint_type(description: str) -> str:
+    """The endpoint type of a description (``tcp``, ``unix``, ``ssl``...), lower case."""
+    return _fields(description)[0].strip().lower()
+
+
 def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     """``description`` with ``backlog=`` added for tcp, tcp6, ssl and unix endpoints that
     do not set their own (which is kept); other endpoint types are left alone."""
@@ -82,7 +87,28 @@ def make_storage(reactor: Any, config: Config) -> IQueueStorage:
     )
 
 
-def make_authenticator(reactor: Any, config: Config, store: IQueueStorage) -> IAuthenticator:
+def default_options(config: Config) -> QueueOptions:
+    """The options of queues created on first use (``[queues]``)."""
+    return QueueOptions(
+        durable=config.queues.durable,
+        default_ttl=config.queues.default_ttl,
+        default_delay=config.queues.default_delay,
+    )
+
+
+def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueService:
+    """The one queue service of a process (or of the hub of workers)."""
+    return QueueService(
+        reactor,
+        store,
+        MemoryStorage(),
+        limits=config.limits,
+        default_options=default_options(config),
+    )
+
+
+def make_authenticator(reactor: Any, config: Config, store: Any) -> IAuthenticator:
+    """The authenticator of ``auth.mode``; ``store`` provides (or adapts to) ITenantStore."""
     if config.auth.mode == "keys":
         tenants = ITenantStore(store)
         return APIKeys(tenants, reactor, cache_seconds=config.auth.cache_seconds)
@@ -102,6 +128,42 @@ def upgrade_schema(config: Config) -> defer.Deferred[None]:
     return threads.deferToThread(upgrade_now_blocking, config)
 
 
+def server_endpoint(reactor: Any, listener: ListenerConfig) -> Any:
+    """The server endpoint of a listener (ConfigError when the description is bad)."""
+    try:
+        return endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
+
+
+def listener_factories(
+    reactor: Any, config: Config, protocols: registry.Protocols
+) -> list[IProtocolFactory]:
+    """The protocol factory of each ``[[listeners]]`` entry, in order, TLS-wrapped where
+    the listener has a ``tls`` table."""
+    out = []
+    for listener in config.listeners:
+        factory = protocols.listener(listener.protocol, listener)
+        if listener.tls is not None:
+            factory = tls.wrap(factory, listener.tls, reactor)
+        out.append(factory)
+    return out
+
+
+def where(config: Config, ports: list[IListeningPort]) -> str:
+    """Where the listeners listen, for the one start-up line: ``http 127.0.0.1:8888
+    (TLS), stomp /run/qgate.sock``."""
+    out = []
+    for listener, port in zip(config.listeners, ports, strict=True):
+        host = port.getHost()
+        name = getattr(host, "name", None)
+        if isinstance(name, bytes):
+            name = name.decode(errors="replace")
+        place = name or f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}"
+        out.append(f"{listener.protocol} {place}{' (TLS)' if listener.tls else ''}")
+    return ", ".join(out)
+
+
 class Gateway(service.MultiService):
     """Every listener of one qgate process, in front of one core service."""
 
@@ -110,29 +172,15 @@ class Gateway(service.MultiService):
         self.reactor = reactor
         self.config = config
         self.store = make_storage(reactor, config)
-        self.core = QueueService(
-            reactor,
-            self.store,
-            MemoryStorage(),
-            limits=config.limits,
-            default_options=QueueOptions(
-                durable=config.queues.durable,
-                default_ttl=config.queues.default_ttl,
-                default_delay=config.queues.default_delay,
-            ),
-        )
+        self.core = make_core(reactor, config, self.store)
         self.auth = make_authenticator(reactor, config, self.store)
         self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
-        self._factories = []
-        for listener in config.listeners:
-            factory = self.protocols.listener(listener.protocol, listener)
-            if listener.tls is not None:
-                factory = tls.wrap(factory, listener.tls, reactor)
-            try:
-                endpoint = endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
-            except (ValueError, TypeError, KeyError) as e:
-                raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
-            self._factories.append((listener, endpoint, factory))
+        self._factories = [
+            (listener, server_endpoint(reactor, listener), factory)
+            for listener, factory in zip(
+                config.listeners, listener_factories(reactor, config, self.protocols), strict=True
+            )
+        ]
         self.ports: list[IListeningPort] = []
 
     async def listen(self) -> None:
@@ -146,13 +194,7 @@ class Gateway(service.MultiService):
                     f"listeners: cannot listen on {listener.endpoint!r}: {e}"
                 ) from None
             self.ports.append(port)
-            host = port.getHost()
-            log.info(
-                "{protocol} listening on {host}{tls}",
-                protocol=listener.protocol,
-                host=getattr(host, "port", host),
-                tls=" (TLS)" if listener.tls else "",
-            )
+        log.info("qgate listening on {where} with 1 worker", where=where(self.config, self.ports))
 
     def startService(self) -> None:
         super().startService()

@@ -1,6 +1,6 @@
 """``qgate``: serve, migrate the schema, manage tenants and API keys.
 
-    qgate serve [-c conf/qgate.toml]
+    qgate serve [-c conf/qgate.toml] [--workers N]
     qgate db upgrade [-c FILE]
     qgate tenant create NAME | qgate tenant list
     qgate key create TENANT | qgate key revoke KEY
@@ -14,6 +14,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, task
@@ -28,18 +29,24 @@ from twisted.logger import (
 from qgate.core.auth import TenantAdmin
 from qgate.core.errors import QGateError
 from qgate.gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
-from qgate.gateway.config import Config, ConfigError, load
+from qgate.gateway.config import Config, ConfigError, ServerConfig, load
 
 
-def _start_logging(level: str) -> None:
+def start_logging(level: str) -> None:
+    """Log at ``level`` and above to stdout (the hub's and every worker's)."""
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-def serve(config: Config) -> int:
-    """Run the gateway until SIGTERM/SIGINT; then stop accepting, answer, commit, exit 0."""
+def serve(config: Config, worker_args: Sequence[str] = ()) -> int:
+    """Run the gateway until SIGTERM/SIGINT; then stop accepting, answer, commit, exit 0.
+
+    With ``[server] workers`` above 1, this process is the hub of that many workers
+    (``gateway/hub.py``), started with ``worker_args``; with 1, it serves by itself."""
     from twisted.internet import reactor
+
+    count = config.server.worker_count
 
     outcome = {"code": 0}
 
@@ -47,6 +54,14 @@ def serve(config: Config) -> int:
         d = upgrade_schema(config) if config.storage.auto_upgrade else defer.succeed(None)
 
         def go(_: Any) -> Any:
+            if count > 1:
+                from qgate.gateway.hub import Hub
+
+                hub = Hub(reactor, config, count, worker_args)
+                reactor.addSystemEventTrigger(
+                    "before", "shutdown", lambda: defer.Deferred.fromCoroutine(hub.stop())
+                )
+                return defer.Deferred.fromCoroutine(hub.listen())
             gateway = Gateway(reactor, config)
             reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
             return defer.Deferred.fromCoroutine(gateway.listen())
@@ -87,6 +102,18 @@ def _admin(config: Config, action: Callable[[TenantAdmin], Coroutine[Any, Any, A
     return result["code"]
 
 
+def _worker_count(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError(f'"auto" or a whole number from 1 to 256, not {text!r}')
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qgate", description="qgate message-queue gateway")
     parser.add_argument(
@@ -96,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway")
     serve_cmd.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
+    serve_cmd.add_argument(
+        "--workers",
+        type=_worker_count,
+        help='processes serving the listeners (default: [server] workers, "auto": one a core)',
+    )
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
     tenant = commands.add_parser("tenant", help="tenants").add_subparsers(
@@ -118,8 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
-        _start_logging(args.log_level)
-        return serve(config)
+        if args.workers is not None:
+            config = replace(config, server=ServerConfig(workers=args.workers))
+        start_logging(args.log_level)
+        worker_args = ["--log-level", args.log_level]
+        path = getattr(args, "config_sub", None) or args.config
+        if path:
+            worker_args += ["-c", path]
+        return serve(config, worker_args)
     if args.command == "db":
         try:
             upgrade_now_blocking(config)
