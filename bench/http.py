@@ -1,6 +1,6 @@
 """HTTP benchmark: qgate's Zaqar API against a bare twisted.web resource, same load generator.
 
-    python -m bench.http [--seconds 5] [--connections 32]
+    python -m bench.http [--seconds 5] [--connections 32] [--workers 2]
 
 (a) wrk posting one message to a transient queue vs wrk against a bare resource answering
     204 (same wrk, same machine, same run): qgate should reach at least 50% of it;
@@ -77,12 +77,14 @@ def wait_http(port: int, path: str = "/v2/ping", timeout: float = 30) -> None:
 class Qgate:
     """``qgate serve`` in a subprocess with its own config (access log off)."""
 
-    def __init__(self, url: str, workdir: Path) -> None:
+    def __init__(self, url: str, workdir: Path, workers: int = 1) -> None:
         self.port = free_port()
         config = workdir / f"qgate-{self.port}.toml"
         config.write_text(
             textwrap.dedent(
                 f"""
+                [server]
+                workers = {workers}
                 [storage]
                 url = "{url}"
                 [[listeners]]
@@ -110,6 +112,26 @@ class Qgate:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a hub (Linux's child list); [] with one worker."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return sorted(int(c) for c in children)
+
+    def pinned(self, pid: int) -> http.client.HTTPConnection:
+        """A kept-alive connection accepted by worker ``pid``: the other workers are
+        stopped (SIGSTOP) while it connects and makes its first round trip."""
+        others = [p for p in self.worker_pids() if p != pid]
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            request(conn, "GET", "/v2/ping")
+        finally:
+            for other in others:
+                os.kill(other, signal.SIGCONT)
+        return conn
 
 
 def request(
@@ -199,13 +221,22 @@ def publish_claim_delete(port: int, seconds: float, clients: int) -> float:
     return run_clients(seconds, clients, make)
 
 
-def long_poll_latency(port: int, samples: int) -> tuple[float, float]:
-    """Seconds from sending a publish to the waiting GET's answer: (p50, p99)."""
+def long_poll_latency(
+    port: int,
+    samples: int,
+    connections: tuple[http.client.HTTPConnection, http.client.HTTPConnection] | None = None,
+) -> tuple[float, float]:
+    """Seconds from sending a publish to the waiting GET's answer: (p50, p99). With
+    ``connections`` (control, poller), those (pinned to two workers, say)."""
     queue = f"poll-{port}"
-    control = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    if connections is None:
+        connections = (
+            http.client.HTTPConnection("127.0.0.1", port, timeout=30),
+            http.client.HTTPConnection("127.0.0.1", port, timeout=30),
+        )
+    control, poller = connections
     status, _ = request(control, "PUT", f"/v2/queues/{queue}", {"_flavor": "transient"})
     assert status in (201, 204), status
-    poller = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies = []
     marker = None
     for _ in range(samples):
@@ -255,6 +286,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--clients", type=int, default=8, help="threads for (b)")
     parser.add_argument("--samples", type=int, default=300, help="long polls for (c)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="[server] workers of the qgate under test"
+    )
+    parser.add_argument("--skip-sql", action="store_true", help="skip (b)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench.http needs wrk: apt-get install wrk")
@@ -268,7 +303,7 @@ def main() -> None:
     print(f"\n## qgate HTTP (wrk -t2 -c{args.connections} -d{int(args.seconds)}s)\n")
     bare_port = free_port()
     bare = subprocess.Popen([sys.executable, "-c", BARE_SITE, str(bare_port)])
-    qgate = Qgate("memory://", work)
+    qgate = Qgate("memory://", work, args.workers)
     try:
         wait_http(bare_port, "/")
         conn = http.client.HTTPConnection("127.0.0.1", qgate.port)
@@ -285,6 +320,13 @@ def main() -> None:
         p50, p99 = long_poll_latency(qgate.port, args.samples)
         row("(c) long-poll wake latency p50, transient", f"{p50 * 1e3:.2f} ms", "target <= 5 ms")
         row("(c) long-poll wake latency p99, transient", f"{p99 * 1e3:.2f} ms", "target <= 50 ms")
+        if args.workers > 1:
+            first, second = qgate.worker_pids()[:2]
+            pinned = (qgate.pinned(first), qgate.pinned(second))
+            p50, p99 = long_poll_latency(qgate.port, args.samples, pinned)
+            note = "publish on one worker, poll on another"
+            row("(c) long-poll wake latency p50, across workers", f"{p50 * 1e3:.2f} ms", note)
+            row("(c) long-poll wake latency p99, across workers", f"{p99 * 1e3:.2f} ms", note)
     finally:
         qgate.stop()
         bare.terminate()
@@ -294,7 +336,9 @@ def main() -> None:
         ("SQLite", f"sqlite:///{work}/bench.db"),
         ("PostgreSQL", fresh_pg_database()),
     ):
-        server = Qgate(url, work)
+        if args.skip_sql:
+            break
+        server = Qgate(url, work, args.workers)
         try:
             rate = publish_claim_delete(server.port, args.seconds, args.clients)
             row(

@@ -280,12 +280,14 @@ def port_open(port: int) -> bool:
 class QGateServer:
     """``qgate serve`` on a free port with a temporary SQLite database."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, workers: int = 1) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / "qgate.toml"
         self.config.write_text(
             f"""
+[server]
+workers = {workers}
 [storage]
 url = "sqlite:///{workdir}/qgate.db"
 synchronous = "FULL"
@@ -334,14 +336,17 @@ endpoint = "tcp:{self.port}:interface=127.0.0.1:backlog=1024"
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
+    """User + system CPU seconds of a process (all its threads) and of its live children
+    (the workers of a qgate hub)."""
     if pid is None:
         return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def rss_kib(pid: int) -> int:
@@ -634,6 +639,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rabbit-port", type=int, default=61623)
     parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS))
     parser.add_argument("--profile", type=Path, help="py-spy profiles of qgate go here")
+    parser.add_argument("--workers", type=int, default=1, help="[server] workers of qgate")
     args = parser.parse_args(argv)
     names = set(args.brokers.split(","))
     scenarios = [s for s in SCENARIOS if s.key in args.scenarios.split(",")]
@@ -647,7 +653,7 @@ async def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         if "qgate" in names:
-            server = QGateServer(workdir)
+            server = QGateServer(workdir, args.workers)
             await server.ready()
             brokers.append(qgate_broker(server.port, server.proc.pid))
         if "rabbitmq" in names:
