@@ -113,6 +113,13 @@ class Qgate:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the hub (or the one process) and of each worker."""
+        out = {"hub" if self.worker_pids() else "qgate": cpu_seconds(self.proc.pid)}
+        for i, pid in enumerate(self.worker_pids()):
+            out[f"worker {i}"] = cpu_seconds(pid)
+        return out
+
     def worker_pids(self) -> list[int]:
         """The worker processes of a hub (Linux's child list); [] with one worker."""
         pid = self.proc.pid
@@ -132,6 +139,19 @@ class Qgate:
             for other in others:
                 os.kill(other, signal.SIGCONT)
         return conn
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_note(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """``hub 45%, worker 0 60%, ...``: CPU of each qgate process over a run."""
+    return ", ".join(
+        f"{name} {100 * (after[name] - before.get(name, 0.0)) / seconds:.0f}%" for name in after
+    )
 
 
 def request(
@@ -225,10 +245,10 @@ def long_poll_latency(
     port: int,
     samples: int,
     connections: tuple[http.client.HTTPConnection, http.client.HTTPConnection] | None = None,
+    queue: str = "poll",
 ) -> tuple[float, float]:
     """Seconds from sending a publish to the waiting GET's answer: (p50, p99). With
     ``connections`` (control, poller), those (pinned to two workers, say)."""
-    queue = f"poll-{port}"
     if connections is None:
         connections = (
             http.client.HTTPConnection("127.0.0.1", port, timeout=30),
@@ -310,12 +330,14 @@ def main() -> None:
         request(conn, "PUT", "/v2/queues/hot", {"_flavor": "transient"})
         body = json.dumps({"messages": [{"body": {"event": "click", "n": 1}, "ttl": 60}]})
         bare_rps = wrk(bare_port, "/", args.seconds, args.connections, body)
+        before, start = qgate.cpu(), time.monotonic()
         ours = wrk(qgate.port, "/v2/queues/hot/messages", args.seconds, args.connections, body)
+        cpu = cpu_note(before, qgate.cpu(), time.monotonic() - start)
         row("(a) bare twisted.web resource answering 204", f"{bare_rps:,.0f} req/s")
         row(
             "(a) qgate POST 1 message, transient queue",
             f"{ours:,.0f} req/s",
-            f"{ours / bare_rps:.0%} of bare (target >= 50%)",
+            f"{ours / bare_rps:.0%} of bare (target >= 50%); CPU {cpu}",
         )
         p50, p99 = long_poll_latency(qgate.port, args.samples)
         row("(c) long-poll wake latency p50, transient", f"{p50 * 1e3:.2f} ms", "target <= 5 ms")
@@ -323,7 +345,7 @@ def main() -> None:
         if args.workers > 1:
             first, second = qgate.worker_pids()[:2]
             pinned = (qgate.pinned(first), qgate.pinned(second))
-            p50, p99 = long_poll_latency(qgate.port, args.samples, pinned)
+            p50, p99 = long_poll_latency(qgate.port, args.samples, pinned, "poll-across")
             note = "publish on one worker, poll on another"
             row("(c) long-poll wake latency p50, across workers", f"{p50 * 1e3:.2f} ms", note)
             row("(c) long-poll wake latency p99, across workers", f"{p99 * 1e3:.2f} ms", note)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import threading
 from types import MappingProxyType
 from typing import Any
 
@@ -87,21 +88,37 @@ def decode_error(name: str, args: list[Any], state: dict[str, Any]) -> BaseExcep
     return error
 
 
+class _Mark:
+    """What an empty extension value of ``code`` decodes to: the head of an array that
+    holds one of our values (``[mark, field, ...]``), rebuilt when the array ends."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+#: One empty extension value per code: the head of an array holding one of our values.
+#: Fields are packed by the same packer in the same pass (no nested packing).
+_HEADS = {code: msgpack.ExtType(code, b"") for code in range(128)}
+_MARKS = {code: _Mark(code) for code in range(128)}
+
+
 def _default(value: Any) -> Any:
     kind = type(value)
-    if kind is tuple:
-        return msgpack.ExtType(_TUPLE, packb(list(value)))
     if kind is model.Message:
-        return msgpack.ExtType(_MESSAGE, packb(list(value)))
+        return [_HEADS[_MESSAGE], *value]
+    if kind is tuple:
+        return [_HEADS[_TUPLE], *value]
     code = _CODES.get(kind)
     if code is not None:
-        return msgpack.ExtType(code, packb([getattr(value, f) for f in _FIELDS[kind]]))
+        return [_HEADS[code], *[getattr(value, f) for f in _FIELDS[kind]]]
     if kind is model.Overflow:
-        return msgpack.ExtType(_OVERFLOW, value.value.encode())
+        return [_HEADS[_OVERFLOW], value.value]
     if isinstance(value, MappingProxyType | dict):
         return dict(value)
     if isinstance(value, BaseException):
-        return msgpack.ExtType(_ERROR, packb(_encode_error(value)))
+        return [_HEADS[_ERROR], *_encode_error(value)]
     # Subclasses of plain types (enums) go as their plain value.
     if isinstance(value, str):
         return str(value)
@@ -117,25 +134,40 @@ def _default(value: Any) -> Any:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code == _OVERFLOW:
-        return model.Overflow(data.decode())
-    items = unpackb(data)
-    if code == _TUPLE:
-        return tuple(items)
+    return _MARKS[code]
+
+
+def _list_hook(items: list[Any]) -> Any:
+    if not items or type(items[0]) is not _Mark:
+        return items
+    code = items[0].code
     if code == _MESSAGE:
-        return model.Message(*items)
+        return model.Message._make(items[1:])
+    if code == _TUPLE:
+        return tuple(items[1:])
+    if code == _OVERFLOW:
+        return model.Overflow(items[1])
     if code == _ERROR:
-        return decode_error(*items)
-    cls = _DATACLASSES[code - _FIRST_DATACLASS]
-    return cls(*items)
+        return decode_error(*items[1:])
+    return _DATACLASSES[code - _FIRST_DATACLASS](*items[1:])
+
+
+_local = threading.local()
 
 
 def packb(value: Any) -> bytes:
-    """``value`` as msgpack bytes, our types as extension types."""
-    out: bytes = msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+    """``value`` as msgpack bytes, our types as arrays headed by an extension value."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:  # one per thread: a Packer keeps its buffer between calls
+        packer = _local.packer = msgpack.Packer(
+            default=_default, use_bin_type=True, strict_types=True
+        )
+    out: bytes = packer.pack(value)  # resets itself when packing fails
     return out
 
 
 def unpackb(data: bytes) -> Any:
     """The value ``packb`` wrote."""
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    return msgpack.unpackb(
+        data, ext_hook=_ext_hook, list_hook=_list_hook, raw=False, strict_map_key=False
+    )
