@@ -58,9 +58,7 @@ def serve(config: Config, worker_args: Sequence[str] = ()) -> int:
                 from qgate.gateway.hub import Hub
 
                 hub = Hub(reactor, config, count, worker_args)
-                reactor.addSystemEventTrigger(
-                    "before", "shutdown", lambda: defer.Deferred.fromCoroutine(hub.stop())
-                )
+                reactor.addSystemEventTrigger("before", "shutdown", hub.stopService)
                 return defer.Deferred.fromCoroutine(hub.listen())
             gateway = Gateway(reactor, config)
             reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)

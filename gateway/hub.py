@@ -18,14 +18,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.application import service
 from twisted.internet import defer, protocol, task
 from twisted.internet.error import CannotListenError, ProcessExitedAlready
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.interfaces import ITenantStore
-from qgate.gateway.app import endpoint_type, make_core, make_storage, server_endpoint, where
+from qgate.gateway.app import Gateway, endpoint_type, where
 from qgate.gateway.config import Config, ConfigError
 from qgate.gateway.proxy import SERVICE_METHODS, TENANT_METHODS
 from qgate.gateway.rpc import SERVICE, TENANTS, HubChannel
@@ -85,25 +85,26 @@ class _Worker(protocol.ProcessProtocol):
         self.hub._ended(self, reason)
 
 
-class Hub:
-    """Storage, the core and the listening sockets of ``count`` workers."""
+class Hub(Gateway):
+    """Storage, the core and the listening sockets of ``count`` workers.
+
+    A ``Gateway`` that does not serve its listeners itself: it is assembled the same way
+    (so whatever the gateway builds around its core, the hub has too, and a bad TLS file
+    stops start-up here, before any worker runs), then opens the listening sockets and
+    hands them to the workers."""
 
     def __init__(
         self, reactor: Any, config: Config, count: int, worker_args: Sequence[str]
     ) -> None:
         check_shareable(config)
-        self.reactor = reactor
-        self.config = config
+        super().__init__(reactor, config)
         self.count = count
         #: Arguments of ``python -m qgate.gateway.worker`` (config file, log level).
         self.worker_args = list(worker_args)
-        self.store = make_storage(reactor, config)
-        self.core = make_core(reactor, config, self.store)
         self._targets = {
             SERVICE: (self.core, SERVICE_METHODS),
             TENANTS: (ITenantStore(self.store, None), TENANT_METHODS),
         }
-        self.ports: list[IListeningPort] = []
         self.workers: dict[int, _Worker] = {}
         self.restarts = 0
         self._delay = RESTART_DELAY
@@ -112,8 +113,7 @@ class Hub:
     async def listen(self) -> None:
         """Open every listening socket, start the core, start the workers."""
         self.core.start()
-        for listener in self.config.listeners:
-            endpoint = server_endpoint(self.reactor, listener)
+        for listener, endpoint, _factory in self._factories:
             try:
                 port = await endpoint.listen(_Refuse())
             except CannotListenError as e:
@@ -181,6 +181,9 @@ class Hub:
         if not self._stopping and index not in self.workers:
             self._spawn(index)
 
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self.stop())
+
     async def stop(self) -> None:
         """Stop accepting, let every worker finish its connections, then commit and close
         storage."""
@@ -197,6 +200,7 @@ class Hub:
         await ended
         if timeout.active():
             timeout.cancel()
+        await defer.maybeDeferred(service.MultiService.stopService, self)
         await self.core.stop()
         await task.deferLater(self.reactor, 0, lambda: None)
         log.info("qgate stopped")
