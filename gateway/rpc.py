@@ -144,8 +144,10 @@ class WorkerChannel(_Framed):
             d.errback(Failure(value))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The hub is gone: ``on_lost`` first (a worker process ends there), then every
+        call still waiting fails as the storage being unavailable."""
         self.connected_to_hub = False
+        self._on_lost()
         pending, self._pending = self._pending, {}
         for d in pending.values():
             d.errback(Failure(StorageUnavailable("the hub process is gone")))
-        self._on_lost()

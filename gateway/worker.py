@@ -73,9 +73,12 @@ class Worker:
             os.close(fd)  # adopted as a duplicate
 
     def _hub_gone(self) -> None:
+        """The hub died (a stopping hub outlives its workers): without it nothing can be
+        stored or read, so this worker ends now, as the whole server would have in one
+        process. Its clients see their connections drop, not answers made up here."""
         if not self._stopping:
-            log.warn("qgate worker: the hub is gone; stopping")
-            self.reactor.stop()
+            log.warn("qgate worker: the hub is gone; exiting")
+            os._exit(1)
 
     async def stop(self) -> None:
         """Stop accepting; give calls in flight (long polls the hub is ending) a moment to

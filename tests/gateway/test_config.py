@@ -114,9 +114,7 @@ def test_a_bad_worker_count_is_refused_naming_the_key(value):
 
 
 def test_workers_cannot_share_an_endpoint_they_cannot_adopt():
-    config = parse(
-        {"listeners": [{"protocol": "http", "endpoint": "ssl:8443:privateKey=k.pem"}]}
-    )
+    config = parse({"listeners": [{"protocol": "http", "endpoint": "ssl:8443:privateKey=k.pem"}]})
     with pytest.raises(ConfigError, match=r"listeners\[0\].endpoint: 'ssl'"):
         check_shareable(config)
 

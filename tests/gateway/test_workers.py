@@ -213,9 +213,21 @@ def test_a_killed_workers_unacked_messages_come_back_after_their_lease(shared):
 
 
 def test_sigterm_stops_every_worker_then_the_hub(server):
+    """A long poll parked through a worker is answered (empty), not cut off."""
     pids = server.worker_pids()
-    assert server.request("PUT", "/v2/queues/kept")[0] == 201
+    poller = HTTP(server)
+    assert poller.request("PUT", "/v2/queues/kept")[0] == 201
+    answer: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: answer.update(
+            reply=poller.request("GET", "/v2/queues/kept/messages?wait=20&echo=true")
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)  # parked
     assert server.stop() == 0
+    waiter.join(10)
+    assert answer["reply"][0] in (200, 204)
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}")
     assert server.output().count("qgate stopped") == 1
