@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from qgate.gateway.cli import main
 from tests.support.serve import CLIENT_ID, Server
 
 pytestmark = pytest.mark.integration
@@ -253,3 +254,11 @@ def test_one_worker_serves_in_its_own_process(tmp_path):
         assert server.request("PUT", "/v2/queues/solo")[0] == 201
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "lots"])
+def test_a_bad_workers_option_is_refused_before_anything_starts(value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--workers", value])
+    assert stopped.value.code == 2
+    assert "--workers" in capsys.readouterr().err
