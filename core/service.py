@@ -128,6 +128,11 @@ class QueueService(SubscriptionCalls, AdminCalls):
         await self._transient.close()
         await self._durable.close()
 
+    def stop_waiting(self) -> None:
+        """The first step of stopping while callers remain (workers finishing): every
+        parked wait answers now with what it has, and none parks again."""
+        self._waits.close()
+
     def stop(self) -> Deferred[None]:
         """Stop the reaper; fires once pending writes are committed and stores closed."""
         return Deferred.fromCoroutine(self._stop())

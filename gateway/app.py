@@ -12,7 +12,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, endpoints, task, threads
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -22,7 +22,7 @@ from qgate.core.metrics import EXPIRED
 from qgate.core.model import QueueOptions
 from qgate.core.service import QueueService
 from qgate.gateway import access, registry, tls
-from qgate.gateway.config import Config, ConfigError
+from qgate.gateway.config import Config, ConfigError, ListenerConfig
 from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
 from qgate.gateway.status import GatewayStatus, ListenerState, qgate_version
 from qgate.storage.memory import MemoryStorage
@@ -58,6 +58,11 @@ def _fields(description: str) -> list[str]:
     return out
 
 
+def endpoint_type(description: str) -> str:
+    """The endpoint type of a description (``tcp``, ``unix``, ``ssl``...), lower case."""
+    return _fields(description)[0].strip().lower()
+
+
 def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
     """``description`` with ``backlog=`` added for tcp, tcp6, ssl and unix endpoints that
     do not set their own (which is kept); other endpoint types are left alone."""
@@ -85,7 +90,28 @@ def make_storage(reactor: Any, config: Config) -> IQueueStorage:
     )
 
 
-def make_authenticator(reactor: Any, config: Config, store: IQueueStorage) -> IAuthenticator:
+def default_options(config: Config) -> QueueOptions:
+    """The options of queues created on first use (``[queues]``)."""
+    return QueueOptions(
+        durable=config.queues.durable,
+        default_ttl=config.queues.default_ttl,
+        default_delay=config.queues.default_delay,
+    )
+
+
+def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueService:
+    """The one queue service of a process (or of the hub of workers)."""
+    return QueueService(
+        reactor,
+        store,
+        MemoryStorage(),
+        limits=config.limits,
+        default_options=default_options(config),
+    )
+
+
+def make_authenticator(reactor: Any, config: Config, store: Any) -> IAuthenticator:
+    """The authenticator of ``auth.mode``; ``store`` provides (or adapts to) ITenantStore."""
     if config.auth.mode == "keys":
         tenants = ITenantStore(store)
         return APIKeys(tenants, reactor, cache_seconds=config.auth.cache_seconds)
@@ -105,6 +131,53 @@ def upgrade_schema(config: Config) -> defer.Deferred[None]:
     return threads.deferToThread(upgrade_now_blocking, config)
 
 
+def server_endpoint(reactor: Any, listener: ListenerConfig) -> Any:
+    """The server endpoint of a listener (ConfigError when the description is bad)."""
+    try:
+        return endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
+
+
+def listener_factories(
+    reactor: Any,
+    config: Config,
+    protocols: registry.Protocols,
+    metrics: Any,
+    which: Any = lambda listener: True,
+) -> list[tuple[ListenerState, IProtocolFactory]]:
+    """The state and protocol factory of each ``[[listeners]]`` entry ``which`` accepts,
+    in order: access log as configured, TLS-wrapped (reloadable certificates) where the
+    listener has a ``tls`` table, open connections counted in ``metrics``."""
+    out: list[tuple[ListenerState, IProtocolFactory]] = []
+    for listener in config.listeners:
+        if not which(listener):
+            continue
+        state = ListenerState(listener)
+        factory = protocols.listener(listener.protocol, listener)
+        access.configure(factory, listener.protocol, listener.access_log)
+        if listener.tls is not None:
+            state.certificates = tls.ReloadableCertificates(listener.tls)
+            factory = tls.wrap(factory, state.certificates, reactor)
+        factory = ConnectionCounter(factory, metrics.connections.labels(listener.protocol))
+        out.append((state, factory))
+    return out
+
+
+def where(config: Config, ports: list[IListeningPort]) -> str:
+    """Where the listeners listen, for the one start-up line: ``http 127.0.0.1:8888
+    (TLS), stomp /run/qgate.sock``."""
+    out = []
+    for listener, port in zip(config.listeners, ports, strict=True):
+        host = port.getHost()
+        name = getattr(host, "name", None)
+        if isinstance(name, bytes):
+            name = name.decode(errors="replace")
+        place = name or f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}"
+        out.append(f"{listener.protocol} {place}{' (TLS)' if listener.tls else ''}")
+    return ", ".join(out)
+
+
 class Gateway(service.MultiService):
     """Every listener of one qgate process, in front of one core service."""
 
@@ -113,17 +186,7 @@ class Gateway(service.MultiService):
         self.reactor = reactor
         self.config = config
         self.store = make_storage(reactor, config)
-        self.core = QueueService(
-            reactor,
-            self.store,
-            MemoryStorage(),
-            limits=config.limits,
-            default_options=QueueOptions(
-                durable=config.queues.durable,
-                default_ttl=config.queues.default_ttl,
-                default_delay=config.queues.default_delay,
-            ),
-        )
+        self.core = make_core(reactor, config, self.store)
         self.auth = make_authenticator(reactor, config, self.store)
         self.metrics = PrometheusMetrics(qgate_version())
         writer = getattr(self.store, "writer", None)
@@ -144,22 +207,13 @@ class Gateway(service.MultiService):
             admin.sample_interval,
             self.core.waiters,
         )
-        self._factories = []
-        for listener in config.listeners:
-            state = ListenerState(listener)
-            factory = self.protocols.listener(listener.protocol, listener)
-            access.configure(factory, listener.protocol, listener.access_log)
-            if listener.tls is not None:
-                state.certificates = tls.ReloadableCertificates(listener.tls)
-                factory = tls.wrap(factory, state.certificates, reactor)
-            gauge = self.metrics.connections.labels(listener.protocol)
-            factory = ConnectionCounter(factory, gauge)
-            try:
-                endpoint = endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
-            except (ValueError, TypeError, KeyError) as e:
-                raise ConfigError(f"listeners: bad endpoint {listener.endpoint!r}: {e}") from None
-            self._factories.append((state, endpoint, factory))
-            self.status.listeners.append(state)
+        self._factories = [
+            (state, server_endpoint(reactor, state.config), factory)
+            for state, factory in listener_factories(
+                reactor, config, self.protocols, self.metrics, self.serves_itself
+            )
+        ]
+        self.status.listeners.extend(state for state, _, _ in self._factories)
         self.ports: list[IListeningPort] = []
 
     async def listen(self) -> None:
@@ -175,18 +229,20 @@ class Gateway(service.MultiService):
                 raise ConfigError(
                     f"listeners: cannot listen on {listener.endpoint!r}: {e}"
                 ) from None
-            self.ports.append(port)
-            host = port.getHost()
-            state.up = True
-            state.address = str(getattr(host, "port", host))
-            self.metrics.listeners_up.labels(listener.protocol).inc()
-            log.info(
-                "{protocol} listening on {host}{tls}",
-                protocol=listener.protocol,
-                host=getattr(host, "port", host),
-                tls=" (TLS)" if listener.tls else "",
-            )
-            self.status.certificates_served(state)
+            self._listening(state, port)
+        log.info("qgate listening on {where} with 1 worker", where=where(self.config, self.ports))
+
+    def serves_itself(self, listener: ListenerConfig) -> bool:
+        """Whether this process accepts on ``listener`` (a lone gateway: every one)."""
+        return True
+
+    def _listening(self, state: ListenerState, port: IListeningPort) -> None:
+        self.ports.append(port)
+        host = port.getHost()
+        state.up = True
+        state.address = str(getattr(host, "port", host))
+        self.metrics.listeners_up.labels(state.config.protocol).inc()
+        self.status.certificates_served(state)
 
     def reload(self) -> list[dict[str, Any]]:
         """Load every TLS listener's certificates again; open connections keep theirs."""

@@ -1,6 +1,6 @@
 """``qgate``: serve, migrate the schema, manage tenants and API keys.
 
-    qgate serve [-c conf/qgate.toml]
+    qgate serve [-c conf/qgate.toml] [--workers N]
     qgate db upgrade [-c FILE]
     qgate tenant create NAME | qgate tenant list
     qgate key create TENANT | qgate key revoke KEY
@@ -16,6 +16,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, task
@@ -26,19 +27,25 @@ from qgate.core.auth import TenantAdmin
 from qgate.core.errors import QGateError
 from qgate.gateway import admin_cli, logs
 from qgate.gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
-from qgate.gateway.config import Config, ConfigError, load
+from qgate.gateway.config import Config, ConfigError, ServerConfig, load
 
 
-def _start_logging(config: Config, level: str | None) -> None:
-    """``[log]`` (``--log-level`` overrides its least level)."""
+def start_logging(config: Config, level: str | None) -> None:
+    """``[log]`` (``--log-level`` overrides its least level), to stdout: the hub's and
+    every worker's."""
     log = config.log
     observer = logs.observer(sys.stdout, log.format, level or log.level, log.levels)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-def serve(config: Config) -> int:
-    """Run the gateway until SIGTERM/SIGINT; then stop accepting, answer, commit, exit 0."""
+def serve(config: Config, worker_args: Sequence[str] = ()) -> int:
+    """Run the gateway until SIGTERM/SIGINT; then stop accepting, answer, commit, exit 0.
+
+    With ``[server] workers`` above 1, this process is the hub of that many workers
+    (``gateway/hub.py``), started with ``worker_args``; with 1, it serves by itself."""
     from twisted.internet import reactor
+
+    count = config.server.worker_count
 
     outcome = {"code": 0}
 
@@ -46,7 +53,13 @@ def serve(config: Config) -> int:
         d = upgrade_schema(config) if config.storage.auto_upgrade else defer.succeed(None)
 
         def go(_: Any) -> Any:
-            gateway = Gateway(reactor, config)
+            gateway: Gateway
+            if count > 1:
+                from qgate.gateway.hub import Hub
+
+                gateway = Hub(reactor, config, count, worker_args)
+            else:
+                gateway = Gateway(reactor, config)
             reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
             # SIGHUP: load TLS certificates again (open connections keep theirs).
             hup = reactor.callFromThread  # type: ignore[attr-defined]
@@ -89,6 +102,18 @@ def _admin(config: Config, action: Callable[[TenantAdmin], Coroutine[Any, Any, A
     return result["code"]
 
 
+def _worker_count(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError(f'"auto" or a whole number from 1 to 256, not {text!r}')
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qgate", description="qgate message-queue gateway")
     parser.add_argument(
@@ -103,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway")
     serve_cmd.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
+    serve_cmd.add_argument(
+        "--workers",
+        type=_worker_count,
+        help='processes serving the listeners (default: [server] workers, "auto": one a core)',
+    )
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
     tenant = commands.add_parser("tenant", help="tenants").add_subparsers(
@@ -132,8 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
-        _start_logging(config, args.log_level)
-        return serve(config)
+        if args.workers is not None:
+            config = replace(config, server=ServerConfig(workers=args.workers))
+        start_logging(config, args.log_level)
+        worker_args = ["--log-level", args.log_level] if args.log_level else []
+        path = getattr(args, "config_sub", None) or args.config
+        if path:
+            worker_args += ["-c", path]
+        return serve(config, worker_args)
     if args.command in ("queues", "status", "reload"):
         return admin_cli.run(args, config)
     if args.command == "admin-key":

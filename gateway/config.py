@@ -7,6 +7,7 @@ server runs in, like every other command-line tool.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -40,6 +41,28 @@ class StorageConfig:
     busy_timeout: float = 5.0
     #: Where transient queues live: only ``memory`` today.
     transient: str = "memory"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    #: Processes serving the listeners: ``"auto"`` (one per core) or a number. With more
+    #: than one, a hub process owns storage and the core and the workers run protocols.
+    workers: int | str = "auto"
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number (``"auto"``: the machine's cores)."""
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        return int(self.workers)
+
+
+def _workers(value: Any, name: str) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(f'{name}: "auto" or a whole number from 1 to 256 (got {value!r})')
+    return value
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,7 @@ def _log(value: Any, name: str) -> LogConfig:
 @dataclass(frozen=True)
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: Limits = field(default_factory=Limits)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
@@ -297,6 +321,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         rest,
         "",
         storage=_storage,
+        server=lambda v, n: _build(ServerConfig, v, n, workers=_workers),
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
         limits=lambda v, n: _build(Limits, v, n),
         queues=lambda v, n: _build(QueueDefaults, v, n),

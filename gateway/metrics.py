@@ -136,6 +136,92 @@ class PrometheusMetrics:
         self.commit_seconds.observe(seconds)
 
 
+class MetricsSink:
+    """The hub's end of its workers' metrics: what ``ForwardingMetrics`` sends, added to
+    the hub's series, so the hub's ``/metrics`` counts the whole server."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self._metrics = metrics
+
+    def record(
+        self,
+        counts: list[tuple[str, float, dict[str, str]]],
+        observations: list[tuple[str, float, dict[str, str]]],
+        connections: dict[str, int],
+    ) -> None:
+        for name, amount, labels in counts:
+            if name in _COUNTERS:
+                self._metrics.count(name, amount, **labels)
+        for name, value, labels in observations:
+            if name in _HISTOGRAMS:
+                self._metrics.observe(name, value, **labels)
+        for protocol, delta in connections.items():
+            self._metrics.connections.labels(protocol).inc(delta)
+
+
+class _GaugeDelta:
+    def __init__(self, deltas: dict[str, int], key: str) -> None:
+        self._deltas, self._key = deltas, key
+
+    def inc(self, amount: int = 1) -> None:
+        self._deltas[self._key] = self._deltas.get(self._key, 0) + amount
+
+    def dec(self, amount: int = 1) -> None:
+        self.inc(-amount)
+
+
+class _Connections:
+    def __init__(self) -> None:
+        self.deltas: dict[str, int] = {}
+
+    def labels(self, protocol: str) -> _GaugeDelta:
+        return _GaugeDelta(self.deltas, protocol)
+
+
+@implementer(IMetrics)
+class ForwardingMetrics:
+    """A worker's ``IMetrics``: counts, observations and connection changes gathered for
+    ``interval`` seconds, then sent to the hub in one call (``send``), where the admin
+    listener exports them. Nothing is kept past a send, so memory stays flat."""
+
+    registry = None
+
+    def __init__(self, clock: IReactorTime, send: Callable[..., Any], interval: float = 1.0):
+        self._send = send
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._observations: list[tuple[str, float, dict[str, str]]] = []
+        self.connections = _Connections()
+        self._loop = task.LoopingCall(self.flush)
+        self._loop.clock = clock
+        self._interval = interval
+
+    def start(self) -> None:
+        self._loop.start(self._interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        self.flush()
+
+    def count(self, name: str, amount: float = 1, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self._counts[key] = self._counts.get(key, 0) + amount
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        self._observations.append((name, value, labels))
+
+    def flush(self) -> None:
+        deltas = {p: d for p, d in self.connections.deltas.items() if d}
+        if not (self._counts or self._observations or deltas):
+            return
+        counts = [(name, amount, dict(labels)) for (name, labels), amount in self._counts.items()]
+        observations, self._observations = self._observations, []
+        self._counts = {}
+        self.connections.deltas.clear()
+        d = self._send(counts, observations, deltas)
+        d.addErrback(lambda f: log.debug("metrics not sent to the hub: {f}", f=f.value))
+
+
 class Snapshot(Collector):
     """Queue depths and waiters as of the last sample (collected without any I/O)."""
 

@@ -100,8 +100,15 @@ def test_an_operator_drives_a_running_qgate_through_the_admin_cli(tmp_path):
         back = server.admin_cli("queues", "move", "acme", "jobs-dlq", key=admin_key)
         assert back == {"moved": 3, "to": "jobs"}
 
-        text = server.metrics(admin_key)
-        assert 'qgate_messages_published_total{protocol="http"} 3.0' in text
+        # With workers, each sends its counts to the hub's /metrics once a second.
+        published = 'qgate_messages_published_total{protocol="http"} 3.0'
+
+        def scraped() -> str:
+            text = server.metrics(admin_key)
+            return text if published in text else ""
+
+        text = eventually(scraped) or server.metrics(admin_key)
+        assert published in text
         assert 'qgate_listeners_up{protocol="admin"} 1.0' in text
 
         assert server.proc is not None

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from qgate.gateway.config import Config, ConfigError, load, parse
+from qgate.gateway.hub import check_shareable
 
 
 def test_the_embedded_default_listens_on_localhost_with_sqlite():
@@ -95,3 +100,27 @@ def test_a_missing_or_broken_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(bad)
     assert "not valid TOML" in str(e.value)
+
+
+def test_workers_default_to_one_a_core_and_take_a_number():
+    assert Config().server.workers == "auto"
+    assert Config().server.worker_count == (os.cpu_count() or 1)
+    assert parse({"server": {"workers": 3}}).server.worker_count == 3
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "many", True, 1000])
+def test_a_bad_worker_count_is_refused_naming_the_key(value):
+    with pytest.raises(ConfigError, match="server.workers"):
+        parse({"server": {"workers": value}})
+
+
+def test_workers_cannot_share_an_endpoint_they_cannot_adopt():
+    config = parse({"listeners": [{"protocol": "http", "endpoint": "ssl:8443:privateKey=k.pem"}]})
+    with pytest.raises(ConfigError, match=r"listeners\[0\].endpoint: 'ssl'"):
+        check_shareable(config)
+
+
+def test_the_shipped_config_documents_the_workers_key():
+    text = (Path(__file__).resolve().parents[2] / "conf" / "qgate.toml").read_text()
+    assert load(None).server == parse(tomllib.loads(text)).server
+    assert 'workers = "auto"' in text

@@ -29,8 +29,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
@@ -61,7 +71,9 @@ def test_an_installed_qgate_imports_beside_a_foreign_core_folder(
     python = env_dir / "bin" / "python"
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(purelib)

@@ -42,7 +42,7 @@ def run_qgate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 class Server:
     """``extra`` is TOML appended to the config (more listeners); ``tenant`` the
     X-Project-Id its requests send; ``storage`` the storage URL (SQLite in ``workdir``
-    by default)."""
+    by default); ``workers`` the ``[server] workers`` (None: the default, one a core)."""
 
     def __init__(
         self,
@@ -51,6 +51,7 @@ class Server:
         tenant: str = "proj-1",
         extra: str = "",
         storage: str | None = None,
+        workers: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.tenant = tenant
@@ -58,8 +59,9 @@ class Server:
         self.stomp = free_port()
         self.config = workdir / "qgate.toml"
         url = storage or f"sqlite:///{workdir}/data/qgate.db"
+        server = "" if workers is None else f"[server]\nworkers = {workers}\n"
         self.config.write_text(
-            f"""
+            f"""{server}
 [storage]
 url = "{url}"
 synchronous = "NORMAL"
@@ -78,10 +80,11 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_qgate(self.workdir, *args, "-c", str(self.config))
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
+        """``qgate serve`` with ``args`` added, once it answers /v2/ping."""
         self.log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*QGATE, "serve", "-c", str(self.config)],
+            [*QGATE, "serve", "-c", str(self.config), *args],
             cwd=self.workdir,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -96,6 +99,16 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
             except OSError:
                 time.sleep(0.1)
         raise AssertionError("qgate did not answer /v2/ping: " + self.output())
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the hub's worker processes, now (Linux: the kernel's child list)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return []
+        return sorted(int(c) for c in children)
 
     def output(self) -> str:
         return (self.workdir / "serve.log").read_text(errors="replace")
