@@ -179,6 +179,11 @@ class IQueueStorage(ISubscriptionStore):
     def set_cursor(tenant, name, subscription, marker):
         """-> None; stores (or with ``marker`` None, forgets) a subscription's marker."""
 
+    def tenant_usage(tenant, now):
+        """-> core.usage.TenantUsage: the queues, stored messages and bytes (expired,
+        unreaped ones included) and live push subscriptions the tenant has in this store,
+        counted exactly (an aggregate query: for quotas now and then, never per publish)."""
+
     def ping():
         """-> bool: whether the backend answers (a cheap round trip)."""
 
@@ -377,11 +382,26 @@ class ITenantStore(Interface):
     def list_tenants():
         """-> list[Tenant] by name."""
 
-    def add_key(tenant, key_id, secret_hash, now):
-        """-> None."""
+    def add_key(tenant, key_id, secret_hash, now, queues=None, ops=None):
+        """-> None. ``queues`` and ``ops``: the key's scope as comma-separated text
+        (``core.principal.Scope.to_text``), None for unlimited."""
+
+    def find_key_scope(key_id):
+        """-> (queues, ops) text of a key that is not revoked, or None."""
+
+    def set_quota(tenant, quota, value):
+        """-> None; overrides the default of one quota for ``tenant`` (``value`` None: back
+        to the default), and bumps ``tenant_version``."""
+
+    def quota_overrides():
+        """-> dict[tenant, dict[quota, float]]: every stored override."""
+
+    def tenant_version():
+        """-> int: a counter that every revocation and quota change bumps (cheap to
+        read; processes poll it to see changes at once)."""
 
     def find_key(key_id):
         """-> (tenant, secret_hash) of a key that is not revoked, or None."""
 
     def revoke_key(key_id, now):
-        """-> bool, whether a live key was revoked."""
+        """-> bool, whether a live key was revoked (then ``tenant_version`` is bumped)."""

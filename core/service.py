@@ -61,6 +61,7 @@ from qgate.core.model import (
     QueueStats,
 )
 from qgate.core.schemas import AvroSchema
+from qgate.core.usage import TenantUsage
 
 __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
@@ -257,6 +258,14 @@ class QueueService(SubscriptionCalls):
     @_as_deferred
     async def queue_stats(self, tenant: str, name: str) -> QueueStats:
         return await self._store(tenant, name).queue_stats(tenant, name, self._now())
+
+    @_as_deferred
+    async def tenant_usage(self, tenant: str) -> TenantUsage:
+        """What ``tenant`` holds in every store, counted exactly (``core.usage``)."""
+        now = self._now()
+        return await self._durable.tenant_usage(tenant, now) + await (
+            self._transient.tenant_usage(tenant, now)
+        )
 
     @_as_deferred
     async def purge_queue(self, tenant: str, name: str) -> int:

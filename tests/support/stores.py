@@ -32,6 +32,8 @@ TABLES = (
     "tenants",
     "api_keys",
     "schemas",
+    "tenant_quotas",
+    "tenant_changes",
 )
 
 

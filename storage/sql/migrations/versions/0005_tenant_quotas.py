@@ -1,0 +1,43 @@
+"""Per-tenant quota overrides, key scopes, and the tenant change counter.
+
+Revision ID: 0005
+Revises: 0003
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "tenant_quotas",
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("quota", sa.String(32), nullable=False),
+        sa.Column("value", sa.Double, nullable=False),
+        sa.PrimaryKeyConstraint("tenant", "quota", name="pk_tenant_quotas"),
+    )
+    changes = op.create_table(
+        "tenant_changes",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    op.bulk_insert(changes, [{"id": 1, "version": 0}])
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("queues", sa.Text, nullable=True))
+        batch.add_column(sa.Column("ops", sa.Text, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("ops")
+        batch.drop_column("queues")
+    op.drop_table("tenant_changes")
+    op.drop_table("tenant_quotas")
