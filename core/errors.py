@@ -175,8 +175,7 @@ class RateLimited(QGateError):
 
     def __init__(self, limit: str, rate: float, retry_after: float) -> None:
         super().__init__(
-            f"the tenant's {limit} ({rate:g} per second) is used up; "
-            f"retry in {retry_after:.2f} s",
+            f"the tenant's {limit} ({rate:g} per second) is used up; retry in {retry_after:.2f} s",
             field=limit,
         )
         self.limit = limit

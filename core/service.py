@@ -263,8 +263,8 @@ class QueueService(SubscriptionCalls):
     async def tenant_usage(self, tenant: str) -> TenantUsage:
         """What ``tenant`` holds in every store, counted exactly (``core.usage``)."""
         now = self._now()
-        return await self._durable.tenant_usage(tenant, now) + await (
-            self._transient.tenant_usage(tenant, now)
+        return await self._durable.tenant_usage(tenant, now) + await self._transient.tenant_usage(
+            tenant, now
         )
 
     @_as_deferred

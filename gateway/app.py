@@ -17,9 +17,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
+from qgate.core.guard import TenantGuard
 from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.core.model import QueueOptions
+from qgate.core.quotas import TenantQuotas
 from qgate.core.service import QueueService
+from qgate.core.tenant_watch import TenantWatch
 from qgate.gateway import registry, tls
 from qgate.gateway.config import Config, ConfigError
 from qgate.storage.memory import MemoryStorage
@@ -122,7 +125,13 @@ class Gateway(service.MultiService):
             ),
         )
         self.auth = make_authenticator(reactor, config, self.store)
-        self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
+        # What protocols call: the core with every tenant bounded (core.guard), kept up
+        # to date with stored quotas and revocations by the tenant watch.
+        tenants = ITenantStore(self.store)
+        self.quotas = TenantQuotas(config.quotas)
+        self.guard = TenantGuard(self.core, reactor, self.quotas, tenants)
+        self.watch = TenantWatch(reactor, tenants, self.quotas, self.auth, self.guard)
+        self.protocols = registry.Protocols(reactor, self.guard, self.auth, config.protocols)
         self._factories = []
         for listener in config.listeners:
             factory = self.protocols.listener(listener.protocol, listener)
@@ -138,6 +147,7 @@ class Gateway(service.MultiService):
     async def listen(self) -> None:
         """Start the core and every listener; a listener that cannot start fails it all."""
         self.core.start()
+        self.watch.start()
         for listener, endpoint, factory in self._factories:
             try:
                 port = await endpoint.listen(factory)
@@ -169,6 +179,7 @@ class Gateway(service.MultiService):
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
         yield super().stopService()
+        self.watch.stop()
         yield self.core.stop()
         yield task.deferLater(self.reactor, FLUSH_GRACE, lambda: None)
         log.info("qgate stopped")

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from qgate.core.limits import Limits
+from qgate.core.quotas import Quotas, check_quotas
 
 T = TypeVar("T")
 
@@ -48,7 +49,8 @@ class AuthConfig:
     mode: str = "none"
     #: Tenant for clients that name none (mode ``none`` only); empty means "required".
     default_tenant: str = ""
-    #: Seconds a verified key is remembered (a revoked key stops within this time).
+    #: Seconds a verified key is remembered. Every revocation makes every process forget
+    #: them within a second (``core.tenant_watch``); this is the bound if that fails.
     cache_seconds: float = 30.0
 
 
@@ -84,6 +86,8 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: Limits = field(default_factory=Limits)
+    #: Every tenant's default quotas and rate limits (overridable per tenant).
+    quotas: Quotas = field(default_factory=Quotas)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
     listeners: tuple[ListenerConfig, ...] = (
         ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
@@ -220,6 +224,14 @@ def _storage(value: Any, name: str) -> StorageConfig:
     return storage
 
 
+def _quotas(value: Any, name: str) -> Quotas:
+    quotas = _build(Quotas, value, name)
+    try:
+        return check_quotas(quotas)
+    except ValueError as e:
+        raise ConfigError(f"{name}.{e}") from None
+
+
 def parse(data: Mapping[str, Any]) -> Config:
     from qgate.gateway.registry import PROTOCOLS
 
@@ -238,6 +250,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         storage=_storage,
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
         limits=lambda v, n: _build(Limits, v, n),
+        quotas=_quotas,
         queues=lambda v, n: _build(QueueDefaults, v, n),
         listeners=_listeners,
     )

@@ -307,9 +307,7 @@ class SQLStorage:
         new: NewSubscription,
         now: float,
     ) -> Deferred[tuple[Subscription, bool]]:
-        return self._write(
-            subscriptions.create_subscription, self._sql, tenant, name, new, now
-        )
+        return self._write(subscriptions.create_subscription, self._sql, tenant, name, new, now)
 
     def get_subscription(
         self, tenant: str, name: str, subscription_id: str, now: float
