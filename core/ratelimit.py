@@ -53,7 +53,7 @@ class RateLimiter:
             return 0.0
         bucket = self._bucket(tenant, rate, burst)
         need = min(count, max(burst, 1.0))
-        if bucket.tokens >= need:
+        if bucket.tokens >= need - 1e-9:  # clock arithmetic rounds
             bucket.tokens -= count
             return 0.0
         return (need - bucket.tokens) / rate
