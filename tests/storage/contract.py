@@ -9,9 +9,15 @@ from tests.storage.expiry import ExpiryContract
 from tests.storage.messages import MessageContract
 from tests.storage.queues import QueueContract
 from tests.storage.subscriptions import SubscriptionContract
+from tests.storage.tenants import TenantContract
 
 
 class StorageContract(
-    QueueContract, MessageContract, ClaimContract, ExpiryContract, SubscriptionContract
+    QueueContract,
+    MessageContract,
+    ClaimContract,
+    ExpiryContract,
+    SubscriptionContract,
+    TenantContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""
