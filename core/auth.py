@@ -34,12 +34,14 @@ class IAuthenticator(Interface):
         "tenant it names is believed. Protocols choose which client field to pass by it."
     )
 
-    def authenticate(tenant, token, assumed=None):  # type: ignore[no-untyped-def]
-        """-> Deferred[str]: the tenant to act as; fails with Unauthorized.
+    def authenticate(tenant, token, assumed=None, peer=None):  # type: ignore[no-untyped-def]
+        """-> Deferred[str]: the tenant to act as (a ``core.principal.Principal``); fails
+        with Unauthorized.
 
         ``assumed`` is the tenant a protocol takes for a client that names none, where its
         own convention allows that (STOMP's default virtual host); a configured default
-        tenant comes first."""
+        tenant comes first. ``peer`` is the client's address (an IP address, or None),
+        for throttling failures (``core.auth_throttle``)."""
 
 
 @implementer(IAuthenticator)
@@ -52,7 +54,11 @@ class TrustedTenant:
         self.default_tenant = default_tenant
 
     def authenticate(
-        self, tenant: str | None, token: str | None, assumed: str | None = None
+        self,
+        tenant: str | None,
+        token: str | None,
+        assumed: str | None = None,
+        peer: str | None = None,
     ) -> Deferred[str]:
         chosen = tenant or self.default_tenant or assumed
         if not chosen:
@@ -102,7 +108,11 @@ class APIKeys:
     needs_token = True
 
     def authenticate(
-        self, tenant: str | None, token: str | None, assumed: str | None = None
+        self,
+        tenant: str | None,
+        token: str | None,
+        assumed: str | None = None,
+        peer: str | None = None,
     ) -> Deferred[str]:
         if not token:
             return fail(Unauthorized("an API key is required (X-Auth-Token or passcode)"))

@@ -39,6 +39,10 @@ log = Logger()
 ANY = "any"
 
 
+#: Where ``wait`` is among the positional arguments after (tenant, name).
+_WAIT_AT = {"claim": 3, "observe": 6, "pop_messages": 1}
+
+
 def _scope_check(tenant: str, op: str, name: str | None) -> None:
     if type(tenant) is Principal and not tenant.scope.unlimited:
         if op == ANY:
@@ -305,7 +309,8 @@ class TenantGuard:
     def _waiting(self, method: str, tenant: str, name: str, args: Any, kwargs: Any) -> Any:
         try:
             self.enter(tenant, CONSUME, name)
-            wait = kwargs.get("wait", 0)
+            at = _WAIT_AT[method]
+            wait = args[at] if len(args) > at else kwargs.get("wait", 0)
             waiter = bool(wait) and not (type(tenant) is Principal and tenant.session is not None)
             if waiter:
                 self._hold_subscription(tenant)

@@ -67,6 +67,14 @@ class RateLimiter:
         bucket.tokens -= count
         return self.debt(tenant, rate, burst)
 
+    def wait_for(self, tenant: str, rate: float, burst: float, count: float = 1.0) -> float:
+        """Seconds until ``count`` tokens are there (0: now), spending nothing."""
+        if not rate or tenant not in self._buckets:
+            return 0.0
+        bucket = self._bucket(tenant, rate, burst)
+        need = min(count, max(burst, 1.0))
+        return 0.0 if bucket.tokens >= need - 1e-9 else (need - bucket.tokens) / rate
+
     def debt(self, tenant: str, rate: float, burst: float) -> float:
         """Seconds until the tenant's bucket is out of debt (0: it may go on now)."""
         if not rate or tenant not in self._buckets:

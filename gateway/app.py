@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
+from qgate.core.auth_throttle import ThrottledAuth
 from qgate.core.guard import TenantGuard
 from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.core.model import QueueOptions
@@ -86,10 +87,15 @@ def make_storage(reactor: Any, config: Config) -> IQueueStorage:
 
 
 def make_authenticator(reactor: Any, config: Config, store: IQueueStorage) -> IAuthenticator:
-    if config.auth.mode == "keys":
+    """The configured authenticator, its failures throttled per client address."""
+    auth = config.auth
+    inner: IAuthenticator
+    if auth.mode == "keys":
         tenants = ITenantStore(store)
-        return APIKeys(tenants, reactor, cache_seconds=config.auth.cache_seconds)
-    return TrustedTenant(config.auth.default_tenant or None)
+        inner = APIKeys(tenants, reactor, cache_seconds=auth.cache_seconds)
+    else:
+        inner = TrustedTenant(auth.default_tenant or None)
+    return ThrottledAuth(inner, reactor, auth.failure_rate, auth.failure_burst)
 
 
 def upgrade_now_blocking(config: Config) -> None:

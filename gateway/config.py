@@ -52,6 +52,10 @@ class AuthConfig:
     #: Seconds a verified key is remembered. Every revocation makes every process forget
     #: them within a second (``core.tenant_watch``); this is the bound if that fails.
     cache_seconds: float = 30.0
+    #: Failed authentications a client address may make at once, then per second;
+    #: past them it is refused (HTTP 429) until one is repaid. 0 disables.
+    failure_burst: float = 20.0
+    failure_rate: float = 1.0
 
 
 @dataclass(frozen=True)

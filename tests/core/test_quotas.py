@@ -241,3 +241,15 @@ async def test_a_revoked_key_fails_and_closes_its_sessions_within_one_watch_roun
         await auth.authenticate(None, token)  # well within the 30 s cache
     assert not kept.closed and guard.connections("acme") == 2  # closing is the protocol's
     watch.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wait_given_by_position_holds_a_waiter_slot_too():
+    clock = make_clock()
+    guard = guarded(clock, max_subscriptions=1)
+    await guard.create_queue(T, "q")
+    popping = guard.pop_messages(Principal(T), "q", 1, 5)
+    with pytest.raises(QuotaExceeded):
+        await guard.claim(Principal(T), "q", 1, 60, 0, 5)
+    clock.advance(5)
+    assert await popping == []
