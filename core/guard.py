@@ -249,26 +249,37 @@ class TenantGuard:
         # Reserved now, given back if the publish fails: concurrent publishes see it.
         self.usage.add_messages(tenant, n, nbytes)
         d: Deferred[list[str]] = self.service.publish(tenant, name, messages, create=False)
-        if create:
-            d.addErrback(self._create_then_publish, tenant, name, messages)
-        return d.addErrback(self._unreserve, tenant, n, nbytes)
+        if d.called and not isinstance(d.result, Failure):
+            return d  # stored already (memory): no errback to chain
+        return d.addErrback(self._publish_failed, tenant, name, messages, create, n, nbytes)
 
-    def _create_then_publish(
-        self, failure: Failure, tenant: str, name: str, messages: Sequence[NewMessage]
+    def _publish_failed(
+        self,
+        failure: Failure,
+        tenant: str,
+        name: str,
+        messages: Sequence[NewMessage],
+        create: bool,
+        n: int,
+        nbytes: int,
     ) -> Any:
-        """A publish to a missing queue creates it, within the queue quota."""
-        failure.trap(QueueNotFound)
+        """Give the reservation back; a publish to a missing queue creates it (within the
+        queue quota) and tries again."""
+        self.usage.add_messages(tenant, -n, -nbytes)
+        if not (create and failure.check(QueueNotFound)):
+            return failure
 
         async def again() -> list[str]:
             await self._create_queue(tenant, name)
-            ids: list[str] = await self.service.publish(tenant, name, messages)
+            self.usage.add_messages(tenant, n, nbytes)
+            try:
+                ids: list[str] = await self.service.publish(tenant, name, messages)
+            except BaseException:
+                self.usage.add_messages(tenant, -n, -nbytes)
+                raise
             return ids
 
         return Deferred.fromCoroutine(again())
-
-    def _unreserve(self, failure: Failure, tenant: str, n: int, nbytes: int) -> Failure:
-        self.usage.add_messages(tenant, -n, -nbytes)
-        return failure
 
     def publish_delay(self, tenant: str) -> float:
         """Seconds until ``tenant`` may publish again (0: now): the debt of its bucket."""
