@@ -30,7 +30,7 @@ from qgate.core.principal import CONSUME, MANAGE, PUBLISH, Principal
 from qgate.core.quotas import Quotas, TenantQuotas
 from qgate.core.ratelimit import RateLimiter
 from qgate.core.sessions import ITenantSessions, TenantSession
-from qgate.core.usage import UsageCounters
+from qgate.core.usage import NEAR, UsageCounters
 
 log = Logger()
 
@@ -199,10 +199,8 @@ class TenantGuard:
         count = self.usage.known(tenant)
         if count is None or self._over(q, count.messages + n, count.bytes + nbytes) is not None:
             return Deferred.fromCoroutine(self._publish_counted(tenant, name, messages, create))
-        if self.usage.stale(count) and (
-            self._over(q, 2 * (count.messages + n), 2 * (count.bytes + nbytes)) is not None
-        ):
-            self._resync(tenant)  # above half a quota: count exactly, in the background
+        if self.usage.stale(count) and self._near(q, count.messages + n, count.bytes + nbytes):
+            self._resync(tenant)  # near a quota: count exactly, in the background
         return self._publish(tenant, name, messages, create, n, nbytes)
 
     @staticmethod
@@ -217,7 +215,16 @@ class TenantGuard:
             )
         return None
 
+    @staticmethod
+    def _near(q: Quotas, messages: int, nbytes: int) -> bool:
+        return bool(
+            (q.max_messages and messages > NEAR * q.max_messages)
+            or (q.max_bytes and nbytes > NEAR * q.max_bytes)
+        )
+
     def _resync(self, tenant: str) -> None:
+        if self.usage.counting(tenant):
+            return
         d = Deferred.fromCoroutine(self.usage.exact(tenant))
         d.addErrback(lambda f: log.failure("counting tenant {tenant} failed", f, tenant=tenant))
 

@@ -7,8 +7,9 @@ before it is stored, and gives them back if it fails; acks, deletes and pops tak
 off, bytes at the tenant's average size) and is made exact again by reading storage:
 the first time a tenant is seen, whenever the estimate would refuse a call (so expiry,
 ``drop_oldest`` and purges never cause a refusal), and every ``resync`` seconds while a
-tenant is above half a quota (so what other processes store is seen in time). A tenant
-far from its quotas costs nothing but dictionary updates.
+tenant is above ``NEAR`` of a quota (so what other processes store is seen in time). A
+tenant far from its quotas costs nothing but dictionary updates; a tenant near one costs
+one aggregate query per ``resync`` seconds, and concurrent callers share one count.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-#: Seconds between exact counts of a tenant that is above half of a quota.
+#: Seconds between exact counts of a tenant that is near a quota ...
 RESYNC_SECONDS = 1.0
+#: ... that is, above this share of it.
+NEAR = 0.9
 #: Tenants whose estimates are kept; past it, the least recently counted are dropped.
 MAX_TENANTS = 100_000
 
@@ -67,14 +71,32 @@ class UsageCounters:
         self._count = count
         self._resync = resync
         self._tenants: dict[str, _Count] = {}
+        self._counting: dict[str, list[Deferred[_Count]]] = {}
 
     async def exact(self, tenant: str) -> _Count:
-        """Count the tenant in storage now, and keep that as its estimate."""
-        usage = await self._count(tenant)
+        """Count the tenant in storage now, and keep that as its estimate (callers that
+        ask while a count is under way get that count)."""
+        waiting = self._counting.get(tenant)
+        if waiting is not None:
+            d: Deferred[_Count] = Deferred()
+            waiting.append(d)
+            return await d
+        waiters: list[Deferred[_Count]] = []
+        self._counting[tenant] = waiters
+        try:
+            usage = await self._count(tenant)
+        except BaseException as e:
+            del self._counting[tenant]
+            for d in waiters:
+                d.errback(e)
+            raise
+        del self._counting[tenant]
         found = _Count(usage, self._clock.seconds())
         if tenant not in self._tenants and len(self._tenants) >= MAX_TENANTS:
             self._tenants.pop(next(iter(self._tenants)))
         self._tenants[tenant] = found
+        for d in waiters:
+            d.callback(found)
         return found
 
     async def current(self, tenant: str) -> _Count:
@@ -86,6 +108,10 @@ class UsageCounters:
 
     def stale(self, count: _Count) -> bool:
         return self._clock.seconds() - count.synced_at >= self._resync
+
+    def counting(self, tenant: str) -> bool:
+        """Whether an exact count of the tenant is under way."""
+        return tenant in self._counting
 
     def known(self, tenant: str) -> _Count | None:
         return self._tenants.get(tenant)

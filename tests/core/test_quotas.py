@@ -253,3 +253,28 @@ async def test_a_wait_given_by_position_holds_a_waiter_slot_too():
         await guard.claim(Principal(T), "q", 1, 60, 0, 5)
     clock.advance(5)
     assert await popping == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_another_process_stored_is_counted_once_a_tenant_nears_its_quota():
+    from qgate.core.service import QueueService
+    from tests.support.core import TEST_LIMITS
+
+    clock = make_clock()
+    shared = MemoryStorage()  # the database both processes use
+
+    def process() -> TenantGuard:
+        service = QueueService(clock, shared, MemoryStorage(), limits=TEST_LIMITS)
+        return TenantGuard(service, clock, TenantQuotas(Quotas(max_messages=10)))
+
+    first, second = process(), process()
+    await first.publish(T, "q", msgs(*[b"x"] * 9))
+    await second.publish(T, "q", msgs(b"y"))  # counted first: 9 there, so 10
+    with pytest.raises(QuotaExceeded):
+        await second.publish(T, "q", msgs(b"z"))
+    clock.advance(1)
+    # The first process still thinks 9: this one is let through, and counts again.
+    await first.publish(T, "q", msgs(b"z"))
+    with pytest.raises(QuotaExceeded):
+        await first.publish(T, "q", msgs(b"w"))
+    assert (await first.queue_stats(T, "q")).total == 11
