@@ -40,3 +40,28 @@ async def test_a_request_over_the_rate_is_a_429_with_retry_after():
     assert "request_rate" in reply.json["description"]
     guard.clock.advance(1)
     assert (await api.get("/v2/queues/q/stats")).status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_used_outside_its_scope_is_a_403_naming_what_it_may_not_do():
+    from twisted.internet.defer import Deferred
+
+    from qgate.core.auth import APIKeys, TenantAdmin
+    from qgate.storage.memory import MemoryStorage
+
+    clock = make_clock()
+    store = MemoryStorage()
+    admin = TenantAdmin(store, clock)
+    await Deferred.fromCoroutine(admin.create_tenant("acme"))
+    token = await Deferred.fromCoroutine(admin.create_key("acme", ("jobs.*",), ("publish",)))
+    guard = TenantGuard(memory_service(clock), clock, TenantQuotas(), store)
+    ctx = make_ctx(guard, auth=APIKeys(store, clock), mounts={b"stomp": Mounted()})
+    api = Api(build_resource(ctx), project="acme")
+    key = {"X-Auth-Token": token}
+    body = {"messages": [{"body": 1}]}
+    assert (await api.post("/v2/queues/jobs.a/messages", body, headers=key)).status == 201
+    refused = await api.post("/v2/queues/logs/messages", body, headers=key)
+    assert refused.status == 403 and "queue 'logs'" in refused.json["description"]
+    consume = await api.post("/v2/queues/jobs.a/claims", {"ttl": 60}, headers=key)
+    assert consume.status == 403 and "may not consume" in consume.json["description"]
+    assert (await guard.queue_stats("acme", "jobs.a")).total == 1
