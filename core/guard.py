@@ -195,11 +195,11 @@ class TenantGuard:
                     raise RateLimited("publish_rate", q.publish_rate, wait)
         except QGateError as e:
             return fail(e)
-        nbytes = sum(len(m.body) for m in messages)
+        nbytes = len(messages[0].body) if n == 1 else sum(len(m.body) for m in messages)
         count = self.usage.known(tenant)
         if count is None or self._over(q, count.messages + n, count.bytes + nbytes) is not None:
             return Deferred.fromCoroutine(self._publish_counted(tenant, name, messages, create))
-        if self.usage.stale(count) and self._near(q, count.messages + n, count.bytes + nbytes):
+        if self._near(q, count.messages + n, count.bytes + nbytes) and self.usage.stale(count):
             self._resync(tenant)  # near a quota: count exactly, in the background
         return self._publish(tenant, name, messages, create, n, nbytes)
 
