@@ -94,6 +94,15 @@ class IQueueStorage(ISubscriptionStore):
     def get_schema(fingerprint):
         """-> str or None: the schema text registered under ``fingerprint``."""
 
+    def own_schema(tenant, fingerprint):
+        """-> None; records that ``tenant`` registered the writer schema ``fingerprint``
+        (the registry is shared; what a tenant may name is its own). ``tenant`` "" means
+        every tenant."""
+
+    def owns_schema(tenant, fingerprint):
+        """-> bool: whether ``tenant`` (or "", every tenant) registered the writer schema
+        ``fingerprint``."""
+
     def delete_queue(tenant, name):
         """-> bool (whether it existed); deletes its messages, claims, cursors and
         subscriptions."""
@@ -349,9 +358,11 @@ class IQueueService(Interface):
         the service's one cache of parsed schemas (InvalidSchema when qgate does not accept
         it). For protocols that convert Avro bodies themselves (STOMP subscriptions)."""
 
-    def register_schema(schema):
+    def register_schema(schema, tenant=None):
         """-> int: registers a writer schema (JSON text or value) by its fingerprint, so
-        bodies naming it can be checked and read."""
+        bodies naming it can be checked and read; with ``tenant``, for that tenant (a
+        publish to a queue with a schema may name only writer schemas its tenant
+        registered, or the queue's own)."""
 
     def decode_bodies(tenant, name, messages):
         """-> dict[int, JSON value] by marker, for the Avro messages of ``messages`` that

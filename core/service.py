@@ -188,7 +188,7 @@ class QueueService(SubscriptionCalls):
         if existing is not None:
             return self._schemas.seen(existing), False
         if schema is not None:
-            await self._schemas.register(schema)
+            await self._schemas.register(schema, tenant)
         store = self._durable if options.durable else self._transient
         try:
             queue = await store.create_queue(tenant, name, options, metadata, self._now())
@@ -523,8 +523,10 @@ class QueueService(SubscriptionCalls):
     def parse_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> AvroSchema:
         return self._schemas.parse(schema)
 
-    def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> Deferred[int]:
-        return Deferred.fromCoroutine(self._schemas.register_schema(schema))
+    def register_schema(
+        self, schema: str | bytes | Mapping[str, Any] | list[Any], tenant: str | None = None
+    ) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._schemas.register_schema(schema, tenant))
 
     def set_schema(
         self, tenant: str, name: str, schema: str | bytes | Mapping[str, Any] | list[Any]

@@ -58,6 +58,7 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
         self._init_tenants()
         self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
+        self._owned: set[tuple[str, int]] = set()  # (tenant, fingerprint) registered
         self._dead_lettered: Callable[[str, str], None] | None = None
 
     def _get(self, tenant: str, name: str) -> MemoryQueue:
@@ -132,6 +133,14 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
     @fired
     def get_schema(self, fingerprint: int) -> str | None:
         return self._schemas.get(fingerprint)
+
+    @fired
+    def own_schema(self, tenant: str, fingerprint: int) -> None:
+        self._owned.add((tenant, fingerprint))
+
+    @fired
+    def owns_schema(self, tenant: str, fingerprint: int) -> bool:
+        return (tenant, fingerprint) in self._owned or ("", fingerprint) in self._owned
 
     @fired
     def delete_queue(self, tenant: str, name: str) -> bool:

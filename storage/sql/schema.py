@@ -147,3 +147,14 @@ schemas = sa.Table(
     sa.Column("fingerprint", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("text", sa.Text, nullable=False),
 )
+
+# Which tenant registered which writer schema: the registry above is shared and
+# content-addressed, but a tenant may only name (publish bodies written by) the writer
+# schemas it registered itself, so it cannot learn what other tenants registered.
+tenant_schemas = sa.Table(
+    "tenant_schemas",
+    metadata,
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("fingerprint", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("tenant", "fingerprint", name="pk_tenant_schemas"),
+)

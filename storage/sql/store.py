@@ -172,6 +172,12 @@ class SQLStorage:
     def get_schema(self, fingerprint: int) -> Deferred[str | None]:
         return self._read(queues.get_schema, fingerprint)
 
+    def own_schema(self, tenant: str, fingerprint: int) -> Deferred[None]:
+        return self._write(queues.own_schema, self._sql, tenant, fingerprint)
+
+    def owns_schema(self, tenant: str, fingerprint: int) -> Deferred[bool]:
+        return self._read(queues.owns_schema, tenant, fingerprint)
+
     def delete_queue(self, tenant: str, name: str) -> Deferred[bool]:
         return self._write(queues.delete_queue, self._sql, tenant, name)
 

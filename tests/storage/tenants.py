@@ -72,3 +72,16 @@ class TenantContract:
         await store.create_subscription(T, "a", new, NOW)
         assert await store.tenant_usage(T, NOW) == TenantUsage(2, 3, 9, 1)
         assert (await store.tenant_usage(T, NOW + 61)).subscriptions == 0
+
+    @pytest_twisted.ensureDeferred
+    async def test_a_writer_schema_is_named_by_the_tenants_that_registered_it(
+        self, store: Any
+    ) -> None:
+        await store.put_schema(7, '"int"')
+        assert await store.owns_schema(T, 7) is False
+        await store.own_schema(T, 7)
+        await store.own_schema(T, 7)  # twice is once
+        assert await store.owns_schema(T, 7) is True
+        assert await store.owns_schema("tenant-b", 7) is False
+        await store.own_schema("", 7)  # registered for every tenant
+        assert await store.owns_schema("tenant-b", 7) is True

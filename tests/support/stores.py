@@ -34,6 +34,7 @@ TABLES = (
     "schemas",
     "tenant_quotas",
     "tenant_changes",
+    "tenant_schemas",
 )
 
 

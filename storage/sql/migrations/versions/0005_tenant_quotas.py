@@ -1,4 +1,5 @@
-"""Per-tenant quota overrides, key scopes, and the tenant change counter.
+"""Per-tenant quota overrides, key scopes, the tenant change counter, and which tenant
+registered which writer schema.
 
 Revision ID: 0005
 Revises: 0003
@@ -33,9 +34,20 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("queues", sa.Text, nullable=True))
         batch.add_column(sa.Column("ops", sa.Text, nullable=True))
+    op.create_table(
+        "tenant_schemas",
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("fingerprint", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("tenant", "fingerprint", name="pk_tenant_schemas"),
+    )
+    # Schemas registered so far were every tenant's: they stay so ("" is every tenant).
+    op.execute(
+        "INSERT INTO tenant_schemas (tenant, fingerprint) SELECT '', fingerprint FROM schemas"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("tenant_schemas")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("ops")
         batch.drop_column("queues")
