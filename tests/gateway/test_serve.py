@@ -110,8 +110,15 @@ def test_api_keys_from_the_cli_guard_the_http_api(tmp_path):
     token = key.stdout.strip()
     missing = server.cli("key", "create", "nobody")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+    scoped = server.cli("key", "create", "acme", "--queues", "jobs.*", "--ops", "publish")
+    assert scoped.returncode == 0, scoped.stderr
+    bad_op = server.cli("key", "create", "acme", "--ops", "delete")
+    assert bad_op.returncode != 0 and "unknown operation" in bad_op.stderr
     server.start()
     try:
+        producer = {"X-Auth-Token": scoped.stdout.strip(), "X-Project-Id": "acme"}
+        status, body = server.request("PUT", "/v2/queues/logs", headers=producer)
+        assert status == 403 and "queue 'logs'" in body["description"]
         status, body = server.request("GET", "/v2/queues", headers={"X-Auth-Token": "nope"})
         assert status == 401 and body["title"]
         status, _ = server.request(
