@@ -38,6 +38,10 @@ SCHEMA_RETRIES = 4
 MAX_REMEMBERED = 100_000
 #: Schema texts kept parsed (least recently used first out; parsing takes ~0.5 ms).
 MAX_PARSED = 512
+#: (tenant, writer schema) pairs remembered as allowed before the memory is cleared.
+MAX_OWNED = 100_000
+#: The owner of a writer schema registered for every tenant (not a valid tenant name).
+EVERY_TENANT = ""
 
 _Entry = tuple[AvroSchema, float]
 
@@ -62,6 +66,8 @@ class QueueSchemas:
         self._schemas: dict[tuple[str, str], _Entry] = {}
         #: (tenant, queue) -> when it was seen without a schema (for readers only).
         self._schemaless: dict[tuple[str, str], float] = {}
+        #: (tenant, fingerprint) of writer schemas known to be that tenant's to name.
+        self._owned: set[tuple[str, int]] = set()
 
     # -- memory ----------------------------------------------------------------------------
 
@@ -127,11 +133,47 @@ class QueueSchemas:
             return self._parsed(parse_schema(schema).text)
         raise InvalidArgument("a schema is JSON text or a JSON value", field="schema")
 
-    async def register(self, schema: AvroSchema) -> None:
-        """Put a writer schema into the registry (once per process and fingerprint)."""
+    async def register(self, schema: AvroSchema, tenant: str | None = None) -> None:
+        """Put a writer schema into the registry (once per process and fingerprint), and
+        record that ``tenant`` registered it (once per process; None: registered for every
+        tenant, as an operator would, and as schemas registered before tenants had their
+        own were)."""
         if schema.fingerprint not in self._bodies:
             await self._registry.put_schema(schema.fingerprint, schema.text)
             self._bodies.add(schema)
+        owner = EVERY_TENANT if tenant is None else str(tenant)
+        if (owner, schema.fingerprint) not in self._owned:
+            await self._registry.own_schema(owner, schema.fingerprint)
+            self._own(owner, schema.fingerprint)
+
+    def _own(self, tenant: str, fingerprint: int) -> None:
+        if len(self._owned) >= MAX_OWNED:
+            self._owned.clear()
+        self._owned.add((tenant, fingerprint))
+
+    async def _check_owned(
+        self, tenant: str, fingerprints: set[int], messages: Sequence[NewMessage]
+    ) -> None:
+        """Writer schemas a publish names must be ones its tenant registered: the
+        registry is shared, and a tenant must not learn what other tenants registered.
+        One not registered by the tenant is refused as if nobody had registered it."""
+        for fingerprint in sorted(fingerprints):
+            key = (str(tenant), fingerprint)
+            if key in self._owned or (EVERY_TENANT, fingerprint) in self._owned:
+                continue
+            if await self._registry.owns_schema(key[0], fingerprint):
+                self._own(*key)
+                continue
+            i = next(
+                i
+                for i, m in enumerate(messages)
+                if (avro_writer(m.content_type, m.body) or (None,))[0] == fingerprint
+            )
+            raise InvalidArgument(
+                f"messages[{i}]: writer schema {format_fingerprint(fingerprint)} is not "
+                "registered (register it, or post a container file that carries it)",
+                field=f"messages[{i}].content_type",
+            )
 
     async def _load_writers(self, fingerprints: set[int]) -> None:
         """Fetch the writer schemas named by ``fingerprints`` that are not here yet;
@@ -144,9 +186,9 @@ class QueueSchemas:
             if schema.fingerprint == fingerprint:
                 self._bodies.add(schema)
 
-    async def register_schema(self, schema: object) -> int:
+    async def register_schema(self, schema: object, tenant: str | None = None) -> int:
         parsed = self.parse(schema)
-        await self.register(parsed)
+        await self.register(parsed, tenant)
         return parsed.fingerprint
 
     # -- queue schemas ---------------------------------------------------------------------
@@ -171,7 +213,7 @@ class QueueSchemas:
         again, so every Avro message in the queue can always be read by its schema."""
         store = self._store_for(tenant, name)
         new = self.parse(schema)
-        await self.register(new)
+        await self.register(new, tenant)
         checked: set[int] = set()
         pending = set(await store.schema_writers(tenant, name, self._clock.seconds()))
         for _ in range(SCHEMA_RETRIES):
@@ -224,7 +266,10 @@ class QueueSchemas:
         if entry is None:
             return messages, None
         schema, _ = entry
-        await self._load_writers(self._bodies.writers_of(messages, schema))
+        writers = self._bodies.writers_of(messages, schema)
+        if writers:
+            await self._check_owned(tenant, writers, messages)
+        await self._load_writers(writers)
         try:
             return self._bodies.to_queue_schema(schema, messages), schema.fingerprint
         except InvalidArgument:

@@ -20,6 +20,8 @@ from qgate.core.errors import InvalidArgument, Unauthorized
 from qgate.core.interfaces import ITenantStore
 from qgate.core.limits import check_tenant
 from qgate.core.model import Tenant
+from qgate.core.principal import EVERYTHING, Principal, Scope, check_scope
+from qgate.core.quotas import check_quota
 
 KEY_PREFIX = "qg"
 
@@ -32,12 +34,14 @@ class IAuthenticator(Interface):
         "tenant it names is believed. Protocols choose which client field to pass by it."
     )
 
-    def authenticate(tenant, token, assumed=None):  # type: ignore[no-untyped-def]
-        """-> Deferred[str]: the tenant to act as; fails with Unauthorized.
+    def authenticate(tenant, token, assumed=None, peer=None):  # type: ignore[no-untyped-def]
+        """-> Deferred[str]: the tenant to act as (a ``core.principal.Principal``); fails
+        with Unauthorized.
 
         ``assumed`` is the tenant a protocol takes for a client that names none, where its
         own convention allows that (STOMP's default virtual host); a configured default
-        tenant comes first."""
+        tenant comes first. ``peer`` is the client's address (an IP address, or None),
+        for throttling failures (``core.auth_throttle``)."""
 
 
 @implementer(IAuthenticator)
@@ -50,13 +54,17 @@ class TrustedTenant:
         self.default_tenant = default_tenant
 
     def authenticate(
-        self, tenant: str | None, token: str | None, assumed: str | None = None
+        self,
+        tenant: str | None,
+        token: str | None,
+        assumed: str | None = None,
+        peer: str | None = None,
     ) -> Deferred[str]:
         chosen = tenant or self.default_tenant or assumed
         if not chosen:
             return fail(Unauthorized("a tenant (project id) is required", field="tenant"))
         try:
-            return succeed(check_tenant(chosen))
+            return succeed(Principal(check_tenant(chosen)))
         except InvalidArgument as e:
             return fail(e)
 
@@ -78,8 +86,10 @@ class APIKeys:
     """``auth.mode = "keys"``: a token ``qg_<key id>_<secret>`` names the tenant.
 
     Verified tokens are remembered for ``cache_seconds`` so a busy client does not cost a
-    database read per request; a revoked key therefore stops working within that time.
-    A claimed tenant that differs from the key's tenant is refused.
+    database read per request; the tenant watch (``core.tenant_watch``) makes it forget
+    them (``forget_keys``) as soon as any key is revoked, so a revoked key stops working
+    within a second. A claimed tenant that differs from the key's tenant is refused. The
+    answer is a ``Principal``: the tenant, with the key's id and scope.
     """
 
     def __init__(
@@ -93,12 +103,16 @@ class APIKeys:
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[str, float, str, Scope]] = OrderedDict()
 
     needs_token = True
 
     def authenticate(
-        self, tenant: str | None, token: str | None, assumed: str | None = None
+        self,
+        tenant: str | None,
+        token: str | None,
+        assumed: str | None = None,
+        peer: str | None = None,
     ) -> Deferred[str]:
         if not token:
             return fail(Unauthorized("an API key is required (X-Auth-Token or passcode)"))
@@ -106,7 +120,7 @@ class APIKeys:
         now = self._clock.seconds()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
-            return self._check_claim(hit[0], tenant)
+            return self._check_claim(Principal(hit[0], hit[2], hit[3]), tenant)
         parts = split_token(token)
         if parts is None:
             return fail(Unauthorized("the API key is malformed or unknown"))
@@ -115,14 +129,24 @@ class APIKeys:
         def verify(found: tuple[str, str] | None) -> Deferred[str]:
             if found is None or not hmac.compare_digest(found[1], hash_secret(secret)):
                 return fail(Unauthorized("the API key is malformed or unknown"))
-            self._cache[digest] = (found[0], now + self._cache_seconds)
+            return self._store.find_key_scope(key_id).addCallback(scoped, found[0])
+
+        def scoped(texts: tuple[str | None, str | None] | None, owner: str) -> Deferred[str]:
+            if texts is None:  # revoked between the two reads
+                return fail(Unauthorized("the API key is malformed or unknown"))
+            scope = Scope.from_text(*texts) if texts != (None, None) else EVERYTHING
+            self._cache[digest] = (owner, now + self._cache_seconds, key_id, scope)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return self._check_claim(found[0], tenant)
+            return self._check_claim(Principal(owner, key_id, scope), tenant)
 
         return self._store.find_key(key_id).addCallback(verify)
 
-    def _check_claim(self, owner: str, claimed: str | None) -> Deferred[str]:
+    def forget_keys(self) -> None:
+        """Verify every key again on its next use (a key was revoked somewhere)."""
+        self._cache.clear()
+
+    def _check_claim(self, owner: Principal, claimed: str | None) -> Deferred[str]:
         if claimed and claimed != owner:
             return fail(Unauthorized("the API key belongs to another tenant"))
         return succeed(owner)
@@ -142,14 +166,34 @@ class TenantAdmin:
     async def list_tenants(self) -> list[Tenant]:
         return list(await self._store.list_tenants())
 
-    async def create_key(self, tenant: str) -> str:
-        """-> the token, shown once; only its hash is stored."""
+    async def create_key(
+        self, tenant: str, queues: tuple[str, ...] = (), ops: tuple[str, ...] = ()
+    ) -> str:
+        """-> the token, shown once; only its hash is stored. ``queues`` (fnmatch globs)
+        and ``ops`` (publish, consume, manage) limit what it may do (empty: anything)."""
+        scope = check_scope(queues, ops)
         if await self._store.get_tenant(check_tenant(tenant)) is None:
             raise InvalidArgument(f"tenant {tenant!r} does not exist", field="tenant")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        await self._store.add_key(tenant, key_id, hash_secret(secret), self._clock.seconds())
+        queue_text, ops_text = scope.to_text()
+        await self._store.add_key(
+            tenant, key_id, hash_secret(secret), self._clock.seconds(), queue_text, ops_text
+        )
         return f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    async def set_quota(self, tenant: str, quota: str, value: float | None) -> None:
+        """Override one quota of ``tenant`` (None: back to the ``[quotas]`` default); in
+        force in every running process within a second (``core.tenant_watch``)."""
+        if value is not None:
+            quota, value = check_quota(quota, value)
+        else:
+            quota, _ = check_quota(quota, 0)
+        # Any tenant name: with auth.mode = "none" tenants are not created beforehand.
+        await self._store.set_quota(check_tenant(tenant), quota, value)
+
+    async def quotas(self) -> dict[str, dict[str, float]]:
+        return dict(await self._store.quota_overrides())
 
     async def revoke_key(self, key: str) -> bool:
         """Revoke by key id or by the whole token."""

@@ -148,3 +148,35 @@ class StorageUnavailable(QGateError):
     """The backend cannot be reached; the caller may retry later."""
 
     title = "Service unavailable"
+
+
+class Forbidden(QGateError):
+    """The caller is who it says, but may not do this (an API key's scope)."""
+
+    title = "Forbidden"
+
+
+class QuotaExceeded(Forbidden):
+    """A tenant's quota (``core.quotas``) refuses the call; ``field`` names the quota."""
+
+    title = "Quota exceeded"
+
+    def __init__(self, quota: str, limit: float, why: str) -> None:
+        super().__init__(f"{why}: the tenant's {quota} quota is {limit:g}", field=quota)
+        self.quota = quota
+        self.limit = limit
+
+
+class RateLimited(QGateError):
+    """A tenant's rate limit (``core.ratelimit``) refuses the call for ``retry_after``
+    seconds; ``field`` names the limit (``publish_rate`` or ``request_rate``)."""
+
+    title = "Too many requests"
+
+    def __init__(self, limit: str, rate: float, retry_after: float) -> None:
+        super().__init__(
+            f"the tenant's {limit} ({rate:g} per second) is used up; retry in {retry_after:.2f} s",
+            field=limit,
+        )
+        self.limit = limit
+        self.retry_after = retry_after

@@ -94,6 +94,15 @@ class IQueueStorage(ISubscriptionStore):
     def get_schema(fingerprint):
         """-> str or None: the schema text registered under ``fingerprint``."""
 
+    def own_schema(tenant, fingerprint):
+        """-> None; records that ``tenant`` registered the writer schema ``fingerprint``
+        (the registry is shared; what a tenant may name is its own). ``tenant`` "" means
+        every tenant."""
+
+    def owns_schema(tenant, fingerprint):
+        """-> bool: whether ``tenant`` (or "", every tenant) registered the writer schema
+        ``fingerprint``."""
+
     def delete_queue(tenant, name):
         """-> bool (whether it existed); deletes its messages, claims, cursors and
         subscriptions."""
@@ -183,6 +192,11 @@ class IQueueStorage(ISubscriptionStore):
 
     def set_cursor(tenant, name, subscription, marker):
         """-> None; stores (or with ``marker`` None, forgets) a subscription's marker."""
+
+    def tenant_usage(tenant, now):
+        """-> core.usage.TenantUsage: the queues, stored messages and bytes (expired,
+        unreaped ones included) and live push subscriptions the tenant has in this store,
+        counted exactly (an aggregate query: for quotas now and then, never per publish)."""
 
     def ping():
         """-> bool: whether the backend answers (a cheap round trip)."""
@@ -349,9 +363,11 @@ class IQueueService(Interface):
         the service's one cache of parsed schemas (InvalidSchema when qgate does not accept
         it). For protocols that convert Avro bodies themselves (STOMP subscriptions)."""
 
-    def register_schema(schema):
+    def register_schema(schema, tenant=None):
         """-> int: registers a writer schema (JSON text or value) by its fingerprint, so
-        bodies naming it can be checked and read."""
+        bodies naming it can be checked and read; with ``tenant``, for that tenant (a
+        publish to a queue with a schema may name only writer schemas its tenant
+        registered, or the queue's own)."""
 
     def decode_bodies(tenant, name, messages):
         """-> dict[int, JSON value] by marker, for the Avro messages of ``messages`` that
@@ -382,11 +398,26 @@ class ITenantStore(Interface):
     def list_tenants():
         """-> list[Tenant] by name."""
 
-    def add_key(tenant, key_id, secret_hash, now):
-        """-> None."""
+    def add_key(tenant, key_id, secret_hash, now, queues=None, ops=None):
+        """-> None. ``queues`` and ``ops``: the key's scope as comma-separated text
+        (``core.principal.Scope.to_text``), None for unlimited."""
+
+    def find_key_scope(key_id):
+        """-> (queues, ops) text of a key that is not revoked, or None."""
+
+    def set_quota(tenant, quota, value):
+        """-> None; overrides the default of one quota for ``tenant`` (``value`` None: back
+        to the default), and bumps ``tenant_version``."""
+
+    def quota_overrides():
+        """-> dict[tenant, dict[quota, float]]: every stored override."""
+
+    def tenant_version():
+        """-> int: a counter that every revocation and quota change bumps (cheap to
+        read; processes poll it to see changes at once)."""
 
     def find_key(key_id):
         """-> (tenant, secret_hash) of a key that is not revoked, or None."""
 
     def revoke_key(key_id, now):
-        """-> bool, whether a live key was revoked."""
+        """-> bool, whether a live key was revoked (then ``tenant_version`` is bumped)."""

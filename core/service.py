@@ -62,6 +62,7 @@ from qgate.core.model import (
     QueueStats,
 )
 from qgate.core.schemas import AvroSchema
+from qgate.core.usage import TenantUsage
 
 __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
@@ -193,7 +194,7 @@ class QueueService(SubscriptionCalls, AdminCalls):
         if existing is not None:
             return self._schemas.seen(existing), False
         if schema is not None:
-            await self._schemas.register(schema)
+            await self._schemas.register(schema, tenant)
         store = self._durable if options.durable else self._transient
         try:
             queue = await store.create_queue(tenant, name, options, metadata, self._now())
@@ -263,6 +264,14 @@ class QueueService(SubscriptionCalls, AdminCalls):
     @_as_deferred
     async def queue_stats(self, tenant: str, name: str) -> QueueStats:
         return await self._store(tenant, name).queue_stats(tenant, name, self._now())
+
+    @_as_deferred
+    async def tenant_usage(self, tenant: str) -> TenantUsage:
+        """What ``tenant`` holds in every store, counted exactly (``core.usage``)."""
+        now = self._now()
+        return await self._durable.tenant_usage(tenant, now) + await self._transient.tenant_usage(
+            tenant, now
+        )
 
     @_as_deferred
     async def purge_queue(self, tenant: str, name: str) -> int:
@@ -520,8 +529,10 @@ class QueueService(SubscriptionCalls, AdminCalls):
     def parse_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> AvroSchema:
         return self._schemas.parse(schema)
 
-    def register_schema(self, schema: str | bytes | Mapping[str, Any] | list[Any]) -> Deferred[int]:
-        return Deferred.fromCoroutine(self._schemas.register_schema(schema))
+    def register_schema(
+        self, schema: str | bytes | Mapping[str, Any] | list[Any], tenant: str | None = None
+    ) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._schemas.register_schema(schema, tenant))
 
     def set_schema(
         self, tenant: str, name: str, schema: str | bytes | Mapping[str, Any] | list[Any]

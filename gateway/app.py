@@ -17,10 +17,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
+from qgate.core.auth_throttle import ThrottledAuth
+from qgate.core.guard import TenantGuard
 from qgate.core.interfaces import IQueueStorage, ITenantStore
 from qgate.core.metrics import EXPIRED
 from qgate.core.model import QueueOptions
+from qgate.core.quotas import TenantQuotas
 from qgate.core.service import QueueService
+from qgate.core.tenant_watch import TenantWatch
 from qgate.gateway import access, registry, tls
 from qgate.gateway.config import Config, ConfigError, ListenerConfig
 from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
@@ -110,12 +114,27 @@ def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueServic
     )
 
 
+def make_guard(
+    reactor: Any, config: Config, service: Any, tenants: ITenantStore, auth: Any
+) -> tuple[TenantQuotas, TenantGuard, TenantWatch]:
+    """What protocols call: ``service`` with every tenant bounded (core.guard), kept up
+    to date with stored quotas and revocations by the tenant watch (start it)."""
+    quotas = TenantQuotas(config.quotas)
+    guard = TenantGuard(service, reactor, quotas, tenants)
+    return quotas, guard, TenantWatch(reactor, tenants, quotas, auth, guard)
+
+
 def make_authenticator(reactor: Any, config: Config, store: Any) -> IAuthenticator:
-    """The authenticator of ``auth.mode``; ``store`` provides (or adapts to) ITenantStore."""
-    if config.auth.mode == "keys":
+    """The configured authenticator (``store`` provides or adapts to ITenantStore), its
+    failures throttled per client address."""
+    auth = config.auth
+    inner: IAuthenticator
+    if auth.mode == "keys":
         tenants = ITenantStore(store)
-        return APIKeys(tenants, reactor, cache_seconds=config.auth.cache_seconds)
-    return TrustedTenant(config.auth.default_tenant or None)
+        inner = APIKeys(tenants, reactor, cache_seconds=auth.cache_seconds)
+    else:
+        inner = TrustedTenant(auth.default_tenant or None)
+    return ThrottledAuth(inner, reactor, auth.failure_rate, auth.failure_burst)
 
 
 def upgrade_now_blocking(config: Config) -> None:
@@ -188,6 +207,9 @@ class Gateway(service.MultiService):
         self.store = make_storage(reactor, config)
         self.core = make_core(reactor, config, self.store)
         self.auth = make_authenticator(reactor, config, self.store)
+        self.quotas, self.guard, self.watch = make_guard(
+            reactor, config, self.core, ITenantStore(self.store), self.auth
+        )
         self.metrics = PrometheusMetrics(qgate_version())
         writer = getattr(self.store, "writer", None)
         if writer is not None:
@@ -195,7 +217,13 @@ class Gateway(service.MultiService):
         self.core.on_expired(lambda n: self.metrics.count(EXPIRED, n))
         self.status = GatewayStatus(reactor, self.core, self.store, self.metrics)
         self.protocols = registry.Protocols(
-            reactor, self.core, self.auth, config.protocols, self.metrics, self.status
+            reactor,
+            self.guard,
+            self.auth,
+            config.protocols,
+            self.metrics,
+            self.status,
+            admin=self.core,
         )
         self.status.rates = self.protocols.rates
         admin = config.settings("admin")
@@ -219,6 +247,7 @@ class Gateway(service.MultiService):
     async def listen(self) -> None:
         """Start the core and every listener; a listener that cannot start fails it all."""
         self.core.start()
+        self.watch.start()
         self.sampler.start()
         for state, endpoint, factory in self._factories:
             listener = state.config
@@ -268,6 +297,7 @@ class Gateway(service.MultiService):
                 self.metrics.listeners_up.labels(state.config.protocol).dec()
             state.up = False
         yield super().stopService()
+        self.watch.stop()
         yield self.core.stop()
         yield task.deferLater(self.reactor, FLUSH_GRACE, lambda: None)
         log.info("qgate stopped")

@@ -3,7 +3,8 @@
     qgate serve [-c conf/qgate.toml] [--workers N]
     qgate db upgrade [-c FILE]
     qgate tenant create NAME | qgate tenant list
-    qgate key create TENANT | qgate key revoke KEY
+    qgate tenant set-quota TENANT QUOTA VALUE|default | qgate tenant quotas
+    qgate key create TENANT [--queues 'jobs.*,logs'] [--ops publish,consume] | qgate key revoke KEY
     qgate admin-key create
     qgate queues list|stats|peek|purge|move ... | qgate status | qgate reload  (admin_cli)
 
@@ -25,6 +26,7 @@ from twisted.logger import globalLogBeginner
 from qgate.core.admin import ADMIN_TENANT
 from qgate.core.auth import TenantAdmin
 from qgate.core.errors import QGateError
+from qgate.core.quotas import QUOTA_KEYS
 from qgate.gateway import admin_cli, logs
 from qgate.gateway.app import Gateway, make_storage, upgrade_now_blocking, upgrade_schema
 from qgate.gateway.config import Config, ConfigError, ServerConfig, load
@@ -114,6 +116,22 @@ def _worker_count(text: str) -> int | str:
     return count
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+async def _set_quota(admin: TenantAdmin, tenant: str, quota: str, text: str) -> None:
+    value: float | None = None
+    if text != "default":
+        try:
+            value = float(text)
+        except ValueError:
+            raise QGateError(f"{quota}: {text!r} is not a number (or 'default')") from None
+    await admin.set_quota(tenant, quota, value)
+    shown = "the default" if value is None else f"{value:g}"
+    print(f"tenant {tenant}: {quota} is {shown}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qgate", description="qgate message-queue gateway")
     parser.add_argument(
@@ -140,8 +158,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tenant.add_parser("create", help="create a tenant").add_argument("name")
     tenant.add_parser("list", help="list tenants")
+    set_quota = tenant.add_parser(
+        "set-quota", help="override one of a tenant's [quotas] (0: unlimited; default: unset)"
+    )
+    set_quota.add_argument("name")
+    set_quota.add_argument("quota", choices=QUOTA_KEYS)
+    set_quota.add_argument("value")
+    tenant.add_parser("quotas", help="list the quotas set per tenant")
     key = commands.add_parser("key", help="API keys").add_subparsers(dest="key", required=True)
-    key.add_parser("create", help="create an API key (printed once)").add_argument("tenant")
+    key_create = key.add_parser("create", help="create an API key (printed once)")
+    key_create.add_argument("tenant")
+    key_create.add_argument(
+        "--queues", default="", help="comma-separated queue-name globs the key may use"
+    )
+    key_create.add_argument(
+        "--ops", default="", help="comma-separated operations: publish, consume, manage"
+    )
     key.add_parser("revoke", help="revoke an API key (by token or key id)").add_argument("key")
     admin_key = commands.add_parser("admin-key", help="admin listener keys").add_subparsers(
         dest="admin_key", required=True
@@ -194,6 +226,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tenant {args.name} {'created' if created else 'already exists'}")
 
         return _admin(config, create)
+    if args.command == "tenant" and args.tenant == "set-quota":
+        return _admin(config, lambda admin: _set_quota(admin, args.name, args.quota, args.value))
+    if args.command == "tenant" and args.tenant == "quotas":
+
+        async def quotas(admin: TenantAdmin) -> None:
+            for tenant, values in sorted((await admin.quotas()).items()):
+                for quota, value in sorted(values.items()):
+                    print(f"{tenant} {quota} {value:g}")
+
+        return _admin(config, quotas)
     if args.command == "tenant":
 
         async def listing(admin: TenantAdmin) -> None:
@@ -204,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.key == "create":
 
         async def make_key(admin: TenantAdmin) -> None:
-            print(await admin.create_key(args.tenant))
+            print(await admin.create_key(args.tenant, _csv(args.queues), _csv(args.ops)))
 
         return _admin(config, make_key)
 

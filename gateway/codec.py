@@ -20,6 +20,7 @@ import msgpack
 
 from qgate.core import model
 from qgate.core.errors import QGateError
+from qgate.core.usage import TenantUsage
 
 _TUPLE = 1
 _MESSAGE = 2
@@ -38,6 +39,7 @@ _DATACLASSES: tuple[type, ...] = (
     model.Tenant,
     model.NewSubscription,
     model.SubscriptionUpdate,
+    TenantUsage,
 )
 _FIRST_DATACLASS = 16
 _CODES = {cls: _FIRST_DATACLASS + i for i, cls in enumerate(_DATACLASSES)}

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from qgate.core.limits import Limits
+from qgate.core.quotas import Quotas, check_quotas
 
 T = TypeVar("T")
 
@@ -71,8 +72,13 @@ class AuthConfig:
     mode: str = "none"
     #: Tenant for clients that name none (mode ``none`` only); empty means "required".
     default_tenant: str = ""
-    #: Seconds a verified key is remembered (a revoked key stops within this time).
+    #: Seconds a verified key is remembered. Every revocation makes every process forget
+    #: them within a second (``core.tenant_watch``); this is the bound if that fails.
     cache_seconds: float = 30.0
+    #: Failed authentications a client address may make at once, then per second;
+    #: past them it is refused (HTTP 429) until one is repaid. 0 disables.
+    failure_burst: float = 20.0
+    failure_rate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: Limits = field(default_factory=Limits)
+    #: Every tenant's default quotas and rate limits (overridable per tenant).
+    quotas: Quotas = field(default_factory=Quotas)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
     log: LogConfig = field(default_factory=LogConfig)
     listeners: tuple[ListenerConfig, ...] = (
@@ -305,6 +313,14 @@ def _storage(value: Any, name: str) -> StorageConfig:
     return storage
 
 
+def _quotas(value: Any, name: str) -> Quotas:
+    quotas = _build(Quotas, value, name)
+    try:
+        return check_quotas(quotas)
+    except ValueError as e:
+        raise ConfigError(f"{name}.{e}") from None
+
+
 def parse(data: Mapping[str, Any]) -> Config:
     from qgate.gateway.registry import PROTOCOLS
 
@@ -324,6 +340,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         server=lambda v, n: _build(ServerConfig, v, n, workers=_workers),
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
         limits=lambda v, n: _build(Limits, v, n),
+        quotas=_quotas,
         queues=lambda v, n: _build(QueueDefaults, v, n),
         log=_log,
         listeners=_listeners,

@@ -132,6 +132,7 @@ class Hub(Gateway):
         """Open every listening socket (serving the admin one itself), start the core,
         start the workers."""
         self.core.start()
+        self.watch.start()
         self.sampler.start()
         own = iter(self._factories)
         states: list[ListenerState] = []
@@ -232,6 +233,7 @@ class Hub(Gateway):
         storage."""
         self._stopping = True
         self.sampler.stop()
+        self.watch.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
         workers = list(self.workers.values())

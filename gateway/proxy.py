@@ -26,7 +26,8 @@ from qgate.core.model import QueueOptions
 from qgate.core.schemas import AvroSchema, parse_schema
 from qgate.gateway.rpc import SERVICE, TENANTS, WorkerChannel, method_names
 
-SERVICE_METHODS = method_names(IQueueService) - {"parse_schema"}
+#: ``IQueueService``, and what the tenant guard asks the core besides (core/guard.py).
+SERVICE_METHODS = (method_names(IQueueService) - {"parse_schema"}) | {"tenant_usage"}
 TENANT_METHODS = method_names(ITenantStore)
 
 

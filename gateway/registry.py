@@ -78,13 +78,16 @@ class Protocols:
         settings: Mapping[str, Any],
         metrics: IMetrics | None = None,
         status: Any = None,
+        admin: Any = None,
     ) -> None:
         counted = metrics or NullMetrics()
         rates = QueueRates()
         # Each protocol's calls are counted under its name; the admin protocol's are not
-        # traffic, and it reads the rates the others keep.
+        # traffic, and it reads the rates the others keep. ``admin`` is the operators'
+        # service: the core itself, not bounded like a tenant's (default: ``service``).
+        operators = service if admin is None else admin
         services = {
-            name: service if name == "admin" else MeteredService(service, counted, name, rates)
+            name: operators if name == "admin" else MeteredService(service, counted, name, rates)
             for name in PROTOCOLS
         }
         self.rates = rates

@@ -27,6 +27,7 @@ from qgate.gateway.app import (
     default_options,
     listener_factories,
     make_authenticator,
+    make_guard,
 )
 from qgate.gateway.config import Config, ConfigError, load
 from qgate.gateway.hub import CHANNEL_FD, FIRST_LISTENER_FD, served_by_workers
@@ -62,13 +63,18 @@ class Worker:
         self.service = RemoteQueueService(
             self.channel, reactor, config.limits, default_options(config)
         )
-        self.auth = make_authenticator(reactor, config, RemoteTenantStore(self.channel))
+        tenants = RemoteTenantStore(self.channel)
+        self.auth = make_authenticator(reactor, config, tenants)
+        # Tenants are bounded here, where their connections and sessions are: rates and
+        # live counts per worker, stored counts and quotas from the hub's storage.
+        _, self.guard, self.watch = make_guard(reactor, config, self.service, tenants, self.auth)
+        self.watch.start()
         self.metrics = ForwardingMetrics(
             reactor, lambda *batch: channel.call(METRICS, "record", batch, {})
         )
         self.metrics.start()
         protocols = registry.Protocols(
-            reactor, self.service, self.auth, config.protocols, self.metrics
+            reactor, self.guard, self.auth, config.protocols, self.metrics
         )
         built = listener_factories(reactor, config, protocols, self.metrics, served_by_workers)
         self.listeners = [state for state, _ in built]
@@ -105,6 +111,7 @@ class Worker:
         answer; flush the last responses."""
         self._stopping = True
         self.metrics.stop()
+        self.watch.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
         waited = 0.0

@@ -35,11 +35,12 @@ from qgate.core.model import (
     Queue,
     QueueOptions,
     QueueStats,
-    Tenant,
 )
+from qgate.core.usage import TenantUsage
 from qgate.storage._fired import fired
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg
 from qgate.storage._memory_subscriptions import MemorySubscriptions, live
+from qgate.storage._memory_tenants import MemoryTenants
 
 
 def _writers(q: MemoryQueue, now: float) -> list[int]:
@@ -67,15 +68,15 @@ def _depth(q: MemoryQueue, now: float) -> QueueDepth:
 
 
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
-class MemoryStorage(MemorySubscriptions):
+class MemoryStorage(MemorySubscriptions, MemoryTenants):
     """Queues held in this process's memory; lost on restart by design. Push
     subscriptions: ``storage._memory_subscriptions``."""
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
-        self._tenants: dict[str, Tenant] = {}
-        self._keys: dict[str, tuple[str, str, bool]] = {}  # id -> (tenant, hash, revoked)
+        self._init_tenants()
         self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
+        self._owned: set[tuple[str, int]] = set()  # (tenant, fingerprint) registered
         self._dead_lettered: Callable[[str, str], None] | None = None
 
     def _get(self, tenant: str, name: str) -> MemoryQueue:
@@ -150,6 +151,14 @@ class MemoryStorage(MemorySubscriptions):
     @fired
     def get_schema(self, fingerprint: int) -> str | None:
         return self._schemas.get(fingerprint)
+
+    @fired
+    def own_schema(self, tenant: str, fingerprint: int) -> None:
+        self._owned.add((tenant, fingerprint))
+
+    @fired
+    def owns_schema(self, tenant: str, fingerprint: int) -> bool:
+        return (tenant, fingerprint) in self._owned or ("", fingerprint) in self._owned
 
     @fired
     def delete_queue(self, tenant: str, name: str) -> bool:
@@ -514,41 +523,16 @@ class MemoryStorage(MemorySubscriptions):
         else:
             cursors[subscription] = marker
 
-    # -- tenants ---------------------------------------------------------------------------
-
     @fired
-    def create_tenant(self, name: str, now: float) -> tuple[Tenant, bool]:
-        if name in self._tenants:
-            return self._tenants[name], False
-        tenant = self._tenants[name] = Tenant(name, now)
-        return tenant, True
-
-    @fired
-    def get_tenant(self, name: str) -> Tenant | None:
-        return self._tenants.get(name)
-
-    @fired
-    def list_tenants(self) -> list[Tenant]:
-        return [self._tenants[n] for n in sorted(self._tenants)]
-
-    @fired
-    def add_key(self, tenant: str, key_id: str, secret_hash: str, now: float) -> None:
-        self._keys[key_id] = (tenant, secret_hash, False)
-
-    @fired
-    def find_key(self, key_id: str) -> tuple[str, str] | None:
-        found = self._keys.get(key_id)
-        if found is None or found[2]:
-            return None
-        return found[0], found[1]
-
-    @fired
-    def revoke_key(self, key_id: str, now: float) -> bool:
-        found = self._keys.get(key_id)
-        if found is None or found[2]:
-            return False
-        self._keys[key_id] = (found[0], found[1], True)
-        return True
+    def tenant_usage(self, tenant: str, now: float) -> TenantUsage:
+        queues = messages = nbytes = subscriptions = 0
+        for (t, _), q in self._queues.items():
+            if t == tenant:
+                queues += 1
+                messages += len(q.msgs)
+                nbytes += q.bytes
+                subscriptions += len(live(q, now))
+        return TenantUsage(queues, messages, nbytes, subscriptions)
 
     @fired
     def ping(self) -> bool:

@@ -56,6 +56,8 @@ class QGateCalls:
     auth: IAuthenticator
     project: str | None
     token: str | None
+    #: The client's address, for throttling failed authentications.
+    peer: str | None = None
     _tenant: str | None = field(default=None, init=False)
 
     async def __call__(self, name: str, params: dict[str, Any]) -> Any:
@@ -69,7 +71,7 @@ class QGateCalls:
 
     async def tenant(self) -> str:
         if self._tenant is None:
-            self._tenant = await self.auth.authenticate(self.project, self.token)
+            self._tenant = await self.auth.authenticate(self.project, self.token, peer=self.peer)
         return self._tenant
 
     def _now(self) -> float:
@@ -217,6 +219,7 @@ class AvroRpcResource(Resource):
             self.auth,
             header(request, b"X-Project-Id") or None,
             header(request, b"X-Auth-Token") or None,
+            getattr(request.getClientAddress(), "host", None),
         )
         try:
             response = await self.responder.respond_framed(

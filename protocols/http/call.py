@@ -78,7 +78,10 @@ class Call:
         project = self.header("X-Project-ID")
         token = self.header("X-Auth-Token")
         try:
-            tenant: str = await self._auth.authenticate(project or None, token or None)
+            peer = getattr(self.request.getClientAddress(), "host", None)
+            tenant: str = await self._auth.authenticate(
+                project or None, token or None, peer=peer
+            )
         except QGateError as e:
             raise from_core(e) from None
         return tenant

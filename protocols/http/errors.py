@@ -7,6 +7,7 @@ are mapped by type (:func:`from_core`), never by parsing their messages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,6 +112,13 @@ def from_core(error: core.QGateError) -> HTTPError:
         return bad_request(description)
     if isinstance(error, core.NotFound):
         return not_found(description)
+    if isinstance(error, core.RateLimited):
+        # RFC 6585: 429 with Retry-After (whole seconds, rounded up).
+        retry = str(max(1, math.ceil(error.retry_after)))
+        return HTTPError(429, "Too many requests", description, {"Retry-After": retry})
+    if isinstance(error, core.Forbidden):
+        # A quota or an API key's scope: Zaqar's 403 (zaqarclient's Forbidden).
+        return HTTPError(403, error.title, description)
     if isinstance(error, core.MessageClaimed):
         # Zaqar: "This message is claimed; it cannot be deleted without a valid claim ID."
         return HTTPError(403, "Unable to delete", description)

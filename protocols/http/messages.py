@@ -27,7 +27,7 @@ class MessageEndpoints(Handlers):
         if len(call.body()) > limit:
             raise self.collection_too_large()
         if media_type(call.header("Content-Type") or "") == AVRO_BINARY:
-            messages = await self._container_messages(call, client, limit)
+            messages = await self._container_messages(call, client, limit, tenant)
         else:
             messages = wire.parse_messages(call.json(), self.bounds, client)
         ids = await self.service.publish(tenant, name, messages, create=True)
@@ -44,7 +44,9 @@ class MessageEndpoints(Handlers):
             f"Message collection size is too large. Max size {self.bounds.post_size}"
         )
 
-    async def _container_messages(self, call: Call, client: str, limit: int) -> list[NewMessage]:
+    async def _container_messages(
+        self, call: Call, client: str, limit: int, tenant: str
+    ) -> list[NewMessage]:
         """The messages of an Avro container file post: one per record, TTL and delay from
         the query (else the queue's defaults), stored as the file's schema wrote them. The
         file's schema is registered; on a queue with a schema the core resolves every
@@ -60,7 +62,7 @@ class MessageEndpoints(Handlers):
         )
         if not found.records:
             raise bad_request("No messages to enqueu.")
-        await self.service.register_schema(found.schema.text)
+        await self.service.register_schema(found.schema.text, tenant=tenant)
         fingerprint, bodies = found.schema.fingerprint, found.datums
         content_type = avro_content_type(fingerprint)
         return [

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.model import DEFAULT_PRIORITY, Message
+from qgate.core.sessions import TenantSession
 from qgate.protocols.stomp.codec import V12, Frame
 from qgate.protocols.stomp.destinations import Destinations, QueueOwner
 from qgate.protocols.stomp.errors import StompError, error_of
@@ -61,6 +62,10 @@ class ConsumerSession(QueueOwner, Protocol):
     def track(self, d: Deferred[Any]) -> None: ...
 
     def fail_with(self, error: BaseException, frame: Frame | None = None) -> None: ...
+
+    @property
+    def quota(self) -> TenantSession | None:
+        """The connection in the core, which counts its subscriptions."""
 
 
 class Consumers:
@@ -172,6 +177,7 @@ class Consumers:
             sub = QueueSubscription(self, sub_id, destination, "", ack, prefetch, None, accept)
         else:
             sub = QueueSubscription(self, sub_id, destination, name, ack, prefetch, options, accept)
+        self._count_subscription()
         self.subscriptions[sub_id] = sub
         d = Deferred.fromCoroutine(self._start(sub, name if kind == "temp-queue" else None))
         return d.addCallback(lambda _: self.session.receipt(frame)).addCallback(sub.begin)
@@ -194,6 +200,7 @@ class Consumers:
         ):
             return
         sub = QueueSubscription(self, destination, destination, core, "auto", self.prefetch, None)
+        self._count_subscription()
         self.subscriptions[destination] = sub
         await self._start(sub)
         sub.begin()
@@ -204,6 +211,8 @@ class Consumers:
         if sub is None:
             self.session.receipt(frame)
             return
+        if self.session.quota is not None:
+            self.session.quota.unsubscribe()
         d = sub.stop()
         if isinstance(sub, TopicSubscription) and sub.durable and frame.get("durable") == "true":
             # RabbitMQ: UNSUBSCRIBE with durable:true deletes the durable subscription.
@@ -261,4 +270,11 @@ class Consumers:
         """Stop every subscription: what was delivered and not acknowledged goes back."""
         for sub in list(self.subscriptions.values()):
             sub.stop().addErrback(lambda f: log.failure("releasing messages failed", f))
+        if self.session.quota is not None:
+            self.session.quota.unsubscribe(len(self.subscriptions))
         self.subscriptions.clear()
+
+    def _count_subscription(self) -> None:
+        """One more subscription of the tenant (QuotaExceeded past its quota)."""
+        if self.session.quota is not None:
+            self.session.quota.subscribe()

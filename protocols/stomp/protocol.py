@@ -87,6 +87,13 @@ class StompLink:
             session_factory = stomp_session_factory(ctx)
         self.session: Session = session_factory(self)
 
+    @property
+    def peer(self) -> str | None:
+        """The client's IP address (None for UNIX sockets), for throttling failed
+        authentications."""
+        get_peer = getattr(self.wire, "getPeer", None)
+        return getattr(get_peer(), "host", None) if get_peer is not None else None
+
     # -- input -----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:

@@ -32,10 +32,12 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.errors import QGateError, Unauthorized
+from qgate.core.sessions import TenantSession, open_session
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.codec import V10, VERSIONS, Frame, FrameError
 from qgate.protocols.stomp.consumers import Consumers
@@ -109,6 +111,9 @@ class StompSession:
         self.session_id = uuid.uuid4().hex
         self.version = V10
         self.tenant = ""
+        #: This connection in the core (counted against the tenant's quotas), once
+        #: CONNECTED; ``tenant`` is then its principal.
+        self.quota: TenantSession | None = None
         self.state: SessionState = NEW
         self.destinations = Destinations(self)
         limits = self.service.limits
@@ -278,6 +283,12 @@ class StompSession:
         self._stop_all()
         self.destinations.delete_temp_queues()
         self.sender.release()
+        if self.quota is not None:
+            self.quota.close()
+
+    def key_revoked(self, why: str) -> None:
+        """The API key this connection authenticated with was revoked: ERROR, close."""
+        self.fail("Authentication failed", None, why)
 
     # -- CONNECT ---------------------------------------------------------------------------
 
@@ -297,13 +308,17 @@ class StompSession:
             claimed = host if host not in ("", "/") else None
             token = None
         self.state = CONNECTING
-        d: Deferred[str] = self.auth.authenticate(claimed, token, assumed=DEFAULT_TENANT)
+        peer = getattr(self.link, "peer", None)
+        d: Deferred[str] = self.auth.authenticate(
+            claimed, token, assumed=DEFAULT_TENANT, peer=peer
+        )
         return d.addCallback(self._connected, version, client_send, client_want)
 
     def _connected(self, tenant: str, version: str, client_send: int, client_want: int) -> None:
         if self.state is not CONNECTING:
             return
-        self.tenant = tenant
+        self.quota = open_session(self.service, tenant, self.key_revoked)
+        self.tenant = self.quota.principal
         self.state = CONNECTED
         beat = self.config.heartbeat_ms if version != V10 else 0
         headers = [("version", version), ("session", self.session_id), ("server", SERVER)]
@@ -343,7 +358,13 @@ class StompSession:
             # Temporary queues are made first, so the rest waits for them (input held).
             return Deferred.fromCoroutine(self._send_temp(frame, send))
         self._send(frame, send)
-        return self.sender.hold()
+        held = self.sender.hold()
+        if held is None and self.quota is not None:
+            # The tenant's publish rate: stop reading this producer until it may go on.
+            delay = self.quota.publish_delay()
+            if delay > 0:
+                return deferLater(self.service.clock, delay, lambda: None)
+        return held
 
     async def _send_temp(self, frame: Frame, send: PendingSend) -> None:
         reply_to = frame.get("reply-to") or ""

@@ -49,6 +49,10 @@ class _MessageWire:
     def loseConnection(self) -> None:
         self.proto.sendClose(1000)
 
+    def getPeer(self) -> Any:
+        transport = self.proto.transport
+        return None if transport is None else transport.getPeer()
+
     def abortConnection(self) -> None:
         self.proto.dropConnection(abort=True)
 

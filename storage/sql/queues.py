@@ -25,6 +25,7 @@ from qgate.storage.sql.schema import (
     queues,
     schemas,
     subscriptions,
+    tenant_schemas,
 )
 from qgate.storage.sql.statements import MESSAGE_COLUMNS, QueueRow, Statements, message
 from qgate.storage.sql.writer import each
@@ -246,6 +247,26 @@ def set_queue_schema(
 def put_schema(conn: sa.Connection, sql: Statements, fingerprint: int, text: str) -> None:
     stmt = sql.upsert(schemas).values(fingerprint=fingerprint, text=text)
     conn.execute(stmt.on_conflict_do_nothing(index_elements=[schemas.c.fingerprint]))
+
+
+@each
+def own_schema(conn: sa.Connection, sql: Statements, tenant: str, fingerprint: int) -> None:
+    stmt = sql.upsert(tenant_schemas).values(tenant=tenant, fingerprint=fingerprint)
+    conn.execute(
+        stmt.on_conflict_do_nothing(
+            index_elements=[tenant_schemas.c.tenant, tenant_schemas.c.fingerprint]
+        )
+    )
+
+
+def owns_schema(conn: sa.Connection, tenant: str, fingerprint: int) -> bool:
+    row = conn.execute(
+        sa.select(tenant_schemas.c.fingerprint).where(
+            tenant_schemas.c.tenant.in_([tenant, ""]),
+            tenant_schemas.c.fingerprint == fingerprint,
+        )
+    ).first()
+    return row is not None
 
 
 @each

@@ -113,8 +113,31 @@ api_keys = sa.Table(
     sa.Column("secret_hash", sa.String(128), nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("revoked_at", sa.Double, nullable=True),
+    # The key's scope (core.principal.Scope), comma-separated; NULL: unlimited.
+    sa.Column("queues", sa.Text, nullable=True),
+    sa.Column("ops", sa.Text, nullable=True),
 )
 sa.Index("ix_api_keys_tenant", api_keys.c.tenant)
+
+# Per-tenant overrides of the [quotas] defaults (core.quotas), one row per quota set.
+tenant_quotas = sa.Table(
+    "tenant_quotas",
+    metadata,
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("quota", sa.String(32), nullable=False),
+    sa.Column("value", sa.Double, nullable=False),
+    sa.PrimaryKeyConstraint("tenant", "quota", name="pk_tenant_quotas"),
+)
+
+# One row (id 1): a counter bumped by every change of quotas or keys that running
+# processes must see at once (a revoked key, a new quota). Each process reads it about
+# twice a second and reloads only when it has moved.
+tenant_changes = sa.Table(
+    "tenant_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
 
 # Writer schemas of Avro bodies by CRC-64-AVRO fingerprint (signed, as Java's long), as JSON
 # text. Content-addressed: a row is written once and never changed.
@@ -123,4 +146,15 @@ schemas = sa.Table(
     metadata,
     sa.Column("fingerprint", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("text", sa.Text, nullable=False),
+)
+
+# Which tenant registered which writer schema: the registry above is shared and
+# content-addressed, but a tenant may only name (publish bodies written by) the writer
+# schemas it registered itself, so it cannot learn what other tenants registered.
+tenant_schemas = sa.Table(
+    "tenant_schemas",
+    metadata,
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("fingerprint", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("tenant", "fingerprint", name="pk_tenant_schemas"),
 )

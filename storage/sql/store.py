@@ -40,6 +40,7 @@ from qgate.core.model import (
     SubscriptionUpdate,
     Tenant,
 )
+from qgate.core.usage import TenantUsage
 from qgate.storage.sql import claims, messages, queues, subscriptions, tenants
 from qgate.storage.sql.engine import DEFAULT_BUSY_TIMEOUT, make_engine, normalize_url
 from qgate.storage.sql.notify import Listener
@@ -171,6 +172,12 @@ class SQLStorage:
 
     def get_schema(self, fingerprint: int) -> Deferred[str | None]:
         return self._read(queues.get_schema, fingerprint)
+
+    def own_schema(self, tenant: str, fingerprint: int) -> Deferred[None]:
+        return self._write(queues.own_schema, self._sql, tenant, fingerprint)
+
+    def owns_schema(self, tenant: str, fingerprint: int) -> Deferred[bool]:
+        return self._read(queues.owns_schema, tenant, fingerprint)
 
     def delete_queue(self, tenant: str, name: str) -> Deferred[bool]:
         return self._write(queues.delete_queue, self._sql, tenant, name)
@@ -310,9 +317,7 @@ class SQLStorage:
         new: NewSubscription,
         now: float,
     ) -> Deferred[tuple[Subscription, bool]]:
-        return self._write(
-            subscriptions.create_subscription, self._sql, tenant, name, new, now
-        )
+        return self._write(subscriptions.create_subscription, self._sql, tenant, name, new, now)
 
     def get_subscription(
         self, tenant: str, name: str, subscription_id: str, now: float
@@ -378,8 +383,31 @@ class SQLStorage:
     def list_tenants(self) -> Deferred[list[Tenant]]:
         return self._read(tenants.list_tenants, self._sql)
 
-    def add_key(self, tenant: str, key_id: str, secret_hash: str, now: float) -> Deferred[None]:
-        return self._write(tenants.add_key, tenant, key_id, secret_hash, now)
+    def add_key(
+        self,
+        tenant: str,
+        key_id: str,
+        secret_hash: str,
+        now: float,
+        queues: str | None = None,
+        ops: str | None = None,
+    ) -> Deferred[None]:
+        return self._write(tenants.add_key, tenant, key_id, secret_hash, now, queues, ops)
+
+    def find_key_scope(self, key_id: str) -> Deferred[tuple[str | None, str | None] | None]:
+        return self._read(tenants.find_key_scope, key_id)
+
+    def set_quota(self, tenant: str, quota: str, value: float | None) -> Deferred[None]:
+        return self._write(tenants.set_quota, tenant, quota, value)
+
+    def quota_overrides(self) -> Deferred[dict[str, dict[str, float]]]:
+        return self._read(tenants.quota_overrides)
+
+    def tenant_version(self) -> Deferred[int]:
+        return self._read(tenants.tenant_version)
+
+    def tenant_usage(self, tenant: str, now: float) -> Deferred[TenantUsage]:
+        return self._read(tenants.tenant_usage, tenant, now)
 
     def find_key(self, key_id: str) -> Deferred[tuple[str, str] | None]:
         return self._read(tenants.find_key, key_id)

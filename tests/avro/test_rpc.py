@@ -435,3 +435,24 @@ async def test_a_claim_that_cannot_be_answered_is_released() -> None:
     assert (await service.queue_stats(T, "q")).claimed == 0
     [again] = await service.observe(T, "q")
     assert again.claim_count == 0  # never answered: not counted as delivered
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_publish_over_a_quota_is_the_declared_error_naming_it(
+    reactor: Any, rpc_service: QueueService
+) -> None:
+    from qgate.core.guard import TenantGuard
+    from qgate.core.quotas import Quotas, TenantQuotas
+
+    guard = TenantGuard(rpc_service, reactor, TenantQuotas(Quotas(max_messages=1)))
+    listening = listen(reactor, guard)  # type: ignore[arg-type]
+    client = Client(listening.getHost().port)
+    try:
+        one = [new_message(b"1", "text/plain")]
+        assert await client.call("publish", {"queue": "q", "messages": one}) == ["1"]
+        error = await client.fails("publish", {"queue": "q", "messages": one})
+        assert error["title"] == "Quota exceeded" and error["field"] == "max_messages"
+        assert (await rpc_service.queue_stats(T, "q")).total == 1
+    finally:
+        client.close()
+        await listening.stopListening()

@@ -55,3 +55,25 @@ async def test_only_a_hash_of_the_secret_is_stored(durable):
 async def test_keys_need_an_existing_tenant(durable):
     with pytest.raises(InvalidArgument):
         await TenantAdmin(durable, Clock()).create_key("nobody")
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_authentications_are_throttled_per_client_address(durable):
+    from qgate.core.auth_throttle import ThrottledAuth
+    from qgate.core.errors import RateLimited
+
+    clock = Clock()
+    admin = TenantAdmin(durable, clock)
+    await admin.create_tenant("acme")
+    token = await admin.create_key("acme")
+    auth = ThrottledAuth(APIKeys(durable, clock), clock, rate=1, burst=3)
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await auth.authenticate(None, "qg_guess_guess", peer="10.0.0.1")
+    with pytest.raises(RateLimited) as e:
+        await auth.authenticate(None, token, peer="10.0.0.1")  # even a good key, for now
+    assert e.value.retry_after == pytest.approx(1)
+    assert await auth.authenticate(None, token, peer="10.0.0.2") == "acme"
+    assert await auth.authenticate(None, token) == "acme"  # no address: not throttled
+    clock.advance(1)
+    assert await auth.authenticate(None, token, peer="10.0.0.1") == "acme"

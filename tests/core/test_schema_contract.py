@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import succeed
 
-from qgate.core.avro_bodies import avro_content_type, avro_writer
+from qgate.core.avro_bodies import avro_content_type, avro_writer, format_fingerprint
 from qgate.core.errors import InvalidArgument, QueueNotFound
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.core.schemas import (
@@ -332,3 +332,28 @@ async def test_the_registry_is_content_addressed_and_the_first_text_stays(durabl
     await durable.put_schema(first.fingerprint, first.text)
     await durable.put_schema(second.fingerprint, second.text)
     assert await durable.get_schema(first.fingerprint) == first.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tenant_may_name_only_writer_schemas_it_registered(service):
+    """The registry is shared, but whether another tenant registered a schema cannot be
+    learnt: naming it is refused exactly as naming one nobody registered."""
+    v1 = parse_schema(V1)
+    await service.register_schema(json.dumps(V1), tenant="tenant-b")
+    for tenant in (T, "tenant-b"):
+        await service.create_queue(tenant, "q")
+        await service.set_schema(tenant, "q", V2)
+    body = NewMessage(
+        v1.encode_json({"id": 2, "name": "b"}), content_type=avro_content_type(v1.fingerprint)
+    )
+    unknown = NewMessage(b"\x02", content_type=avro_content_type(12345))
+    with pytest.raises(InvalidArgument) as named:
+        await service.publish(T, "q", [body])
+    with pytest.raises(InvalidArgument) as nobody:
+        await service.publish(T, "q", [unknown])
+    assert named.value.field == nobody.value.field == "messages[0].content_type"
+    assert str(named.value).replace(format_fingerprint(v1.fingerprint), "X") == str(
+        nobody.value
+    ).replace(format_fingerprint(12345), "X")
+    assert await service.publish("tenant-b", "q", [body]) == ["1"]
+    assert (await service.queue_stats(T, "q")).total == 0

@@ -124,3 +124,18 @@ def test_the_shipped_config_documents_the_workers_key():
     text = (Path(__file__).resolve().parents[2] / "conf" / "qgate.toml").read_text()
     assert load(None).server == parse(tomllib.loads(text)).server
     assert 'workers = "auto"' in text
+
+
+def test_quotas_take_their_defaults_overrides_and_refuse_unknown_keys_or_bad_values():
+    from qgate.core.quotas import Quotas
+
+    assert parse({}).quotas == Quotas()
+    config = parse({"quotas": {"max_queues": 5, "publish_rate": 0}})
+    assert config.quotas.max_queues == 5 and config.quotas.publish_rate == 0.0
+    for bad, named in (
+        ({"max_queue": 5}, "quotas.max_queue: unknown key"),
+        ({"max_queues": -1}, "quotas.max_queues"),
+        ({"max_queues": 1.5}, "quotas.max_queues"),
+    ):
+        with pytest.raises(ConfigError, match=named):
+            parse({"quotas": bad})

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -109,8 +110,15 @@ def test_api_keys_from_the_cli_guard_the_http_api(tmp_path):
     token = key.stdout.strip()
     missing = server.cli("key", "create", "nobody")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+    scoped = server.cli("key", "create", "acme", "--queues", "jobs.*", "--ops", "publish")
+    assert scoped.returncode == 0, scoped.stderr
+    bad_op = server.cli("key", "create", "acme", "--ops", "delete")
+    assert bad_op.returncode != 0 and "unknown operation" in bad_op.stderr
     server.start()
     try:
+        producer = {"X-Auth-Token": scoped.stdout.strip(), "X-Project-Id": "acme"}
+        status, body = server.request("PUT", "/v2/queues/logs", headers=producer)
+        assert status == 403 and "queue 'logs'" in body["description"]
         status, body = server.request("GET", "/v2/queues", headers={"X-Auth-Token": "nope"})
         assert status == 401 and body["title"]
         status, _ = server.request(
@@ -121,10 +129,31 @@ def test_api_keys_from_the_cli_guard_the_http_api(tmp_path):
             "GET", "/v2/queues", headers={"X-Auth-Token": token, "X-Project-Id": "acme"}
         )
         assert [q["name"] for q in body["queues"]] == ["secure"]
+        # Another process (the CLI) sets a quota and revokes the key: the server sees
+        # both within about a second.
+        auth = {"X-Auth-Token": token, "X-Project-Id": "acme"}
+        quota = server.cli("tenant", "set-quota", "acme", "max_queues", "1")
+        assert quota.returncode == 0, quota.stderr
+        names = iter(range(1000))
+        put = lambda: server.request("PUT", f"/v2/queues/q{next(names)}", headers=auth)  # noqa: E731
+        assert _within(2.0, lambda: put()[0])
+        status, body = put()
+        assert status == 403 and "max_queues" in body["description"]
         revoked = server.cli("key", "revoke", token)
         assert revoked.returncode == 0, revoked.stderr
+        assert _within(2.0, lambda: server.request("GET", "/v2/queues", headers=auth)[0], 401)
     finally:
         assert server.stop() == 0
+
+
+def _within(seconds: float, status: Any, expected: int = 403) -> bool:
+    """Whether ``status()`` answers ``expected`` within ``seconds`` (asked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if status() == expected:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_a_bad_config_stops_start_up_naming_the_key(tmp_path):

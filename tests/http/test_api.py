@@ -29,7 +29,11 @@ class ExplodingAuth:
     needs_token = False
 
     def authenticate(
-        self, tenant: str | None, token: str | None, assumed: str | None = None
+        self,
+        tenant: str | None,
+        token: str | None,
+        assumed: str | None = None,
+        peer: str | None = None,
     ) -> Deferred[str]:
         return fail(RuntimeError("secret internals"))
 

@@ -198,3 +198,41 @@ async def test_websocket_subscriber_chooses_single_object_encoding(site):
     assert m.headers["content-type"] == "avro/binary"
     assert read_single_object(m.body, V1) == {"id": 5, "name": "ws"}
     await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_revoked_key_closes_its_websocket_session_within_a_second(reactor):
+    from qgate.core.auth import APIKeys, TenantAdmin
+    from qgate.core.guard import TenantGuard
+    from qgate.core.quotas import TenantQuotas
+    from qgate.core.tenant_watch import TenantWatch
+
+    store = MemoryStorage()
+    admin = TenantAdmin(store, reactor)
+    await admin.create_tenant("acme")
+    token = await admin.create_key("acme")
+    auth = APIKeys(store, reactor)
+    quotas = TenantQuotas()
+    service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
+    guard = TenantGuard(service, reactor, quotas, store)
+    watch = TenantWatch(reactor, store, quotas, auth, guard)
+    watch.start()
+    settings = parse({"stomp": {"heartbeat_ms": 0}}).protocols
+    root = Resource()
+    for path, resource in Protocols(reactor, guard, auth, settings).web_mounts.items():
+        root.putChild(path, resource)
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    try:
+        site = SimpleNamespace(port=port.getHost().port, reactor=reactor)
+        c = await ws_connect(site, ["v12.stomp"])
+        c.send("CONNECT", {"accept-version": "1.2", "host": "/", "passcode": token})
+        assert (await c.next()).command == "CONNECTED"
+        await admin.revoke_key(token)
+        # One watch round is 0.5 s (tests/stomp/test_quotas.py shows it on a Clock); the
+        # margin here is for a loaded machine, not part of the promise.
+        error = await Deferred.fromCoroutine(c.next()).addTimeout(2.0, reactor)
+        assert error.command == "ERROR" and error.headers["message"] == "Authentication failed"
+        await c.factory.closed.addTimeout(5.0, reactor)
+    finally:
+        watch.stop()
+        await maybeDeferred(port.stopListening)

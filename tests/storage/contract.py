@@ -10,6 +10,7 @@ from tests.storage.expiry import ExpiryContract
 from tests.storage.messages import MessageContract
 from tests.storage.queues import QueueContract
 from tests.storage.subscriptions import SubscriptionContract
+from tests.storage.tenants import TenantContract
 
 
 class StorageContract(
@@ -19,5 +20,6 @@ class StorageContract(
     ExpiryContract,
     SubscriptionContract,
     DepthContract,
+    TenantContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""

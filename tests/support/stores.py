@@ -32,6 +32,9 @@ TABLES = (
     "tenants",
     "api_keys",
     "schemas",
+    "tenant_quotas",
+    "tenant_changes",
+    "tenant_schemas",
 )
 
 
