@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory
 
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http.channel import HeadLimits
 from qgate.protocols.http.resource import ApiResource, RootResource, build_resource
 from qgate.protocols.http.settings import HTTPSettings
 from qgate.protocols.http.site import QGateSite
@@ -42,6 +43,9 @@ def build_site(ctx: ProtocolContext[HTTPSettings]) -> QGateSite:
         idle_timeout=http.idle_timeout,
         reactor=ctx.reactor,
         refusal=root.too_large,
+        head_limits=HeadLimits(
+            http.head_timeout, http.max_url_length, http.max_headers, http.max_header_bytes
+        ),
     )
 
 
