@@ -22,6 +22,7 @@ from qgate.core.model import QueueOptions
 from qgate.core.service import QueueService
 from qgate.gateway import registry, tls
 from qgate.gateway.config import Config, ConfigError
+from qgate.gateway.connections import ConnectionBudget, LimitedFactory, fd_budget, raise_fd_limit
 from qgate.storage.memory import MemoryStorage
 
 log = Logger()
@@ -113,7 +114,7 @@ class Gateway(service.MultiService):
         self.core = QueueService(
             reactor,
             self.store,
-            MemoryStorage(),
+            MemoryStorage(max_bytes=config.queues.transient_max_bytes),
             limits=config.limits,
             default_options=QueueOptions(
                 durable=config.queues.durable,
@@ -123,11 +124,17 @@ class Gateway(service.MultiService):
         )
         self.auth = make_authenticator(reactor, config, self.store)
         self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
+        self.fd_limit = raise_fd_limit()
+        self.budget = ConnectionBudget(
+            reactor, config.connections, fd_budget(config.connections, self.fd_limit)
+        )
         self._factories = []
         for listener in config.listeners:
             factory = self.protocols.listener(listener.protocol, listener)
             if listener.tls is not None:
                 factory = tls.wrap(factory, listener.tls, reactor)
+            # Outside TLS: a handshake in progress holds a descriptor too.
+            factory = LimitedFactory(factory, self.budget, tls=listener.tls is not None)
             try:
                 endpoint = endpoints.serverFromString(reactor, with_backlog(listener.endpoint))
             except (ValueError, TypeError, KeyError) as e:
@@ -138,6 +145,12 @@ class Gateway(service.MultiService):
     async def listen(self) -> None:
         """Start the core and every listener; a listener that cannot start fails it all."""
         self.core.start()
+        log.info(
+            "at most {total} connections (descriptor limit {fds}), {per_ip} per address",
+            total=self.budget.total,
+            fds=self.fd_limit,
+            per_ip=self.budget.max_per_ip or "any number",
+        )
         for listener, endpoint, factory in self._factories:
             try:
                 port = await endpoint.listen(factory)

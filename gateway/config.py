@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from qgate.core.limits import Limits
+from qgate.gateway.connections import ConnectionsConfig
 
 T = TypeVar("T")
 
@@ -77,6 +78,10 @@ class QueueDefaults:
     default_ttl: float = 3600.0
     default_delay: float = 0.0
     durable: bool = True
+    #: Bytes every transient (in-memory) queue together may hold: message bodies plus
+    #: ``storage.memory.MESSAGE_OVERHEAD`` per message. A publish past it is refused as
+    #: the queue being full, naming this key.
+    transient_max_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: Limits = field(default_factory=Limits)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     listeners: tuple[ListenerConfig, ...] = (
         ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
         ListenerConfig("stomp", "tcp:61613:interface=127.0.0.1"),
@@ -220,6 +226,22 @@ def _storage(value: Any, name: str) -> StorageConfig:
     return storage
 
 
+def _queues(value: Any, name: str) -> QueueDefaults:
+    queues = _build(QueueDefaults, value, name)
+    if queues.transient_max_bytes < 1:
+        raise ConfigError(f"{name}.transient_max_bytes: must be at least 1")
+    return queues
+
+
+def _connections(value: Any, name: str) -> ConnectionsConfig:
+    connections = _build(ConnectionsConfig, value, name)
+    try:
+        connections.check()
+    except ValueError as e:
+        raise ConfigError(f"{name}.{e}") from None
+    return connections
+
+
 def parse(data: Mapping[str, Any]) -> Config:
     from qgate.gateway.registry import PROTOCOLS
 
@@ -238,7 +260,8 @@ def parse(data: Mapping[str, Any]) -> Config:
         storage=_storage,
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
         limits=lambda v, n: _build(Limits, v, n),
-        queues=lambda v, n: _build(QueueDefaults, v, n),
+        queues=_queues,
+        connections=_connections,
         listeners=_listeners,
     )
     if not config.listeners:

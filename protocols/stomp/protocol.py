@@ -290,3 +290,11 @@ class StompFactory(Factory):
         proto = StompProtocol(self.ctx)
         proto.factory = self
         return proto
+
+    def overload_answer(self, why: str) -> bytes:
+        """What a connection over the listener's caps is told before it is closed
+        (``gateway.connections``): an ERROR frame, STOMP 1.0 style (nothing negotiated)."""
+        body = f"Connection refused: {why}.".encode()
+        headers = [("message", "server busy: connection refused"), ("content-type", "text/plain")]
+        headers.append(("content-length", str(len(body))))
+        return encode("ERROR", headers, body, V10)
