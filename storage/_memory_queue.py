@@ -31,14 +31,18 @@ class Usage:
     """Bytes the queues of one store hold (bodies, headers and ``MESSAGE_OVERHEAD`` per
     message), in total and per tenant."""
 
-    __slots__ = ("total", "by_tenant")
+    __slots__ = ("total", "by_tenant", "freed")
 
     def __init__(self) -> None:
         self.total = 0
         self.by_tenant: dict[str, int] = {}
+        #: Bytes freed since the owner last gave memory back (``storage._trim``).
+        self.freed = 0
 
     def change(self, tenant: str, delta: int) -> None:
         self.total += delta
+        if delta < 0:
+            self.freed -= delta
         held = self.by_tenant.get(tenant, 0) + delta
         if held > 0:
             self.by_tenant[tenant] = held

@@ -40,6 +40,7 @@ from qgate.core.model import (
 from qgate.storage._fired import fired
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg, Usage, cost
 from qgate.storage._memory_subscriptions import MemorySubscriptions, live
+from qgate.storage._trim import TRIM_AFTER, trim_heap
 
 
 def _writers(q: MemoryQueue, now: float) -> list[int]:
@@ -147,7 +148,16 @@ class MemoryStorage(MemorySubscriptions):
         if q is None:
             return False
         q.forget()
+        del q  # its messages are freed now, before the heap is trimmed
+        self._give_back()
         return True
+
+    def _give_back(self) -> None:
+        """Hand freed heap back to the system once enough has been freed."""
+        if self.usage.freed >= TRIM_AFTER:
+            self.usage.freed = 0
+            if trim_heap is not None:
+                trim_heap()
 
     def tenant_bytes(self, tenant: str) -> int:
         """Bytes ``tenant``'s queues hold here, counted as ``max_bytes`` counts them."""
@@ -202,6 +212,8 @@ class MemoryStorage(MemorySubscriptions):
         fresh.cursors = q.cursors
         fresh.subscriptions = q.subscriptions
         self._queues[(tenant, name)] = fresh
+        del q
+        self._give_back()
         return count
 
     # -- messages --------------------------------------------------------------------------
@@ -513,6 +525,7 @@ class MemoryStorage(MemorySubscriptions):
             removed += q.reap(now, limit - removed)
             if removed >= limit:
                 break
+        self._give_back()
         return removed
 
     # -- durable subscriptions -------------------------------------------------------------
