@@ -176,37 +176,45 @@ def _host(addr: IAddress | None) -> str | None:
 
 
 class _Counted(ProtocolWrapper):
-    """A connection counted in its budget until it ends, watched while it is paused."""
+    """A connection counted in its budget until it ends, watched while it is paused.
+
+    The watch outlives short resumes: a session that holds its input for every frame
+    (one SUBSCRIBE at a time) pauses and resumes many times a second, and is still
+    checked every ``held_check`` seconds while it was paused at all since the last check."""
 
     factory: LimitedFactory
     host: str | None = None
     _watch: IDelayedCall | None = None
     _paused = False
+    _was_paused = False
 
     def pauseProducing(self) -> None:
-        self._paused = True
+        self._paused = self._was_paused = True
         self.transport.pauseProducing()  # type: ignore[union-attr]
         if self._watch is None:
-            self._watch = self.factory.budget.clock.callLater(
-                self.factory.budget.config.held_check, self._check
-            )
+            self._schedule()
 
     def resumeProducing(self) -> None:
         self._paused = False
-        self._stop_watch()
         self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _schedule(self) -> None:
+        budget = self.factory.budget
+        self._watch = budget.clock.callLater(budget.config.held_check, self._check)
 
     def _check(self) -> None:
         self._watch = None
-        if not self._paused or self.transport is None:
+        if not self._was_paused or self.transport is None:
             return
+        self._was_paused = self._paused
         if self.factory.budget.probe(self.transport):
-            # Its input is never read: the peer has left, or reset the connection.
+            # Its input is not read: the peer has left, or reset the connection.
             self.transport.abortConnection()  # type: ignore[attr-defined]
             return
-        self._watch = self.factory.budget.clock.callLater(
-            self.factory.budget.config.held_check, self._check
-        )
+        if self._paused:
+            self._schedule()
+        else:
+            self._watch = None
 
     def _stop_watch(self) -> None:
         watch, self._watch = self._watch, None

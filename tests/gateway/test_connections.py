@@ -145,14 +145,34 @@ def test_a_held_connection_whose_peer_left_is_aborted(clock: Clock) -> None:
     assert budget.open == 0 and not clock.getDelayedCalls()
 
 
-def test_a_resumed_connection_is_not_watched(clock: Clock) -> None:
-    budget = ConnectionBudget(clock, ConnectionsConfig(), 10, probe=lambda transport: True)
+def test_a_connection_that_holds_its_input_frame_by_frame_is_still_watched(
+    clock: Clock,
+) -> None:
+    gone = {"now": False}
+    budget = ConnectionBudget(
+        clock, ConnectionsConfig(held_check=2.0), 10, probe=lambda transport: gone["now"]
+    )
     proto, transport = _connect(_factory(budget))
-    proto.pauseProducing()
-    proto.resumeProducing()
-    assert not clock.getDelayedCalls()
-    clock.advance(10)
+    for _ in range(20):  # one SUBSCRIBE at a time: held, released 0.25 s later
+        proto.pauseProducing()
+        clock.advance(0.25)
+        proto.resumeProducing()
     assert not transport.disconnecting
+    gone["now"] = True
+    for _ in range(20):
+        proto.pauseProducing()
+        clock.advance(0.25)
+        if transport.disconnecting:
+            break
+        proto.resumeProducing()
+    assert transport.disconnecting
+
+
+def test_a_connection_never_held_is_never_probed(clock: Clock) -> None:
+    budget = ConnectionBudget(clock, ConnectionsConfig(), 10, probe=lambda transport: True)
+    _, transport = _connect(_factory(budget))
+    clock.advance(10)
+    assert not clock.getDelayedCalls() and not transport.disconnecting
 
 
 def test_the_total_cap_stays_below_the_descriptor_limit() -> None:
