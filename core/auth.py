@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
+from qgate.core._key_lookups import KeyLookups
 from qgate.core.errors import InvalidArgument, Unauthorized
 from qgate.core.interfaces import ITenantStore
 from qgate.core.limits import check_tenant
@@ -79,7 +80,9 @@ class APIKeys:
 
     Verified tokens are remembered for ``cache_seconds`` so a busy client does not cost a
     database read per request; a revoked key therefore stops working within that time.
-    A claimed tenant that differs from the key's tenant is refused.
+    Unknown key ids are remembered as unknown for as long (``KeyLookups``), so a flood of
+    one unknown key costs one read. A claimed tenant that differs from the key's tenant
+    is refused.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class APIKeys:
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.lookups = KeyLookups(store, clock, cache_seconds, cache_size)
 
     needs_token = True
 
@@ -120,7 +124,7 @@ class APIKeys:
                 self._cache.popitem(last=False)
             return self._check_claim(found[0], tenant)
 
-        return self._store.find_key(key_id).addCallback(verify)
+        return self.lookups.find(key_id).addCallback(verify)
 
     def _check_claim(self, owner: str, claimed: str | None) -> Deferred[str]:
         if claimed and claimed != owner:
