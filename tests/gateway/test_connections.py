@@ -4,7 +4,9 @@ connections whose peer has left."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import select
 import socket
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as global_reactor
+from twisted.internet import task, threads
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -19,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 
+from qgate.gateway.app import Gateway
 from qgate.gateway.config import ConfigError, ListenerConfig, parse
 from qgate.gateway.connections import (
     ConnectionBudget,
@@ -31,6 +35,7 @@ from qgate.gateway.connections import (
 from qgate.gateway.registry import listener_factory
 from qgate.protocols.stomp.codec import Parser
 from tests.support.core import memory_service
+from tests.support.deferreds import until
 from tests.support.http import make_ctx as http_ctx
 from tests.support.stomp import make_ctx as stomp_ctx
 
@@ -258,6 +263,69 @@ async def test_a_real_peer_leaving_a_held_connection_is_noticed() -> None:
 
 
 def _later(seconds: float) -> Deferred[None]:
-    from twisted.internet import task
-
     return task.deferLater(global_reactor, seconds, lambda: None)
+
+
+def _read_all(port: int, send: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        if send:
+            s.sendall(send)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+def _websocket_stomp(port: int) -> bytes:
+    """A WebSocket upgrade to /stomp and a CONNECT, by hand: the first STOMP reply."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (
+        f"GET /stomp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: v12.stomp\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101 "), answer
+        payload = b"CONNECT\naccept-version:1.2\nhost:/\n\n\x00"
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        frame = s.recv(4096)
+        return frame[2:]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gateway_refuses_a_third_connection_from_one_address(reactor) -> None:
+    config = parse(
+        {
+            "storage": {"url": "memory://"},
+            "connections": {"max_per_ip": 2},
+            "listeners": [
+                {"protocol": "http", "endpoint": "tcp:0:interface=127.0.0.1"},
+                {"protocol": "stomp", "endpoint": "tcp:0:interface=127.0.0.1"},
+            ],
+        }
+    )
+    gateway = Gateway(reactor, config)
+    await gateway.listen()
+    http_port, stomp_port = (p.getHost().port for p in gateway.ports)
+    held = [socket.create_connection(("127.0.0.1", http_port)) for _ in range(2)]
+    try:
+        await until(lambda: gateway.budget.open == 2, timeout=5)
+        refused = await threads.deferToThread(_read_all, stomp_port)
+        assert refused.startswith(b"ERROR\n") and b"max_per_ip 2" in refused
+        refused = await threads.deferToThread(_read_all, http_port)
+        assert refused.startswith(b"HTTP/1.1 503 ")
+        held.pop().close()
+        await until(lambda: gateway.budget.open == 1, timeout=5)
+        # The wrapper stays out of the way of a WebSocket upgrade on the HTTP listener.
+        reply = await threads.deferToThread(_websocket_stomp, http_port)
+        assert reply.startswith(b"CONNECTED\n"), reply
+    finally:
+        for s in held:
+            s.close()
+        await gateway.stopService()
