@@ -93,6 +93,9 @@ class BoundedChannel(HTTPChannel):
         if self._refused:
             return
         if not self._in_head:
+            if not line:
+                super().lineReceived(line)  # the empty line some clients send after a body
+                return
             self._start_head()  # a pipelined head, already buffered
         limits = self._limits()
         if limits is not None:

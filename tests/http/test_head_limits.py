@@ -72,6 +72,18 @@ def test_a_whole_head_in_time_is_served_and_the_next_one_gets_its_own_deadline(
     assert transport.value().startswith(b"HTTP/1.1 408 ")
 
 
+def test_the_empty_line_after_a_request_starts_no_head_deadline(
+    service: QueueService, clock: Clock
+) -> None:
+    ctx = _ctx(service, clock, head_timeout=10.0, idle_timeout=60.0)
+    _, transport, protocol = connect(ctx)
+    protocol.dataReceived(request_head("GET", "/v2/health") + b"\r\n")
+    clock.advance(0)
+    transport.clear()
+    clock.advance(30)  # an idle keep-alive connection: only the idle timeout applies
+    assert not transport.disconnecting and transport.value() == b""
+
+
 def test_a_request_line_over_max_url_length_is_414(service: QueueService, clock: Clock) -> None:
     ctx = _ctx(service, clock, max_url_length=100)
     _, transport, protocol = connect(ctx)
