@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
+from qgate.core._key_lookups import KeyLookups
 from qgate.core.errors import InvalidArgument, Unauthorized
 from qgate.core.interfaces import ITenantStore
 from qgate.core.limits import check_tenant
@@ -88,8 +89,10 @@ class APIKeys:
     Verified tokens are remembered for ``cache_seconds`` so a busy client does not cost a
     database read per request; the tenant watch (``core.tenant_watch``) makes it forget
     them (``forget_keys``) as soon as any key is revoked, so a revoked key stops working
-    within a second. A claimed tenant that differs from the key's tenant is refused. The
-    answer is a ``Principal``: the tenant, with the key's id and scope.
+    within a second. Unknown key ids are remembered as unknown for ``cache_seconds``
+    (``KeyLookups``), so a flood of one unknown key costs one read. A claimed tenant that
+    differs from the key's tenant is refused. The answer is a ``Principal``: the tenant,
+    with the key's id and scope.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class APIKeys:
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
         self._cache: OrderedDict[str, tuple[str, float, str, Scope]] = OrderedDict()
+        self.lookups = KeyLookups(store, clock, cache_seconds, cache_size)
 
     needs_token = True
 
@@ -140,7 +144,7 @@ class APIKeys:
                 self._cache.popitem(last=False)
             return self._check_claim(Principal(owner, key_id, scope), tenant)
 
-        return self._store.find_key(key_id).addCallback(verify)
+        return self.lookups.find(key_id).addCallback(verify)
 
     def forget_keys(self) -> None:
         """Verify every key again on its next use (a key was revoked somewhere)."""

@@ -125,6 +125,12 @@ class MeteredService:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._service, name)
 
+    def __conform__(self, interface: Any) -> Any:
+        """What the wrapped service provides besides ``IQueueService`` (the guard's
+        ``ITenantSessions``: STOMP sessions counted and closed on revocation), adapted
+        through the wrapper."""
+        return interface(self._service, None)
+
     def _count(self, name: str, n: int, **labels: str) -> None:
         if n:
             self._metrics.count(name, n, protocol=self._protocol, **labels)

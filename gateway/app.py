@@ -27,6 +27,7 @@ from qgate.core.service import QueueService
 from qgate.core.tenant_watch import TenantWatch
 from qgate.gateway import access, registry, tls
 from qgate.gateway.config import Config, ConfigError, ListenerConfig
+from qgate.gateway.connections import ConnectionBudget, LimitedFactory, fd_budget, raise_fd_limit
 from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
 from qgate.gateway.status import GatewayStatus, ListenerState, qgate_version
 from qgate.storage.memory import MemoryStorage
@@ -108,7 +109,7 @@ def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueServic
     return QueueService(
         reactor,
         store,
-        MemoryStorage(),
+        MemoryStorage(max_bytes=config.queues.transient_max_bytes),
         limits=config.limits,
         default_options=default_options(config),
     )
@@ -163,11 +164,14 @@ def listener_factories(
     config: Config,
     protocols: registry.Protocols,
     metrics: Any,
+    budget: ConnectionBudget,
     which: Any = lambda listener: True,
 ) -> list[tuple[ListenerState, IProtocolFactory]]:
     """The state and protocol factory of each ``[[listeners]]`` entry ``which`` accepts,
     in order: access log as configured, TLS-wrapped (reloadable certificates) where the
-    listener has a ``tls`` table, open connections counted in ``metrics``."""
+    listener has a ``tls`` table, open connections counted in ``metrics``, and every
+    connection admitted by ``budget`` (the caps of ``[connections]``) before anything
+    else, TLS included: a handshake in progress holds a descriptor too."""
     out: list[tuple[ListenerState, IProtocolFactory]] = []
     for listener in config.listeners:
         if not which(listener):
@@ -179,6 +183,7 @@ def listener_factories(
             state.certificates = tls.ReloadableCertificates(listener.tls)
             factory = tls.wrap(factory, state.certificates, reactor)
         factory = ConnectionCounter(factory, metrics.connections.labels(listener.protocol))
+        factory = LimitedFactory(factory, budget, tls=listener.tls is not None)
         out.append((state, factory))
     return out
 
@@ -216,6 +221,10 @@ class Gateway(service.MultiService):
             writer.on_batch = self.metrics.on_batch
         self.core.on_expired(lambda n: self.metrics.count(EXPIRED, n))
         self.status = GatewayStatus(reactor, self.core, self.store, self.metrics)
+        self.fd_limit = raise_fd_limit()
+        self.budget = ConnectionBudget(
+            reactor, config.connections, fd_budget(config.connections, self.fd_limit)
+        )
         self.protocols = registry.Protocols(
             reactor,
             self.guard,
@@ -238,7 +247,7 @@ class Gateway(service.MultiService):
         self._factories = [
             (state, server_endpoint(reactor, state.config), factory)
             for state, factory in listener_factories(
-                reactor, config, self.protocols, self.metrics, self.serves_itself
+                reactor, config, self.protocols, self.metrics, self.budget, self.serves_itself
             )
         ]
         self.status.listeners.extend(state for state, _, _ in self._factories)
@@ -249,6 +258,12 @@ class Gateway(service.MultiService):
         self.core.start()
         self.watch.start()
         self.sampler.start()
+        log.info(
+            "at most {total} connections (descriptor limit {fds}), {per_ip} per address",
+            total=self.budget.total,
+            fds=self.fd_limit,
+            per_ip=self.budget.max_per_ip or "any number",
+        )
         for state, endpoint, factory in self._factories:
             listener = state.config
             try:

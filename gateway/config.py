@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from qgate.core.limits import Limits
 from qgate.core.quotas import Quotas, check_quotas
+from qgate.gateway.connections import ConnectionsConfig
 
 T = TypeVar("T")
 
@@ -119,6 +120,10 @@ class QueueDefaults:
     default_ttl: float = 3600.0
     default_delay: float = 0.0
     durable: bool = True
+    #: Bytes every transient (in-memory) queue together may hold: message bodies plus
+    #: ``storage.memory.MESSAGE_OVERHEAD`` per message. A publish past it is refused as
+    #: the queue being full, naming this key.
+    transient_max_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,7 @@ class Config:
     quotas: Quotas = field(default_factory=Quotas)
     queues: QueueDefaults = field(default_factory=QueueDefaults)
     log: LogConfig = field(default_factory=LogConfig)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     listeners: tuple[ListenerConfig, ...] = (
         ListenerConfig("http", "tcp:8888:interface=127.0.0.1"),
         ListenerConfig("stomp", "tcp:61613:interface=127.0.0.1"),
@@ -321,6 +327,22 @@ def _quotas(value: Any, name: str) -> Quotas:
         raise ConfigError(f"{name}.{e}") from None
 
 
+def _queues(value: Any, name: str) -> QueueDefaults:
+    queues = _build(QueueDefaults, value, name)
+    if queues.transient_max_bytes < 1:
+        raise ConfigError(f"{name}.transient_max_bytes: must be at least 1")
+    return queues
+
+
+def _connections(value: Any, name: str) -> ConnectionsConfig:
+    connections = _build(ConnectionsConfig, value, name)
+    try:
+        connections.check()
+    except ValueError as e:
+        raise ConfigError(f"{name}.{e}") from None
+    return connections
+
+
 def parse(data: Mapping[str, Any]) -> Config:
     from qgate.gateway.registry import PROTOCOLS
 
@@ -341,8 +363,9 @@ def parse(data: Mapping[str, Any]) -> Config:
         auth=lambda v, n: _build(AuthConfig, v, n, mode=_choice(("none", "keys"))),
         limits=lambda v, n: _build(Limits, v, n),
         quotas=_quotas,
-        queues=lambda v, n: _build(QueueDefaults, v, n),
+        queues=_queues,
         log=_log,
+        connections=_connections,
         listeners=_listeners,
     )
     if not config.listeners:

@@ -324,6 +324,12 @@ class ConnectionCounter(WrappingFactory):
         super().__init__(wrapped)
         self.gauge = gauge
 
+    @property
+    def overload_answer(self) -> Any:
+        """What the connection caps answer an over-cap client with (the wrapped
+        protocol's own refusal: HTTP 503 JSON, a STOMP ERROR), passed through."""
+        return getattr(self.wrappedFactory, "overload_answer", None)
+
     def logPrefix(self) -> str:
         prefix: str = getattr(self.wrappedFactory, "logPrefix", lambda: "qgate")()
         return prefix

@@ -30,6 +30,7 @@ from qgate.gateway.app import (
     make_guard,
 )
 from qgate.gateway.config import Config, ConfigError, load
+from qgate.gateway.connections import ConnectionBudget, fd_budget, raise_fd_limit
 from qgate.gateway.hub import CHANNEL_FD, FIRST_LISTENER_FD, served_by_workers
 from qgate.gateway.metrics import ForwardingMetrics
 from qgate.gateway.proxy import RemoteQueueService, RemoteTenantStore
@@ -76,7 +77,13 @@ class Worker:
         protocols = registry.Protocols(
             reactor, self.guard, self.auth, config.protocols, self.metrics
         )
-        built = listener_factories(reactor, config, protocols, self.metrics, served_by_workers)
+        # Each worker has its own descriptors: the caps of [connections] hold per worker.
+        budget = ConnectionBudget(
+            reactor, config.connections, fd_budget(config.connections, raise_fd_limit())
+        )
+        built = listener_factories(
+            reactor, config, protocols, self.metrics, budget, served_by_workers
+        )
         self.listeners = [state for state, _ in built]
         if len(families) != len(built):
             raise ConfigError("the hub and the worker read different [[listeners]]")

@@ -18,9 +18,44 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from qgate.core.model import Message, NewMessage, Queue, Subscription
+
+#: Bytes a stored message is counted for besides its body and headers (its objects and
+#: index entries), toward ``MemoryStorage(max_bytes=...)``.
+MESSAGE_OVERHEAD = 512
+
+
+class Usage:
+    """Bytes the queues of one store hold (bodies, headers and ``MESSAGE_OVERHEAD`` per
+    message), in total and per tenant."""
+
+    __slots__ = ("total", "by_tenant", "freed")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_tenant: dict[str, int] = {}
+        #: Bytes freed since the owner last gave memory back (``storage._trim``).
+        self.freed = 0
+
+    def change(self, tenant: str, delta: int) -> None:
+        self.total += delta
+        if delta < 0:
+            self.freed -= delta
+        held = self.by_tenant.get(tenant, 0) + delta
+        if held > 0:
+            self.by_tenant[tenant] = held
+        else:
+            self.by_tenant.pop(tenant, None)
+
+
+def cost(body: bytes, headers: dict[str, str] | Mapping[str, str]) -> int:
+    """What a message is counted for in a ``Usage``."""
+    size = len(body) + MESSAGE_OVERHEAD
+    for k, v in headers.items():
+        size += len(k) + len(v)
+    return size
 
 
 class Msg:
@@ -103,8 +138,11 @@ class MemoryQueue:
     """One queue: its messages in log order and in claim order, its claims, cursors and
     push subscriptions."""
 
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, queue: Queue, usage: Usage | None = None) -> None:
         self.queue = queue
+        self.usage = usage
+        #: What the queue's messages are counted for in ``usage``.
+        self.footprint = 0
         self.next_marker = 1
         self.msgs: dict[int, Msg] = {}
         # Markers in log order, with removed ones left behind until they are half the list.
@@ -173,6 +211,10 @@ class MemoryQueue:
         self.msgs[msg.marker] = msg
         self.order.append(msg.marker)
         self.bytes += len(msg.body)
+        if self.usage is not None:
+            size = cost(msg.body, msg.headers)
+            self.footprint += size
+            self.usage.change(self.queue.tenant, size)
         heapq.heappush(self.expiry, (msg.expires_at, msg.marker))
         msg.gen = 0
         self.schedule(msg, now)
@@ -181,6 +223,10 @@ class MemoryQueue:
         msg = self.msgs.pop(marker, None)
         if msg is not None:
             self.bytes -= len(msg.body)
+            if self.usage is not None:
+                size = cost(msg.body, msg.headers)
+                self.footprint -= size
+                self.usage.change(self.queue.tenant, -size)
             self.removed += 1
             if self.removed > 64 and self.removed * 2 > len(self.order):
                 self.order = list(self.msgs)  # dicts keep insertion (= marker) order
@@ -215,6 +261,12 @@ class MemoryQueue:
         if msg is None or msg.expires_at <= now:
             return None
         return msg
+
+    def forget(self) -> None:
+        """The queue is deleted or emptied: it no longer counts in its ``usage``."""
+        if self.usage is not None and self.footprint:
+            self.usage.change(self.queue.tenant, -self.footprint)
+        self.footprint = 0
 
     # -- time ------------------------------------------------------------------------------
 

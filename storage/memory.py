@@ -21,6 +21,7 @@ from qgate.core.dead_letter import dead_letter_expiry, dead_letter_options, is_d
 from qgate.core.errors import (
     MessageClaimed,
     QueueExists,
+    QueueFull,
     QueueNotFound,
     SchemaChanged,
     UncheckedWriters,
@@ -38,9 +39,10 @@ from qgate.core.model import (
 )
 from qgate.core.usage import TenantUsage
 from qgate.storage._fired import fired
-from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg
+from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg, Usage, cost
 from qgate.storage._memory_subscriptions import MemorySubscriptions, live
 from qgate.storage._memory_tenants import MemoryTenants
+from qgate.storage._trim import TRIM_AFTER, trim_heap
 
 
 def _writers(q: MemoryQueue, now: float) -> list[int]:
@@ -70,9 +72,16 @@ def _depth(q: MemoryQueue, now: float) -> QueueDepth:
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
 class MemoryStorage(MemorySubscriptions, MemoryTenants):
     """Queues held in this process's memory; lost on restart by design. Push
-    subscriptions: ``storage._memory_subscriptions``."""
+    subscriptions: ``storage._memory_subscriptions``.
 
-    def __init__(self) -> None:
+    ``max_bytes`` bounds what every queue together holds (bodies, headers and
+    ``MESSAGE_OVERHEAD`` per message; ``[queues] transient_max_bytes``): a publish past it
+    is refused with ``QueueFull`` naming the limit. ``tenant_bytes`` tells what one
+    tenant's queues hold, for per-tenant quotas."""
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.usage = Usage()
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
         self._init_tenants()
         self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
@@ -102,7 +111,7 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
         if (tenant, name) in self._queues:
             raise QueueExists(name)
         queue = Queue(tenant, name, options, dict(metadata), now)
-        self._queues[(tenant, name)] = MemoryQueue(queue)
+        self._queues[(tenant, name)] = MemoryQueue(queue, self.usage)
         return queue
 
     @fired
@@ -162,7 +171,29 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
 
     @fired
     def delete_queue(self, tenant: str, name: str) -> bool:
-        return self._queues.pop((tenant, name), None) is not None
+        q = self._queues.pop((tenant, name), None)
+        if q is None:
+            return False
+        q.forget()
+        del q  # its messages are freed now, before the heap is trimmed
+        self._give_back()
+        return True
+
+    def _give_back(self) -> None:
+        """Hand freed heap back to the system once enough has been freed."""
+        if self.usage.freed >= TRIM_AFTER:
+            self.usage.freed = 0
+            if trim_heap is not None:
+                trim_heap()
+
+    def tenant_bytes(self, tenant: str) -> int:
+        """Bytes ``tenant``'s queues hold here, counted as ``max_bytes`` counts them."""
+        return self.usage.by_tenant.get(tenant, 0)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes every queue here holds, counted as ``max_bytes`` counts them."""
+        return self.usage.total
 
     @fired
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> list[Queue]:
@@ -206,11 +237,14 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
     def purge_queue(self, tenant: str, name: str) -> int:
         q = self._get(tenant, name)
         count = len(q.msgs)
-        fresh = MemoryQueue(q.queue)
+        q.forget()
+        fresh = MemoryQueue(q.queue, self.usage)
         fresh.next_marker = q.next_marker
         fresh.cursors = q.cursors
         fresh.subscriptions = q.subscriptions
         self._queues[(tenant, name)] = fresh
+        del q
+        self._give_back()
         return count
 
     # -- messages --------------------------------------------------------------------------
@@ -230,6 +264,8 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
         [refused] = admit(name, options, len(q.msgs), q.bytes, [messages])
         if refused is not None:
             raise refused
+        if self.max_bytes is not None:
+            self._check_room(name, messages)
         if drops_oldest(options):
             self._make_room(q, messages)
         markers = []
@@ -242,6 +278,17 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
         return markers
 
     publish = fired(publish_now)
+
+    def _check_room(self, name: str, messages: Sequence[NewMessage]) -> None:
+        """The store-wide ``max_bytes``: the whole batch fits, or nothing is stored."""
+        assert self.max_bytes is not None
+        size = sum(cost(m.body, m.headers) for m in messages)
+        if self.usage.total + size > self.max_bytes:
+            raise QueueFull(
+                name,
+                f"transient queues hold their most bytes (queues.transient_max_bytes = "
+                f"{self.max_bytes}; {self.usage.total} held, this publish needs {size})",
+            )
 
     def _make_room(self, q: MemoryQueue, messages: Sequence[NewMessage]) -> None:
         """drop_oldest: drop the oldest messages the admitted batch needs room for."""
@@ -375,7 +422,9 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
         tenant = q.queue.tenant
         dlq = self._queues.get((tenant, dlq_name))
         if dlq is None:
-            dlq = MemoryQueue(Queue(tenant, dlq_name, dead_letter_options(options), {}, now))
+            dlq = MemoryQueue(
+                Queue(tenant, dlq_name, dead_letter_options(options), {}, now), self.usage
+            )
             self._queues[(tenant, dlq_name)] = dlq
         moved = Msg(
             dlq.next_marker,
@@ -507,6 +556,7 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
             removed += q.reap(now, limit - removed)
             if removed >= limit:
                 break
+        self._give_back()
         return removed
 
     # -- durable subscriptions -------------------------------------------------------------

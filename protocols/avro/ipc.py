@@ -360,7 +360,10 @@ class Responder:
 
     It keeps a bounded cache of client protocols by hash (spec: "servers should maintain a
     cache of recently seen protocols"); a protocol is cached only under its own MD5, so a
-    client cannot poison the entry another client's hash names.
+    client cannot poison the entry another client's hash names. What a call learns of a
+    client protocol (whether its messages resolve against ours) is kept only while that
+    protocol is cached: a client sending fresh protocols under random hashes leaves
+    nothing behind.
     """
 
     def __init__(
@@ -380,6 +383,12 @@ class Responder:
         self.on_error = on_error
         self._remote: OrderedDict[bytes, Protocol] = OrderedDict()
         self._compat: dict[tuple[bytes, str], Compatibility] = {}
+
+    @property
+    def cached_entries(self) -> tuple[int, int]:
+        """(client protocols, message resolutions) remembered: at most ``cache_size``
+        and ``cache_size`` times our number of messages."""
+        return len(self._remote), len(self._compat)
 
     async def respond_framed(
         self, body: bytes, max_size: int = MAX_MESSAGE_SIZE, dispatch: Dispatch | None = None
@@ -473,7 +482,9 @@ class Responder:
             compat = self._compat.get(key)
             if compat is None:
                 compat = local.request.can_read(theirs.request, path="request")
-                self._compat[key] = compat
+                if self._remote.get(remote.md5) is remote:
+                    # Dropped with the protocol when it leaves the cache.
+                    self._compat[key] = compat
             if not compat:
                 return _error_response(local, f"incompatible request parameters: {compat}")
         try:

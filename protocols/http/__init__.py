@@ -19,6 +19,7 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory
 
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http.channel import HeadLimits
 from qgate.protocols.http.resource import ApiResource, RootResource, build_resource
 from qgate.protocols.http.settings import HTTPSettings
 from qgate.protocols.http.site import QGateSite
@@ -43,6 +44,9 @@ def build_site(ctx: ProtocolContext[HTTPSettings]) -> QGateSite:
         reactor=ctx.reactor,
         refusal=root.too_large,
         access_log=http.access_log,
+        head_limits=HeadLimits(
+            http.head_timeout, http.max_url_length, http.max_headers, http.max_header_bytes
+        ),
     )
 
 

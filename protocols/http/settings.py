@@ -16,6 +16,15 @@ class HTTPSettings:
     max_request_body: int = 1024 * 1024
     #: Seconds an idle or slow connection may stay open.
     idle_timeout: float = 60.0
+    #: Seconds the whole head of a request (request line and headers) may take from its
+    #: first byte (408 after it; not restarted by each byte, unlike ``idle_timeout``).
+    head_timeout: float = 20.0
+    #: Longest request target (path and query) in bytes (414 past it).
+    max_url_length: int = 8192
+    #: Most header lines of a request (431 past it).
+    max_headers: int = 100
+    #: Largest request head, request line and headers, in bytes (431 past it).
+    max_header_bytes: int = 32 * 1024
     #: Key of the pre-signed URLs (Zaqar's ``[signed_url] secret_key``); empty turns them
     #: off: ``POST .../share`` is refused and ``URL-Signature`` requests get 404. Kept out of
     #: the repr, so a logged config does not show it.

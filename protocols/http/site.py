@@ -27,6 +27,7 @@ from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from qgate.protocols.http.channel import BoundedChannel, HeadLimits, raw_answer
 from qgate.protocols.web import JSON_CONTENT_TYPE, Answer, error_answer
 
 log = Logger()
@@ -140,8 +141,10 @@ class BoundedRequest(Request):
 
 
 class QGateSite(Site):
-    """A ``Site`` with bounded request bodies, an idle timeout and no tracebacks shown."""
+    """A ``Site`` with bounded request bodies and heads (``channel.py``), an idle timeout
+    and no tracebacks shown."""
 
+    protocol = BoundedChannel  # type: ignore[assignment]  # no HTTP/2: no wrapper
     requestFactory = BoundedRequest
     displayTracebacks = False
     #: After refusing a body: bytes still read (and dropped), and for how long at most.
@@ -157,6 +160,7 @@ class QGateSite(Site):
         reactor: IReactorTime,
         refusal: Refusal = default_refusal,
         access_log: bool = True,
+        head_limits: HeadLimits | None = None,
     ) -> None:
         super().__init__(
             resource, timeout=idle_timeout, reactor=reactor, parsePOSTFormSubmission=False
@@ -164,6 +168,14 @@ class QGateSite(Site):
         self.max_request_body = max_request_body
         self.refusal = refusal
         self.access_log = access_log
+        self.head_limits = head_limits or HeadLimits(20.0, 8192, 100, 16384)
+
+    def overload_answer(self, why: str) -> bytes:
+        """What a connection over the listener's caps is told before it is closed
+        (``gateway.connections``)."""
+        return raw_answer(
+            503, "Service unavailable", f"Connection refused: {why}.", {"Retry-After": "5"}
+        )
 
     def log(self, request: HTTPRequest) -> None:
         """The access-log line of a finished request, unless ``[http] access_log`` is off

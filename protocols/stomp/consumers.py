@@ -77,6 +77,7 @@ class Consumers:
         "service",
         "prefetch",
         "lease",
+        "max_subscriptions",
         "subscriptions",
         "_link",
         "_deliveries",
@@ -84,12 +85,16 @@ class Consumers:
         "_to_flush",
     )
 
-    def __init__(self, session: ConsumerSession, prefetch: int, lease: float) -> None:
+    def __init__(
+        self, session: ConsumerSession, prefetch: int, lease: float, max_subscriptions: int = 1000
+    ) -> None:
         self.session = session
         self.service = session.service
         #: ``prefetch-count`` of a SUBSCRIBE that names none.
         self.prefetch = prefetch
         self.lease = lease
+        #: Subscriptions one connection may hold (``[stomp] max_subscriptions``).
+        self.max_subscriptions = max_subscriptions
         self.subscriptions: dict[str, Subscription] = {}
         self._link = session.link
         self._deliveries: dict[str, Subscription] = {}
@@ -159,6 +164,7 @@ class Consumers:
         sub_id = subscription_id(frame, self.session.version)
         if sub_id in self.subscriptions:
             raise StompError(f"subscription id {sub_id[:80]!r} is already in use")
+        self._check_room()
         ack = ack_mode(frame)
         prefetch = prefetch_count(frame, self.prefetch)
         durable = frame.get("durable") == "true"
@@ -182,6 +188,13 @@ class Consumers:
         d = Deferred.fromCoroutine(self._start(sub, name if kind == "temp-queue" else None))
         return d.addCallback(lambda _: self.session.receipt(frame)).addCallback(sub.begin)
 
+    def _check_room(self) -> None:
+        if len(self.subscriptions) >= self.max_subscriptions:
+            raise StompError(
+                f"too many subscriptions on this connection "
+                f"(max_subscriptions {self.max_subscriptions})"
+            )
+
     async def _start(self, sub: Subscription, temp: str | None = None) -> None:
         """Make the subscription's queue (``temp``: this connection's ``/temp-queue/``)
         and find where it starts reading."""
@@ -199,6 +212,7 @@ class Consumers:
             s.queue == core for s in self.subscriptions.values()
         ):
             return
+        self._check_room()  # each /temp-queue/ replied to is a subscription too
         sub = QueueSubscription(self, destination, destination, core, "auto", self.prefetch, None)
         self._count_subscription()
         self.subscriptions[destination] = sub

@@ -31,8 +31,9 @@ class Link(Protocol):
         """Use ``version``'s header escaping from the next frame on, both ways."""
 
     def start_heartbeat(self, send_every: float, expect_every: float) -> None:
-        """Send EOLs every ``send_every`` s; close if nothing arrives for longer than
-        ``expect_every`` s plus a grace margin (0 disables either)."""
+        """The session is connected (the CONNECT deadline ends): send EOLs every
+        ``send_every`` s; time out if nothing arrives for longer than ``expect_every`` s
+        plus a grace margin, or than the idle bound (0 disables either heart-beat)."""
 
     def close(self) -> None:
         """Close once what was written is flushed."""
@@ -57,6 +58,9 @@ class Session(Protocol):
 
     def heartbeat_timeout(self) -> None:
         """Nothing arrived within the negotiated heart-beat (and the grace margin)."""
+
+    def timed_out(self, why: str) -> None:
+        """No CONNECT in time, or a client without heart-beats silent for too long."""
 
     def output_overflow(self) -> None:
         """More than the output buffer limit waits for a peer that does not read."""

@@ -78,11 +78,17 @@ class StompLink:
         self._processing = False
         self._send_every = 0.0
         self._expect_every = 0.0
+        #: Longest silence allowed once connected (heart-beats, or the idle bound).
+        self._recv_limit = 0.0
+        self._idle_timeout = config.idle_timeout
         self._last_rx = self.clock.seconds()
         self._last_tx = self._last_rx
         self._send_timer: IDelayedCall | None = None
         self._recv_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
+        self._connect_timer: IDelayedCall | None = self.clock.callLater(
+            config.connect_timeout, self._connect_expired, config.connect_timeout
+        )
         if session_factory is None:
             session_factory = stomp_session_factory(ctx)
         self.session: Session = session_factory(self)
@@ -208,15 +214,31 @@ class StompLink:
 
     # -- heart-beats -----------------------------------------------------------------------
 
+    def _connect_expired(self, timeout: float) -> None:
+        self._connect_timer = None
+        if not self._closing:
+            self.session.timed_out(f"no CONNECT frame within {timeout:g} seconds")
+
+    def _stop_connect_timer(self) -> None:
+        timer, self._connect_timer = self._connect_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def start_heartbeat(self, send_every: float, expect_every: float) -> None:
+        self._stop_connect_timer()
         self._send_every = send_every
         self._expect_every = expect_every
         now = self.clock.seconds()
         if send_every > 0:
             self._send_timer = self.clock.callLater(send_every, self._beat)
-        if expect_every > 0:
+        limit = expect_every * HEARTBEAT_GRACE
+        idle = self._idle_timeout
+        if idle > 0 and (limit <= 0 or limit > idle):
+            limit = idle  # heart-beats slower than the idle bound do not lift it
+        self._recv_limit = limit
+        if limit > 0:
             self._last_rx = now
-            self._recv_timer = self.clock.callLater(expect_every * HEARTBEAT_GRACE, self._check)
+            self._recv_timer = self.clock.callLater(limit, self._check)
 
     def _beat(self) -> None:
         idle = self.clock.seconds() - self._last_tx
@@ -227,17 +249,24 @@ class StompLink:
         self._send_timer = self.clock.callLater(self._send_every - idle, self._beat)
 
     def _check(self) -> None:
-        limit = self._expect_every * HEARTBEAT_GRACE
+        limit = self._recv_limit
         silent = self.clock.seconds() - self._last_rx
         if self._held:
             silent = 0.0  # we stopped reading ourselves
         if silent >= limit:
             self._recv_timer = None
-            self.session.heartbeat_timeout()
+            if self._expect_every > 0 and limit == self._expect_every * HEARTBEAT_GRACE:
+                self.session.heartbeat_timeout()
+            else:
+                self.session.timed_out(
+                    f"idle for {limit:g} seconds without heart-beats: a client that stays "
+                    f"quiet longer must negotiate heart-beats (heart-beat header)"
+                )
             return
         self._recv_timer = self.clock.callLater(limit - silent, self._check)
 
     def _stop_heartbeat(self) -> None:
+        self._stop_connect_timer()
         for timer in (self._send_timer, self._recv_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -297,3 +326,11 @@ class StompFactory(Factory):
         proto = StompProtocol(self.ctx)
         proto.factory = self
         return proto
+
+    def overload_answer(self, why: str) -> bytes:
+        """What a connection over the listener's caps is told before it is closed
+        (``gateway.connections``): an ERROR frame, STOMP 1.0 style (nothing negotiated)."""
+        body = f"Connection refused: {why}.".encode()
+        headers = [("message", "server busy: connection refused"), ("content-type", "text/plain")]
+        headers.append(("content-length", str(len(body))))
+        return encode("ERROR", headers, body, V10)

@@ -121,9 +121,13 @@ class StompSession:
         # core's bounds). Renewed every third of it while the connection lives, so the
         # messages of a crashed process come back within one lease.
         self.lease = float(min(max(self.config.lease, limits.min_lease), limits.max_lease))
-        self.consumers = Consumers(self, self.config.prefetch, self.lease)
+        self.consumers = Consumers(
+            self, self.config.prefetch, self.lease, self.config.max_subscriptions
+        )
         self.sender = Sender(self)
-        self.transactions = Transactions(limits.max_batch)
+        self.transactions = Transactions(
+            limits.max_batch, self.config.max_transactions, self.config.max_transaction_bytes
+        )
         self._pending: set[Deferred[Any]] = set()
         self._renewer: IDelayedCall | None = None
         self.batching = False
@@ -256,6 +260,9 @@ class StompSession:
     def heartbeat_timeout(self) -> None:
         self.fail("heart-beat timeout: nothing received from the client in time")
 
+    def timed_out(self, why: str) -> None:
+        self.fail(why)
+
     def output_overflow(self) -> None:
         self.fail(
             "slow consumer: the client does not read its messages",
@@ -383,7 +390,7 @@ class StompSession:
         tx = frame.get("transaction")
         if tx is not None:
             # STOMP 1.2: a SEND in a transaction takes effect on COMMIT.
-            self.transactions.find(tx).add(send)
+            self.transactions.keep(tx, send)
             self.receipt(frame)
             return
         self.sender.queue(frame, (send.kind, send.name), send.message, send.options)
@@ -407,7 +414,7 @@ class StompSession:
         tx = frame.get("transaction")
         if tx is not None:
             # STOMP 1.2: an ACK in a transaction takes effect on COMMIT.
-            self.transactions.find(tx).add(PendingAck(tag) if positive else PendingNack(tag))
+            self.transactions.keep(tx, PendingAck(tag) if positive else PendingNack(tag))
             self.receipt(frame)
             return
         self.guard(self._then_receipt(self.consumers.settle(tag, positive), frame), frame)

@@ -20,9 +20,30 @@ class StompSettings:
     #: Seconds a queue subscription's messages stay claimed; renewed every third of it while
     #: the connection lives, so after a crash they come back within one lease.
     lease: float = 30.0
+    #: Seconds from the connection (the WebSocket opening) to CONNECTED: a client that has
+    #: not sent its CONNECT frame by then gets an ERROR and is closed.
+    connect_timeout: float = 10.0
+    #: Seconds a connected client may send nothing at all; one that is quiet for longer
+    #: must negotiate heart-beats, which then bound its silence (0: no bound).
+    idle_timeout: float = 300.0
+    #: SUBSCRIBEs one connection may hold at once.
+    max_subscriptions: int = 1000
+    #: Transactions one connection may hold open at once.
+    max_transactions: int = 16
+    #: Bytes of SEND bodies one connection's open transactions may keep until COMMIT;
+    #: past it: ERROR, and the transactions are aborted.
+    max_transaction_bytes: int = 16 * 1024 * 1024
 
     def check(self, limits: Limits) -> None:
-        """The lease must be one the core grants (``ValueError`` naming the key)."""
+        """The lease must be one the core grants, the caps positive (``ValueError``
+        naming the key)."""
+        for key in ("max_subscriptions", "max_transactions", "max_transaction_bytes"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1")
+        if not self.connect_timeout > 0:
+            raise ValueError("connect_timeout: must be more than 0 seconds")
+        if self.idle_timeout < 0:
+            raise ValueError("idle_timeout: must be 0 (no bound) or more seconds")
         if not limits.min_lease <= self.lease <= limits.max_lease:
             raise ValueError(
                 f"lease: must be between limits.min_lease ({limits.min_lease:g}) and "

@@ -57,9 +57,13 @@ class Transaction:
     def __init__(self, name: str) -> None:
         self.name = name
         self.pending: list[Pending] = []
+        #: Bytes of the SEND bodies it keeps.
+        self.size = 0
 
     def add(self, op: Pending) -> None:
         self.pending.append(op)
+        if isinstance(op, PendingSend):
+            self.size += len(op.message.body)
 
     async def apply(self, publish: Publish, settle: Settle, max_batch: int) -> None:
         """COMMIT: consecutive SENDs to one destination go in one publish batch (stored
@@ -85,19 +89,50 @@ class Transaction:
 
 
 class Transactions:
-    """A connection's open transactions by name."""
+    """A connection's open transactions by name, at most ``max_open`` of them keeping at
+    most ``max_bytes`` of SEND bodies together (``[stomp] max_transactions`` and
+    ``max_transaction_bytes``): what they keep is memory no flow control frees, since only
+    a later COMMIT or ABORT does."""
 
-    __slots__ = ("_open", "_max_batch")
+    __slots__ = ("_open", "_max_batch", "_max_open", "_max_bytes", "_size")
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(
+        self, max_batch: int, max_open: int = 16, max_bytes: int = 16 * 1024 * 1024
+    ) -> None:
         self._open: dict[str, Transaction] = {}
         #: Most SENDs one publish of a COMMIT stores.
         self._max_batch = max_batch
+        self._max_open = max_open
+        self._max_bytes = max_bytes
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of SEND bodies every open transaction keeps."""
+        return self._size
 
     def begin(self, name: str) -> None:
         if name in self._open:
             raise StompError(f"transaction {name[:80]!r} is already open")
+        if len(self._open) >= self._max_open:
+            raise StompError(
+                f"too many open transactions on this connection (max_transactions {self._max_open})"
+            )
         self._open[name] = Transaction(name)
+
+    def keep(self, name: str, op: Pending) -> None:
+        """Keep ``op`` in the open transaction ``name`` until COMMIT. Past the byte cap
+        the transaction is aborted and the StompError says so."""
+        tx = self.find(name)
+        before = tx.size
+        tx.add(op)
+        self._size += tx.size - before
+        if self._size > self._max_bytes:
+            self.abort(name)
+            raise StompError(
+                f"transaction {name[:80]!r} aborted: open transactions keep more than "
+                f"{self._max_bytes} bytes (max_transaction_bytes)"
+            )
 
     def find(self, name: str) -> Transaction:
         """The open transaction a SEND, ACK or NACK names."""
@@ -111,13 +146,16 @@ class Transactions:
         everything it kept has taken effect."""
         tx = self.find(name)
         del self._open[name]
+        self._size -= tx.size
         return Deferred.fromCoroutine(tx.apply(publish, settle, self._max_batch))
 
     def abort(self, name: str) -> None:
         """Close ``name``; nothing it kept takes effect."""
-        self.find(name)
+        tx = self.find(name)
         del self._open[name]
+        self._size -= tx.size
 
     def clear(self) -> None:
         """The connection ends: every open transaction is aborted (STOMP 1.2)."""
         self._open.clear()
+        self._size = 0

@@ -353,6 +353,25 @@ def test_the_client_protocol_cache_is_bounded(protocol: Protocol, service: Servi
     assert matches == ["NONE", "BOTH", "BOTH"]  # the least recently used one went
 
 
+def test_fresh_protocols_under_random_hashes_leave_nothing_cached(
+    protocol: Protocol, service: Service
+) -> None:
+    responder = Responder(protocol, service, cache_size=4)
+    for i in range(50):
+        client = other(protocol, lambda d, i=i: d.update(doc=f"attacker {i}"))
+        liar = HandshakeRequest(bytes([i]) * 16, client.text, protocol.md5)
+        body = call(protocol, "ping", {}, client=client, send_protocol=True)
+        honest = write_handshake_request(HandshakeRequest(client.md5, client.text, protocol.md5))
+        forged = write_handshake_request(liar) + body[len(honest) :]
+        assert read_call(run(responder.respond(forged)), protocol.messages["ping"])[0] == "BOTH"
+    assert responder.cached_entries == (0, 0)
+    for i in range(50):  # honest ones, each under its own hash: bounded by cache_size
+        client = other(protocol, lambda d, i=i: d.update(doc=f"client {i}"))
+        run(responder.respond(call(protocol, "ping", {}, client=client, send_protocol=True)))
+    remote, compat = responder.cached_entries
+    assert remote == 4 and compat <= 4 * len(protocol.messages)
+
+
 def test_an_empty_message_name_only_performs_the_handshake(
     protocol: Protocol, responder: Responder, service: Service
 ) -> None:

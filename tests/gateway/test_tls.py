@@ -37,11 +37,12 @@ def server_tls(certs, **settings) -> dict:
 
 
 @asynccontextmanager
-async def serving(reactor, tls: dict) -> AsyncIterator[tuple[int, int]]:
+async def serving(reactor, tls: dict, **tables: dict) -> AsyncIterator[tuple[int, int]]:
     """A gateway with an HTTP and a STOMP listener on ``tls`` while the block runs: their
-    ports (HTTP, STOMP)."""
+    ports (HTTP, STOMP). ``tables``: more of the configuration."""
     config = parse(
         {
+            **tables,
             "storage": {"url": "memory://"},
             "listeners": [
                 {"protocol": "http", "endpoint": "tcp:0:interface=127.0.0.1", "tls": tls},
@@ -94,6 +95,26 @@ async def test_https_and_stomp_over_tls_answer_on_every_listener(reactor, certs)
         untrusting = ssl.create_default_context(cafile=str(certs.other_ca))
         with pytest.raises(ssl.SSLError):
             await threads.deferToThread(https_ping, http_port, untrusting)
+
+
+def stomp_over_tls_silent(port: int, context: ssl.SSLContext) -> bytes:
+    """Handshake, send nothing, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            out = b""
+            while chunk := s.recv(4096):
+                out += chunk
+            return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stomp_client_over_tls_that_never_sends_connect_is_closed(reactor, certs):
+    stomp = {"connect_timeout": 0.3}
+    async with serving(reactor, server_tls(certs), stomp=stomp) as (_, stomp_port):
+        context = client_context(certs, with_cert=False)
+        reply = await threads.deferToThread(stomp_over_tls_silent, stomp_port, context)
+        assert reply.startswith(b"ERROR\n")
+        assert b"message:no CONNECT frame within 0.3 seconds" in reply
 
 
 @pytest_twisted.ensureDeferred

@@ -39,6 +39,9 @@ class RecordingSession:
     def heartbeat_timeout(self) -> None:
         self.events.append(("heartbeat_timeout",))
 
+    def timed_out(self, why: str) -> None:
+        self.events.append(("timed_out", why))
+
     def output_overflow(self) -> None:
         self.events.append(("output_overflow",))
 

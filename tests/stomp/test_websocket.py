@@ -28,9 +28,19 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def site(reactor: Any) -> Any:
+    yield from _site(reactor, {"heartbeat_ms": 0})
+
+
+@pytest.fixture
+def impatient_site(reactor: Any) -> Any:
+    """CONNECT must come within 0.2 s."""
+    yield from _site(reactor, {"heartbeat_ms": 0, "connect_timeout": 0.2})
+
+
+def _site(reactor: Any, stomp: dict[str, Any]) -> Any:
     service = QueueService(reactor, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS)
     ctx = make_ctx(service, reactor=reactor)
-    settings = parse({"stomp": {"heartbeat_ms": 0}}).protocols
+    settings = parse({"stomp": stomp}).protocols
     root = Resource()
     # What the HTTP protocol does with ctx.web_mounts: the registry builds the STOMP mount.
     for path, resource in Protocols(reactor, service, ctx.auth, settings).web_mounts.items():
@@ -142,6 +152,15 @@ async def test_websocket_subprotocol_caps_the_stomp_version(site):
     c.send("CONNECT", {"accept-version": "1.1,1.2", "host": "/"})
     assert (await c.next()).headers["version"] == "1.1"
     await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_that_never_sends_connect_is_closed_at_the_deadline(impatient_site):
+    c = await ws_connect(impatient_site, ["v12.stomp"])
+    error = await c.next()
+    assert error.command == "ERROR"
+    assert error.headers["message"] == "no CONNECT frame within 0.2 seconds"
+    assert await c.factory.closed.addTimeout(5, impatient_site.reactor) == 1000
 
 
 @pytest_twisted.ensureDeferred

@@ -22,6 +22,9 @@ def make_ctx(
     auth: Any = None,
     **stomp: Any,
 ) -> ProtocolContext[StompSettings]:
+    """The context of a STOMP factory. Tests move clocks by hours: the idle bound on
+    clients without heart-beats is off unless a test sets ``idle_timeout``."""
+    stomp.setdefault("idle_timeout", 0.0)
     return protocol_ctx(service, StompSettings(**stomp), reactor=reactor, auth=auth)
 
 
