@@ -55,7 +55,42 @@ class ISubscriptionStore(Interface):
         yet reaped included)."""
 
 
-class IQueueStorage(ISubscriptionStore):
+class IPushStore(Interface):
+    """Push delivery state of a store's subscriptions (``core._push``,
+    ``protocols/push``): a lease per subscription, so one dispatcher at a time pushes it,
+    and the deliveries it took from the subscription's position and has not settled, so
+    nothing taken is lost when a dispatcher dies (its successor finds them after the
+    lease). Calls on an unknown or expired subscription change nothing."""
+
+    def lease_push(owner, lease, limit, now):
+        """-> list[PushLease]: up to ``limit`` live subscriptions of the store now held by
+        ``owner`` until ``now + lease``: those it held already (renewed) and those whose
+        lease is free or over. Two owners never hold one subscription at once."""
+
+    def release_push(owner, subscription_ids):
+        """-> int: the leases of ``owner`` on those subscriptions given up (a clean stop)."""
+
+    def take_deliveries(tenant, name, subscription_id, owner, limit, now):
+        """-> list[Delivery]: while ``owner`` holds the lease, up to ``limit`` live
+        messages after the subscription's position (claimed and delayed ones included,
+        due at their ``available_at``) recorded as deliveries, and the position moved past
+        them, in one transaction; [] without the lease."""
+
+    def pending_deliveries(tenant, name, subscription_id, now):
+        """-> list[Delivery] taken and not settled, by marker."""
+
+    def settle_delivery(
+        tenant, name, subscription_id, marker, settlement, next_at, error, now
+    ):
+        """-> bool (whether the delivery was pending): records an attempt's end (a
+        ``Settlement``): delivered or given up removes the delivery; retry counts the
+        attempt and makes it due at ``next_at``. Failures keep ``error`` as the last."""
+
+    def push_stats(tenant, name, subscription_id, now):
+        """-> PushStats or None (unknown or expired subscription)."""
+
+
+class IQueueStorage(ISubscriptionStore, IPushStore):
     """A backend that stores queues and their messages (memory or SQL), and the queues'
     subscriptions (``ISubscriptionStore``).
 

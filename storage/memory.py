@@ -37,6 +37,7 @@ from qgate.core.model import (
     Tenant,
 )
 from qgate.storage._fired import fired
+from qgate.storage._memory_push import MemoryPush
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg
 from qgate.storage._memory_subscriptions import MemorySubscriptions, live
 
@@ -49,9 +50,10 @@ def _writers(q: MemoryQueue, now: float) -> list[int]:
 
 
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
-class MemoryStorage(MemorySubscriptions):
+class MemoryStorage(MemorySubscriptions, MemoryPush):
     """Queues held in this process's memory; lost on restart by design. Push
-    subscriptions: ``storage._memory_subscriptions``."""
+    subscriptions: ``storage._memory_subscriptions``; their delivery state:
+    ``storage._memory_push``."""
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
@@ -179,6 +181,7 @@ class MemoryStorage(MemorySubscriptions):
         fresh.next_marker = q.next_marker
         fresh.cursors = q.cursors
         fresh.subscriptions = q.subscriptions
+        fresh.push = q.push
         self._queues[(tenant, name)] = fresh
         return count
 

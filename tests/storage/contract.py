@@ -7,11 +7,17 @@ from __future__ import annotations
 from tests.storage.claims import ClaimContract
 from tests.storage.expiry import ExpiryContract
 from tests.storage.messages import MessageContract
+from tests.storage.push import PushContract
 from tests.storage.queues import QueueContract
 from tests.storage.subscriptions import SubscriptionContract
 
 
 class StorageContract(
-    QueueContract, MessageContract, ClaimContract, ExpiryContract, SubscriptionContract
+    QueueContract,
+    MessageContract,
+    ClaimContract,
+    ExpiryContract,
+    SubscriptionContract,
+    PushContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""
