@@ -362,6 +362,30 @@ class IQueueService(Interface):
     def purge_subscriptions(tenant, name):
         """-> int: every subscription of the queue deleted, how many."""
 
+    def lease_push(owner, lease, limit=1000):
+        """-> list[PushLease]: push subscriptions of every tenant held by ``owner`` (a
+        dispatcher's id) until ``lease`` seconds from now (``IPushStore.lease_push``)."""
+
+    def release_push(owner, subscription_ids):
+        """-> int: leases of ``owner`` given back."""
+
+    def take_deliveries(tenant, name, subscription_id, owner, limit):
+        """-> list[Delivery] taken after the subscription's position (holder only)."""
+
+    def pending_deliveries(tenant, name, subscription_id):
+        """-> list[Delivery] taken and not settled."""
+
+    def settle_delivery(
+        tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None
+    ):
+        """-> bool: an attempt's end recorded (``Settlement``)."""
+
+    def push_stats(tenant, name, subscription_id):
+        """-> PushStats; SubscriptionNotFound when unknown or expired."""
+
+    def dead_letter_push(tenant, name, message):
+        """-> str or None: the dead-letter queue a given-up ``message`` was copied to."""
+
     def set_schema(tenant, name, schema):
         """-> int, the fingerprint of ``schema`` (JSON text, or a JSON value), now the
         queue's schema. Refused with IncompatibleSchema (naming the field) unless it can

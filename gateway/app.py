@@ -123,6 +123,10 @@ class Gateway(service.MultiService):
         )
         self.auth = make_authenticator(reactor, config, self.store)
         self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
+        # Protocols without a listener (the push dispatcher): children of this service, so
+        # they start with it and stop before the core closes storage.
+        for component in self.protocols.components():
+            component.setServiceParent(self)
         self._factories = []
         for listener in config.listeners:
             factory = self.protocols.listener(listener.protocol, listener)
