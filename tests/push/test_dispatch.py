@@ -12,7 +12,7 @@ from twisted.internet import defer
 from qgate.core.model import QueueOptions
 from qgate.protocols.push.client import Outcome
 from qgate.protocols.push.settings import PushSettings
-from tests.push.support import FAST, HOOK, T, ScriptedPusher, dispatcher, json_messages
+from tests.push.support import FAST, HOOK, ScriptedPusher, T, dispatcher, json_messages
 from tests.support.core import make_clock, memory_service
 from tests.support.deferreds import fired
 
