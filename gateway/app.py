@@ -123,10 +123,9 @@ class Gateway(service.MultiService):
         )
         self.auth = make_authenticator(reactor, config, self.store)
         self.protocols = registry.Protocols(reactor, self.core, self.auth, config.protocols)
-        # Protocols without a listener (the push dispatcher): children of this service, so
-        # they start with it and stop before the core closes storage.
-        for component in self.protocols.components():
-            component.setServiceParent(self)
+        # Protocols without a listener (the push dispatcher): started with the core, stopped
+        # after the listeners and before the core closes storage.
+        self.components = self.protocols.components()
         self._factories = []
         for listener in config.listeners:
             factory = self.protocols.listener(listener.protocol, listener)
@@ -142,6 +141,8 @@ class Gateway(service.MultiService):
     async def listen(self) -> None:
         """Start the core and every listener; a listener that cannot start fails it all."""
         self.core.start()
+        for component in self.components:
+            component.startService()
         for listener, endpoint, factory in self._factories:
             try:
                 port = await endpoint.listen(factory)
@@ -173,6 +174,8 @@ class Gateway(service.MultiService):
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
         yield super().stopService()
+        running = [c for c in self.components if c.running]
+        yield defer.gatherResults([defer.maybeDeferred(c.stopService) for c in running])
         yield self.core.stop()
         yield task.deferLater(self.reactor, FLUSH_GRACE, lambda: None)
         log.info("qgate stopped")
