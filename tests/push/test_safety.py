@@ -76,3 +76,33 @@ async def test_a_loopback_receiver_is_refused_by_default_and_reached_when_allowe
 async def test_the_metadata_address_is_refused_even_when_private_targets_are_allowed(reactor):
     outcome = await push_to(reactor, "http://169.254.169.254/latest/meta-data/", allow=True)
     assert outcome.refused and "link-local" in outcome.error
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_https_subscribers_are_verified_against_the_configured_ca_bundle(reactor, tmp_path):
+    from twisted.internet import endpoints
+    from twisted.web import server
+
+    from tests.push.receivers import Receiver
+    from tests.support.certs import make_certs
+
+    certs = make_certs(tmp_path)
+    receiver = Receiver()
+    description = (
+        f"ssl:0:interface=127.0.0.1:privateKey={certs.server_key}:certKey={certs.server_cert}"
+    )
+    port = await endpoints.serverFromString(reactor, description).listen(server.Site(receiver))
+    url = f"https://localhost:{port.getHost().port}/hook"
+    try:
+        for bundle, delivered in ((certs.ca, True), (certs.other_ca, False)):
+            settings = replace(SETTINGS, allow_private_targets=True, ca_bundle=str(bundle))
+            pusher = HTTPPusher(reactor, settings)
+            try:
+                outcome = await pusher.push(PushRequest(url, {}, b"{}"))
+            finally:
+                await pusher.close()
+            assert outcome.delivered is delivered, outcome
+        assert len(receiver.got) == 1  # the unverified server never saw a request
+    finally:
+        await port.stopListening()
