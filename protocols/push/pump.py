@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from qgate.core.errors import QGateError
 from qgate.core.interfaces import IQueueService
-from qgate.core.model import Delivery, Queue, Settlement, Subscription
+from qgate.core.model import Delivery, Message, Queue, Settlement, Subscription
 from qgate.core.push_policy import PushOptions, RetryPolicy, parse_push_options, resolve
 from qgate.protocols.push.client import IPusher, Outcome
 from qgate.protocols.push.hooks import Task, run_after, run_before
@@ -88,6 +88,8 @@ class Pump:
         self._room: defer.Deferred[None] | None = None
         self._kicker: IDelayedCall | None = None
         self._queue: Queue | None = None
+        # Messages of pending deliveries, read in one call per take (not one per attempt).
+        self._messages: dict[int, Message] = {}
         self._running = False
         self._configure()
 
@@ -180,6 +182,7 @@ class Pump:
                 )
                 if taken:
                     saw_more = False
+                    await self._read_messages([d.marker for d in taken])
                     for d in taken:
                         self._add(d)
                     continue
@@ -200,6 +203,15 @@ class Pump:
             except QGateError as e:
                 log.warn("push {sid}: cannot take deliveries: {e}", sid=sid, e=e)
                 await self._pause(self._settings.scan_interval)
+
+    async def _read_messages(self, markers: list[int]) -> None:
+        found = await self._wait(
+            self._service.get_messages(
+                self.tenant, self.subscription.queue, [str(m) for m in markers]
+            )
+        )
+        for message in found:
+            self._messages[message.marker] = message
 
     def _add(self, d: Delivery) -> None:
         self._pending[d.marker] = d
@@ -270,11 +282,14 @@ class Pump:
 
     async def _try(self, sub: Subscription, d: Delivery) -> None:
         tenant, queue = self.tenant, sub.queue
-        found = await self._service.get_messages(tenant, queue, [str(d.marker)])
-        if not found:  # expired or deleted before it could be delivered
+        message = self._messages.get(d.marker)
+        if message is None:
+            found = await self._service.get_messages(tenant, queue, [str(d.marker)])
+            message = found[0] if found else None
+        if message is None or message.expires_at <= self._clock.seconds():
+            # expired or deleted before it could be delivered
             await self._settle(d, Settlement.GIVEN_UP, error="message gone before delivery")
             return
-        message = found[0]
         decoded: dict[int, Any] = {}
         if message.content_type.startswith("avro/"):
             decoded = dict(await self._service.decode_bodies(tenant, queue, [message]))
@@ -320,3 +335,4 @@ class Pump:
             self._plan(retry)
         else:
             self._pending.pop(d.marker, None)
+            self._messages.pop(d.marker, None)
