@@ -78,6 +78,9 @@ class PushDispatcher(service.Service):
         except QGateError as e:
             log.warn("push: leases not renewed: {e}", e=e)
             return
+        except Exception:  # noqa: BLE001 - the loop must go on (a bug, a schema not upgraded)
+            log.failure("push: lease round failed")
+            return
         seen: set[Key] = set()
         for lease in held:
             sub = lease.subscription

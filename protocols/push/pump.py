@@ -203,6 +203,11 @@ class Pump:
             except QGateError as e:
                 log.warn("push {sid}: cannot take deliveries: {e}", sid=sid, e=e)
                 await self._pause(self._settings.scan_interval)
+            except defer.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a bug must not stop this subscription for good
+                log.failure("push {sid}: taking deliveries failed", sid=sid)
+                await self._pause(self._settings.scan_interval)
 
     async def _read_messages(self, markers: list[int]) -> None:
         found = await self._wait(
