@@ -67,3 +67,13 @@ class PushSettings:
             raise ValueError("window: must be at least max_concurrent_requests")
         if self.max_dispatches_per_second < 0 or self.max_burst_size < 0:
             raise ValueError("max_dispatches_per_second: must not be negative")
+        if self.ca_bundle:
+            from qgate.protocols.push.safety import trust_root
+
+            try:
+                trust_root(self.ca_bundle)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"ca_bundle: cannot be read: {e}") from None
+        from qgate.protocols.push.hooks import load_hooks
+
+        load_hooks(self.hooks)  # ValueError "hooks: ..." for one that cannot be found
