@@ -8,7 +8,8 @@ dispatcher in the same process, ``[push] allow_private_targets = true``); the re
 a threaded ``http.server`` in this process and the publisher a client thread here too, on
 the same machine: compare rows, not absolute numbers.
 
-Rows: pushes per second with 1 and with 10 subscriptions on one queue (``--messages``
+Rows: the baseline (10 client threads here POSTing straight to the receiver: what it and
+a Python client can do on this machine); pushes per second with 1 and with 10 subscriptions on one queue (``--messages``
 published as fast as batches of 10 go, each pushed to every subscription; the rate is
 pushes received over the time from the first publish to the last push), with the
 publish-to-receive latency of those pushes (under load: they queue); then latency at a
@@ -194,6 +195,28 @@ def burst(qgate: Qgate, receiver: Receiver, subs: int, messages: int) -> tuple[f
     return rate, latencies
 
 
+def direct(receiver: Receiver, requests: int, threads: int = 10) -> float:
+    """The baseline: ``threads`` clients POSTing straight to the receiver (keep-alive)."""
+    receiver.reset()
+    port = receiver.server.server_address[1]
+
+    def client(count: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(count):
+            body = json.dumps({"body": {"t": time.time()}}).encode()
+            conn.request("POST", "/hook/direct", body, {"Content-Type": "application/json"})
+            conn.getresponse().read()
+        conn.close()
+
+    start = time.time()
+    workers = [threading.Thread(target=client, args=(requests // threads,)) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return (requests // threads) * threads / (time.time() - start)
+
+
 def paced(qgate: Qgate, receiver: Receiver, seconds: float, rate: float) -> list[float]:
     queue = "paced"
     qgate.call("PUT", f"/v2/queues/{queue}", {})
@@ -222,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         qgate = Qgate(Path(work))
         try:
             rows = []
+            baseline = direct(receiver, args.messages)
             for subs in (1, 10):
                 rate, lat = burst(qgate, receiver, subs, args.messages)
                 rows.append((f"{args.messages} messages -> {subs} subscription(s)", rate, lat))
@@ -229,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             qgate.stop()
     print("\n| scenario | pushes/s | latency p50 | latency p99 |\n|---|---|---|---|")
+    print(f"| baseline: 10 client threads POSTing to the receiver | {baseline:,.0f} | - | - |")
     for name, rate, lat in rows:
         print(
             f"| {name} (under load) | {rate:,.0f} | {percentile(lat, 50) * 1000:,.0f} ms "
