@@ -9,11 +9,12 @@ a threaded ``http.server`` in this process and the publisher a client thread her
 the same machine: compare rows, not absolute numbers.
 
 Rows: the baseline (10 client threads here POSTing straight to the receiver: what it and
-a Python client can do on this machine); pushes per second with 1 and with 10 subscriptions on one queue (``--messages``
-published as fast as batches of 10 go, each pushed to every subscription; the rate is
-pushes received over the time from the first publish to the last push), with the
-publish-to-receive latency of those pushes (under load: they queue); then latency at a
-light load (``--rate`` single publishes a second for ``--paced-seconds``), p50 and p99.
+a Python client can do on this machine); pushes per second with 1 and with 10
+subscriptions on one queue (``--messages`` published as fast as batches of 10 go, each
+pushed to every subscription; the rate is pushes received over the time from the first
+publish to the last push), with the publish-to-receive latency of those pushes (under
+load: they queue); then latency at a light load (``--rate`` single publishes a second for
+``--paced-seconds``), p50 and p99.
 """
 
 from __future__ import annotations
