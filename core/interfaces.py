@@ -84,7 +84,8 @@ class IPushStore(Interface):
     ):
         """-> bool (whether the delivery was pending): records an attempt's end (a
         ``Settlement``): delivered or given up removes the delivery; retry counts the
-        attempt and makes it due at ``next_at``. Failures keep ``error`` as the last."""
+        attempt and makes it due at ``next_at``. Failures keep ``error`` as the last. A
+        delivery whose subscription is gone is not pending (its rows went with it)."""
 
     def push_stats(tenant, name, subscription_id, now):
         """-> PushStats or None (unknown or expired subscription)."""

@@ -82,7 +82,11 @@ class Pump:
         self._pending: dict[int, Delivery] = {}
         self._timers: dict[int, IDelayedCall] = {}
         self._ready: deque[int] = deque()
-        self._flying: dict[int, defer.Deferred[None]] = {}
+        self._flying: dict[int, defer.Deferred[None]] = {}  # attempts not settled yet
+        # Attempts whose request is on the wire: what max_concurrent_requests counts. A
+        # request's slot is free once its answer is in, before its settlement is committed,
+        # so settlements of many attempts share one commit.
+        self._sending: set[int] = set()
         self._position = subscription.marker
         self._waits: set[defer.Deferred[Any]] = set()
         self._room: defer.Deferred[None] | None = None
@@ -129,6 +133,7 @@ class Pump:
 
     @property
     def in_flight(self) -> int:
+        """Attempts started and not settled yet."""
         return len(self._flying)
 
     def _configure(self) -> None:
@@ -241,7 +246,7 @@ class Pump:
         """Starts the due deliveries that a request slot and a token allow."""
         if not getattr(self, "_running", False):
             return
-        while self._ready and len(self._flying) < self._concurrency:
+        while self._ready and len(self._sending) < self._concurrency:
             wait = self._bucket.take()
             if wait > 0:
                 if self._kicker is None or not self._kicker.active():
@@ -250,6 +255,7 @@ class Pump:
             marker = self._ready.popleft()
             if marker not in self._pending or marker in self._flying:
                 continue
+            self._sending.add(marker)
             attempt = defer.Deferred.fromCoroutine(self._attempt(self._pending[marker]))
             self._flying[marker] = attempt
             attempt.addErrback(self._crashed, marker)
@@ -262,8 +268,15 @@ class Pump:
             later = self._clock.seconds() + self._settings.scan_interval
             self._plan(Delivery(marker, d.attempts, later, d.taken_at))
 
+    def _answered(self, marker: int) -> None:
+        """The request of an attempt is over: its slot goes to the next due delivery."""
+        if marker in self._sending:
+            self._sending.discard(marker)
+            self._kick()
+
     def _landed(self, _: object, marker: int) -> None:
         self._flying.pop(marker, None)
+        self._sending.discard(marker)
         if marker not in self._pending and self._room is not None and not self._room.called:
             self._room.callback(None)
         self._kick()
@@ -293,6 +306,7 @@ class Pump:
             message = found[0] if found else None
         if message is None or message.expires_at <= self._clock.seconds():
             # expired or deleted before it could be delivered
+            self._answered(d.marker)
             await self._settle(d, Settlement.GIVEN_UP, error="message gone before delivery")
             return
         decoded: dict[int, Any] = {}
@@ -305,12 +319,14 @@ class Pump:
         job = Task(tenant, queue, sub.id, d.marker, number, request)
         changed = run_before(self._hooks, job)
         if changed is None:
+            self._answered(d.marker)
             outcome = Outcome(None, skipped=True)
             await self._settle(d, Settlement.DELIVERED)
             run_after(self._hooks, job, outcome)
             return
         job = changed
         outcome = await self._pusher.push(job.request)
+        self._answered(d.marker)
         run_after(self._hooks, job, outcome)
         if outcome.delivered:
             await self._settle(d, Settlement.DELIVERED)

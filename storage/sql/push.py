@@ -132,40 +132,59 @@ def take_deliveries(
     return taken
 
 
-@each
-def settle_delivery(
-    conn: sa.Connection,
-    sql: Statements,
-    tenant: str,
-    name: str,
-    sid: str,
-    marker: int,
-    settlement: Settlement,
-    next_at: float,
-    error: str | None,
-    now: float,
-) -> bool:
-    q = sql.need_queue(conn, tenant, name)
-    if _live_row(conn, q.id, sid, now) is None:
-        return False
-    this = sa.and_(d.subscription_id == sid, d.marker == marker)
-    if settlement is Settlement.RETRY:
-        changed = conn.execute(
-            sa.update(push_deliveries).where(this).values(attempts=d.attempts + 1, next_at=next_at)
-        ).rowcount
-    else:
-        changed = conn.execute(sa.delete(push_deliveries).where(this)).rowcount
-    if not changed:
-        return False
-    counts: dict[str, Any]
-    if settlement is Settlement.DELIVERED:
-        counts = {"delivered": s.delivered + 1}
-    else:
-        counts = {"failed": s.failed + 1, "last_error": error}
-        if settlement is Settlement.GIVEN_UP:
-            counts["given_up"] = s.given_up + 1
-    conn.execute(sa.update(push_subscriptions).where(s.id == sid).values(**counts))
-    return True
+def settle_deliveries(conn: sa.Connection, batch: Sequence[tuple[Any, ...]]) -> list[bool]:
+    """The settlements of one commit together (a group of the writer, not ``each``): one
+    DELETE for every delivered or given-up delivery, an UPDATE per retry, and one UPDATE
+    of counters per subscription. A delivery that is not pending (settled already, or its
+    subscription gone with its rows) changes nothing and answers False.
+
+    Each op: (sql, tenant, name, sid, marker, settlement, next_at, error, now)."""
+    out = [False] * len(batch)
+    finals = [(i, op) for i, op in enumerate(batch) if op[5] is not Settlement.RETRY]
+    gone: set[tuple[str, int]] = set()
+    if finals:
+        keys = list({(op[3], int(op[4])) for _, op in finals})
+        for page in range(0, len(keys), 500):
+            rows = conn.execute(
+                sa.delete(push_deliveries)
+                .where(sa.tuple_(d.subscription_id, d.marker).in_(keys[page : page + 500]))
+                .returning(d.subscription_id, d.marker)
+            )
+            gone |= {(row.subscription_id, int(row.marker)) for row in rows}
+    counts: dict[str, dict[str, Any]] = {}
+    for i, op in enumerate(batch):
+        _sql, _tenant, _name, sid, marker, how, next_at, error, _now = op
+        if how is Settlement.RETRY:
+            changed = conn.execute(
+                sa.update(push_deliveries)
+                .where(d.subscription_id == sid, d.marker == marker)
+                .values(attempts=d.attempts + 1, next_at=next_at)
+            ).rowcount
+            if not changed:
+                continue
+        elif (sid, int(marker)) in gone:
+            gone.discard((sid, int(marker)))  # a second settlement of it in this batch: False
+        else:
+            continue
+        out[i] = True
+        c = counts.setdefault(sid, {"delivered": 0, "failed": 0, "given_up": 0})
+        if how is Settlement.DELIVERED:
+            c["delivered"] += 1
+        else:
+            c["failed"] += 1
+            c["last_error"] = error
+            if how is Settlement.GIVEN_UP:
+                c["given_up"] += 1
+    for sid, c in counts.items():
+        values: dict[str, Any] = {
+            "delivered": s.delivered + c["delivered"],
+            "failed": s.failed + c["failed"],
+            "given_up": s.given_up + c["given_up"],
+        }
+        if "last_error" in c:
+            values["last_error"] = c["last_error"]
+        conn.execute(sa.update(push_subscriptions).where(s.id == sid).values(**values))
+    return out
 
 
 # -- reads -----------------------------------------------------------------------------------

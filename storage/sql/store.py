@@ -401,7 +401,7 @@ class SQLStorage:
         now: float,
     ) -> Deferred[bool]:
         return self._write(
-            push.settle_delivery,
+            push.settle_deliveries,
             self._sql,
             tenant,
             name,

@@ -106,6 +106,23 @@ class PushContract:
         )
 
     @pytest_twisted.ensureDeferred
+    async def test_settlements_sent_together_each_count_once(self, store):
+        await make_queue(store)
+        await subscribe(store, "s1")
+        markers = await put(store, b"one", b"two", b"three")
+        await leased(store, A)
+        await store.take_deliveries(T, "q", "s1", A, 10, NOW)
+        how = [Settlement.DELIVERED, Settlement.DELIVERED, Settlement.RETRY, Settlement.GIVEN_UP]
+        targets = [markers[0], markers[0], markers[1], markers[2]]
+        calls = [  # not awaited one by one: the SQL writer commits them in one batch
+            store.settle_delivery(T, "q", "s1", m, h, NOW + 5, "HTTP 500", NOW)
+            for m, h in zip(targets, how, strict=True)
+        ]
+        assert [await c for c in calls] == [True, False, True, True]
+        stats = await store.push_stats(T, "q", "s1", NOW)
+        assert (stats.delivered, stats.failed, stats.given_up, stats.pending) == (1, 2, 1, 1)
+
+    @pytest_twisted.ensureDeferred
     async def test_lag_counts_live_messages_not_yet_taken(self, store):
         await make_queue(store)
         await subscribe(store, "s1")
