@@ -71,6 +71,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        ThreadingHTTPServer.request_queue_size = 1024  # http.server's backlog is 5
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -174,7 +175,7 @@ def burst(qgate: Qgate, receiver: Receiver, subs: int, messages: int) -> tuple[f
         batch = [{"body": {"t": time.time()}, "ttl": 3600} for _ in range(10)]
         qgate.call("POST", f"/v2/queues/{queue}/messages", {"messages": batch})
     try:
-        wait_for(receiver, messages * subs, timeout=60)
+        wait_for(receiver, messages * subs, timeout=180)
     except RuntimeError:
         listing = qgate.call("GET", f"/v2/queues/{queue}/subscriptions?limit=20", None)
         for sub in listing["subscriptions"]:

@@ -136,7 +136,8 @@ class HTTPPusher:
         self._reactor = reactor
         self._settings = settings
         self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = max(2, settings.max_concurrent_requests)
+        # Idle connections kept per host: subscriptions of one host share them.
+        self._pool.maxPersistentPerHost = max(100, settings.max_concurrent_requests)
         self._pool.retryAutomatically = False  # a retried POST is the dispatcher's call
         endpoints = CheckedEndpoints(
             reactor,
