@@ -55,13 +55,13 @@ def kill(server: Server) -> None:
 def test_nothing_is_lost_through_a_clean_restart_a_kill_and_a_receiver_outage(
     tmp_path: Path,
 ) -> None:
-    hook = Hooked(delay=0.02)
+    hook = Hooked(delay=0.05)  # 100 pushes, 10 at a time: about half a second
     server = Server(tmp_path, extra=PUSH)
     server.start()
     try:
         subscribe(server, hook.url)
         sent = publish(server, 100)
-        time.sleep(0.5)
+        time.sleep(0.3)
         kill(server)  # deliveries in flight: retried after their lease
         server.start()
         sent |= publish(server, 50, 100)
