@@ -24,6 +24,7 @@ from qgate.core.errors import InvalidArgument, QueueNotFound, SubscriptionNotFou
 from qgate.core.interfaces import IQueueStorage
 from qgate.core.limits import Limits, check_count, check_metadata
 from qgate.core.model import NewSubscription, Subscription, SubscriptionUpdate
+from qgate.core.push_policy import parse_push_options
 
 #: Seconds a subscription lives when its creator names none (Zaqar's default).
 DEFAULT_SUBSCRIPTION_TTL = 3600
@@ -87,6 +88,7 @@ def check_subscription_options(options: object) -> dict[str, Any]:
         raise InvalidArgument(
             f"options are {size} bytes of JSON; at most {MAX_OPTIONS_BYTES}", field="options"
         )
+    parse_push_options(checked)  # what the dispatcher reads must be usable
     return dict(checked)
 
 

@@ -55,7 +55,43 @@ class ISubscriptionStore(Interface):
         yet reaped included)."""
 
 
-class IQueueStorage(ISubscriptionStore):
+class IPushStore(Interface):
+    """Push delivery state of a store's subscriptions (``core._push``,
+    ``protocols/push``): a lease per subscription, so one dispatcher at a time pushes it,
+    and the deliveries it took from the subscription's position and has not settled, so
+    nothing taken is lost when a dispatcher dies (its successor finds them after the
+    lease). Calls on an unknown or expired subscription change nothing."""
+
+    def lease_push(owner, lease, limit, now):
+        """-> list[PushLease]: up to ``limit`` live subscriptions of the store now held by
+        ``owner`` until ``now + lease``: those it held already (renewed) and those whose
+        lease is free or over. Two owners never hold one subscription at once."""
+
+    def release_push(owner, subscription_ids):
+        """-> int: the leases of ``owner`` on those subscriptions given up (a clean stop)."""
+
+    def take_deliveries(tenant, name, subscription_id, owner, limit, now):
+        """-> list[Delivery]: while ``owner`` holds the lease, up to ``limit`` live
+        messages after the subscription's position (claimed and delayed ones included,
+        due at their ``available_at``) recorded as deliveries, and the position moved past
+        them, in one transaction; [] without the lease."""
+
+    def pending_deliveries(tenant, name, subscription_id, now):
+        """-> list[Delivery] taken and not settled, by marker."""
+
+    def settle_delivery(
+        tenant, name, subscription_id, marker, settlement, next_at, error, now
+    ):
+        """-> bool (whether the delivery was pending): records an attempt's end (a
+        ``Settlement``): delivered or given up removes the delivery; retry counts the
+        attempt and makes it due at ``next_at``. Failures keep ``error`` as the last. A
+        delivery whose subscription is gone is not pending (its rows went with it)."""
+
+    def push_stats(tenant, name, subscription_id, now):
+        """-> PushStats or None (unknown or expired subscription)."""
+
+
+class IQueueStorage(ISubscriptionStore, IPushStore):
     """A backend that stores queues and their messages (memory or SQL), and the queues'
     subscriptions (``ISubscriptionStore``).
 
@@ -345,6 +381,30 @@ class IQueueService(Interface):
 
     def purge_subscriptions(tenant, name):
         """-> int: every subscription of the queue deleted, how many."""
+
+    def lease_push(owner, lease, limit=1000):
+        """-> list[PushLease]: push subscriptions of every tenant held by ``owner`` (a
+        dispatcher's id) until ``lease`` seconds from now (``IPushStore.lease_push``)."""
+
+    def release_push(owner, subscription_ids):
+        """-> int: leases of ``owner`` given back."""
+
+    def take_deliveries(tenant, name, subscription_id, owner, limit):
+        """-> list[Delivery] taken after the subscription's position (holder only)."""
+
+    def pending_deliveries(tenant, name, subscription_id):
+        """-> list[Delivery] taken and not settled."""
+
+    def settle_delivery(
+        tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None
+    ):
+        """-> bool: an attempt's end recorded (``Settlement``)."""
+
+    def push_stats(tenant, name, subscription_id):
+        """-> PushStats; SubscriptionNotFound when unknown or expired."""
+
+    def dead_letter_push(tenant, name, message):
+        """-> str or None: the dead-letter queue a given-up ``message`` was copied to."""
 
     def set_schema(tenant, name, schema):
         """-> int, the fingerprint of ``schema`` (JSON text, or a JSON value), now the

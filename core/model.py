@@ -241,3 +241,49 @@ class SubscriptionUpdate:
     ttl: int | None
     options: Mapping[str, Any] | None
     confirmed: bool | None
+
+
+# -- push delivery (core/_push.py, protocols/push/) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PushLease:
+    """A subscription a dispatcher holds until ``expires_at``: only its holder pushes the
+    subscription's messages, so two processes never push one message to one subscriber
+    at once."""
+
+    tenant: str
+    subscription: Subscription
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message on its way to one subscription, kept by storage until it is settled:
+    ``attempts`` made so far, the next one due at ``next_at``, taken at ``taken_at``."""
+
+    marker: int
+    attempts: int
+    next_at: float
+    taken_at: float
+
+
+class Settlement(enum.StrEnum):
+    """How a delivery attempt ended, as storage records it."""
+
+    DELIVERED = "delivered"  # a 2xx (or a hook skipped it): the delivery goes
+    RETRY = "retry"  # failed: tried again at ``next_at``
+    GIVEN_UP = "given_up"  # failed for the last time: the delivery goes
+
+
+@dataclass(frozen=True, slots=True)
+class PushStats:
+    """A subscription's delivery counters (``GET .../subscriptions/{id}`` ``stats``):
+    ``pending`` deliveries taken and not settled, ``lag`` live messages not yet taken."""
+
+    delivered: int = 0
+    failed: int = 0
+    given_up: int = 0
+    pending: int = 0
+    lag: int = 0
+    last_error: str | None = None

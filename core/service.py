@@ -16,6 +16,7 @@ from qgate.core._ids import ids as _ids
 from qgate.core._ids import marker as _marker
 from qgate.core._ids import markers as _markers
 from qgate.core._ids import new_claim_id
+from qgate.core._push import PushCalls
 from qgate.core._queue_schemas import SCHEMA_RETRIES, PublishCheck, QueueSchemas
 from qgate.core._reaper import Reaper
 from qgate.core._subscriptions import QueueSubscriptions, SubscriptionCalls
@@ -68,7 +69,7 @@ __all__ = ["SCHEMA_TTL", "QueueService", "new_claim_id"]
 
 
 @implementer(IQueueService, IQueueAdmin)
-class QueueService(SubscriptionCalls, AdminCalls):
+class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
     """Routes each queue to its store (transient queues in memory, durable ones in SQL),
     checks every argument against ``limits``, and owns waiting (``core._waiting``): waiters
     park on a per-queue wakeup registry and are woken by publishes and releases, never by
@@ -78,7 +79,7 @@ class QueueService(SubscriptionCalls, AdminCalls):
     schema and does the schema part of publishing, reading and changing schemas. Expired
     messages are deleted in the background by ``_reaper`` (``core._reaper``). Push
     subscriptions: ``_subscriptions`` (``core._subscriptions``), whose calls the service
-    inherits from ``SubscriptionCalls``."""
+    inherits from ``SubscriptionCalls``; their delivery: ``PushCalls`` (``core._push``)."""
 
     def __init__(
         self,

@@ -251,6 +251,10 @@ class Gateway(service.MultiService):
             )
         ]
         self.status.listeners.extend(state for state, _, _ in self._factories)
+        # Protocols without a listener (the push dispatcher): started with the core, stopped
+        # after the listeners and before the core closes storage. With workers they run in
+        # the hub, beside storage (gateway/hub.py), never in a worker.
+        self.components = self.protocols.components()
         self.ports: list[IListeningPort] = []
 
     async def listen(self) -> None:
@@ -258,6 +262,8 @@ class Gateway(service.MultiService):
         self.core.start()
         self.watch.start()
         self.sampler.start()
+        for component in self.components:
+            component.startService()
         log.info(
             "at most {total} connections (descriptor limit {fds}), {per_ip} per address",
             total=self.budget.total,
@@ -313,6 +319,8 @@ class Gateway(service.MultiService):
             state.up = False
         yield super().stopService()
         self.watch.stop()
+        running = [c for c in self.components if c.running]
+        yield defer.gatherResults([defer.maybeDeferred(c.stopService) for c in running])
         yield self.core.stop()
         yield task.deferLater(self.reactor, FLUSH_GRACE, lambda: None)
         log.info("qgate stopped")

@@ -134,6 +134,8 @@ class Hub(Gateway):
         self.core.start()
         self.watch.start()
         self.sampler.start()
+        for component in self.components:  # the push dispatcher runs here, beside storage
+            component.startService()
         own = iter(self._factories)
         states: list[ListenerState] = []
         for listener in self.config.listeners:
@@ -247,6 +249,8 @@ class Hub(Gateway):
         if timeout.active():
             timeout.cancel()
         await defer.maybeDeferred(service.MultiService.stopService, self)
+        running = [c for c in self.components if c.running]
+        await defer.gatherResults([defer.maybeDeferred(c.stopService) for c in running])
         await self.core.stop()
         await task.deferLater(self.reactor, 0, lambda: None)
         log.info("qgate stopped")

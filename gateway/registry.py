@@ -2,8 +2,8 @@
 
 Adding a protocol is a new package under ``protocols/`` plus one line here: a
 :class:`~qgate.protocols.context.ProtocolEntry` naming its settings class (the config table
-of the same name), its listener factory and/or its web mount, as ``"module:name"`` strings
-imported when first needed.
+of the same name), its listener factory, its web mount and/or its component (a service
+with no listener), as ``"module:name"`` strings imported when first needed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from twisted.web.resource import IResource
 from qgate.core.auth import IAuthenticator
 from qgate.core.interfaces import IQueueService
 from qgate.core.metrics import IMetrics, MeteredService, NullMetrics, QueueRates
-from qgate.protocols.context import ListenerFactory, ProtocolContext, ProtocolEntry, WebMount
+from qgate.protocols.context import (
+    Component,
+    ListenerFactory,
+    ProtocolContext,
+    ProtocolEntry,
+    WebMount,
+)
 
 #: protocol name -> its entry. The name is the config table (``[stomp]``), the value of
 #: ``[[listeners]] protocol`` for protocols with a listener, and the path (``/stomp``) of
@@ -40,6 +46,10 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
     "admin": ProtocolEntry(
         settings="qgate.protocols.admin.settings:AdminSettings",
         listener="qgate.protocols.admin:listener_factory",
+    ),
+    "push": ProtocolEntry(
+        settings="qgate.protocols.push.settings:PushSettings",
+        component="qgate.protocols.push.dispatcher:component",
     ),
 }
 
@@ -104,6 +114,16 @@ class Protocols:
                 mounts[name.encode()] = make(context(name, {}))
         self.web_mounts: Mapping[bytes, IResource] = mounts
         self.contexts = {name: context(name, mounts) for name in PROTOCOLS}
+
+    def components(self) -> list[Any]:
+        """The services of protocols that run without a listener (``IService``s), made
+        now: the gateway starts them where storage lives, one set per process group."""
+        made = []
+        for name, entry in PROTOCOLS.items():
+            if entry.component is not None:
+                make: Component = load(entry.component)
+                made.append(make(self.contexts[name]))
+        return made
 
     def listener(self, name: str, listener: Any) -> Any:
         """The protocol factory of one ``[[listeners]]`` entry."""

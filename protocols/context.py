@@ -11,7 +11,10 @@ settings). The entry names
 * a **listener** factory, ``(ctx, listener) -> IProtocolFactory``, for protocols that own
   ``[[listeners]]`` endpoints;
 * a **web mount**, ``(ctx) -> IResource``, for protocols served inside every HTTP listener
-  at ``/<name>`` (STOMP over WebSocket, Avro RPC).
+  at ``/<name>`` (STOMP over WebSocket, Avro RPC);
+* a **component**, ``(ctx) -> IService``, for protocols that run without a listener (the
+  push dispatcher): the gateway starts it with the process that holds storage and stops it
+  before storage closes.
 
 Each factory gets a :class:`ProtocolContext`: the queue service, the authenticator, the
 reactor as the narrow interface protocols use (timers), that protocol's settings, and
@@ -35,7 +38,7 @@ from qgate.core.metrics import IMetrics, NullMetrics
 
 S = TypeVar("S")
 
-__all__ = ["ListenerFactory", "ProtocolContext", "ProtocolEntry", "WebMount"]
+__all__ = ["Component", "ListenerFactory", "ProtocolContext", "ProtocolEntry", "WebMount"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class ProtocolContext(Generic[S]):
 ListenerFactory = Callable[[ProtocolContext[Any], Any], IProtocolFactory]
 #: ``(ctx) -> resource`` mounted at ``/<protocol name>`` on every HTTP listener.
 WebMount = Callable[[ProtocolContext[Any]], IResource]
+#: ``(ctx) -> service`` run beside the listeners (``twisted.application.service.IService``).
+Component = Callable[[ProtocolContext[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,4 @@ class ProtocolEntry:
     settings: str
     listener: str | None = None
     web_mount: str | None = None
+    component: str | None = None

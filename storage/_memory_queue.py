@@ -19,6 +19,7 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from qgate.core.model import Message, NewMessage, Queue, Subscription
 
@@ -158,6 +159,7 @@ class MemoryQueue:
         self.bytes = 0
         self.cursors: dict[str, int] = {}
         self.subscriptions: dict[str, Subscription] = {}  # by id
+        self.push: dict[str, Any] = {}  # delivery state by subscription id (_memory_push)
 
     # -- the heaps -------------------------------------------------------------------------
 

@@ -104,11 +104,14 @@ class MemorySubscriptions:
 
     @fired
     def delete_subscription(self, tenant: str, name: str, subscription_id: str) -> bool:
-        return self._get(tenant, name).subscriptions.pop(subscription_id, None) is not None
+        q = self._get(tenant, name)
+        q.push.pop(subscription_id, None)  # its delivery state (_memory_push) goes too
+        return q.subscriptions.pop(subscription_id, None) is not None
 
     @fired
     def purge_subscriptions(self, tenant: str, name: str) -> int:
-        subs = self._get(tenant, name).subscriptions
-        count = len(subs)
-        subs.clear()
+        q = self._get(tenant, name)
+        count = len(q.subscriptions)
+        q.subscriptions.clear()
+        q.push.clear()
         return count

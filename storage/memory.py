@@ -39,6 +39,7 @@ from qgate.core.model import (
 )
 from qgate.core.usage import TenantUsage
 from qgate.storage._fired import fired
+from qgate.storage._memory_push import MemoryPush
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg, Usage, cost
 from qgate.storage._memory_subscriptions import MemorySubscriptions, live
 from qgate.storage._memory_tenants import MemoryTenants
@@ -70,9 +71,10 @@ def _depth(q: MemoryQueue, now: float) -> QueueDepth:
 
 
 @implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
-class MemoryStorage(MemorySubscriptions, MemoryTenants):
+class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
     """Queues held in this process's memory; lost on restart by design. Push
-    subscriptions: ``storage._memory_subscriptions``.
+    subscriptions: ``storage._memory_subscriptions``; their delivery state:
+    ``storage._memory_push``.
 
     ``max_bytes`` bounds what every queue together holds (bodies, headers and
     ``MESSAGE_OVERHEAD`` per message; ``[queues] transient_max_bytes``): a publish past it
@@ -242,6 +244,7 @@ class MemoryStorage(MemorySubscriptions, MemoryTenants):
         fresh.next_marker = q.next_marker
         fresh.cursors = q.cursors
         fresh.subscriptions = q.subscriptions
+        fresh.push = q.push
         self._queues[(tenant, name)] = fresh
         del q
         self._give_back()

@@ -17,6 +17,7 @@ from qgate.protocols.http.errors import HTTPError, bad_body, bad_request, not_fo
 from qgate.protocols.http.handlers import Handlers, next_link, query_limit, queue_path
 from qgate.protocols.http.patch import PATCH_TYPE, apply_patch, parse_patch
 from qgate.protocols.http.router import Response
+from qgate.protocols.http.subscriptions import check_retry_policy
 
 
 class QueueEndpoints(Handlers):
@@ -91,6 +92,7 @@ class QueueEndpoints(Handlers):
                 raise bad_body("Document type not supported.")
             metadata = document
         wire.check_metadata(metadata, self.bounds)
+        check_retry_policy(metadata)  # Zaqar checks the queue's _retry_policy too
         options = None
         if any(key in wire.OPTION_KEYS for key in metadata):
             options = wire.options_for(metadata, self.defaults, self.defaults, metadata)
@@ -138,6 +140,7 @@ class QueueEndpoints(Handlers):
         queue = await self.service.get_queue(tenant, name)
         metadata = apply_patch(queue.metadata, changes)
         wire.check_metadata(metadata, self.bounds)
+        check_retry_policy(metadata)  # Zaqar checks the queue's _retry_policy too
         touched = {change.key for change in changes}
         if metadata.get("_flavor") is None:
             # Durability is fixed at creation; forgetting the key does not change it.

@@ -5,17 +5,25 @@ checks them and answered with Zaqar's statuses and texts.
 qgate delivers to ``http://`` and ``https://`` subscribers only: Zaqar's ``mailto:`` and
 ``trust+http(s)://`` are refused with Zaqar's own answer for an unsupported subscriber type
 (``docs/zaqar-compat.md``, "Subscriptions", lists this and the other differences).
-Delivery itself (the dispatcher) is not here: these calls keep subscriptions, durably.
+Delivery itself is the push protocol's dispatcher (``protocols/push``, ``docs/push.md``):
+these calls keep subscriptions, durably, and show their delivery counters (``stats``).
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from qgate.core.errors import QueueNotFound, SubscriptionExists, SubscriptionNotFound
-from qgate.core.model import Subscription
+from qgate.core.errors import (
+    InvalidArgument,
+    QueueNotFound,
+    SubscriptionExists,
+    SubscriptionNotFound,
+)
+from qgate.core.model import PushStats, Subscription
+from qgate.core.push_policy import parse_retry_policy
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import HTTPError, bad_request, not_found
 from qgate.protocols.http.handlers import Handlers, next_link, queue_path
@@ -58,8 +66,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_retry_policy(options: dict[str, Any] | None) -> None:
-    """Zaqar's ``_validate_retry_policy`` of ``options["_retry_policy"]``."""
+def check_retry_policy(options: Mapping[str, Any] | None) -> None:
+    """Zaqar's ``_validate_retry_policy`` of ``options["_retry_policy"]`` (subscription
+    options, or queue metadata), then the App Engine keys qgate reads beside Zaqar's."""
     policy = options.get("_retry_policy") if options else None
     if policy and not isinstance(policy, dict):
         raise bad_request("retry_policy must be a dict.")
@@ -90,6 +99,10 @@ def _check_retry_policy(options: dict[str, Any] | None) -> None:
         raise bad_request("minimum_delay must less than maximum_delay.")
     if high - low < 2 * LINEAR_INTERVAL:
         raise bad_request("invalid minimum_delay and maximum_delay.")
+    try:
+        parse_retry_policy(policy)
+    except InvalidArgument as e:
+        raise bad_request(str(e)) from None
 
 
 def _unsupported_subscriber() -> HTTPError:
@@ -121,7 +134,7 @@ def check_patching(document: Any, now: float) -> None:
     options = document.get("options")
     if options is not None and not isinstance(options, dict):
         raise bad_request("Options must be a dict.")
-    _check_retry_policy(options)
+    check_retry_policy(options)
     ttl = document.get("ttl")
     if ttl is not None:
         if not _is_int(ttl):
@@ -162,6 +175,20 @@ def render_subscription(sub: Subscription, now: float) -> dict[str, Any]:
         "age": sub.age(now),
         "options": dict(sub.options),
         "confirmed": sub.confirmed,
+    }
+
+
+def render_stats(stats: PushStats) -> dict[str, Any]:
+    """A subscription's push counters (``GET .../subscriptions/{id}`` ``stats``):
+    ``in_flight`` counts deliveries taken and not settled (being sent, or waiting for a
+    retry); ``lag`` live messages not taken yet."""
+    return {
+        "delivered": stats.delivered,
+        "failed_attempts": stats.failed,
+        "given_up": stats.given_up,
+        "in_flight": stats.pending,
+        "lag": stats.lag,
+        "last_error": stats.last_error,
     }
 
 
@@ -224,7 +251,14 @@ class SubscriptionEndpoints(Handlers):
             sub = await self.service.get_subscription(tenant, name, subscription_id)
         except (SubscriptionNotFound, QueueNotFound):
             raise _gone(subscription_id) from None
-        return Response(200, render_subscription(sub, self._now()))
+        document = render_subscription(sub, self._now())
+        try:  # qgate's delivery counters, beside Zaqar's fields
+            document["stats"] = render_stats(
+                await self.service.push_stats(tenant, name, subscription_id)
+            )
+        except (SubscriptionNotFound, QueueNotFound):
+            pass  # expired or deleted in between: Zaqar's fields only
+        return Response(200, document)
 
     async def update_subscription(self, call: Call) -> Response:
         """204: ``subscriber``, ``ttl`` and ``options`` as given (null: unchanged); a new

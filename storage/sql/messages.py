@@ -18,7 +18,7 @@ from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_t
 from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
 from qgate.core.limits import resolve_times
 from qgate.core.model import Message, NewMessage, ObserveQuery, QueueOptions
-from qgate.storage.sql.schema import claims, messages, push_subscriptions
+from qgate.storage.sql.schema import claims, messages, push_deliveries, push_subscriptions
 from qgate.storage.sql.statements import (
     MESSAGE_COLUMNS,
     Statements,
@@ -242,4 +242,10 @@ def reap(conn: sa.Connection, now: float, limit: int) -> int:
     ).rowcount
     conn.execute(sa.delete(claims).where(claims.c.expires_at <= now))
     conn.execute(sa.delete(push_subscriptions).where(push_subscriptions.c.expires_at <= now))
+    pd = push_deliveries.c
+    conn.execute(  # the deliveries of subscriptions that are gone
+        sa.delete(push_deliveries).where(
+            ~sa.exists().where(push_subscriptions.c.id == pd.subscription_id)
+        )
+    )
     return int(count)

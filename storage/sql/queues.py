@@ -21,6 +21,7 @@ from qgate.core.model import Queue, QueueOptions, QueueStats
 from qgate.storage.sql.schema import (
     claims,
     messages,
+    push_deliveries,
     push_subscriptions,
     queues,
     schemas,
@@ -277,6 +278,8 @@ def delete_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -
     conn.execute(sa.delete(messages).where(m.queue_id == q.id))
     conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
     conn.execute(sa.delete(subscriptions).where(subscriptions.c.queue_id == q.id))
+    doomed = sa.select(push_subscriptions.c.id).where(push_subscriptions.c.queue_id == q.id)
+    conn.execute(sa.delete(push_deliveries).where(push_deliveries.c.subscription_id.in_(doomed)))
     conn.execute(sa.delete(push_subscriptions).where(push_subscriptions.c.queue_id == q.id))
     conn.execute(sa.delete(queues).where(queues.c.id == q.id))
     return True

@@ -94,9 +94,31 @@ push_subscriptions = sa.Table(
     sa.Column("expires_at", sa.Double, nullable=False),
     sa.Column("confirmed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("marker", sa.BigInteger, nullable=False, server_default="0"),
+    # Push delivery (0004): the dispatcher holding the subscription until lease_expires
+    # (only it pushes the subscription), and the subscription's delivery counters.
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires", sa.Double, nullable=False, server_default="0"),
+    sa.Column("delivered", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("failed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("given_up", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
 )
 sa.Index("ix_push_subscriptions_queue", push_subscriptions.c.queue_id, push_subscriptions.c.id)
 sa.Index("ix_push_subscriptions_expires", push_subscriptions.c.expires_at)
+
+# Deliveries a dispatcher took from a push subscription's position and has not settled
+# (0004): the message, the attempts made, when the next one is due. A 2xx or giving up
+# deletes the row; a dispatcher that dies leaves it for the next holder of the lease.
+push_deliveries = sa.Table(
+    "push_deliveries",
+    metadata,
+    sa.Column("subscription_id", sa.String(32), nullable=False),
+    sa.Column("marker", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", sa.Double, nullable=False),
+    sa.Column("taken_at", sa.Double, nullable=False),
+    sa.PrimaryKeyConstraint("subscription_id", "marker", name="pk_push_deliveries"),
+)
 
 tenants = sa.Table(
     "tenants",

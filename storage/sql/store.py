@@ -29,19 +29,23 @@ from qgate.core.errors import StorageUnavailable
 from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
 from qgate.core.model import (
     Claim,
+    Delivery,
     Message,
     NewMessage,
     NewSubscription,
     ObserveQuery,
+    PushLease,
+    PushStats,
     Queue,
     QueueOptions,
     QueueStats,
+    Settlement,
     Subscription,
     SubscriptionUpdate,
     Tenant,
 )
 from qgate.core.usage import TenantUsage
-from qgate.storage.sql import claims, messages, queues, subscriptions, tenants
+from qgate.storage.sql import claims, messages, push, queues, subscriptions, tenants
 from qgate.storage.sql.engine import DEFAULT_BUSY_TIMEOUT, make_engine, normalize_url
 from qgate.storage.sql.notify import Listener
 from qgate.storage.sql.statements import Statements
@@ -371,6 +375,57 @@ class SQLStorage:
 
     def purge_subscriptions(self, tenant: str, name: str) -> Deferred[int]:
         return self._write(subscriptions.purge_subscriptions, self._sql, tenant, name)
+
+    # -- push delivery (storage/sql/push.py) -----------------------------------------------
+
+    def lease_push(
+        self, owner: str, lease: float, limit: int, now: float
+    ) -> Deferred[list[PushLease]]:
+        return self._write(push.lease_push, self._sql, owner, lease, limit, now)
+
+    def release_push(self, owner: str, subscription_ids: Sequence[str]) -> Deferred[int]:
+        return self._write(push.release_push, self._sql, owner, list(subscription_ids))
+
+    def take_deliveries(
+        self, tenant: str, name: str, subscription_id: str, owner: str, limit: int, now: float
+    ) -> Deferred[list[Delivery]]:
+        return self._write(
+            push.take_deliveries, self._sql, tenant, name, subscription_id, owner, limit, now
+        )
+
+    def pending_deliveries(
+        self, tenant: str, name: str, subscription_id: str, now: float
+    ) -> Deferred[list[Delivery]]:
+        return self._read(push.pending_deliveries, self._sql, tenant, name, subscription_id, now)
+
+    def settle_delivery(
+        self,
+        tenant: str,
+        name: str,
+        subscription_id: str,
+        marker: int,
+        settlement: Settlement,
+        next_at: float,
+        error: str | None,
+        now: float,
+    ) -> Deferred[bool]:
+        return self._write(
+            push.settle_deliveries,
+            self._sql,
+            tenant,
+            name,
+            subscription_id,
+            marker,
+            settlement,
+            next_at,
+            error,
+            now,
+        )
+
+    def push_stats(
+        self, tenant: str, name: str, subscription_id: str, now: float
+    ) -> Deferred[PushStats | None]:
+        return self._read(push.push_stats, self._sql, tenant, name, subscription_id, now)
 
     # -- tenants ---------------------------------------------------------------------------
 

@@ -19,14 +19,15 @@ import sqlalchemy as sa
 
 from qgate.core.errors import SubscriptionExists, SubscriptionNotFound
 from qgate.core.model import NewSubscription, Subscription, SubscriptionUpdate
-from qgate.storage.sql.schema import push_subscriptions, queues
+from qgate.storage.sql.schema import push_deliveries, push_subscriptions, queues
 from qgate.storage.sql.statements import QueueRow, Statements
 from qgate.storage.sql.writer import each
 
 s = push_subscriptions.c
 
 
-def _subscription(row: Any, name: str) -> Subscription:
+def subscription_of(row: Any, name: str) -> Subscription:
+    """The core's Subscription of a ``push_subscriptions`` row of queue ``name``."""
     return Subscription(
         id=row.id,
         queue=name,
@@ -65,7 +66,7 @@ def get_subscription(
 ) -> Subscription | None:
     q = sql.need_queue(conn, tenant, name)
     row = _find(conn, q, subscription_id, now)
-    return None if row is None else _subscription(row, name)
+    return None if row is None else subscription_of(row, name)
 
 
 def list_subscriptions(
@@ -83,7 +84,7 @@ def list_subscriptions(
     if marker is not None:
         query = query.where(id_ > marker)
     rows = conn.execute(query.order_by(id_).limit(limit))
-    return [_subscription(row, name) for row in rows]
+    return [subscription_of(row, name) for row in rows]
 
 
 # -- writes ----------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ def create_subscription(
     q = sql.need_queue(conn, tenant, name, lock=True)
     existing = _holds(conn, q, new.subscriber, now)
     if existing is not None:
-        return _subscription(existing, name), False
+        return subscription_of(existing, name), False
     last = conn.execute(sa.select(queues.c.last_marker).where(queues.c.id == q.id)).scalar_one()
     # An expired subscription of that subscriber, not reaped yet, is gone: make it so.
     conn.execute(
@@ -159,7 +160,7 @@ def update_subscription(
     if values:
         conn.execute(sa.update(push_subscriptions).where(s.id == subscription_id).values(**values))
     found = _find(conn, q, subscription_id, now)
-    return _subscription(found, name)
+    return subscription_of(found, name)
 
 
 @each
@@ -190,10 +191,16 @@ def delete_subscription(
     deleted = conn.execute(
         sa.delete(push_subscriptions).where(s.queue_id == q.id, s.id == subscription_id)
     ).rowcount
+    if deleted:
+        conn.execute(
+            sa.delete(push_deliveries).where(push_deliveries.c.subscription_id == subscription_id)
+        )
     return bool(deleted)
 
 
 @each
 def purge_subscriptions(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> int:
     q = sql.need_queue(conn, tenant, name)
+    ids = sa.select(s.id).where(s.queue_id == q.id)
+    conn.execute(sa.delete(push_deliveries).where(push_deliveries.c.subscription_id.in_(ids)))
     return int(conn.execute(sa.delete(push_subscriptions).where(s.queue_id == q.id)).rowcount)

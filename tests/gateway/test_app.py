@@ -39,7 +39,7 @@ def test_every_registered_protocol_and_mount_loads():
     for name, entry in registry.PROTOCOLS.items():
         settings = registry.settings_class(name)
         assert dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen
-        refs = [ref for ref in (entry.listener, entry.web_mount) if ref is not None]
+        refs = [r for r in (entry.listener, entry.web_mount, entry.component) if r is not None]
         assert refs, f"{name} serves nothing"
         assert all(callable(registry.load(ref)) for ref in refs)
     with pytest.raises(KeyError):

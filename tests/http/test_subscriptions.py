@@ -56,7 +56,8 @@ async def test_create_answers_201_with_the_id_and_show_answers_the_sample_fields
     clock.advance(1632)
     shown = await api.get(f"{SUBS}/{sid}")
     assert shown.status == 200
-    # subscription-show-response.json's fields, plus "confirmed" as Zaqar's storage adds.
+    # subscription-show-response.json's fields, plus "confirmed" as Zaqar's storage adds,
+    # plus qgate's delivery counters.
     assert shown.json == {
         "age": 1632,
         "id": sid,
@@ -65,6 +66,14 @@ async def test_create_answers_201_with_the_id_and_show_answers_the_sample_fields
         "ttl": 3600,
         "options": {},
         "confirmed": False,
+        "stats": {
+            "delivered": 0,
+            "failed_attempts": 0,
+            "given_up": 0,
+            "in_flight": 0,
+            "lag": 0,
+            "last_error": None,
+        },
     }
 
 
@@ -534,3 +543,23 @@ async def test_the_json_home_document_has_zaqars_subscription_entries(api: Api) 
     assert resources["rel/subscription"]["hints"]["allow"] == ["GET", "DELETE"]
     assert resources["rel/subscription_patch"]["href-template"] == item
     assert resources["rel/subscription_patch"]["hints"]["allow"] == ["PATCH"]
+
+
+# -- retry policies (push delivery) ----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queues_retry_policy_is_checked_as_zaqar_checks_it(api: Api) -> None:
+    bad = {"_retry_policy": {"retry_backoff_function": "cubic"}}
+    refused(await api.put("/v2/queues/rq", bad), 400, "invalid retry_backoff_function.")
+    good = {"_retry_policy": {"retries_with_no_delay": 1, "task_retry_limit": 5}}
+    assert (await api.put("/v2/queues/rq", good)).status == 201
+
+
+@pytest_twisted.ensureDeferred
+async def test_app_engine_retry_keys_that_cannot_be_used_are_refused(api: Api) -> None:
+    for policy in ({"task_retry_limit": -1}, {"max_doublings": 1.5}, {"task_age_limit": "x"}):
+        body = {"subscriber": "http://hooks.example/x", "options": {"_retry_policy": policy}}
+        reply = await api.post(SUBS, body)
+        assert reply.status == 400, policy
+        assert "_retry_policy." in reply.json["description"]

@@ -8,6 +8,7 @@ from tests.storage.claims import ClaimContract
 from tests.storage.depths import DepthContract
 from tests.storage.expiry import ExpiryContract
 from tests.storage.messages import MessageContract
+from tests.storage.push import PushContract
 from tests.storage.queues import QueueContract
 from tests.storage.subscriptions import SubscriptionContract
 from tests.storage.tenants import TenantContract
@@ -21,5 +22,6 @@ class StorageContract(
     SubscriptionContract,
     DepthContract,
     TenantContract,
+    PushContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""

@@ -29,6 +29,7 @@ TABLES = (
     "claims",
     "subscriptions",
     "push_subscriptions",
+    "push_deliveries",
     "tenants",
     "api_keys",
     "schemas",
