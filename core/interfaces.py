@@ -109,7 +109,7 @@ class IQueueStorage(ISubscriptionStore):
         claims go too. Cursors and subscriptions stay: markers never go back, so their
         positions keep their meaning."""
 
-    def publish(tenant, name, messages, now, schema):
+    def publish(tenant, name, messages, now, schema, handoff=None):
         """-> list[int], the markers of the new messages, in order; all or nothing.
 
         ``ttl``/``delay`` of ``None`` take the queue's defaults. ``schema`` is the
@@ -119,6 +119,15 @@ class IQueueStorage(ISubscriptionStore):
         so the check is exact across processes). Fails with QueueNotFound or QueueFull
         (overflow policy ``reject``); ``drop_oldest`` deletes the oldest messages to make
         room.
+
+        ``handoff`` (a ``core.handoff.Handoff``, a parked claim or pop): when the queue
+        holds no claimable message, and ``handoff.take()`` agrees, the first
+        ``handoff.limit`` messages of this publish that are claimable at once (claim
+        order) are stored leased to ``handoff.claim_id`` for ``ttl`` (kept alive ``ttl +
+        grace``), with the claim recorded, or for a pop not stored at all; in the same
+        transaction. The store reports on the offer with ``handoff.handed(messages,
+        drained, wake_at)`` whether or not it handed anything; the markers returned include
+        the handed messages. Bounds count every message of the publish.
         """
 
     def get_messages(tenant, name, markers, now):
@@ -198,7 +207,7 @@ class ISynchronousStorage(Interface):
     then wraps one fired Deferred instead of chaining on the store's. Same arguments and
     meaning as the IQueueStorage methods; results come back plain, errors are raised."""
 
-    def publish_now(tenant, name, messages, now, schema):
+    def publish_now(tenant, name, messages, now, schema, handoff=None):
         """-> list[int]."""
 
     def claim_now(tenant, name, claim_id, limit, ttl, grace, now):

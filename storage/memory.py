@@ -24,6 +24,7 @@ from qgate.core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
+from qgate.core.handoff import Handoff, earliest, handoff_order
 from qgate.core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
 from qgate.core.limits import resolve_times
 from qgate.core.model import (
@@ -191,6 +192,7 @@ class MemoryStorage(MemorySubscriptions):
         messages: Sequence[NewMessage],
         now: float,
         schema: int | None,
+        handoff: Handoff | None = None,
     ) -> list[int]:
         q = self._get(tenant, name)
         options = q.queue.options
@@ -199,16 +201,44 @@ class MemoryStorage(MemorySubscriptions):
         [refused] = admit(name, options, len(q.msgs), q.bytes, [messages])
         if refused is not None:
             raise refused
+        times = [resolve_times(m, options, now) for m in messages]
+        handed: list[int] = []
+        if handoff is not None and not q.has_claimable(now):
+            handed = handoff_order(messages, times, now, handoff.limit)
+            if handed and not handoff.take():
+                handed = []
+        popped = set(handed) if handoff is not None and handoff.pop else set()
         if drops_oldest(options):
-            self._make_room(q, messages)
-        markers = []
-        for m in messages:
-            expires_at, available_at = resolve_times(m, options, now)
-            msg = Msg(q.next_marker, m, now, expires_at, available_at)
-            q.next_marker += 1
+            self._make_room(q, [m for i, m in enumerate(messages) if i not in popped])
+        first = q.next_marker
+        q.next_marker += len(messages)
+        leased = set(handed) - popped
+        wake_at = None
+        out: dict[int, Message] = {}
+        for i, (m, (expires_at, available_at)) in enumerate(zip(messages, times, strict=True)):
+            msg = Msg(first + i, m, now, expires_at, available_at)
+            if i in popped:
+                out[i] = msg.freeze()
+                continue
+            if i in leased:
+                assert handoff is not None and handoff.claim_id is not None
+                msg.claim_id = handoff.claim_id
+                msg.claim_expires = msg.visible_at = now + handoff.ttl
+                msg.claim_count = 1
+                msg.expires_at = max(msg.expires_at, now + handoff.ttl + handoff.grace)
             q.add(msg, now)
-            markers.append(msg.marker)
-        return markers
+            if msg.visible_at > now:
+                wake_at = earliest(wake_at, msg.visible_at)
+            if i in leased:
+                out[i] = msg.freeze()
+        if leased:
+            assert handoff is not None and handoff.claim_id is not None
+            claim = ClaimRecord(handoff.claim_id, handoff.ttl, handoff.grace, now)
+            claim.markers = [first + i for i in handed]
+            q.claims[claim.id] = claim
+        if handoff is not None:
+            handoff.handed([out[i] for i in handed], not q.has_claimable(now), wake_at)
+        return list(range(first, first + len(messages)))
 
     publish = fired(publish_now)
 

@@ -113,11 +113,18 @@ class Statements:
             f"UPDATE queues SET last_marker = last_marker + {ph} "
             f"WHERE tenant = {ph} AND name = {ph} RETURNING {notify}id, last_marker, options"
         )
+        #: The same, and (parameters: ..., now, now) whether the queue holds a claimable
+        #: message (a publish offered to a waiter hands off only when it does not).
+        self.allocate_probe_sql = (
+            f"{self.allocate_sql}, EXISTS (SELECT 1 FROM messages WHERE messages.queue_id = "
+            f"queues.id AND messages.visible_at <= {ph} AND messages.expires_at > {ph})"
+        )
         columns = (
             "queue_id, marker, priority, body, size, content_type, headers, producer, "
-            "created_at, expires_at, available_at, visible_at"
+            "created_at, expires_at, available_at, visible_at, claim_id, claim_expires, "
+            "claim_count"
         )
-        values = "%s" if self.pg else "(" + ", ".join("?" * 12) + ")"
+        values = "%s" if self.pg else "(" + ", ".join("?" * 15) + ")"
         self._insert_sql = f"INSERT INTO messages ({columns}) VALUES {values}"
         self._queue_by_name = sa.select(queues).where(
             queues.c.tenant == sa.bindparam("tenant"), queues.c.name == sa.bindparam("name")

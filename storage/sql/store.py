@@ -25,6 +25,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from qgate.core.errors import StorageUnavailable
+from qgate.core.handoff import Handoff
 from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
 from qgate.core.model import (
     Claim,
@@ -192,8 +193,11 @@ class SQLStorage:
         new: Sequence[NewMessage],
         now: float,
         schema: int | None,
+        handoff: Handoff | None = None,
     ) -> Deferred[list[int]]:
-        return self._write(messages.publish_group, self._sql, tenant, name, new, now, schema)
+        return self._write(
+            messages.publish_group, self._sql, tenant, name, new, now, schema, handoff
+        )
 
     def get_messages(
         self, tenant: str, name: str, markers: Sequence[int], now: float
@@ -306,9 +310,7 @@ class SQLStorage:
         new: NewSubscription,
         now: float,
     ) -> Deferred[tuple[Subscription, bool]]:
-        return self._write(
-            subscriptions.create_subscription, self._sql, tenant, name, new, now
-        )
+        return self._write(subscriptions.create_subscription, self._sql, tenant, name, new, now)
 
     def get_subscription(
         self, tenant: str, name: str, subscription_id: str, now: float
