@@ -7,11 +7,15 @@ handoff=)``). When the queue holds no claimable message, the store stores the fi
 ``claim_id`` in the same transaction, or, for a pop, does not store them at all, and
 records them here; the waiter gets them from memory once the publish has committed.
 
-The store's writer may run on another thread than the waiter's reactor: ``take`` (the
-store, about to hand over) and ``cancel`` (the waiter gave up) decide under a lock which
-came first. Cancelled first: the store stores the messages as any others. Taken first:
-the service gives a claim's messages back after the commit (released as undelivered);
-a pop's are gone (a pop is at-most-once), which is logged.
+The offer is open while the waiter waits, and while its own claim or pop attempt is on its
+way to the store (the attempt carries the offer: ``IQueueStorage.claim(..., handoff=)``).
+Whichever store operation comes first in the store's order wins it: a publish ``take``s
+it (the attempt then takes nothing), or the attempt, finding messages, ``spend``s it (the
+publish then stores its messages as any others). The store's writer may run on another
+thread than the waiter's reactor: those and ``cancel`` (the waiter gave up) decide under a
+lock. Cancelled first: the store stores the messages as any others. Taken first: the
+service gives a claim's messages back after the commit (released as undelivered); a pop's
+are gone (a pop is at-most-once), which is logged.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 from qgate.core.dead_letter import claim_order
 from qgate.core.model import Message, NewMessage
 
-_OPEN, _TAKEN, _CANCELLED = 0, 1, 2
+_OPEN, _TAKEN, _SPENT, _CANCELLED = 0, 1, 2, 3
 
 
 class Handoff:
@@ -37,6 +41,7 @@ class Handoff:
         "drained",
         "wake_at",
         "now",
+        "dirty",
         "_state",
         "_lock",
     )
@@ -52,9 +57,11 @@ class Handoff:
         self.messages: list[Message] = []
         #: The store: once this publish was stored, the queue had no claimable message.
         self.drained = False
-        #: The store: the earliest time a message this publish stored becomes claimable
-        #: (a delay or the hand-off's lease ends); None when none will.
+        #: The store, when ``drained``: when the queue's next message becomes claimable
+        #: (a delay or a lease ends; the storage's ``next_wake``); None when none will.
         self.wake_at: float | None = None
+        #: The service's count of the queue's changes when the offer was made.
+        self.dirty = 0
         #: When the publish it is offered to happens (the lease runs from then).
         self.now = 0.0
         self._state = _OPEN
@@ -70,6 +77,19 @@ class Handoff:
             if self._state == _OPEN:
                 self._state = _TAKEN
             return self._state == _TAKEN
+
+    def spend(self) -> bool:
+        """The waiter's own attempt found messages: no publish may take the offer now.
+        False when one did already (the attempt must not have taken anything)."""
+        with self._lock:
+            if self._state == _OPEN:
+                self._state = _SPENT
+            return self._state != _TAKEN
+
+    @property
+    def taken(self) -> bool:
+        """A publish took the offer: the waiter's own attempt takes nothing."""
+        return self._state == _TAKEN
 
     def cancel(self) -> bool:
         """The waiter gives up: True when no store took it (nothing to give back)."""

@@ -137,19 +137,26 @@ class IQueueStorage(ISubscriptionStore):
         """-> list[int] deleted. With a claim id, only messages held by that claim go;
         without one, a message held by a live claim fails the call with MessageClaimed."""
 
-    def pop_messages(tenant, name, limit, now):
-        """-> list[Message] claimed and deleted in one step, in claim order."""
+    def pop_messages(tenant, name, limit, now, handoff=None):
+        """-> list[Message] claimed and deleted in one step, in claim order.
+
+        ``handoff``: the waiting pop's own offer (see ``claim``)."""
 
     def observe(tenant, name, query, now):
         """-> list[Message] that the core.model.ObserveQuery ``query`` asks for (markers
         above ``query.after``, in marker order), unchanged."""
 
-    def claim(tenant, name, claim_id, limit, ttl, grace, now):
+    def claim(tenant, name, claim_id, limit, ttl, grace, now, handoff=None):
         """-> list[Message] leased to ``claim_id`` until ``now + ttl``.
 
         Highest priority first, FIFO within a priority. A message that has already been
         claimed ``max_claim_count`` times moves to the dead-letter queue instead. Messages
         live at least ``ttl + grace`` from now.
+
+        ``handoff``: the waiting claim's offer (``core.handoff``), open while this attempt
+        is on its way. Taken already by a publish the store did before: claims nothing.
+        Otherwise a claim that finds messages ``spend``s it, in the same order as
+        publishes ``take`` it.
         """
 
     def on_dead_letter(callback):
@@ -215,6 +222,12 @@ class ISynchronousStorage(Interface):
 
     def ack_now(tenant, name, claim_id, markers, now):
         """-> list[int]."""
+
+
+class IHandoffStorage(Interface):
+    """A store that takes the ``handoff`` keyword of ``publish``, ``claim`` and
+    ``pop_messages`` (``core.handoff``). The service offers waiters to publishes only on
+    stores that provide this; on others claims and pops wait as before."""
 
 
 class IWakeupSource(Interface):

@@ -165,6 +165,10 @@ class QueueService(SubscriptionCalls):
             return self._transient
         return self._durable
 
+    def _handoffs(self, store: IQueueStorage) -> bool:
+        """Whether ``store`` takes hand-offs (``IHandoffStorage``)."""
+        return self._waits.handoffs(store)
+
     def _now(self) -> float:
         return self.clock.seconds()
 
@@ -285,7 +289,7 @@ class QueueService(SubscriptionCalls):
         # storage refuses with SchemaChanged (storing nothing) if it has one after all.
         # A claim or pop parked on the queue is offered the messages (``core.handoff``).
         now = self._now()
-        handoff = self._waits.offer(tenant, name, now)
+        handoff = self._waits.offer(tenant, name, now) if self._handoffs(store) else None
         fast = self._synchronous.get(id(store))
         if fast is not None:
             try:

@@ -24,8 +24,13 @@ from qgate.core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
-from qgate.core.handoff import Handoff, earliest, handoff_order
-from qgate.core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
+from qgate.core.handoff import Handoff, handoff_order
+from qgate.core.interfaces import (
+    IHandoffStorage,
+    ISynchronousStorage,
+    ITenantStore,
+    ITransientStorage,
+)
 from qgate.core.limits import resolve_times
 from qgate.core.model import (
     Claim,
@@ -49,7 +54,7 @@ def _writers(q: MemoryQueue, now: float) -> list[int]:
     return sorted(w[0] for w in found if w is not None)
 
 
-@implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
+@implementer(ITransientStorage, ITenantStore, ISynchronousStorage, IHandoffStorage)
 class MemoryStorage(MemorySubscriptions):
     """Queues held in this process's memory; lost on restart by design. Push
     subscriptions: ``storage._memory_subscriptions``."""
@@ -213,7 +218,6 @@ class MemoryStorage(MemorySubscriptions):
         first = q.next_marker
         q.next_marker += len(messages)
         leased = set(handed) - popped
-        wake_at = None
         out: dict[int, Message] = {}
         for i, (m, (expires_at, available_at)) in enumerate(zip(messages, times, strict=True)):
             msg = Msg(first + i, m, now, expires_at, available_at)
@@ -227,8 +231,6 @@ class MemoryStorage(MemorySubscriptions):
                 msg.claim_count = 1
                 msg.expires_at = max(msg.expires_at, now + handoff.ttl + handoff.grace)
             q.add(msg, now)
-            if msg.visible_at > now:
-                wake_at = earliest(wake_at, msg.visible_at)
             if i in leased:
                 out[i] = msg.freeze()
         if leased:
@@ -237,7 +239,9 @@ class MemoryStorage(MemorySubscriptions):
             claim.markers = [first + i for i in handed]
             q.claims[claim.id] = claim
         if handoff is not None:
-            handoff.handed([out[i] for i in handed], not q.has_claimable(now), wake_at)
+            drained = not q.has_claimable(now)
+            wake_at = q.next_visible(now) if drained else None
+            handoff.handed([out[i] for i in handed], drained, wake_at)
         return list(range(first, first + len(messages)))
 
     publish = fired(publish_now)
@@ -288,12 +292,18 @@ class MemoryStorage(MemorySubscriptions):
         return doomed
 
     @fired
-    def pop_messages(self, tenant: str, name: str, limit: int, now: float) -> list[Message]:
+    def pop_messages(
+        self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
+    ) -> list[Message]:
         q = self._get(tenant, name)
+        if handoff is not None and handoff.taken:
+            return []
         out = []
         for msg in q.take(limit, now):
             q.remove(msg.marker)
             out.append(msg.freeze())
+        if out and handoff is not None:
+            handoff.spend()
         return out
 
     @fired
@@ -326,8 +336,11 @@ class MemoryStorage(MemorySubscriptions):
         ttl: float,
         grace: float,
         now: float,
+        handoff: Handoff | None = None,
     ) -> list[Message]:
         q = self._get(tenant, name)
+        if handoff is not None and handoff.taken:
+            return []
         options = q.queue.options
         claim = ClaimRecord(claim_id, ttl, grace, now)
         out: list[Message] = []
@@ -352,6 +365,8 @@ class MemoryStorage(MemorySubscriptions):
                 out.append(msg.freeze())
         if out:
             q.claims[claim_id] = claim
+            if handoff is not None:
+                handoff.spend()
         # Last, with the claim complete: a woken waiter may claim at once.
         if moved_into and self._dead_lettered is not None:
             for dlq in sorted(moved_into):

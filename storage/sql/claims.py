@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from qgate.core.dead_letter import claim_order, dead_letter_expiry, dead_letter_options, is_dead
 from qgate.core.errors import QueueNotFound
+from qgate.core.handoff import Handoff
 from qgate.core.model import Claim, Message
 from qgate.storage.sql.queues import insert_queue
 from qgate.storage.sql.schema import claims, messages, queues
@@ -81,7 +82,7 @@ class Claimed(NamedTuple):
 
 def claim_group(
     conn: sa.Connection,
-    batch: Sequence[tuple[Statements, str, str, str, int, float, float, float]],
+    batch: Sequence[tuple[Statements, str, str, str, int, float, float, float, Handoff | None]],
 ) -> list[Any]:
     """Every claim of a transaction: each queue is read once, each claim is one UPDATE
     (more for dead-lettering queues), and all claim records are ONE INSERT. Each claim's
@@ -89,7 +90,11 @@ def claim_group(
     out: list[Any] = []
     found_queues: dict[tuple[str, str], QueueRow] = {}
     records: list[dict[str, Any]] = []
-    for sql, tenant, name, claim_id, limit, ttl, grace, now in batch:
+    for sql, tenant, name, claim_id, limit, ttl, grace, now, handoff in batch:
+        if handoff is not None and handoff.taken:
+            # A publish of this transaction or an earlier one handed this waiter messages.
+            out.append(Claimed([], frozenset()))
+            continue
         q = found_queues.get((tenant, name))
         if q is None:
             q = sql.queue_row(conn, tenant, name)
@@ -98,6 +103,8 @@ def claim_group(
                 continue
             found_queues[(tenant, name)] = q
         found, moved_into = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
+        if found and handoff is not None:
+            handoff.spend()
         if found:
             records.append(
                 {

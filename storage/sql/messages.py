@@ -26,6 +26,7 @@ from qgate.storage.sql.statements import (
     chunks,
     in_claim_order,
     message,
+    queue_id_of,
     queue_options,
 )
 from qgate.storage.sql.writer import each
@@ -114,15 +115,17 @@ def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
             params = (*params, sql.notify_payload(tenant, name))
         if offered:
             when = batch[indexes[0]][4]
-            found = conn.exec_driver_sql(sql.allocate_probe_sql, (*params, when, when)).first()
+            probe = (*params, when, when, when, when, when)
+            found = conn.exec_driver_sql(sql.allocate_probe_sql, probe).first()
         else:
             found = conn.exec_driver_sql(sql.allocate_sql, params).first()
         if found is None:
             for i in indexes:
                 out[i] = QueueNotFound(name)
             continue
+        next_wake: float | None = None
         if offered:
-            queue_id, last, options_json, claimable = found[-4:]
+            queue_id, last, options_json, claimable, next_wake = found[-5:]
         else:
             (queue_id, last, options_json), claimable = found[-3:], True
         options = queue_options(options_json)
@@ -146,7 +149,7 @@ def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
         # A waiter gets a message only while nothing earlier is claimable: not what the
         # queue held, nor what an earlier publish of this batch left claimable.
         blocked = bool(claimable)
-        wake_at: float | None = None
+        wake_at = next_wake
         for i in indexes:
             new = batch[i][3]
             if i not in accepted:
@@ -326,15 +329,30 @@ def delete_messages(
 
 @each
 def pop_messages(
-    conn: sa.Connection, sql: Statements, tenant: str, name: str, limit: int, now: float
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    limit: int,
+    now: float,
+    handoff: Handoff | None = None,
 ) -> list[Message]:
-    q = sql.need_queue(conn, tenant, name)
+    if handoff is not None and handoff.taken:
+        return []  # a publish of this transaction or an earlier one handed it messages
     rows = conn.execute(
         sa.delete(messages)
-        .where(m.queue_id == q.id, sql.among(sql.claimable(q.id, limit, now)))
+        .where(
+            m.queue_id == queue_id_of(tenant, name),
+            sql.among(sql.claimable(queue_id_of(tenant, name), limit, now)),
+        )
         .returning(*MESSAGE_COLUMNS)
     )
-    return in_claim_order([message(row) for row in rows])
+    found = in_claim_order([message(row) for row in rows])
+    if found and handoff is not None:
+        handoff.spend()
+    if not found:
+        sql.need_queue(conn, tenant, name)  # QueueNotFound, checked only when empty
+    return found
 
 
 @each

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from qgate.core.errors import StorageUnavailable
 from qgate.core.handoff import Handoff
-from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
+from qgate.core.interfaces import IHandoffStorage, IQueueStorage, ITenantStore, IWakeupSource
 from qgate.core.model import (
     Claim,
     Message,
@@ -53,7 +53,7 @@ T = TypeVar("T")
 READ_DOWN = "storage unavailable: the database cannot be read right now"
 
 
-@implementer(IQueueStorage, ITenantStore, IWakeupSource)
+@implementer(IQueueStorage, ITenantStore, IWakeupSource, IHandoffStorage)
 class SQLStorage:
     """Durable queues in a SQL database."""
 
@@ -217,9 +217,9 @@ class SQLStorage:
         )
 
     def pop_messages(
-        self, tenant: str, name: str, limit: int, now: float
+        self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
     ) -> Deferred[list[Message]]:
-        return self._write(messages.pop_messages, self._sql, tenant, name, limit, now)
+        return self._write(messages.pop_messages, self._sql, tenant, name, limit, now, handoff)
 
     def observe(
         self, tenant: str, name: str, query: ObserveQuery, now: float
@@ -245,9 +245,10 @@ class SQLStorage:
         ttl: float,
         grace: float,
         now: float,
+        handoff: Handoff | None = None,
     ) -> Deferred[list[Message]]:
         d = self._write(
-            claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now
+            claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now, handoff
         )
         return d.addCallback(self._claimed, tenant)
 
