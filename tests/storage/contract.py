@@ -6,12 +6,18 @@ from __future__ import annotations
 
 from tests.storage.claims import ClaimContract
 from tests.storage.expiry import ExpiryContract
+from tests.storage.handoff import HandoffContract
 from tests.storage.messages import MessageContract
 from tests.storage.queues import QueueContract
 from tests.storage.subscriptions import SubscriptionContract
 
 
 class StorageContract(
-    QueueContract, MessageContract, ClaimContract, ExpiryContract, SubscriptionContract
+    QueueContract,
+    MessageContract,
+    ClaimContract,
+    ExpiryContract,
+    SubscriptionContract,
+    HandoffContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""
