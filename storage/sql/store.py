@@ -212,6 +212,9 @@ class SQLStorage:
         claim_id: str | None,
         now: float,
     ) -> Deferred[list[int]]:
+        if claim_id is not None:
+            # What a claim holder deletes is an ack: one DELETE with the commit's acks.
+            return self._write(claims.ack_group, tenant, name, claim_id, sorted(set(markers)))
         return self._write(
             messages.delete_messages, self._sql, tenant, name, list(markers), claim_id, now
         )
