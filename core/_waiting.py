@@ -223,7 +223,9 @@ class QueueWaits:
         pending = self._offers.open(key, new_offer())
         try:
             while True:
-                if pending.reserved:  # settled with nothing: a new offer for a new claim
+                if pending.reserved:  # a new offer for a new claim, once this one settled
+                    if await self._offers.outcome(pending):
+                        return handed(pending.handoff, pending.result or [])
                     self._offers.close(pending)
                     pending = self._offers.open(key, new_offer())
                 dirty = self._dirty.get(key, 0)
@@ -245,6 +247,10 @@ class QueueWaits:
                         self._empty[key] = (dirty, nxt)
                 now = self._clock.seconds()
                 if now >= deadline or self._closing:
+                    # A publish holding the offer may be handing it messages: wait for
+                    # that (one commit), lest they go to nobody.
+                    if pending.reserved and await self._offers.outcome(pending):
+                        return handed(pending.handoff, pending.result or [])
                     return nothing
                 if pending.reserved:
                     if await self._offers.outcome(pending):
@@ -267,7 +273,12 @@ class QueueWaits:
             self._offers.cancel(pending)
             raise
         finally:
-            self._offers.close(pending)
+            if pending.reserved and pending.result is None:
+                # Leaving (an error) while a publish holds the offer: what it hands over
+                # goes back.
+                self._offers.cancel(pending)
+            else:
+                self._offers.close(pending)
 
     async def _next_wake(
         self, store: IQueueStorage, tenant: str, name: str, now: float, after: int | None

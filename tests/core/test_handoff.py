@@ -36,6 +36,8 @@ class HeldPublishes:
         self.held: list[tuple[Deferred[Any], Any]] = []
         self.claims = 0
         self.pops = 0
+        #: Also hold ``next_wake`` reads until ``answer()`` (a read thread's answer).
+        self.hold_reads = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.target, name)
@@ -58,6 +60,14 @@ class HeldPublishes:
         held, self.held = self.held, []
         for d, outcome in held:
             outcome().chainDeferred(d)
+
+    def next_wake(self, *args: Any) -> Deferred[Any]:
+        if not self.hold_reads:
+            return self.target.next_wake(*args)
+        d: Deferred[Any] = Deferred()
+        done = self.target.next_wake(*args)
+        self.held.append((d, lambda: done))
+        return d
 
     def claim(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         self.claims += 1
@@ -229,6 +239,28 @@ def test_a_pop_cancelled_after_the_store_took_its_offer_loses_the_messages(clock
     store.answer()
     fired(p)
     assert stats(service) == (0, 0, 0)  # at-most-once, as any pop in flight (logged)
+
+
+def test_a_waiter_whose_wait_ends_while_a_publish_holds_its_offer_gets_the_messages(clock):
+    service, store = held_service(clock, "now")
+    d = service.pop_messages(T, "q", 5, wait=3)
+    p = service.publish(T, "q", msgs(b"a"))
+    clock.advance(3)  # the wait is over, but the store has popped "a" for it
+    assert not has_result(d)
+    store.answer()
+    fired(p)
+    assert [m.body for m in fired(d)] == [b"a"]
+
+
+def test_a_waiter_whose_wait_ends_while_it_reads_its_next_wake_gets_what_it_was_handed(clock):
+    service, store = held_service(clock, "now")
+    store.hold_reads = True
+    d = service.pop_messages(T, "q", 5, wait=3)  # found nothing, reading when to look again
+    p = service.publish(T, "q", msgs(b"a"))
+    clock.advance(3)
+    store.answer()
+    fired(p)
+    assert [m.body for m in fired(d)] == [b"a"]
 
 
 def test_a_failed_commit_hands_the_waiter_nothing_and_it_keeps_waiting(clock):
