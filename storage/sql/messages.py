@@ -157,6 +157,10 @@ def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
                 continue
             now, handoff = batch[i][4], batch[i][6]
             out[i] = list(range(marker, marker + len(new)))
+            if not offered:  # the common case: plain rows, nothing to work out
+                rows.extend(_plain_rows(queue_id, marker, new, options, now))
+                marker += len(new)
+                continue
             times = [resolve_times(msg, options, now) for msg in new]
             handed: list[int] = []
             if handoff is not None and not blocked:
@@ -184,6 +188,35 @@ def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
     for queue_id, options in trims:
         trim(conn, queue_id, options)
     return out
+
+
+def _plain_rows(
+    queue_id: int, first: int, new: Sequence[NewMessage], options: QueueOptions, now: float
+) -> list[tuple[Any, ...]]:
+    """The rows of a publish no waiter was offered (columns as in ``_insert_sql``)."""
+    rows = []
+    for marker, msg in enumerate(new, first):
+        expires_at, available_at = resolve_times(msg, options, now)
+        rows.append(
+            (
+                queue_id,
+                marker,
+                msg.priority,
+                msg.body,
+                len(msg.body),
+                msg.content_type,
+                json.dumps(dict(msg.headers)) if msg.headers else None,
+                msg.producer,
+                now,
+                expires_at,
+                available_at,
+                available_at,
+                None,
+                None,
+                0,
+            )
+        )
+    return rows
 
 
 class _Stored(NamedTuple):
