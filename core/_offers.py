@@ -59,12 +59,18 @@ class Offers:
         if line is not None and line.pop(pending.handoff, None) is not None and not line:
             del self._lines[pending.key]
 
-    def reserve(self, key: Hashable, now: float) -> Handoff | None:
-        """The first open offer of the queue, for a publish at ``now``; None if none."""
+    def reserve(self, key: Hashable, now: float, parked_only: bool = False) -> Handoff | None:
+        """The first open offer of the queue (``parked_only``: of a waiter parked, not
+        trying a claim or pop of its own), for a publish at ``now``; None if none."""
         line = self._lines.get(key)
         if not line:
             return None
-        handoff, pending = next(iter(line.items()))
+        for pending in line.values():
+            if not parked_only or pending.wakeup is not None:
+                break
+        else:
+            return None
+        handoff = pending.handoff
         self.close(pending)
         pending.reserved = True
         handoff.now = now

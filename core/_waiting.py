@@ -102,9 +102,15 @@ class QueueWaits:
         """The offer of the first claim or pop waiting on the queue, reserved for a publish
         at ``now`` (which must end in ``published`` or ``unsettled``); None if none."""
         key = (tenant, name)
-        handoff = self._offers.reserve(key, now)
+        dirty = self._dirty.get(key, 0)
+        known = self._empty.get(key)
+        # Unless the queue is known to hold nothing claimable, only a parked waiter is
+        # worth an offer: one trying a claim of its own most likely finds a backlog, and
+        # the publish would pay for the hand-off checks in vain.
+        parked_only = known is None or known[0] != dirty
+        handoff = self._offers.reserve(key, now, parked_only)
         if handoff is not None:
-            handoff.dirty = self._dirty.get(key, 0)
+            handoff.dirty = dirty
         return handoff
 
     def published(self, tenant: str, name: str, handoff: Handoff | None = None) -> None:

@@ -56,6 +56,10 @@ class HeldPublishes:
             self.held.append((d, lambda: fail(StorageUnavailable("COMMIT failed"))))
         return d
 
+    def answer_one(self, index: int) -> None:
+        d, outcome = self.held.pop(index)
+        outcome().chainDeferred(d)
+
     def answer(self) -> None:
         held, self.held = self.held, []
         for d, outcome in held:
@@ -255,10 +259,24 @@ def test_a_waiter_whose_wait_ends_while_a_publish_holds_its_offer_gets_the_messa
 def test_a_waiter_whose_wait_ends_while_it_reads_its_next_wake_gets_what_it_was_handed(clock):
     service, store = held_service(clock, "now")
     store.hold_reads = True
-    d = service.pop_messages(T, "q", 5, wait=3)  # found nothing, reading when to look again
-    p = service.publish(T, "q", msgs(b"a"))
+    first = service.pop_messages(T, "q", 5, wait=3)  # found nothing, reading when to look
+    second = service.pop_messages(T, "q", 5, wait=30)
+    store.answer_one(1)  # the second learns that nothing is claimable, and parks
+    p = service.publish(T, "q", msgs(b"a"))  # offered to the first in line, still reading
     clock.advance(3)
     store.answer()
+    fired(p)
+    assert [m.body for m in fired(first)] == [b"a"]
+    assert not has_result(second)
+
+
+def test_a_busy_waiter_is_not_offered_a_publish_unless_the_queue_is_known_empty(clock):
+    service, store = held_service(clock, "now")
+    store.hold_reads = True
+    d = service.pop_messages(T, "q", 5, wait=30)  # trying: its read is on its way
+    p = service.publish(T, "q", msgs(b"a"))  # no offer: stored as any message
+    assert stats(service) == (1, 1, 0)
+    store.answer()  # the read, then the publish, which wakes the waiter
     fired(p)
     assert [m.body for m in fired(d)] == [b"a"]
 
