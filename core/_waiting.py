@@ -62,6 +62,8 @@ class QueueWaits:
         self._dirty: dict[Hashable, int] = {}
         #: Per queue: (dirty count, until): then, nothing claimable before ``until``.
         self._empty: dict[Hashable, tuple[int, float | None]] = {}
+        #: Queues whose last offered publish met claimable messages (see ``offer``).
+        self._backlog: set[Hashable] = set()
         self._offers = Offers(self._wakeups.wake, self._give_back)
         self._takes_handoffs: dict[int, bool] = {}
         self._closing = False
@@ -83,6 +85,7 @@ class QueueWaits:
         self._generations.pop(key, None)
         self._dirty.pop(key, None)
         self._empty.pop(key, None)
+        self._backlog.discard(key)
 
     def close(self) -> None:
         """Shutting down: every waiter answers now with what it has, and none parks again."""
@@ -104,10 +107,10 @@ class QueueWaits:
         key = (tenant, name)
         dirty = self._dirty.get(key, 0)
         known = self._empty.get(key)
-        # Unless the queue is known to hold nothing claimable, only a parked waiter is
-        # worth an offer: one trying a claim of its own most likely finds a backlog, and
-        # the publish would pay for the hand-off checks in vain.
-        parked_only = known is None or known[0] != dirty
+        # After an offer met a backlog, and until the queue is known empty again, only a
+        # parked waiter is worth one: a waiter trying a claim of its own most likely finds
+        # that backlog, and the publish would pay for the hand-off checks in vain.
+        parked_only = key in self._backlog and (known is None or known[0] != dirty)
         handoff = self._offers.reserve(key, now, parked_only)
         if handoff is not None:
             handoff.dirty = dirty
@@ -127,6 +130,11 @@ class QueueWaits:
                 self._empty[key] = (dirty, handoff.wake_at)
         else:
             self._dirty[key] = dirty + 1
+        if handoff is not None:
+            if handoff.messages or handoff.drained:
+                self._backlog.discard(key)
+            else:
+                self._backlog.add(key)
         self._wakeups.notify(key)
         if handoff is not None:
             self._offers.settle(handoff, handoff.messages)
@@ -251,6 +259,7 @@ class QueueWaits:
                     nxt = await self._next_wake(store, tenant, name, now, None)
                     if self._dirty.get(key, 0) == dirty:
                         self._empty[key] = (dirty, nxt)
+                        self._backlog.discard(key)
                 now = self._clock.seconds()
                 if now >= deadline or self._closing:
                     # A publish holding the offer may be handing it messages: wait for

@@ -270,17 +270,6 @@ def test_a_waiter_whose_wait_ends_while_it_reads_its_next_wake_gets_what_it_was_
     assert not has_result(second)
 
 
-def test_a_busy_waiter_is_not_offered_a_publish_unless_the_queue_is_known_empty(clock):
-    service, store = held_service(clock, "now")
-    store.hold_reads = True
-    d = service.pop_messages(T, "q", 5, wait=30)  # trying: its read is on its way
-    p = service.publish(T, "q", msgs(b"a"))  # no offer: stored as any message
-    assert stats(service) == (1, 1, 0)
-    store.answer()  # the read, then the publish, which wakes the waiter
-    fired(p)
-    assert [m.body for m in fired(d)] == [b"a"]
-
-
 def test_a_failed_commit_hands_the_waiter_nothing_and_it_keeps_waiting(clock):
     service, store = held_service(clock, "fail")
     d = service.claim(T, "q", wait=30)
