@@ -26,7 +26,6 @@ from qgate.storage.sql.statements import (
     chunks,
     in_claim_order,
     message,
-    queue_id_of,
     queue_options,
 )
 from qgate.storage.sql.writer import each
@@ -372,19 +371,15 @@ def pop_messages(
 ) -> list[Message]:
     if handoff is not None and handoff.taken:
         return []  # a publish of this transaction or an earlier one handed it messages
+    q = sql.need_queue(conn, tenant, name)
     rows = conn.execute(
         sa.delete(messages)
-        .where(
-            m.queue_id == queue_id_of(tenant, name),
-            sql.among(sql.claimable(queue_id_of(tenant, name), limit, now)),
-        )
+        .where(m.queue_id == q.id, sql.among(sql.claimable(q.id, limit, now)))
         .returning(*MESSAGE_COLUMNS)
     )
     found = in_claim_order([message(row) for row in rows])
     if found and handoff is not None:
         handoff.spend()
-    if not found:
-        sql.need_queue(conn, tenant, name)  # QueueNotFound, checked only when empty
     return found
 
 
