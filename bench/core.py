@@ -176,6 +176,8 @@ async def bench_service(
                 writer=per_message(store, before, acked),
             )
 
+        await bench_cycles(service, store, run, seconds, table, results)
+
         queue = f"observe-{run}"
         await fill(service, queue, 10_000, store)
 
@@ -196,6 +198,125 @@ async def bench_service(
     finally:
         await service.stop()
     return results
+
+
+async def run_pairs(
+    seconds: float,
+    publishers: int,
+    consumers: int,
+    publish: Callable[[], Awaitable[int]],
+    consume: Callable[[], Awaitable[int]],
+) -> tuple[float, int]:
+    """``publishers`` loops and ``consumers`` loops for ``seconds``; messages consumed per
+    second, and how many. At most ``publishers`` messages are published and not yet
+    consumed: the queue stays (nearly) empty and the consumers wait, as subscribers
+    keeping up with their publishers do."""
+    pairs = publishers
+    deadline = time.perf_counter() + seconds
+    consumed = [0]
+    outstanding = [0]
+    blocked: list[defer.Deferred[None]] = []
+
+    def unblock() -> None:
+        while blocked and (outstanding[0] < pairs or time.perf_counter() >= deadline):
+            blocked.pop(0).callback(None)
+
+    async def publisher() -> None:
+        while time.perf_counter() < deadline:
+            if outstanding[0] >= pairs:
+                d: defer.Deferred[None] = defer.Deferred()
+                blocked.append(d)
+                await d
+                continue
+            outstanding[0] += 1
+            await publish()
+
+    async def consumer() -> None:
+        while time.perf_counter() < deadline:
+            n = await consume()
+            consumed[0] += n
+            outstanding[0] -= n
+            unblock()
+        unblock()
+
+    start = time.perf_counter()
+    loops = [publisher() for _ in range(publishers)] + [consumer() for _ in range(consumers)]
+    await defer.gatherResults([defer.ensureDeferred(loop) for loop in loops])
+    return consumed[0] / (time.perf_counter() - start), consumed[0]
+
+
+async def bench_cycles(
+    service: QueueService,
+    store: Any,
+    run: str,
+    seconds: float,
+    table: Table,
+    results: dict[str, float],
+) -> None:
+    """Whole message lives, one message per publish, 16 clients: publish then claim 10 +
+    ack (or pop) in one loop (nobody waits), and 4 publishers beside 16 consumers that
+    wait (STOMP subscriptions, long polls: what a hand-off serves)."""
+    body = [NewMessage(BODY)]
+    acks: list[defer.Deferred[Any]] = []
+    for kind in ("claim", "pop"):
+        queue = f"cycle-{kind}-{run}"
+        await service.create_queue(T, queue)
+
+        async def consume(queue: str = queue, kind: str = kind, wait: float = 0.0) -> int:
+            if kind == "pop":
+                return len(await service.pop_messages(T, queue, 10, wait=wait))
+            claim = await service.claim(T, queue, limit=10, ttl=60, wait=wait)
+            if claim is None:
+                return 0
+            await service.ack(T, queue, claim.id, [m.id for m in claim.messages])
+            return len(claim.messages)
+
+        async def cycle(queue: str = queue, consume: Any = consume) -> int:
+            await service.publish(T, queue, body)
+            await consume()
+            return 1
+
+        before = writer_stats(store)
+        rate, done = await run_for(seconds, 16, cycle)
+        what = "claim 10 + ack" if kind == "claim" else "pop 10"
+        results[f"cycle-{kind}"] = rate
+        table.add(
+            f"publish 1 + {what}, 16 clients",
+            f"{rate:,.0f} msg/s",
+            writer=per_message(store, before, done),
+        )
+
+        await service.delete_queue(T, queue)
+        # A fresh queue: no rows the loop above deleted for the database to walk past.
+        queue = f"waiting-{kind}-{run}"
+        await service.create_queue(T, queue)
+
+        async def publish(queue: str = queue) -> int:
+            await service.publish(T, queue, body)
+            return 1
+
+        async def wait_consume(queue: str = queue, kind: str = kind) -> int:
+            # As a STOMP subscription with room in its window: the ack goes to the core,
+            # and the next claim waits meanwhile.
+            if kind == "pop":
+                return len(await service.pop_messages(T, queue, 10, wait=0.2))
+            claim = await service.claim(T, queue, limit=10, ttl=60, wait=0.2)
+            if claim is None:
+                return 0
+            acks.append(service.ack(T, queue, claim.id, [m.id for m in claim.messages]))
+            return len(claim.messages)
+
+        before = writer_stats(store)
+        rate, done = await run_pairs(seconds, 4, 16, publish, wait_consume)
+        await defer.gatherResults(acks)
+        acks.clear()
+        results[f"waiting-{kind}"] = rate
+        table.add(
+            f"publish 1 x4 to {what} waiting x16",
+            f"{rate:,.0f} msg/s",
+            writer=per_message(store, before, done),
+        )
+        await service.delete_queue(T, queue)
 
 
 def memory_cycles(service: QueueService, seconds: float) -> float:

@@ -159,7 +159,7 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
         claims go too. Cursors and subscriptions stay: markers never go back, so their
         positions keep their meaning."""
 
-    def publish(tenant, name, messages, now, schema):
+    def publish(tenant, name, messages, now, schema, handoff=None):
         """-> list[int], the markers of the new messages, in order; all or nothing.
 
         ``ttl``/``delay`` of ``None`` take the queue's defaults. ``schema`` is the
@@ -169,6 +169,15 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
         so the check is exact across processes). Fails with QueueNotFound or QueueFull
         (overflow policy ``reject``); ``drop_oldest`` deletes the oldest messages to make
         room.
+
+        ``handoff`` (a ``core.handoff.Handoff``, a parked claim or pop): when the queue
+        holds no claimable message, and ``handoff.take()`` agrees, the first
+        ``handoff.limit`` messages of this publish that are claimable at once (claim
+        order) are stored leased to ``handoff.claim_id`` for ``ttl`` (kept alive ``ttl +
+        grace``), with the claim recorded, or for a pop not stored at all; in the same
+        transaction. The store reports on the offer with ``handoff.handed(messages,
+        drained, wake_at)`` whether or not it handed anything; the markers returned include
+        the handed messages. Bounds count every message of the publish.
         """
 
     def get_messages(tenant, name, markers, now):
@@ -178,19 +187,26 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
         """-> list[int] deleted. With a claim id, only messages held by that claim go;
         without one, a message held by a live claim fails the call with MessageClaimed."""
 
-    def pop_messages(tenant, name, limit, now):
-        """-> list[Message] claimed and deleted in one step, in claim order."""
+    def pop_messages(tenant, name, limit, now, handoff=None):
+        """-> list[Message] claimed and deleted in one step, in claim order.
+
+        ``handoff``: the waiting pop's own offer (see ``claim``)."""
 
     def observe(tenant, name, query, now):
         """-> list[Message] that the core.model.ObserveQuery ``query`` asks for (markers
         above ``query.after``, in marker order), unchanged."""
 
-    def claim(tenant, name, claim_id, limit, ttl, grace, now):
+    def claim(tenant, name, claim_id, limit, ttl, grace, now, handoff=None):
         """-> list[Message] leased to ``claim_id`` until ``now + ttl``.
 
         Highest priority first, FIFO within a priority. A message that has already been
         claimed ``max_claim_count`` times moves to the dead-letter queue instead. Messages
         live at least ``ttl + grace`` from now.
+
+        ``handoff``: the waiting claim's offer (``core.handoff``), open while this attempt
+        is on its way. Taken already by a publish the store did before: claims nothing.
+        Otherwise a claim that finds messages ``spend``s it, in the same order as
+        publishes ``take`` it.
         """
 
     def on_dead_letter(callback):
@@ -253,7 +269,7 @@ class ISynchronousStorage(Interface):
     then wraps one fired Deferred instead of chaining on the store's. Same arguments and
     meaning as the IQueueStorage methods; results come back plain, errors are raised."""
 
-    def publish_now(tenant, name, messages, now, schema):
+    def publish_now(tenant, name, messages, now, schema, handoff=None):
         """-> list[int]."""
 
     def claim_now(tenant, name, claim_id, limit, ttl, grace, now):
@@ -261,6 +277,12 @@ class ISynchronousStorage(Interface):
 
     def ack_now(tenant, name, claim_id, markers, now):
         """-> list[int]."""
+
+
+class IHandoffStorage(Interface):
+    """A store that takes the ``handoff`` keyword of ``publish``, ``claim`` and
+    ``pop_messages`` (``core.handoff``). The service offers waiters to publishes only on
+    stores that provide this; on others claims and pops wait as before."""
 
 
 class IWakeupSource(Interface):

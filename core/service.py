@@ -33,6 +33,7 @@ from qgate.core.errors import (
     QueueNotFound,
     SchemaChanged,
 )
+from qgate.core.handoff import Handoff
 from qgate.core.interfaces import (
     IQueueService,
     IQueueStorage,
@@ -172,6 +173,10 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
             return self._transient
         return self._durable
 
+    def _handoffs(self, store: IQueueStorage) -> bool:
+        """Whether ``store`` takes hand-offs (``IHandoffStorage``)."""
+        return self._waits.handoffs(store)
+
     def _now(self) -> float:
         return self.clock.seconds()
 
@@ -298,20 +303,30 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
             return Deferred.fromCoroutine(self._publish_checked(tenant, name, messages, create))
         # The hot path: a queue not known to have a schema is published to as one without;
         # storage refuses with SchemaChanged (storing nothing) if it has one after all.
+        # A claim or pop parked on the queue is offered the messages (``core.handoff``).
+        now = self._now()
+        handoff = self._waits.offer(tenant, name, now) if self._handoffs(store) else None
         fast = self._synchronous.get(id(store))
         if fast is not None:
             try:
-                markers = fast.publish_now(tenant, name, messages, self._now(), None)
+                if handoff is None:
+                    markers = fast.publish_now(tenant, name, messages, now, None)
+                else:
+                    markers = fast.publish_now(tenant, name, messages, now, None, handoff=handoff)
             except QGateError:
-                pass  # the careful way below says what to do about it
+                self._waits.unsettled(handoff)  # the careful way below says what to do
             else:
-                return succeed(self._published(markers, tenant, name))
-        d = store.publish(tenant, name, messages, self._now(), None)
+                return succeed(self._published(markers, tenant, name, handoff))
+            handoff = None
+        if handoff is None:
+            d = store.publish(tenant, name, messages, now, None)
+        else:
+            d = store.publish(tenant, name, messages, now, None, handoff=handoff)
         return d.addCallbacks(
             self._published,
             self._publish_again,
-            callbackArgs=(tenant, name),
-            errbackArgs=(tenant, name, messages, create),
+            callbackArgs=(tenant, name, handoff),
+            errbackArgs=(tenant, name, messages, create, handoff),
         )
 
     def _publish_again(
@@ -321,9 +336,12 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
         name: str,
         messages: Sequence[NewMessage],
         create: bool,
+        handoff: Handoff | None = None,
     ) -> Deferred[list[str]] | Failure:
         """The queue has a schema after all, or did not exist (and ``create`` says to
-        create it): publish the careful way."""
+        create it): publish the careful way. A waiter offered to the publish gets nothing
+        from it and tries again."""
+        self._waits.unsettled(handoff)
         changed = bool(failure.check(SchemaChanged))
         if not changed and not (create and failure.check(QueueNotFound)):
             return failure
@@ -359,8 +377,12 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
             return self._published(markers, tenant, name)
         raise Conflict(f"Queue {name!r} kept changing its schema; try again", field="schema")
 
-    def _published(self, markers: list[int], tenant: str, name: str) -> list[str]:
-        self.notify(tenant, name)
+    def _published(
+        self, markers: list[int], tenant: str, name: str, handoff: Handoff | None = None
+    ) -> list[str]:
+        """Committed: wake the queue's waiters and hand the offered one its messages,
+        before the publisher is answered."""
+        self._waits.published(tenant, name, handoff)
         return [str(m) for m in markers]
 
     @_as_deferred

@@ -42,6 +42,14 @@ class WakeupRegistry:
             d.callback(True)
         return len(waiters)
 
+    def wake(self, key: Hashable, d: Deferred[bool]) -> None:
+        """Wake the one waiter ``d`` of ``key`` (a hand-off settled for it)."""
+        waiters = self._waiters.get(key)
+        if waiters is None or d not in waiters:
+            return
+        self._forget(key, d)
+        d.callback(True)
+
     def release_all(self) -> int:
         """Answer every waiter now with False (a timeout), as when shutting down."""
         count = 0

@@ -207,6 +207,25 @@ class MemoryQueue:
                 break
         return out
 
+    def has_claimable(self, now: float) -> bool:
+        """Whether a claim at ``now`` would find anything (what ``take`` would skip goes)."""
+        self.advance(now)
+        msgs = self.msgs
+        for priority in range(10):
+            fresh = self.fresh[priority]
+            while fresh:
+                msg = msgs.get(fresh[0][0])
+                if msg is not None and msg.gen == fresh[0][1] and msg.expires_at > now:
+                    return True
+                fresh.popleft()
+            returned = self.returned[priority]
+            while returned:
+                msg = msgs.get(returned[0][0])
+                if msg is not None and msg.gen == returned[0][1] and msg.expires_at > now:
+                    return True
+                heapq.heappop(returned)
+        return False
+
     # -- membership ------------------------------------------------------------------------
 
     def add(self, msg: Msg, now: float) -> None:

@@ -26,7 +26,13 @@ from qgate.core.errors import (
     SchemaChanged,
     UncheckedWriters,
 )
-from qgate.core.interfaces import ISynchronousStorage, ITenantStore, ITransientStorage
+from qgate.core.handoff import Handoff, handoff_order
+from qgate.core.interfaces import (
+    IHandoffStorage,
+    ISynchronousStorage,
+    ITenantStore,
+    ITransientStorage,
+)
 from qgate.core.limits import resolve_times
 from qgate.core.model import (
     Claim,
@@ -70,7 +76,7 @@ def _depth(q: MemoryQueue, now: float) -> QueueDepth:
     return QueueDepth(queue.tenant, queue.name, available, claimed, delayed, oldest)
 
 
-@implementer(ITransientStorage, ITenantStore, ISynchronousStorage)
+@implementer(ITransientStorage, ITenantStore, ISynchronousStorage, IHandoffStorage)
 class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
     """Queues held in this process's memory; lost on restart by design. Push
     subscriptions: ``storage._memory_subscriptions``; their delivery state:
@@ -259,6 +265,7 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         messages: Sequence[NewMessage],
         now: float,
         schema: int | None,
+        handoff: Handoff | None = None,
     ) -> list[int]:
         q = self._get(tenant, name)
         options = q.queue.options
@@ -269,16 +276,43 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
             raise refused
         if self.max_bytes is not None:
             self._check_room(name, messages)
+        times = [resolve_times(m, options, now) for m in messages]
+        handed: list[int] = []
+        if handoff is not None and not q.has_claimable(now):
+            handed = handoff_order(messages, times, now, handoff.limit)
+            if handed and not handoff.take():
+                handed = []
+        popped = set(handed) if handoff is not None and handoff.pop else set()
         if drops_oldest(options):
-            self._make_room(q, messages)
-        markers = []
-        for m in messages:
-            expires_at, available_at = resolve_times(m, options, now)
-            msg = Msg(q.next_marker, m, now, expires_at, available_at)
-            q.next_marker += 1
+            self._make_room(q, [m for i, m in enumerate(messages) if i not in popped])
+        first = q.next_marker
+        q.next_marker += len(messages)
+        leased = set(handed) - popped
+        out: dict[int, Message] = {}
+        for i, (m, (expires_at, available_at)) in enumerate(zip(messages, times, strict=True)):
+            msg = Msg(first + i, m, now, expires_at, available_at)
+            if i in popped:
+                out[i] = msg.freeze()
+                continue
+            if i in leased:
+                assert handoff is not None and handoff.claim_id is not None
+                msg.claim_id = handoff.claim_id
+                msg.claim_expires = msg.visible_at = now + handoff.ttl
+                msg.claim_count = 1
+                msg.expires_at = max(msg.expires_at, now + handoff.ttl + handoff.grace)
             q.add(msg, now)
-            markers.append(msg.marker)
-        return markers
+            if i in leased:
+                out[i] = msg.freeze()
+        if leased:
+            assert handoff is not None and handoff.claim_id is not None
+            claim = ClaimRecord(handoff.claim_id, handoff.ttl, handoff.grace, now)
+            claim.markers = [first + i for i in handed]
+            q.claims[claim.id] = claim
+        if handoff is not None:
+            drained = not q.has_claimable(now)
+            wake_at = q.next_visible(now) if drained else None
+            handoff.handed([out[i] for i in handed], drained, wake_at)
+        return list(range(first, first + len(messages)))
 
     publish = fired(publish_now)
 
@@ -339,12 +373,18 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         return doomed
 
     @fired
-    def pop_messages(self, tenant: str, name: str, limit: int, now: float) -> list[Message]:
+    def pop_messages(
+        self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
+    ) -> list[Message]:
         q = self._get(tenant, name)
+        if handoff is not None and handoff.taken:
+            return []
         out = []
         for msg in q.take(limit, now):
             q.remove(msg.marker)
             out.append(msg.freeze())
+        if out and handoff is not None:
+            handoff.spend()
         return out
 
     @fired
@@ -377,8 +417,11 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         ttl: float,
         grace: float,
         now: float,
+        handoff: Handoff | None = None,
     ) -> list[Message]:
         q = self._get(tenant, name)
+        if handoff is not None and handoff.taken:
+            return []
         options = q.queue.options
         claim = ClaimRecord(claim_id, ttl, grace, now)
         out: list[Message] = []
@@ -403,6 +446,8 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
                 out.append(msg.freeze())
         if out:
             q.claims[claim_id] = claim
+            if handoff is not None:
+                handoff.spend()
         # Last, with the claim complete: a woken waiter may claim at once.
         if moved_into and self._dead_lettered is not None:
             for dlq in sorted(moved_into):

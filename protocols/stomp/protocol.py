@@ -193,6 +193,12 @@ class StompLink:
             return
         self._closing = True
         self._stop_heartbeat()
+        # Nothing more will be produced. A TLS transport that still has a producer when
+        # its handshake completes (an ERROR written before it, as the CONNECT deadline
+        # does) would hand the producer its buffer space and never shut down.
+        unregister = getattr(self.wire, "unregisterProducer", None)
+        if unregister is not None:
+            unregister()
         self.wire.loseConnection()
         self._abort_timer = self.clock.callLater(CLOSE_TIMEOUT, self._abort)
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from qgate.core.dead_letter import claim_order, dead_letter_expiry, dead_letter_options, is_dead
 from qgate.core.errors import QueueNotFound
+from qgate.core.handoff import Handoff
 from qgate.core.model import Claim, Message
 from qgate.storage.sql.queues import insert_queue
 from qgate.storage.sql.schema import claims, messages, queues
@@ -81,7 +82,7 @@ class Claimed(NamedTuple):
 
 def claim_group(
     conn: sa.Connection,
-    batch: Sequence[tuple[Statements, str, str, str, int, float, float, float]],
+    batch: Sequence[tuple[Statements, str, str, str, int, float, float, float, Handoff | None]],
 ) -> list[Any]:
     """Every claim of a transaction: each queue is read once, each claim is one UPDATE
     (more for dead-lettering queues), and all claim records are ONE INSERT. Each claim's
@@ -89,7 +90,11 @@ def claim_group(
     out: list[Any] = []
     found_queues: dict[tuple[str, str], QueueRow] = {}
     records: list[dict[str, Any]] = []
-    for sql, tenant, name, claim_id, limit, ttl, grace, now in batch:
+    for sql, tenant, name, claim_id, limit, ttl, grace, now, handoff in batch:
+        if handoff is not None and handoff.taken:
+            # A publish of this transaction or an earlier one handed this waiter messages.
+            out.append(Claimed([], frozenset()))
+            continue
         q = found_queues.get((tenant, name))
         if q is None:
             q = sql.queue_row(conn, tenant, name)
@@ -98,6 +103,8 @@ def claim_group(
                 continue
             found_queues[(tenant, name)] = q
         found, moved_into = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
+        if found and handoff is not None:
+            handoff.spend()
         if found:
             records.append(
                 {
@@ -285,54 +292,58 @@ def release(
 
 
 def ack_group(conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]) -> list[Any]:
-    """Every ack of a transaction, per queue in at most two statements.
+    """Every ack of a transaction, of every queue, in ONE statement.
 
-    One ack is one ``DELETE ... WHERE claim_id = ? RETURNING``. Several acks of a queue
-    (many consumers, one commit) lock and read their rows in one SELECT, decide in Python
-    which rows each caller still holds, and delete them all with one DELETE: a row that a
-    later claim took over is never deleted by an earlier claim's late ack.
-    """
+    ``DELETE ... WHERE (queue = ? AND claim_id = ? AND marker IN (...)) OR ... RETURNING
+    claim_id, marker``: each term deletes only rows its claim still holds, so a row that
+    a later claim took over is never deleted by an earlier claim's late ack. Claim ids
+    are unique, so the claim id and marker of a deleted row name the ack that deleted it
+    (the first one, when one claim's ack comes twice); a batch naming one claim id on two
+    queues goes queue by queue instead."""
     out: list[Any] = [[] for _ in batch]
-    by_queue: dict[tuple[str, str], list[int]] = {}
-    for i, (tenant, name, _, markers) in enumerate(batch):
+    queues_of: dict[str, set[tuple[str, str]]] = {}
+    for tenant, name, claim_id, markers in batch:
         if markers:
+            queues_of.setdefault(claim_id, set()).add((tenant, name))
+    if any(len(named) > 1 for named in queues_of.values()):
+        by_queue: dict[tuple[str, str], list[int]] = {}
+        for i, (tenant, name, _, _) in enumerate(batch):
             by_queue.setdefault((tenant, name), []).append(i)
-    for (tenant, name), indexes in by_queue.items():
-        queue_id = queue_id_of(tenant, name)
-        if len(indexes) == 1:
-            i = indexes[0]
-            rows = conn.execute(
-                sa.delete(messages)
-                .where(m.queue_id == queue_id, m.marker.in_(batch[i][3]), m.claim_id == batch[i][2])
-                .returning(m.marker)
+        for indexes in by_queue.values():
+            for i, result in zip(indexes, _ack_all(conn, [batch[i] for i in indexes])):
+                out[i] = result
+        return out
+    return _ack_all(conn, batch)
+
+
+def _ack_all(conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]) -> list[Any]:
+    out: list[Any] = [[] for _ in batch]
+    ids: dict[tuple[str, str], sa.ScalarSelect[Any]] = {}
+    terms = []
+    for tenant, name, claim_id, markers in batch:
+        if markers:
+            queue_id = ids.get((tenant, name))
+            if queue_id is None:
+                queue_id = ids[(tenant, name)] = queue_id_of(tenant, name)
+            terms.append(
+                sa.and_(m.queue_id == queue_id, m.marker.in_(markers), m.claim_id == claim_id)
             )
-            out[i] = sorted(row.marker for row in rows)
-            if not out[i]:
-                _fail_if_missing(conn, tenant, name, out, indexes)
-            continue
-        wanted = sorted({marker for i in indexes for marker in batch[i][3]})
-        held = dict(
-            conn.execute(
-                sa.select(m.marker, m.claim_id)
-                .where(m.queue_id == queue_id, m.marker.in_(wanted))
-                .with_for_update()
-            ).all()
-        )
-        doomed: set[int] = set()
-        for i in indexes:
-            claim_id = batch[i][2]
-            mine = sorted(k for k in set(batch[i][3]) if held.get(k) == claim_id)
-            out[i] = mine
-            doomed.update(mine)
-        if doomed:
-            conn.execute(
-                sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(sorted(doomed)))
-            )
-        elif not held:
-            _fail_if_missing(conn, tenant, name, out, indexes)
-    for i, (tenant, name, _, markers) in enumerate(batch):
-        if not markers:
-            _fail_if_missing(conn, tenant, name, out, [i])
+    deleted: dict[str, set[int]] = {}
+    if terms:
+        where = terms[0] if len(terms) == 1 else sa.or_(*terms)
+        rows = conn.execute(sa.delete(messages).where(where).returning(m.claim_id, m.marker))
+        for claim_id, marker in rows:
+            deleted.setdefault(claim_id, set()).add(marker)
+    missing: dict[tuple[str, str], list[int]] = {}
+    for i, (tenant, name, claim_id, markers) in enumerate(batch):
+        mine = deleted.get(claim_id)
+        if mine:
+            out[i] = sorted(k for k in set(markers) if k in mine)
+            mine.difference_update(out[i])
+        if not out[i]:
+            missing.setdefault((tenant, name), []).append(i)
+    for (tenant, name), indexes in missing.items():
+        _fail_if_missing(conn, tenant, name, out, indexes)
     return out
 
 

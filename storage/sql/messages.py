@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_to_drop
 from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
+from qgate.core.handoff import Handoff, earliest, handoff_order
 from qgate.core.limits import resolve_times
 from qgate.core.model import Message, NewMessage, ObserveQuery, QueueOptions
 from qgate.storage.sql.schema import claims, messages, push_deliveries, push_subscriptions
@@ -87,32 +88,45 @@ def next_wake(
 # -- publishing ------------------------------------------------------------------------------
 
 #: One publish: (statements, tenant, queue, its messages, now, the schema it was checked
-#: against).
-Publish = tuple[Statements, str, str, Sequence[NewMessage], float, int | None]
+#: against, the parked claim or pop it is offered to).
+Publish = tuple[Statements, str, str, Sequence[NewMessage], float, int | None, Handoff | None]
 
 
 def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
     """Every publish of a transaction: per queue ONE marker UPDATE (which also finds the
-    queue and its options), then ONE INSERT for all their rows, at the driver level
-    (the hottest statements skip SQLAlchemy's per-row parameter processing)."""
+    queue and its options and, when a publish is offered to a waiter, whether the queue
+    holds a claimable message), then ONE INSERT for all their rows, at the driver level
+    (the hottest statements skip SQLAlchemy's per-row parameter processing), and ONE
+    INSERT of the claims that hand-offs made."""
     sql = batch[0][0]  # one writer serves one store: every publish names the same
     out: list[Any] = [None] * len(batch)
     by_queue: dict[tuple[str, str], list[int]] = {}
-    for i, (_, tenant, name, _, _, _) in enumerate(batch):
+    for i, (_, tenant, name, *_rest) in enumerate(batch):
         by_queue.setdefault((tenant, name), []).append(i)
     rows: list[tuple[Any, ...]] = []
+    records: list[dict[str, Any]] = []
     trims: list[tuple[int, QueueOptions]] = []
     for (tenant, name), indexes in by_queue.items():
         requested = sum(len(batch[i][3]) for i in indexes)
+        offered = [batch[i][6] for i in indexes if batch[i][6] is not None]
         params: tuple[Any, ...] = (requested, tenant, name)
         if sql.pg:  # the NOTIFY rides on the UPDATE: one round trip for both
             params = (*params, sql.notify_payload(tenant, name))
-        found = conn.exec_driver_sql(sql.allocate_sql, params).first()
+        if offered:
+            when = batch[indexes[0]][4]
+            probe = (*params, when, when, when, when, when)
+            found = conn.exec_driver_sql(sql.allocate_probe_sql, probe).first()
+        else:
+            found = conn.exec_driver_sql(sql.allocate_sql, params).first()
         if found is None:
             for i in indexes:
                 out[i] = QueueNotFound(name)
             continue
-        queue_id, last, options_json = found[-3:]
+        next_wake: float | None = None
+        if offered:
+            queue_id, last, options_json, claimable, next_wake = found[-5:]
+        else:
+            (queue_id, last, options_json), claimable = found[-3:], True
         options = queue_options(options_json)
         marker = int(last) - requested + 1
         # The schema check happens here, under the queue row's lock: exact even when
@@ -131,39 +145,165 @@ def publish_group(conn: sa.Connection, batch: Sequence[Publish]) -> list[Any]:
                 accepted.add(i)
             else:
                 out[i] = refused
+        # A waiter gets a message only while nothing earlier is claimable: not what the
+        # queue held, nor what an earlier publish of this batch left claimable.
+        blocked = bool(claimable)
+        wake_at = next_wake
         for i in indexes:
             new = batch[i][3]
             if i not in accepted:
                 marker += len(new)  # a refused publish leaves a gap; markers only grow
                 continue
-            now = batch[i][4]
+            now, handoff = batch[i][4], batch[i][6]
             out[i] = list(range(marker, marker + len(new)))
-            for msg in new:
-                expires_at, available_at = resolve_times(msg, options, now)
-                rows.append(
-                    (
-                        queue_id,
-                        marker,
-                        msg.priority,
-                        msg.body,
-                        len(msg.body),
-                        msg.content_type,
-                        json.dumps(dict(msg.headers)) if msg.headers else None,
-                        msg.producer,
-                        now,
-                        expires_at,
-                        available_at,
-                        available_at,
-                    )
-                )
-                marker += 1
+            if not offered:  # the common case: plain rows, nothing to work out
+                rows.extend(_plain_rows(queue_id, marker, new, options, now))
+                marker += len(new)
+                continue
+            times = [resolve_times(msg, options, now) for msg in new]
+            handed: list[int] = []
+            if handoff is not None and not blocked:
+                handed = handoff_order(new, times, now, handoff.limit)
+                if handed and not handoff.take():
+                    handed = []
+            stored = _publish_rows(queue_id, marker, new, times, now, handoff, handed)
+            rows.extend(stored.rows)
+            blocked = blocked or stored.claimable
+            wake_at = earliest(wake_at, stored.wake_at)
+            if stored.record is not None:
+                records.append(stored.record)
+            if handoff is not None:
+                handoff.handed(stored.handed, False, None)
+            marker += len(new)
+        for handoff in offered:
+            assert handoff is not None
+            handoff.handed(handoff.messages, not blocked, wake_at)
         if drops_oldest(options):
             trims.append((queue_id, options))
     if rows:
         sql.insert_rows(conn, rows)
+    if records:
+        conn.execute(claims.insert(), records)
     for queue_id, options in trims:
         trim(conn, queue_id, options)
     return out
+
+
+def _plain_rows(
+    queue_id: int, first: int, new: Sequence[NewMessage], options: QueueOptions, now: float
+) -> list[tuple[Any, ...]]:
+    """The rows of a publish no waiter was offered (columns as in ``_insert_sql``)."""
+    rows = []
+    for marker, msg in enumerate(new, first):
+        expires_at, available_at = resolve_times(msg, options, now)
+        rows.append(
+            (
+                queue_id,
+                marker,
+                msg.priority,
+                msg.body,
+                len(msg.body),
+                msg.content_type,
+                json.dumps(dict(msg.headers)) if msg.headers else None,
+                msg.producer,
+                now,
+                expires_at,
+                available_at,
+                available_at,
+                None,
+                None,
+                0,
+            )
+        )
+    return rows
+
+
+class _Stored(NamedTuple):
+    """The rows of one publish, and what its hand-off took."""
+
+    rows: list[tuple[Any, ...]]
+    handed: list[Message]
+    record: dict[str, Any] | None
+    claimable: bool
+    wake_at: float | None
+
+
+def _publish_rows(
+    queue_id: int,
+    first: int,
+    new: Sequence[NewMessage],
+    times: list[tuple[float, float]],
+    now: float,
+    handoff: Handoff | None,
+    handed: list[int],
+) -> _Stored:
+    """The rows of one publish (columns as in ``Statements._insert_sql``): handed
+    messages leased to the hand-off's claim, or not stored when it is a pop."""
+    rows: list[tuple[Any, ...]] = []
+    out: dict[int, Message] = {}
+    claimable = False
+    wake_at: float | None = None
+    taken = set(handed)
+    claim_id = None if handoff is None else handoff.claim_id
+    for i, msg in enumerate(new):
+        expires_at, available_at = times[i]
+        marker = first + i
+        headers = json.dumps(dict(msg.headers)) if msg.headers else None
+        lease: tuple[Any, ...] = (None, None, 0)
+        visible_at = available_at
+        if i in taken:
+            assert handoff is not None
+            if claim_id is not None:
+                visible_at = now + handoff.ttl
+                expires_at = max(expires_at, visible_at + handoff.grace)
+                lease = (claim_id, visible_at, 1)
+            out[i] = Message(
+                marker,
+                msg.body,
+                msg.content_type,
+                dict(msg.headers),
+                msg.producer,
+                msg.priority,
+                now,
+                expires_at,
+                available_at,
+                *lease,
+            )
+            if claim_id is None:
+                continue  # popped: handed over, never stored
+        if visible_at > now:
+            wake_at = earliest(wake_at, visible_at)
+        elif expires_at > now:
+            claimable = True
+        rows.append(
+            (
+                queue_id,
+                marker,
+                msg.priority,
+                msg.body,
+                len(msg.body),
+                msg.content_type,
+                headers,
+                msg.producer,
+                now,
+                expires_at,
+                available_at,
+                visible_at,
+                *lease,
+            )
+        )
+    record = None
+    if handed and handoff is not None and claim_id is not None:
+        record = {
+            "id": claim_id,
+            "queue_id": queue_id,
+            "ttl": handoff.ttl,
+            "grace": handoff.grace,
+            "created_at": now,
+            "expires_at": now + handoff.ttl,
+            "markers": json.dumps([first + i for i in handed]),
+        }
+    return _Stored(rows, [out[i] for i in handed], record, claimable, wake_at)
 
 
 def fill(conn: sa.Connection, queue_id: int) -> tuple[int, int]:
@@ -221,15 +361,26 @@ def delete_messages(
 
 @each
 def pop_messages(
-    conn: sa.Connection, sql: Statements, tenant: str, name: str, limit: int, now: float
+    conn: sa.Connection,
+    sql: Statements,
+    tenant: str,
+    name: str,
+    limit: int,
+    now: float,
+    handoff: Handoff | None = None,
 ) -> list[Message]:
+    if handoff is not None and handoff.taken:
+        return []  # a publish of this transaction or an earlier one handed it messages
     q = sql.need_queue(conn, tenant, name)
     rows = conn.execute(
         sa.delete(messages)
         .where(m.queue_id == q.id, sql.among(sql.claimable(q.id, limit, now)))
         .returning(*MESSAGE_COLUMNS)
     )
-    return in_claim_order([message(row) for row in rows])
+    found = in_claim_order([message(row) for row in rows])
+    if found and handoff is not None:
+        handoff.spend()
+    return found
 
 
 @each

@@ -113,11 +113,24 @@ class Statements:
             f"UPDATE queues SET last_marker = last_marker + {ph} "
             f"WHERE tenant = {ph} AND name = {ph} RETURNING {notify}id, last_marker, options"
         )
+        #: The same, and (parameters: ..., now five times) whether the queue holds a
+        #: claimable message (a publish offered to a waiter hands off only when it does
+        #: not), and if not, when its next message becomes claimable (``next_wake``).
+        claimable = (
+            "EXISTS (SELECT 1 FROM messages WHERE messages.queue_id = queues.id "
+            f"AND messages.visible_at <= {ph} AND messages.expires_at > {ph})"
+        )
+        self.allocate_probe_sql = (
+            f"{self.allocate_sql}, {claimable}, CASE WHEN {claimable} THEN NULL ELSE "
+            "(SELECT MIN(messages.visible_at) FROM messages WHERE messages.queue_id = "
+            f"queues.id AND messages.visible_at > {ph}) END"
+        )
         columns = (
             "queue_id, marker, priority, body, size, content_type, headers, producer, "
-            "created_at, expires_at, available_at, visible_at"
+            "created_at, expires_at, available_at, visible_at, claim_id, claim_expires, "
+            "claim_count"
         )
-        values = "%s" if self.pg else "(" + ", ".join("?" * 12) + ")"
+        values = "%s" if self.pg else "(" + ", ".join("?" * 15) + ")"
         self._insert_sql = f"INSERT INTO messages ({columns}) VALUES {values}"
         self._queue_by_name = sa.select(queues).where(
             queues.c.tenant == sa.bindparam("tenant"), queues.c.name == sa.bindparam("name")
@@ -194,7 +207,9 @@ class Statements:
         else:
             conn.exec_driver_sql(self._insert_sql, rows)
 
-    def claimable(self, queue_id: int, limit: int, now: float) -> sa.Select[Any]:
+    def claimable(
+        self, queue_id: int | sa.ScalarSelect[Any], limit: int, now: float
+    ) -> sa.Select[Any]:
         """The markers of the next ``limit`` claimable messages, locked (skipping those
         another transaction holds)."""
         return (

@@ -26,7 +26,8 @@ from zope.interface import implementer
 
 from qgate.core.admin import DepthReport
 from qgate.core.errors import StorageUnavailable
-from qgate.core.interfaces import IQueueStorage, ITenantStore, IWakeupSource
+from qgate.core.handoff import Handoff
+from qgate.core.interfaces import IHandoffStorage, IQueueStorage, ITenantStore, IWakeupSource
 from qgate.core.model import (
     Claim,
     Delivery,
@@ -58,7 +59,7 @@ T = TypeVar("T")
 READ_DOWN = "storage unavailable: the database cannot be read right now"
 
 
-@implementer(IQueueStorage, ITenantStore, IWakeupSource)
+@implementer(IQueueStorage, ITenantStore, IWakeupSource, IHandoffStorage)
 class SQLStorage:
     """Durable queues in a SQL database."""
 
@@ -207,8 +208,11 @@ class SQLStorage:
         new: Sequence[NewMessage],
         now: float,
         schema: int | None,
+        handoff: Handoff | None = None,
     ) -> Deferred[list[int]]:
-        return self._write(messages.publish_group, self._sql, tenant, name, new, now, schema)
+        return self._write(
+            messages.publish_group, self._sql, tenant, name, new, now, schema, handoff
+        )
 
     def get_messages(
         self, tenant: str, name: str, markers: Sequence[int], now: float
@@ -223,14 +227,17 @@ class SQLStorage:
         claim_id: str | None,
         now: float,
     ) -> Deferred[list[int]]:
+        if claim_id is not None:
+            # What a claim holder deletes is an ack: one DELETE with the commit's acks.
+            return self._write(claims.ack_group, tenant, name, claim_id, sorted(set(markers)))
         return self._write(
             messages.delete_messages, self._sql, tenant, name, list(markers), claim_id, now
         )
 
     def pop_messages(
-        self, tenant: str, name: str, limit: int, now: float
+        self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
     ) -> Deferred[list[Message]]:
-        return self._write(messages.pop_messages, self._sql, tenant, name, limit, now)
+        return self._write(messages.pop_messages, self._sql, tenant, name, limit, now, handoff)
 
     def observe(
         self, tenant: str, name: str, query: ObserveQuery, now: float
@@ -256,9 +263,10 @@ class SQLStorage:
         ttl: float,
         grace: float,
         now: float,
+        handoff: Handoff | None = None,
     ) -> Deferred[list[Message]]:
         d = self._write(
-            claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now
+            claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now, handoff
         )
         return d.addCallback(self._claimed, tenant)
 

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from qgate.core.model import NewMessage, QueueOptions
@@ -27,13 +26,15 @@ class CountedCalls(Delegating):
         super().__init__(target)
         self.calls: list[tuple[str, int]] = []
 
-    def pop_messages(self, tenant: str, name: str, limit: int, now: float) -> Deferred[Any]:
+    def pop_messages(self, tenant: str, name: str, limit: int, now: float, **kw: Any) -> Any:
         self.calls.append(("pop", limit))
-        return self.target.pop_messages(tenant, name, limit, now)
+        return self.target.pop_messages(tenant, name, limit, now, **kw)
 
-    def claim(self, tenant: str, name: str, claim_id: str, limit: int, *args: Any) -> Any:
+    def claim(
+        self, tenant: str, name: str, claim_id: str, limit: int, *args: Any, **kw: Any
+    ) -> Any:
         self.calls.append(("claim", limit))
-        return self.target.claim(tenant, name, claim_id, limit, *args)
+        return self.target.claim(tenant, name, claim_id, limit, *args, **kw)
 
     def ack_now(self, tenant: str, name: str, claim_id: str, markers: Any, now: float) -> Any:
         # The service acks a memory store synchronously (it still provides that interface).
@@ -66,9 +67,7 @@ def _claimed_and_total(service: QueueService, queue: str = "q") -> tuple[int, in
     return stats.claimed, stats.total
 
 
-def test_an_auto_ack_subscriber_gets_everything_in_order_by_pops_of_its_prefetch(
-    service, store
-):
+def test_an_auto_ack_subscriber_gets_everything_in_order_by_pops_of_its_prefetch(service, store):
     bodies = [b"m%d" % i for i in range(8)]
     _publish(service, *bodies)
     client = _client(service)
@@ -139,11 +138,15 @@ def test_schema_checked_queues_keep_claims_for_auto_ack(service, store):
     must go back to the queue, which a pop cannot do."""
     schema = json.dumps(USER_V1)
     fired(service.create_queue("default", "typed", QueueOptions(schema_text=schema)))
-    fired(service.publish("default", "typed", [NewMessage(b'{"id": 1, "name": "a"}',
-                                                           content_type="application/json")]))
+    fired(
+        service.publish(
+            "default",
+            "typed",
+            [NewMessage(b'{"id": 1, "name": "a"}', content_type="application/json")],
+        )
+    )
     auto = _client(service)
     auto.send("SUBSCRIBE", {"destination": "/queue/typed", "id": "s"})
     assert len(auto.messages()) == 1
     names = {name for name, _ in store.calls}
     assert "claim" in names and "pop" not in names
-

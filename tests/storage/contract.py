@@ -7,6 +7,7 @@ from __future__ import annotations
 from tests.storage.claims import ClaimContract
 from tests.storage.depths import DepthContract
 from tests.storage.expiry import ExpiryContract
+from tests.storage.handoff import HandoffContract
 from tests.storage.messages import MessageContract
 from tests.storage.push import PushContract
 from tests.storage.queues import QueueContract
@@ -23,5 +24,6 @@ class StorageContract(
     DepthContract,
     TenantContract,
     PushContract,
+    HandoffContract,
 ):
     """Every test takes ``store``: a fresh, empty store of the subclass's backend."""

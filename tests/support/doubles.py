@@ -56,9 +56,9 @@ class HeldClaims(Delegating):
         super().__init__(target)
         self.held: list[tuple[Deferred[Any], Deferred[Any]]] = []
 
-    def claim(self, *args: Any) -> Deferred[Any]:
+    def claim(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
-        self.held.append((d, maybeDeferred(self.target.claim_now, *args)))
+        self.held.append((d, maybeDeferred(self.target.claim_now, *args, **kwargs)))
         return d
 
     def answer(self) -> int:
