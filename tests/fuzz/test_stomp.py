@@ -12,8 +12,10 @@ from twisted.logger import ILogObserver, globalLogPublisher
 
 from qgate.protocols.stomp.codec import V10, V11, V12, Frame, FrameError, Parser, encode
 from tests.support.core import make_clock, memory_service
-from tests.support.fuzzing import fuzz
+from tests.support.fuzzing import FUZZ_TIMEOUT, fuzz
 from tests.support.stomp import Client, make_ctx
+
+pytestmark = FUZZ_TIMEOUT
 
 COMMANDS = [
     "CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK", "BEGIN", "COMMIT",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 
@@ -22,6 +23,8 @@ def _scale() -> int:
 
 
 SCALE = _scale()
+#: pytest-timeout's bound for a fuzz module (``pytestmark = FUZZ_TIMEOUT``), scaled too.
+FUZZ_TIMEOUT = pytest.mark.timeout(120 * SCALE)
 
 
 def fuzz(max_examples: int) -> settings:
