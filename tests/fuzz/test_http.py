@@ -18,7 +18,7 @@ from qgate.protocols.http import build_resource, wire
 from qgate.protocols.http.errors import HTTPError
 from tests.support.core import make_clock, memory_service
 from tests.support.deferreds import fired
-from tests.support.fuzzing import FUZZ_TIMEOUT, fuzz
+from tests.support.fuzzing import FUZZ_TIMEOUT, damaged_files, fuzz
 from tests.support.http import CLIENT, Api, Reply, make_ctx
 
 pytestmark = FUZZ_TIMEOUT
@@ -28,7 +28,9 @@ TENANT = "p1"
 # -- what requests are made of ---------------------------------------------------------------
 
 _names = st.sampled_from(["q1", "q2", "fresh", "a" * 64, "a" * 65, "bad name", "%00", "..", ""])
-_ids = st.sampled_from(["1", "0", "-1", "999", "1" * 30, "abc", "%ff", ""]) | st.text(max_size=6)
+_ids = st.sampled_from(
+    ["1", "0", "-1", "999", "1" * 30, "abc", "%ff", "", "%C2%B2", "%D9%A1"]
+) | st.text(max_size=6)
 _templates = st.sampled_from(
     ["/", "/v2", "/v2/ping", "/v2/health", "/v2/queues", "/v2/queues/{q}", "/v2/queues/{q}/stats",
      "/v2/queues/{q}/schema", "/v2/queues/{q}/purge", "/v2/queues/{q}/share",
@@ -49,7 +51,8 @@ _PARAMS = [
 ]  # fmt: skip
 _param_values = st.sampled_from(
     ["", "0", "1", "5", "-1", "1.5", "true", "false", "True", "yes", "1e309", "nan", "inf",
-     "1" * 4400, "9" * 20, "1,2", ",", "abc", "\u00e9", "%ff", "60", "43200", "1209601"]
+     "1" * 4400, "9" * 20, "1,2", ",", "abc", "\u00e9", "\u00b2", "\u0661", "%ff", "60",
+     "43200", "1209601"]
 ) | st.text(max_size=6)  # fmt: skip
 # At most 3 parameters: a request line over Twisted's 16 kB line limit never reaches qgate.
 _queries = st.lists(st.tuples(st.sampled_from(_PARAMS), _param_values), max_size=3).map(
@@ -237,3 +240,18 @@ def test_strict_json_loads_values_dumps_accepts_or_raises_json_value_error(
     except jsonsafe.JSONValueError:
         return
     assert jsonsafe.loads(jsonsafe.dumps(value)) == value
+
+
+@fuzz(100)
+@given(data=damaged_files(), queue=st.sampled_from(["q1", "q2", "fresh"]))
+def test_an_avro_container_post_is_stored_whole_or_refused_with_nothing_stored(
+    data: bytes, queue: str
+) -> None:
+    service, api = seeded()
+    before = snapshot(service)
+    headers = {"Client-ID": CLIENT, "X-Project-ID": TENANT, "Content-Type": "avro/binary"}
+    reply = answer(api, "POST", f"/v2/queues/{queue}/messages?ttl=300", headers, data)
+    check_reply(reply, "POST")
+    if reply.status != 201:
+        assert 400 <= reply.status < 500, reply.body
+        assert snapshot(service) == before

@@ -14,6 +14,10 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from qgate.core.schemas import parse_schema
+from qgate.protocols.http.container import write_container
 
 
 def _scale() -> int:
@@ -35,3 +39,38 @@ def fuzz(max_examples: int) -> settings:
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
+
+
+# -- Avro container files (HTTP avro/binary bodies) ------------------------------------------
+
+RECORD = parse_schema(
+    {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "n", "type": "long"},
+            {"name": "s", "type": ["null", "string"], "default": None},
+        ],
+    }
+)
+records = st.lists(
+    st.fixed_dictionaries({"n": st.integers(-(2**63), 2**63 - 1), "s": st.none() | st.text()}),
+    max_size=5,
+)
+
+
+@st.composite
+def damaged_files(draw: st.DrawFn) -> bytes:
+    """A valid container file, then cut, overwritten or extended at a random place."""
+    codec = draw(st.sampled_from(["null", "deflate"]))
+    data = write_container(RECORD, draw(records), codec=codec, sync_marker=b"S" * 16)
+    at = draw(st.integers(0, len(data)))
+    how = draw(st.sampled_from(["cut", "flip", "insert", "append"]))
+    junk = draw(st.binary(min_size=1, max_size=8))
+    if how == "cut":
+        return data[:at]
+    if how == "flip":
+        return data[:at] + junk + data[at + len(junk) :]
+    if how == "insert":
+        return data[:at] + junk + data[at:]
+    return data + junk
