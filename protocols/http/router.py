@@ -76,6 +76,11 @@ class Router(Generic[C]):
         extra = {m.upper(): tuple(types) for m, types in (media or {}).items()}
         self._routes.append(Route(template, {m.upper(): h for m, h in handlers.items()}, extra))
 
+    @property
+    def routes(self) -> tuple[Route[C], ...]:
+        """Every route, in the order they are matched."""
+        return tuple(self._routes)
+
     def find(self, segments: Sequence[str]) -> tuple[Route[C], dict[str, str]]:
         """The route of a path and its parameters; 404 when no route matches."""
         for route in self._routes:
