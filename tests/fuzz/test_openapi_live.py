@@ -42,7 +42,9 @@ CHECKS = [
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     (tmp_path / "data").mkdir()
-    running = Server(tmp_path, tenant="p1")
+    # Long polls of at most half a second keep the run short; a key so shares are signed.
+    extra = '[http]\nmax_wait = 0.5\nsigned_url_secret_key = "fuzz"\n'
+    running = Server(tmp_path, tenant="p1", extra=extra)
     running.start()
     yield running
     running.stop()
