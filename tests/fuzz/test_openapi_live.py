@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from tests.support.serve import Server
 pytestmark = [pytest.mark.integration, FUZZ_TIMEOUT]
 
 #: Examples per operation (32 operations): the run stays within ~30 s.
-EXAMPLES = 6 * SCALE
+EXAMPLES = 10 * SCALE
 # Zaqar's JSON Patch media type is JSON (RFC 6902 documents).
 schemathesis.serializer.alias("application/openstack-messaging-v2.0-json-patch", "application/json")
 CHECKS = [
@@ -39,8 +38,10 @@ CHECKS = [
 ]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One qgate for the module (a start costs seconds)."""
+    tmp_path = tmp_path_factory.mktemp("openapi")
     (tmp_path / "data").mkdir()
     # Long polls of at most half a second keep the run short; a key so shares are signed.
     extra = '[http]\nmax_wait = 0.5\nsigned_url_secret_key = "fuzz"\n'
