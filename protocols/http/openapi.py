@@ -274,7 +274,7 @@ def _op(op_id: str, summary: str, responses: dict, parameters: list | None = Non
     operation: dict[str, Any] = {
         "operationId": op_id,
         "summary": summary,
-        "responses": {**responses, **_ERRORS},
+        "responses": {**responses, **_ERRORS, **more.pop("responses_503", {})},
     }
     if parameters:
         operation["parameters"] = parameters
@@ -324,7 +324,13 @@ def _paths() -> dict[str, Any]:
             "head": _op("pingHead", "Whether storage answers", _ok("204", "Storage answers")),
         },
         "/v2/health": {
-            "get": _op("health", "Storage health", _ok("200", "Storage answers", _ref("Health")))
+            "get": _op(
+                "health",
+                "Storage health",
+                _ok("200", "Storage answers", _ref("Health")),
+                # Set after the errors: a 503 here is the health document, not an error.
+                responses_503=_ok("503", "Storage does not answer", _ref("Health")),
+            )
         },
         "/v2/queues": {
             "get": _op(
@@ -627,7 +633,8 @@ def document() -> dict[str, Any]:
                     **_json(_ref("Error")),
                 },
                 "Unavailable": {
-                    "description": "Storage is away; retry after Retry-After seconds",
+                    "description": "Storage is away; retry after Retry-After seconds (an "
+                    "error document, none on ping)",
                     **_json(_ref("Error")),
                 },
             },
