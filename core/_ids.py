@@ -30,7 +30,13 @@ def marker(message_id: object) -> int | None:
     marker before every message (a cursor or ``after`` meaning "from the start")."""
     if isinstance(message_id, int) and not isinstance(message_id, bool):
         return message_id if message_id >= 0 else None
-    if isinstance(message_id, str) and message_id.isdigit() and len(message_id) < 20:
+    # ASCII digits only: "²" is a digit to isdigit() but not to int(), "١" to both.
+    if (
+        isinstance(message_id, str)
+        and message_id.isascii()
+        and message_id.isdigit()
+        and len(message_id) < 20
+    ):
         return int(message_id)
     return None
 

@@ -64,6 +64,7 @@ class ZaqarAPI:
         router.add("/v2", GET=home.get_home, media={"GET": [HOME_TYPE]})
         router.add("/v2/ping", GET=home.ping)
         router.add("/v2/health", GET=home.health)
+        router.add("/v2/openapi.json", GET=home.openapi)
         router.add("/v2/queues", GET=queues.list_queues)
         router.add(
             "/v2/queues/{queue}",

@@ -13,6 +13,7 @@ from qgate.protocols.context import ProtocolContext
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import RETRY_AFTER
 from qgate.protocols.http.handlers import Handlers
+from qgate.protocols.http.openapi import document_bytes
 from qgate.protocols.http.router import Response
 from qgate.protocols.http.settings import HTTPSettings
 
@@ -140,6 +141,10 @@ class HomeEndpoints(Handlers):
     async def get_home(self, call: Call) -> Response:
         # Zaqar's homedoc lets caches keep it for a day.
         return Response(200, self.home, {"Cache-Control": "max-age=86400"}, content_type=HOME_TYPE)
+
+    async def openapi(self, call: Call) -> Response:
+        """The OpenAPI document of the API (``protocols/http/openapi.py``)."""
+        return Response(200, headers={"Cache-Control": "max-age=86400"}, body=document_bytes())
 
     async def ping(self, call: Call) -> Response:
         """GET and HEAD: 204 while storage answers, 503 when it does not (Zaqar's GET;

@@ -11,7 +11,8 @@ gets Zaqar's answer whichever resource it names, even a method the route lacks.
 * under ``/v2`` a ``Client-ID`` is required, a UUID (``require_client_id``: only the
   versions document at ``/`` goes without), the home document included - except ping and
   health (:data:`PROBES`), a deliberate difference: they answer load balancers and
-  orchestrators, which send no such header (``docs/zaqar-compat.md``).
+  orchestrators, which send no such header (``docs/zaqar-compat.md``); and the OpenAPI
+  document, which describes the API to tools that know no Client-ID yet.
 
 The project header is not checked here: the authenticator decides (``Call.tenant``), and the
 routes that do not act for a tenant (ping, health, home) do not ask for one.
@@ -25,10 +26,19 @@ from collections.abc import Sequence
 from qgate.protocols.http.call import Call
 from qgate.protocols.http.errors import HTTPError, form_body_refused
 
-__all__ = ["NOT_ACCEPTABLE_DESCRIPTION", "PROBES", "accepts", "before", "not_acceptable"]
+__all__ = [
+    "NOT_ACCEPTABLE_DESCRIPTION",
+    "PROBES",
+    "WITHOUT_CLIENT_ID",
+    "accepts",
+    "before",
+    "not_acceptable",
+]
 
 #: Routes that answer without a Client-ID: health checks (Zaqar asks for one there too).
 PROBES = frozenset({("v2", "ping"), ("v2", "health")})
+#: Routes under ``/v2`` that need no Client-ID: the probes and the OpenAPI document.
+WITHOUT_CLIENT_ID = PROBES | {("v2", "openapi.json")}
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

@@ -116,7 +116,7 @@ class ApiResource(Resource):
                 # the 405 of a method the route lacks).
                 hooks.before(
                     call,
-                    versioned=bool(segments) and route.template not in hooks.PROBES,
+                    versioned=bool(segments) and route.template not in hooks.WITHOUT_CLIENT_ID,
                     also_serves=route.media.get(method, ()),
                 )
                 handler = self.router.handler(route, method)

@@ -88,6 +88,11 @@ class Router(Generic[C]):
         params = tuple((i, s[1:-1]) for i, s in enumerate(template) if s.startswith("{"))
         self._by_length.setdefault(len(template), []).append((literals[::-1], params, route))
 
+    @property
+    def routes(self) -> tuple[Route[C], ...]:
+        """Every route, in the order they are matched."""
+        return tuple(self._routes)
+
     def find(self, segments: Sequence[str]) -> tuple[Route[C], dict[str, str]]:
         """The route of a path and its parameters (the first added that matches, as
         ``Route.match`` would say); 404 when no route matches."""

@@ -108,6 +108,17 @@ def unescape_text(text: str, version: str | None) -> str:
     return "".join(out)
 
 
+# Before a version is agreed (an ERROR answering CONNECT), a value must read the same to a
+# 1.0 peer (no escaping) and to a 1.1 or 1.2 one (escaping): no line breaks, and every
+# backslash doubled, which 1.1 and 1.2 read back as one and 1.0 shows as two.
+_UNNEGOTIATED = str.maketrans({"\\": "\\\\", "\r": " ", "\n": " "})
+
+
+def escape_unnegotiated(text: str) -> str:
+    """A header value fit for a frame sent before the version is negotiated."""
+    return text.translate(_UNNEGOTIATED)
+
+
 def escape(text: str, version: str | None) -> str:
     """Escape a header name or value for ``version`` (None: no escaping, as on CONNECTED)."""
     if version == V12:
@@ -329,16 +340,18 @@ class Parser:
         buf = self._buf
         end = buf.find(b"\n", self._pos)
         if end < 0:
-            if len(buf) - self._pos > self.max_line:
+            # One byte more than a line may hold: the CR of a CR LF still to come.
+            if len(buf) - self._pos > self.max_line + 1:
                 raise LineTooLong(f"a line is longer than {self.max_line} bytes")
             self._check_size(len(buf))
             return None
-        if end - self._pos > self.max_line + 1:
-            raise LineTooLong(f"a line is longer than {self.max_line} bytes")
         stop = end
         # STOMP 1.2: EOL is an optional CR followed by LF.
         if stop > self._pos and buf[stop - 1] == CR:
             stop -= 1
+        # The limit is on the line without its EOL, however its bytes arrived.
+        if stop - self._pos > self.max_line:
+            raise LineTooLong(f"a line is longer than {self.max_line} bytes")
         line = bytes(buf[self._pos : stop])
         self._pos = end + 1
         self._check_size(self._pos)

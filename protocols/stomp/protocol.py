@@ -22,7 +22,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qgate.protocols.context import ProtocolContext
-from qgate.protocols.stomp.codec import V10, VERSIONS, FrameError, Parser, encode
+from qgate.protocols.stomp.codec import (
+    V10,
+    VERSIONS,
+    FrameError,
+    Parser,
+    encode,
+    escape_unnegotiated,
+)
 from qgate.protocols.stomp.link import Link, Session, SessionFactory
 from qgate.protocols.stomp.session import StompSession
 from qgate.protocols.stomp.settings import StompSettings
@@ -155,9 +162,13 @@ class StompLink:
         return self._output_paused
 
     def send(self, command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> None:
-        # Before negotiation (an ERROR answering CONNECT) no escaping is agreed: write 1.0
-        # style, where a line break in a value is flattened rather than breaking framing.
-        self._write(encode(command, headers, body, self.version or V10))
+        if self.version is None:
+            # Before negotiation (an ERROR answering CONNECT) no escaping is agreed: line
+            # breaks flattened, backslashes doubled, so that every version reads the value.
+            headers = [(name, escape_unnegotiated(value)) for name, value in headers]
+            self._write(encode(command, headers, body, None))
+            return
+        self._write(encode(command, headers, body, self.version))
 
     def _write(self, data: bytes) -> None:
         if self.closed or self._closing:

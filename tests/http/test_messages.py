@@ -471,3 +471,27 @@ async def test_without_enable_checksum_messages_carry_no_checksum(api: Api) -> N
     listed = (await api.get("/v2/queues/jobs/messages?echo=true")).json["messages"]
     assert "checksum" not in listed[0]
     assert "checksum" not in (await api.get("/v2/queues/jobs/messages/1")).json
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v2/queues/q/messages/%C2%B2", 404),
+        ("GET", "/v2/queues/q/messages/%D9%A1", 404),
+        ("DELETE", "/v2/queues/q/messages/%C2%B2", 204),
+        ("GET", "/v2/queues/q/messages?ids=%C2%B2", 404),
+        ("DELETE", "/v2/queues/q/messages?ids=%C2%B2", 204),
+        ("GET", "/v2/queues/q/messages?echo=true&marker=%C2%B2", 200),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_ids_of_non_ascii_digits_name_no_message(
+    api: Api, method: str, path: str, status: int
+) -> None:
+    """Found by fuzzing: "²" is a digit to str.isdigit() but not to int(), a 500; and "١"
+    (Arabic-Indic one) was message 1."""
+    await api.post_messages("q", "a")
+    reply = await api.request(method, path)
+    assert reply.status == status, reply.body
+    if method == "GET" and status == 200:
+        assert reply.bodies == ["a"]

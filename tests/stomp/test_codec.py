@@ -153,6 +153,21 @@ def test_line_length_limit_applies_before_the_line_ends():
         p.next_frame()
 
 
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_a_line_one_byte_over_the_limit_is_refused_whole_or_in_pieces(eol: bytes):
+    """Found by fuzzing: a line of max_line + 1 bytes and a bare LF used to pass when it
+    arrived whole and fail when it arrived in pieces."""
+    data = b"SEND\nk:" + b"v" * 49 + eol + b"\n\x00"
+    with pytest.raises(LineTooLong):
+        parse(data, max_line=50)
+    p = Parser(max_line=50)
+    with pytest.raises(LineTooLong):
+        for i in range(len(data)):
+            p.feed(data[i : i + 1])
+            p.frames()
+    assert parse(b"SEND\nk:" + b"v" * 48 + eol + b"\n\x00", max_line=50)
+
+
 def test_after_an_error_the_parser_keeps_failing():
     p = Parser()
     p.feed(b"SEND\nbad\n\n\x00SEND\n\n\x00")

@@ -58,6 +58,18 @@ def test_no_common_version_is_an_error_listing_the_supported_ones(client):
     assert client.closing
 
 
+@pytest.mark.parametrize("version", [V10, V11, "1.2"])
+def test_an_error_answering_connect_reads_back_in_every_version(ctx, version):
+    """Found by fuzzing: the ERROR quoted a bad header with a backslash (``'\\x1f'``), sent
+    unescaped, which a 1.1 or 1.2 parser refuses as an undefined escape."""
+    client = Client(ctx, version=version)
+    client.send("CONNECT", {"accept-version": version, "content-length": "\x1f"})
+    f = client.next()
+    assert f.command == "ERROR"
+    shown = "\\\\x1f" if version == V10 else "\\x1f"
+    assert f.headers["message"] == f"content-length is not a number: '{shown}'"
+
+
 def test_a_frame_before_connect_is_an_error(client):
     client.send("SEND", {"destination": "/queue/a", "receipt": "r1"}, b"x")
     f = client.next()
