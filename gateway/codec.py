@@ -19,7 +19,9 @@ from typing import Any
 import msgpack
 
 from qgate.core import model
+from qgate.core.admin import DepthReport, QueueDepth
 from qgate.core.errors import QGateError
+from qgate.core.push_policy import PushOptions, RetryPolicy
 from qgate.core.usage import TenantUsage
 
 _TUPLE = 1
@@ -28,19 +30,23 @@ _OVERFLOW = 3
 _ERROR = 4
 #: Extension codes of the frozen dataclasses of ``core.model``, fields in order. New codes
 #: go at the end: both sides of a channel run the same code, so order is all they share.
-_DATACLASSES: tuple[type, ...] = (
-    model.QueueOptions,
-    model.Queue,
-    model.NewMessage,
-    model.ObserveQuery,
-    model.Claim,
-    model.QueueStats,
-    model.Subscription,
-    model.Tenant,
-    model.NewSubscription,
-    model.SubscriptionUpdate,
-    TenantUsage,
-)
+def _model_types() -> tuple[type, ...]:
+    """Every value type a core call may take or answer: each dataclass of ``core.model``
+    (found, so a new one crosses the channel without a line here), and those of the core
+    modules beside it; ordered by name, so the hub and its workers (the same code) agree
+    on their codes."""
+    found = [
+        obj
+        for obj in vars(model).values()
+        if isinstance(obj, type)
+        and dataclasses.is_dataclass(obj)
+        and obj.__module__ == model.__name__
+    ]
+    found += [TenantUsage, QueueDepth, DepthReport, RetryPolicy, PushOptions]
+    return tuple(sorted(set(found), key=lambda cls: f"{cls.__module__}.{cls.__qualname__}"))
+
+
+_DATACLASSES: tuple[type, ...] = _model_types()
 _FIRST_DATACLASS = 16
 _CODES = {cls: _FIRST_DATACLASS + i for i, cls in enumerate(_DATACLASSES)}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _DATACLASSES}
