@@ -92,12 +92,20 @@ endpoint = "tcp:{self.stomp}:interface=127.0.0.1"
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
+            if self.proc.poll() is not None:
+                raise AssertionError("qgate ended: " + self.output())
             try:
                 if self.request("GET", "/v2/ping")[0] == 204:
                     return
             except OSError:
                 time.sleep(0.1)
+        # A server that never answered is not left behind (holding ports, restarting
+        # workers) for the rest of the run: SIGTERM stops the hub and its workers.
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         raise AssertionError("qgate did not answer /v2/ping: " + self.output())
 
     def worker_pids(self) -> list[int]:
