@@ -14,6 +14,7 @@ This module is the entry point: the only place that imports the global reactor.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -78,6 +79,13 @@ def serve(config: Config, worker_args: Sequence[str] = ()) -> int:
     reactor.callWhenRunning(start)
     # SIGTERM and SIGINT both stop the reactor cleanly (Twisted installs the handlers).
     reactor.run()  # type: ignore[attr-defined]
+    if outcome["code"]:
+        # A start that failed half-way (the storage's writer and read threads started,
+        # the gateway around them not built) must still end the process, not leave it
+        # waiting on those threads: nothing was accepted, so nothing is lost.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(outcome["code"])
     return outcome["code"]
 
 

@@ -174,3 +174,23 @@ def test_a_port_in_use_stops_start_up(tmp_path):
         result = server.cli("serve")
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def test_a_start_that_fails_after_storage_opened_still_ends_the_process(tmp_path):
+    """A certificate file that exists but is no certificate is found while the gateway is
+    assembled, after storage started its threads: qgate says so and exits 1 (it used to
+    hang there, deaf to SIGTERM, its reactor already stopped)."""
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    extra = (
+        f'[listeners.tls]\ncertificate = "{tmp_path / "cert.pem"}"\n'
+        f'key = "{tmp_path / "key.pem"}"\n'
+    )
+    config = tmp_path / "q.toml"
+    config.write_text(
+        f'[server]\nworkers = 1\n[storage]\nurl = "sqlite:///{tmp_path}/q.db"\n'
+        f'[[listeners]]\nprotocol = "http"\nendpoint = "tcp:0:interface=127.0.0.1"\n{extra}'
+    )
+    result = run_qgate(tmp_path, "serve", "-c", str(config))
+    assert result.returncode == 1
+    assert "certificate and key do not load" in result.stderr
