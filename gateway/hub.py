@@ -115,7 +115,7 @@ class Hub(Gateway):
         self._targets = {
             SERVICE: (self.core, SERVICE_METHODS),
             TENANTS: (ITenantStore(self.store, None), TENANT_METHODS),
-            METRICS: (MetricsSink(self.metrics), frozenset({"record"})),
+            METRICS: (MetricsSink(self.metrics, self.status.rates), frozenset({"record"})),
         }
         self.status.workers = count
         #: The listening sockets the workers accept on, in ``[[listeners]]`` order.

@@ -19,7 +19,7 @@ Per process: in a multi-worker deployment each process keeps its own registry; s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from qgate.core import metrics as names
 from qgate.core.admin import DepthReport, QueueDepth
-from qgate.core.metrics import IMetrics, label_values
+from qgate.core.metrics import IMetrics, QueueRates, label_values
 
 log = Logger()
 
@@ -140,15 +140,23 @@ class MetricsSink:
     """The hub's end of its workers' metrics: what ``ForwardingMetrics`` sends, added to
     the hub's series, so the hub's ``/metrics`` counts the whole server."""
 
-    def __init__(self, metrics: PrometheusMetrics) -> None:
+    def __init__(self, metrics: PrometheusMetrics, rates: QueueRates | None = None) -> None:
         self._metrics = metrics
+        self._rates = rates
 
     def record(
         self,
         counts: list[tuple[str, float, dict[str, str]]],
         observations: list[tuple[str, float, dict[str, str]]],
         connections: dict[str, int],
+        published: Sequence[tuple[str, str, int]] = (),
+        acked: Sequence[tuple[str, str, int]] = (),
     ) -> None:
+        if self._rates is not None:  # the console's per-queue rates
+            for tenant, name, n in published:
+                self._rates.add(self._rates.published, tenant, name, n)
+            for tenant, name, n in acked:
+                self._rates.add(self._rates.acked, tenant, name, n)
         for name, amount, labels in counts:
             if name in _COUNTERS:
                 self._metrics.count(name, amount, **labels)
@@ -191,6 +199,8 @@ class ForwardingMetrics:
         self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._observations: list[tuple[str, float, dict[str, str]]] = []
         self.connections = _Connections()
+        #: The worker's per-queue counts (``MeteredService``), sent on and emptied.
+        self.rates: QueueRates | None = None
         self._loop = task.LoopingCall(self.flush)
         self._loop.clock = clock
         self._interval = interval
@@ -212,13 +222,20 @@ class ForwardingMetrics:
 
     def flush(self) -> None:
         deltas = {p: d for p, d in self.connections.deltas.items() if d}
-        if not (self._counts or self._observations or deltas):
+        published: list[tuple[str, str, int]] = []
+        acked: list[tuple[str, str, int]] = []
+        if self.rates is not None:
+            published = [(t, q, n) for (t, q), n in self.rates.published.items()]
+            acked = [(t, q, n) for (t, q), n in self.rates.acked.items()]
+            self.rates.published.clear()
+            self.rates.acked.clear()
+        if not (self._counts or self._observations or deltas or published or acked):
             return
         counts = [(name, amount, dict(labels)) for (name, labels), amount in self._counts.items()]
         observations, self._observations = self._observations, []
         self._counts = {}
         self.connections.deltas.clear()
-        d = self._send(counts, observations, deltas)
+        d = self._send(counts, observations, deltas, published, acked)
         d.addErrback(lambda f: log.debug("metrics not sent to the hub: {f}", f=f.value))
 
 

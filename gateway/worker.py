@@ -81,6 +81,7 @@ class Worker:
         budget = ConnectionBudget(
             reactor, config.connections, fd_budget(config.connections, raise_fd_limit())
         )
+        self.metrics.rates = protocols.rates  # the console's per-queue rates, to the hub
         built = listener_factories(
             reactor, config, protocols, self.metrics, budget, served_by_workers
         )

@@ -50,6 +50,7 @@ class PushDispatcher(service.Service):
         self._ctx = ctx
         self._settings = ctx.settings
         self._service = ctx.service
+        self._metrics = ctx.metrics
         self._clock = ctx.reactor
         self._pusher = pusher
         self.owner = owner or new_owner()
@@ -100,6 +101,7 @@ class PushDispatcher(service.Service):
                     lease.tenant,
                     sub,
                     self._hooks,
+                    self._metrics,
                 )
                 self.pumps[key] = pump
                 pump.start()

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from qgate.core.errors import QGateError
 from qgate.core.interfaces import IQueueService
+from qgate.core.metrics import PUSH_DELIVERED, PUSH_FAILED, IMetrics, NullMetrics
 from qgate.core.model import Delivery, Message, Queue, Settlement, Subscription
 from qgate.core.push_policy import PushOptions, RetryPolicy, parse_push_options, resolve
 from qgate.protocols.push.client import IPusher, Outcome
@@ -70,8 +71,10 @@ class Pump:
         tenant: str,
         subscription: Subscription,
         hooks: Sequence[Any] = (),
+        metrics: IMetrics | None = None,
     ) -> None:
         self._service = service
+        self._metrics: IMetrics = metrics or NullMetrics()
         self._clock = clock
         self._pusher = pusher
         self._settings = settings
@@ -329,8 +332,10 @@ class Pump:
         self._answered(d.marker)
         run_after(self._hooks, job, outcome)
         if outcome.delivered:
+            self._metrics.count(PUSH_DELIVERED, protocol="push")
             await self._settle(d, Settlement.DELIVERED)
             return
+        self._metrics.count(PUSH_FAILED, protocol="push")
         q = await self._queue_now()
         policy: RetryPolicy = resolve(sub.options, q.metadata)
         now = self._clock.seconds()

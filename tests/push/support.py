@@ -3,6 +3,7 @@ on a memory service and a test clock, and short ways to publish and look."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +52,11 @@ def dispatcher(
     owner: str = "dispatcher-a",
     hooks: Any = (),
     reactor: Any = None,
+    metrics: Any = None,
 ) -> PushDispatcher:
     ctx = protocol_ctx(service, settings, reactor=reactor)
+    if metrics is not None:
+        ctx = dataclasses.replace(ctx, metrics=metrics)
     return PushDispatcher(ctx, pusher=pusher, owner=owner, hooks=list(hooks))
 
 

@@ -297,3 +297,19 @@ async def test_bad_push_options_are_refused_when_subscribing():
         except InvalidArgument:
             continue
         raise AssertionError(f"accepted {options}")
+
+
+def test_deliveries_and_failed_attempts_are_counted_for_the_metrics():
+    from qgate.core.metrics import PUSH_DELIVERED, PUSH_FAILED, RecordingMetrics
+
+    clock = make_clock()
+    service = memory_service(clock)
+    fired(service.create_queue(T, "q", QueueOptions(durable=True), {}))
+    fired(service.create_subscription(T, "q", HOOK, 86400, {}))
+    answers = iter([Outcome(503, "HTTP 503"), Outcome(204)])
+    metrics = RecordingMetrics()
+    dispatcher(service, ScriptedPusher(lambda r: next(answers)), metrics=metrics).startService()
+    publish(service, "1")
+    clock.advance(0)  # the first attempt fails, the retry (no delay at first) delivers
+    assert metrics.counts[(PUSH_FAILED, (("protocol", "push"),))] == 1
+    assert metrics.counts[(PUSH_DELIVERED, (("protocol", "push"),))] == 1
