@@ -20,6 +20,7 @@ hook call per float literal and a regular-expression scan for surrogate escapes.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -31,6 +32,7 @@ __all__ = [
     "IntegerTooLarge",
     "JSONValueError",
     "StrictJSON",
+    "body_document",
     "check_value",
     "dumps",
     "dumps_lenient",
@@ -177,3 +179,18 @@ def dumps_lenient(value: Any) -> StrictJSON:
         return dumps(value)
     except JSONValueError:
         return dumps(_clean(value))
+
+
+def body_document(body: bytes, content_type: str) -> Any:
+    """A message body as the Zaqar API shows it (HTTP answers, push payloads): a JSON body
+    as its document, other UTF-8 as a string, other bytes as ``{"$binary": base64,
+    "content_type": ...}``; never fails, whatever storage holds."""
+    if is_json_type(content_type):
+        try:
+            return loads(body)
+        except JSONValueError:
+            pass
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"$binary": base64.b64encode(body).decode("ascii"), "content_type": content_type}

@@ -5,7 +5,6 @@ queue, the message, the subscription and the attempt."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,18 +21,7 @@ def body_value(message: Message, decoded: Mapping[int, Any]) -> Any:
     bodies decoded (``decoded``), other UTF-8 as a string, other bytes as base64."""
     if message.marker in decoded:
         return decoded[message.marker]
-    if jsonsafe.is_json_type(message.content_type):
-        try:
-            return jsonsafe.loads(message.body)
-        except jsonsafe.JSONValueError:
-            pass
-    try:
-        return message.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return {
-            "$binary": base64.b64encode(message.body).decode("ascii"),
-            "content_type": message.content_type,
-        }
+    return jsonsafe.body_document(message.body, message.content_type)
 
 
 def build_request(
