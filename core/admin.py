@@ -103,6 +103,10 @@ class IQueueAdmin(Interface):
     def on_expired(callback):  # type: ignore[no-untyped-def]
         """Call ``callback(n)`` with the number of expired messages each reap deletes."""
 
+    def on_dead_lettered(callback):  # type: ignore[no-untyped-def]
+        """Call ``callback(n)`` with the number of messages each claim moves into a
+        dead-letter queue (once committed)."""
+
     def waiters():  # type: ignore[no-untyped-def]
         """-> int: callers waiting on any queue now."""
 
@@ -162,6 +166,10 @@ class AdminCalls:
     def on_expired(self, callback: Callable[[int], None]) -> None:
         """Tell ``callback`` how many expired messages each reaper pass deletes."""
         self._reaper.on_reaped = callback
+
+    def on_dead_lettered(self, callback: Callable[[int], None]) -> None:
+        """Tell ``callback`` how many messages each committed claim dead-letters."""
+        self._dead_lettered = callback
 
     def waiters(self) -> int:
         """Callers parked waiting on any queue (long polls, consumers) right now."""

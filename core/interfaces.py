@@ -210,10 +210,10 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
         """
 
     def on_dead_letter(callback):
-        """-> None; from now on ``callback(tenant, name)`` is called on the reactor thread
-        once a claim that moved dead messages into the queue ``name`` is committed: a
-        publish the service did not make, whose waiters it must wake. One callback; a
-        later call replaces it."""
+        """-> None; from now on ``callback(tenant, name, count)`` is called on the reactor
+        thread once a claim that moved ``count`` dead messages into the queue ``name`` is
+        committed: a publish the service did not make, whose waiters it must wake (and
+        that operators count). One callback; a later call replaces it."""
 
     def get_claim(tenant, name, claim_id, now):
         """-> Claim (with its live messages) or None when unknown or expired."""

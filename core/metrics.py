@@ -34,6 +34,7 @@ DELIVERED = "messages_delivered"
 ACKED = "messages_acked"
 RELEASED = "messages_released"
 EXPIRED = "messages_expired"
+DEAD_LETTERED = "messages_dead_lettered"
 #: Push deliveries (webhooks): POSTs answered 2xx, and the ones that failed.
 PUSH_DELIVERED = "push_deliveries"
 PUSH_FAILED = "push_failures"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -112,9 +112,15 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
         self._subscriptions = QueueSubscriptions(
             clock, self.limits, self._store, lambda tenant, name: self.create_queue(tenant, name)
         )
-        # A claim that dead-letters publishes to the dead-letter queue: wake its waiters.
+        # A claim that dead-letters publishes to the dead-letter queue: wake its waiters,
+        # and tell whoever counts (``on_dead_lettered``).
+        self._dead_lettered: Callable[[int], None] = lambda n: None
         for store in (durable, transient):
-            store.on_dead_letter(self.notify)
+            store.on_dead_letter(self._moved_dead)
+
+    def _moved_dead(self, tenant: str, name: str, count: int) -> None:
+        self.notify(tenant, name)
+        self._dead_lettered(count)
 
     # -- life cycle ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from qgate.core.auth import APIKeys, IAuthenticator, TrustedTenant
 from qgate.core.auth_throttle import ThrottledAuth
 from qgate.core.guard import TenantGuard
 from qgate.core.interfaces import IQueueStorage, ITenantStore
-from qgate.core.metrics import EXPIRED
+from qgate.core.metrics import DEAD_LETTERED, EXPIRED
 from qgate.core.model import QueueOptions
 from qgate.core.quotas import TenantQuotas
 from qgate.core.service import QueueService
@@ -220,6 +220,7 @@ class Gateway(service.MultiService):
         if writer is not None:
             writer.on_batch = self.metrics.on_batch
         self.core.on_expired(lambda n: self.metrics.count(EXPIRED, n))
+        self.core.on_dead_lettered(lambda n: self.metrics.count(DEAD_LETTERED, n))
         self.status = GatewayStatus(reactor, self.core, self.store, self.metrics)
         self.fd_limit = raise_fd_limit()
         self.budget = ConnectionBudget(

@@ -46,6 +46,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     names.ACKED: ("Messages acknowledged (deleted after delivery)", ("protocol",)),
     names.RELEASED: ("Messages released back to their queue", ("protocol",)),
     names.EXPIRED: ("Expired messages deleted by the reaper", ()),
+    names.DEAD_LETTERED: ("Messages moved into a dead-letter queue (claimed too often)", ()),
     names.PUSH_DELIVERED: ("Push deliveries answered 2xx", ("protocol",)),
     names.PUSH_FAILED: ("Push deliveries that failed (released for a retry)", ("protocol",)),
 }

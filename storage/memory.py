@@ -94,7 +94,7 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         self._init_tenants()
         self._schemas: dict[int, str] = {}  # writer schemas by fingerprint
         self._owned: set[tuple[str, int]] = set()  # (tenant, fingerprint) registered
-        self._dead_lettered: Callable[[str, str], None] | None = None
+        self._dead_lettered: Callable[[str, str, int], None] | None = None
 
     def _get(self, tenant: str, name: str) -> MemoryQueue:
         q = self._queues.get((tenant, name))
@@ -425,7 +425,7 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         options = q.queue.options
         claim = ClaimRecord(claim_id, ttl, grace, now)
         out: list[Message] = []
-        moved_into: set[str] = set()
+        moved_into: dict[str, int] = {}
         while len(out) < limit:
             taken = q.take(limit - len(out), now)
             if not taken:
@@ -434,7 +434,7 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
                 if is_dead(options, msg.claim_count):
                     dlq = self._dead_letter(q, msg, now)
                     if dlq is not None:
-                        moved_into.add(dlq)
+                        moved_into[dlq] = moved_into.get(dlq, 0) + 1
                     continue
                 msg.claim_id = claim_id
                 msg.claim_expires = claim.expires_at
@@ -451,12 +451,12 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         # Last, with the claim complete: a woken waiter may claim at once.
         if moved_into and self._dead_lettered is not None:
             for dlq in sorted(moved_into):
-                self._dead_lettered(tenant, dlq)
+                self._dead_lettered(tenant, dlq, moved_into[dlq])
         return out
 
     claim = fired(claim_now)
 
-    def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
+    def on_dead_letter(self, callback: Callable[[str, str, int], None]) -> None:
         self._dead_lettered = callback
 
     def _dead_letter(self, q: MemoryQueue, msg: Msg, now: float) -> str | None:

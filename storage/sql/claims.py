@@ -78,6 +78,8 @@ class Claimed(NamedTuple):
 
     messages: list[Message]
     dead_letter_queues: frozenset[str]
+    #: How many messages it moved there.
+    dead_lettered: int = 0
 
 
 def claim_group(
@@ -102,7 +104,7 @@ def claim_group(
                 out.append(QueueNotFound(name))
                 continue
             found_queues[(tenant, name)] = q
-        found, moved_into = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
+        found, moved_into, moved = _claim(conn, sql, q, claim_id, limit, ttl, grace, now)
         if found and handoff is not None:
             handoff.spend()
         if found:
@@ -117,7 +119,7 @@ def claim_group(
                     "markers": json.dumps([msg.marker for msg in found]),
                 }
             )
-        out.append(Claimed(found, moved_into))
+        out.append(Claimed(found, moved_into, moved))
     if records:
         conn.execute(claims.insert(), records)
     return out
@@ -132,9 +134,10 @@ def _claim(
     ttl: float,
     grace: float,
     now: float,
-) -> tuple[list[Message], frozenset[str]]:
+) -> tuple[list[Message], frozenset[str], int]:
     options = q.queue.options
     moved_into: frozenset[str] = frozenset()
+    moved = 0
     if options.max_claim_count is None:
         found = sql.lease(conn, q.id, limit, claim_id, ttl, grace, now)
     else:
@@ -150,11 +153,12 @@ def _claim(
                 dead_letter(conn, sql, q, dead, now)
                 if options.dead_letter_queue is not None:
                     moved_into = frozenset([options.dead_letter_queue])
+                    moved += len(dead)
             if live:
                 found += sql.lease(conn, q.id, live, claim_id, ttl, grace, now)
             if len(candidates) < want or not dead:
                 break
-    return in_claim_order(found), moved_into
+    return in_claim_order(found), moved_into, moved
 
 
 def dead_letter(

@@ -89,7 +89,7 @@ class SQLStorage:
         self._sql = Statements(self.dialect, token)
         self._listener = Listener(reactor, url, token)
         self._closed: Deferred[None] | None = None
-        self._dead_lettered: Callable[[str, str], None] | None = None
+        self._dead_lettered: Callable[[str, str, int], None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -273,11 +273,11 @@ class SQLStorage:
     def _claimed(self, done: claims.Claimed, tenant: str) -> list[Message]:
         """A committed claim: wake the waiters of the queues it dead-lettered into."""
         if done.dead_letter_queues and self._dead_lettered is not None:
-            for dlq in sorted(done.dead_letter_queues):
-                self._dead_lettered(tenant, dlq)
+            for dlq in sorted(done.dead_letter_queues):  # one: a queue has one DLQ
+                self._dead_lettered(tenant, dlq, done.dead_lettered)
         return done.messages
 
-    def on_dead_letter(self, callback: Callable[[str, str], None]) -> None:
+    def on_dead_letter(self, callback: Callable[[str, str, int], None]) -> None:
         self._dead_lettered = callback
 
     def get_claim(

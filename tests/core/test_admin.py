@@ -59,6 +59,14 @@ async def test_moving_a_dead_letter_queue_back_publishes_to_the_source_and_empti
 
 
 @pytest_twisted.ensureDeferred
+async def test_operators_are_told_how_many_messages_each_claim_dead_letters(service, clock):
+    counted: list[int] = []
+    service.on_dead_lettered(counted.append)
+    await dead_lettered(service, clock, n=4)
+    assert counted == [4]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_move_takes_at_most_its_limit_and_leaves_the_rest(service, clock):
     await dead_lettered(service, clock, n=5)
     assert await service.move_messages("t", "jobs-dlq", "jobs", limit=2) == 2

@@ -246,7 +246,13 @@ class ClaimContract:
     @pytest_twisted.ensureDeferred
     async def test_a_claim_that_dead_letters_names_the_queue_it_moved_into(self, store):
         woken: list[tuple[str, str]] = []
-        store.on_dead_letter(lambda tenant, name: woken.append((tenant, name)))
+        moved: list[int] = []
+
+        def dead_lettered(tenant: str, name: str, n: int) -> None:
+            woken.append((tenant, name))
+            moved.append(n)
+
+        store.on_dead_letter(dead_lettered)
         await make_queue(store, max_claim_count=1, dead_letter_queue="dead")
         await make_queue(store, "dropping", max_claim_count=1)
         await put(store, b"poison", b"other")
@@ -258,6 +264,7 @@ class ClaimContract:
         assert woken == []  # claims and releases that move nothing wake nobody
         assert await lease(store, "c2") == []
         assert woken == [(T, "dead")]  # once per claim, however many it moved
+        assert moved == [2]  # and how many: poison and other
         assert await lease(store, "d2", queue="dropping") == []
         assert woken == [(T, "dead")]  # dropped, not moved: no queue to wake
 
