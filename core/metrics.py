@@ -38,6 +38,8 @@ DEAD_LETTERED = "messages_dead_lettered"
 #: Push deliveries (webhooks): POSTs answered 2xx, and the ones that failed.
 PUSH_DELIVERED = "push_deliveries"
 PUSH_FAILED = "push_failures"
+#: Gauge names (``IMetrics.adjust``): what is open now, by protocol.
+SUBSCRIPTIONS = "subscriptions_open"
 #: Histogram names (``IMetrics.observe``).
 HTTP_SECONDS = "http_request_duration_seconds"
 
@@ -54,6 +56,9 @@ class IMetrics(Interface):
     def observe(name, value, **labels):  # type: ignore[no-untyped-def]
         """Record ``value`` in histogram ``name``."""
 
+    def adjust(name, delta, **labels):  # type: ignore[no-untyped-def]
+        """Move gauge ``name`` by ``delta`` (+1 opened, -1 closed)."""
+
 
 @implementer(IMetrics)
 class NullMetrics:
@@ -67,6 +72,9 @@ class NullMetrics:
     def observe(self, name: str, value: float, **labels: str) -> None:
         pass
 
+    def adjust(self, name: str, delta: float, **labels: str) -> None:
+        pass
+
 
 @implementer(IMetrics)
 class RecordingMetrics:
@@ -77,12 +85,16 @@ class RecordingMetrics:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self.observations: list[tuple[str, float, dict[str, str]]] = []
+        self.gauges: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
         self.counts[(name, tuple(sorted(labels.items())))] += amount  # type: ignore[assignment]
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self.observations.append((name, value, labels))
+
+    def adjust(self, name: str, delta: float, **labels: str) -> None:
+        self.gauges[(name, tuple(sorted(labels.items())))] += delta  # type: ignore[assignment]
 
     def total(self, name: str) -> float:
         return sum(n for (key, _), n in self.counts.items() if key == name)

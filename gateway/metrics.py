@@ -57,6 +57,9 @@ _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
         (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     ),
 }
+_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    names.SUBSCRIPTIONS: ("Open subscriptions by protocol (STOMP SUBSCRIBEs)", ("protocol",)),
+}
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 OTHERS = "_other"
@@ -77,8 +80,13 @@ class PrometheusMetrics:
             name: Histogram(f"qgate_{name}", doc, labels, buckets=buckets, registry=r)
             for name, (doc, labels, buckets) in _HISTOGRAMS.items()
         }
+        self._gauges = {
+            name: Gauge(f"qgate_{name}", doc, labels, registry=r)
+            for name, (doc, labels) in _GAUGES.items()
+        }
         self._labels: dict[str, tuple[str, ...]] = {n: c[1] for n, c in _COUNTERS.items()}
         self._labels.update({n: h[1] for n, h in _HISTOGRAMS.items()})
+        self._labels.update({n: g[1] for n, g in _GAUGES.items()})
         self._children: dict[tuple[Any, ...], Any] = {}
         self.connections = Gauge(
             "qgate_connections_open", "Open connections by protocol", ("protocol",), registry=r
@@ -120,6 +128,9 @@ class PrometheusMetrics:
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._child(self._histograms, name, labels).observe(value)
 
+    def adjust(self, name: str, delta: float, **labels: str) -> None:
+        self._child(self._gauges, name, labels).inc(delta)
+
     def _child(self, metrics: Mapping[str, Any], name: str, labels: Mapping[str, str]) -> Any:
         """The labelled series, remembered: ``labels()`` costs a lock and a tuple per call,
         and the hot path counts every publish, claim and ack."""
@@ -152,7 +163,11 @@ class MetricsSink:
         connections: dict[str, int],
         published: Sequence[tuple[str, str, int]] = (),
         acked: Sequence[tuple[str, str, int]] = (),
+        gauges: Sequence[tuple[str, float, dict[str, str]]] = (),
     ) -> None:
+        for name, delta, labels in gauges:
+            if name in _GAUGES:
+                self._metrics.adjust(name, delta, **labels)
         if self._rates is not None:  # the console's per-queue rates
             for tenant, name, n in published:
                 self._rates.add(self._rates.published, tenant, name, n)
@@ -199,6 +214,7 @@ class ForwardingMetrics:
         self._send = send
         self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._observations: list[tuple[str, float, dict[str, str]]] = []
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.connections = _Connections()
         #: The worker's per-queue counts (``MeteredService``), sent on and emptied.
         self.rates: QueueRates | None = None
@@ -221,6 +237,10 @@ class ForwardingMetrics:
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._observations.append((name, value, labels))
 
+    def adjust(self, name: str, delta: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self._gauges[key] = self._gauges.get(key, 0) + delta
+
     def flush(self) -> None:
         deltas = {p: d for p, d in self.connections.deltas.items() if d}
         published: list[tuple[str, str, int]] = []
@@ -230,13 +250,15 @@ class ForwardingMetrics:
             acked = [(t, q, n) for (t, q), n in self.rates.acked.items()]
             self.rates.published.clear()
             self.rates.acked.clear()
-        if not (self._counts or self._observations or deltas or published or acked):
+        gauges = [(n, d, dict(labels)) for (n, labels), d in self._gauges.items() if d]
+        self._gauges = {}
+        if not (self._counts or self._observations or deltas or published or acked or gauges):
             return
         counts = [(name, amount, dict(labels)) for (name, labels), amount in self._counts.items()]
         observations, self._observations = self._observations, []
         self._counts = {}
         self.connections.deltas.clear()
-        d = self._send(counts, observations, deltas, published, acked)
+        d = self._send(counts, observations, deltas, published, acked, gauges)
         d.addErrback(lambda f: log.debug("metrics not sent to the hub: {f}", f=f.value))
 
 

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from qgate.core.metrics import SUBSCRIPTIONS, IMetrics
 from qgate.core.model import DEFAULT_PRIORITY, Message
 from qgate.core.sessions import TenantSession
 from qgate.protocols.stomp.codec import V12, Frame
@@ -66,6 +67,10 @@ class ConsumerSession(QueueOwner, Protocol):
     @property
     def quota(self) -> TenantSession | None:
         """The connection in the core, which counts its subscriptions."""
+
+    @property
+    def metrics(self) -> IMetrics:
+        """Where open subscriptions are counted (the operators' gauge)."""
 
 
 class Consumers:
@@ -227,6 +232,7 @@ class Consumers:
             return
         if self.session.quota is not None:
             self.session.quota.unsubscribe()
+        self.session.metrics.adjust(SUBSCRIPTIONS, -1, protocol="stomp")
         d = sub.stop()
         if isinstance(sub, TopicSubscription) and sub.durable and frame.get("durable") == "true":
             # RabbitMQ: UNSUBSCRIBE with durable:true deletes the durable subscription.
@@ -286,9 +292,12 @@ class Consumers:
             sub.stop().addErrback(lambda f: log.failure("releasing messages failed", f))
         if self.session.quota is not None:
             self.session.quota.unsubscribe(len(self.subscriptions))
+        if self.subscriptions:
+            self.session.metrics.adjust(SUBSCRIPTIONS, -len(self.subscriptions), protocol="stomp")
         self.subscriptions.clear()
 
     def _count_subscription(self) -> None:
         """One more subscription of the tenant (QuotaExceeded past its quota)."""
         if self.session.quota is not None:
             self.session.quota.subscribe()
+        self.session.metrics.adjust(SUBSCRIPTIONS, 1, protocol="stomp")

@@ -106,6 +106,7 @@ class StompSession:
         self.service = ctx.service
         self.auth = ctx.auth
         self.config = ctx.settings
+        self.metrics = ctx.metrics
         self.link = link
         self.versions = tuple(v for v in VERSIONS if v in versions)
         self.session_id = uuid.uuid4().hex

@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
-from qgate.core.metrics import HTTP_SECONDS, PUBLISHED, QueueRates
+from qgate.core.metrics import HTTP_SECONDS, PUBLISHED, SUBSCRIPTIONS, QueueRates
 from qgate.gateway.metrics import ForwardingMetrics, MetricsSink, PrometheusMetrics
 
 
@@ -32,6 +32,7 @@ def test_a_workers_counts_are_sent_once_an_interval_and_added_to_the_hubs_series
     worker.count(PUBLISHED, 2, protocol="http")
     worker.count(PUBLISHED, 3, protocol="http")
     worker.observe(HTTP_SECONDS, 0.004, protocol="http", method="POST", route="/x")
+    worker.adjust(SUBSCRIPTIONS, 2, protocol="stomp")
     opened = worker.connections.labels("stomp")
     opened.inc()
     opened.inc()
@@ -43,6 +44,7 @@ def test_a_workers_counts_are_sent_once_an_interval_and_added_to_the_hubs_series
     assert 'qgate_messages_published_total{protocol="http"} 5.0' in text
     assert 'qgate_connections_open{protocol="stomp"} 1.0' in text
     assert 'route="/x"' in text
+    assert 'qgate_subscriptions_open{protocol="stomp"} 2.0' in text
     assert hub_rates.of("t", "jobs") == (4, 1)  # the console's rates, from the worker
     assert worker.rates.published == {}  # sent once, not again
     clock.advance(1.0)

@@ -143,3 +143,25 @@ def test_commit_and_abort_give_the_transaction_bytes_back(mem_service: QueueServ
         client.send(end, {"transaction": "t"})
     assert client.read() == [] and not client.closing
     assert fired(mem_service.queue_stats("default", "q")).total == 2
+
+
+def test_open_subscriptions_are_counted_for_operators_until_they_end(
+    mem_service: QueueService,
+) -> None:
+    from dataclasses import replace
+
+    from qgate.core.metrics import SUBSCRIPTIONS, RecordingMetrics
+
+    metrics = RecordingMetrics()
+    client = Client(replace(make_ctx(mem_service), metrics=metrics))
+    client.connect()
+    key = (SUBSCRIPTIONS, (("protocol", "stomp"),))
+    for i in range(3):
+        client.send("SUBSCRIBE", {"destination": f"/queue/g{i}", "id": str(i)})
+    client.read()
+    assert metrics.gauges[key] == 3
+    client.send("UNSUBSCRIBE", {"id": "0"})
+    client.read()
+    assert metrics.gauges[key] == 2
+    client.lose()  # the connection ends: its subscriptions with it
+    assert metrics.gauges[key] == 0
