@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import os
+import signal
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest_twisted
@@ -20,6 +23,7 @@ from twisted.logger import globalLogPublisher
 from qgate.gateway.app import Gateway
 from qgate.gateway.config import parse
 from tests.support.http import CLIENT
+from tests.support.serve import Server, free_port
 
 
 def self_signed(directory: Path, cn: str, days: int = 90) -> tuple[str, str]:
@@ -180,3 +184,37 @@ async def test_the_start_up_log_names_each_certificate_and_warns_before_expiry(r
         assert gw.metrics.registry.get_sample_value("qgate_tls_certificate_expiring", labels) == 1
     finally:
         await gw.stopService()
+
+
+def test_sighup_at_the_hub_rotates_the_certificate_of_every_worker(tmp_path):
+    """``qgate serve --workers 2``: the workers wrap TLS themselves, so the hub passes
+    SIGHUP on; every new connection, whichever worker takes it, sees the new
+    certificate, and one opened before keeps its own."""
+    live = (tmp_path / "live.crt", tmp_path / "live.key")
+    install(self_signed(tmp_path, "old.example"), live)
+    tls_port = free_port()
+    # A second HTTP listener, with TLS, after the plain ones the test server has.
+    extra = (
+        f'[[listeners]]\nprotocol = "http"\nendpoint = "tcp:{tls_port}:interface=127.0.0.1"\n'
+        f'[listeners.tls]\ncertificate = "{live[0]}"\nkey = "{live[1]}"\n'
+    )
+    server = Server(tmp_path, workers=2, extra=extra)
+    server.start()
+    try:
+        old_conn, cn = connect(tls_port)
+        assert cn == "old.example"
+        install(self_signed(tmp_path, "new.example"), live)
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            seen = [connect(tls_port)[1] for _ in range(6)]  # spread over both workers
+            if seen == ["new.example"] * 6:
+                break
+            time.sleep(0.1)
+        assert seen == ["new.example"] * 6
+        assert ping(old_conn) == 204 and served_cn(old_conn) == "old.example"
+        old_conn.close()
+    finally:
+        assert server.stop() == 0
