@@ -22,13 +22,14 @@ from typing import Any
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from qgate.core.admin import ADMIN_TENANT
 from qgate.core.errors import QGateError
 from qgate.protocols.admin.api import AdminAPI, call_of, ok
 from qgate.protocols.admin.settings import AdminSettings
 from qgate.protocols.context import ProtocolContext
+from qgate.protocols.http.site import QGateSite
 from qgate.protocols.web import Answer, error_answer, header, serve
 
 __all__ = ["AdminResource", "AdminSite", "listener_factory"]
@@ -116,12 +117,18 @@ class AdminResource(Resource):
         return Answer(200, _static(found[0]), found[1])
 
 
-class AdminSite(Site):
-    """The admin ``Site`` (its access log is the gateway's: ``gateway/access.py``)."""
-
-    displayTracebacks = False
+class AdminSite(QGateSite):
+    """The admin ``Site``: the public HTTP listener's bounds on request heads and bodies
+    (``protocols/http/site.py``), with the admin's own body limit. Its access log is the
+    gateway's (``gateway/access.py``)."""
 
 
 def listener_factory(ctx: ProtocolContext[AdminSettings], listener: Any) -> IProtocolFactory:
     """The protocol factory of an ``admin`` listener."""
-    return AdminSite(AdminResource(ctx), timeout=60, reactor=ctx.reactor)
+    settings = ctx.settings
+    return AdminSite(
+        AdminResource(ctx),
+        max_request_body=settings.max_request_body,
+        idle_timeout=settings.idle_timeout,
+        reactor=ctx.reactor,
+    )

@@ -45,6 +45,7 @@ class Admin:
             clock, self.service, auth or TrustedTenant(), settings, self.metrics, self.status
         )
         self.status.rates = protocols.rates
+        self.protocols = protocols
         self.sampler = DepthSampler(
             clock, self.service, self.metrics.snapshot, top, 5.0, self.service.waiters
         )
@@ -228,3 +229,22 @@ async def test_expired_messages_the_reaper_deletes_are_counted(admin, clock):
     clock.advance(6)
     assert await admin.service.reap() == 2
     assert await admin.metric("qgate_messages_expired_total") == 2
+
+
+def test_the_admin_listener_refuses_a_body_over_its_limit_before_reading_it(clock):
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    admin = Admin(clock)
+    limit = AdminSettings().max_request_body
+    site = admin.protocols.listener("admin", ListenerConfig("admin", "tcp:0"))
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"POST /api/queues/t/jobs/messages HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (limit + 1)
+    )
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert str(limit) in body.decode()
