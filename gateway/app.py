@@ -30,6 +30,7 @@ from qgate.gateway.config import Config, ConfigError, ListenerConfig
 from qgate.gateway.connections import ConnectionBudget, LimitedFactory, fd_budget, raise_fd_limit
 from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
 from qgate.gateway.status import GatewayStatus, ListenerState, qgate_version
+from qgate.storage._trim import HeapTrimmer
 from qgate.storage.memory import MemoryStorage
 
 log = Logger()
@@ -109,7 +110,7 @@ def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueServic
     return QueueService(
         reactor,
         store,
-        MemoryStorage(max_bytes=config.queues.transient_max_bytes),
+        MemoryStorage(max_bytes=config.queues.transient_max_bytes, trim=HeapTrimmer(reactor)),
         limits=config.limits,
         default_options=default_options(config),
     )
