@@ -79,9 +79,7 @@ class IPushStore(Interface):
     def pending_deliveries(tenant, name, subscription_id, now):
         """-> list[Delivery] taken and not settled, by marker."""
 
-    def settle_delivery(
-        tenant, name, subscription_id, marker, settlement, next_at, error, now
-    ):
+    def settle_delivery(tenant, name, subscription_id, marker, settlement, next_at, error, now):
         """-> bool (whether the delivery was pending): records an attempt's end (a
         ``Settlement``): delivered or given up removes the delivery; retry counts the
         attempt and makes it due at ``next_at``. Failures keep ``error`` as the last. A
@@ -417,9 +415,7 @@ class IQueueService(Interface):
     def pending_deliveries(tenant, name, subscription_id):
         """-> list[Delivery] taken and not settled."""
 
-    def settle_delivery(
-        tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None
-    ):
+    def settle_delivery(tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None):
         """-> bool: an attempt's end recorded (``Settlement``)."""
 
     def push_stats(tenant, name, subscription_id):
@@ -481,8 +477,8 @@ class ITenantStore(Interface):
         """-> list[Tenant] by name."""
 
     def add_key(tenant, key_id, secret_hash, now, queues=None, ops=None):
-        """-> None. ``queues`` and ``ops``: the key's scope as comma-separated text
-        (``core.principal.Scope.to_text``), None for unlimited."""
+        """-> None, and bumps ``tenant_version``. ``queues`` and ``ops``: the key's scope
+        as comma-separated text (``core.principal.Scope.to_text``), None for unlimited."""
 
     def find_key_scope(key_id):
         """-> (queues, ops) text of a key that is not revoked, or None."""
@@ -495,8 +491,12 @@ class ITenantStore(Interface):
         """-> dict[tenant, dict[quota, float]]: every stored override."""
 
     def tenant_version():
-        """-> int: a counter that every revocation and quota change bumps (cheap to
-        read; processes poll it to see changes at once)."""
+        """-> int: a counter that every new key, revocation and quota change bumps (cheap
+        to read; processes poll it to see changes at once)."""
+
+    def key_ids():
+        """-> list[str]: the ids of every key that is not revoked (processes keep them in
+        memory, so an unknown id is refused without a read: ``core._key_lookups``)."""
 
     def find_key(key_id):
         """-> (tenant, secret_hash) of a key that is not revoked, or None."""

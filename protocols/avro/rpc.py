@@ -121,9 +121,7 @@ class QGateCalls:
             messages = await self._messages(queue, claim.messages)
         except BaseException:
             # Committed but not answered: give the messages back (as HTTP and STOMP do).
-            self.service.release(
-                await self.tenant(), queue, claim.id, undelivered=True
-            ).addErrback(
+            self.service.release(await self.tenant(), queue, claim.id, undelivered=True).addErrback(
                 lambda f: log.failure("releasing an unanswered claim failed", f)
             )
             raise

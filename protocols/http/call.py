@@ -79,9 +79,7 @@ class Call:
         token = self.header("X-Auth-Token")
         try:
             peer = getattr(self.request.getClientAddress(), "host", None)
-            tenant: str = await self._auth.authenticate(
-                project or None, token or None, peer=peer
-            )
+            tenant: str = await self._auth.authenticate(project or None, token or None, peer=peer)
         except QGateError as e:
             raise from_core(e) from None
         return tenant
