@@ -151,6 +151,11 @@ class APIKeys:
         the change counter moves); -> how many."""
         return await self.lookups.load()
 
+    @property
+    def known_keys(self) -> frozenset[str] | None:
+        """The ids of every live key as last loaded (None: not loaded)."""
+        return self.lookups.known
+
     def forget_keys(self) -> None:
         """Verify every key again on its next use (a key was revoked somewhere)."""
         self._cache.clear()

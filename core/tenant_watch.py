@@ -81,6 +81,6 @@ class TenantWatch:
             if forget is not None:
                 forget()
             if self._guard is not None:
-                await self._guard.check_keys()
+                await self._guard.check_keys(getattr(self._auth, "known_keys", None))
         finally:
             self._busy = False

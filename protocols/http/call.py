@@ -12,6 +12,7 @@ from twisted.web.server import Request
 from qgate.core.auth import IAuthenticator
 from qgate.core.errors import QGateError
 from qgate.core.limits import NAME_RE
+from qgate.core.sessions import open_session
 from qgate.protocols.http import wire
 from qgate.protocols.http.errors import (
     BodyTooLarge,
@@ -35,8 +36,10 @@ class Call:
         auth: IAuthenticator,
         max_request_body: int,
         signed: SignedURLs | None = None,
+        service: Any = None,
     ) -> None:
         self.request = request
+        self._service = service
         self.method = method
         self.params = params
         self._auth = auth
@@ -72,8 +75,10 @@ class Call:
 
     async def tenant(self) -> str:
         """The tenant this call acts for, from ``X-Project-ID`` and ``X-Auth-Token``
-        (or from the pre-signed URL it carries)."""
+        (or from the pre-signed URL it carries). The connection is counted toward that
+        tenant's ``max_connections`` (``_count_connection``)."""
         if self._signed_tenant is not None:
+            self._count_connection(self._signed_tenant)
             return self._signed_tenant
         project = self.header("X-Project-ID")
         token = self.header("X-Auth-Token")
@@ -82,7 +87,24 @@ class Call:
             tenant: str = await self._auth.authenticate(project or None, token or None, peer=peer)
         except QGateError as e:
             raise from_core(e) from None
+        self._count_connection(tenant)
         return tenant
+
+    def _count_connection(self, tenant: str) -> None:
+        """Count this request's connection toward ``tenant``'s connections, once, until
+        it closes (a kept-alive connection carrying several tenants' requests counts for
+        each of them); over the quota the answer is a 403 and the connection closes."""
+        channel: Any = getattr(self.request, "channel", None)
+        held = getattr(channel, "tenant_sessions", None)
+        plain = str(tenant)
+        if held is None or self._service is None or plain in held:
+            return
+        try:
+            held[plain] = open_session(self._service, tenant)
+        except QGateError as e:
+            channel.persistent = False  # closed once this answer is written
+            self.request.setHeader(b"Connection", b"close")
+            raise from_core(e) from None
 
     # -- path ------------------------------------------------------------------------------
 

@@ -14,9 +14,11 @@ from twisted.internet.task import Clock
 from qgate.core._key_lookups import KeyLookups
 from qgate.core.auth import APIKeys, TenantAdmin
 from qgate.core.errors import Unauthorized
+from qgate.core.guard import TenantGuard
 from qgate.core.quotas import TenantQuotas
 from qgate.core.tenant_watch import WATCH_INTERVAL, TenantWatch
 from qgate.storage.memory import MemoryStorage
+from tests.support.core import memory_service
 from tests.support.deferreds import fired
 
 UNKNOWN = "qg_0123456789abcdef_" + "s" * 43
@@ -127,4 +129,26 @@ def test_a_key_made_in_another_process_works_once_the_watch_has_seen_the_counter
     clock.advance(WATCH_INTERVAL)
     assert auth.lookups.known == frozenset()
     _refused(auth.authenticate(None, token))
+    watch.stop()
+
+
+def test_a_revoked_keys_sessions_are_closed_from_the_loaded_ids_without_a_read_per_key(
+    clock: Clock,
+) -> None:
+    store = _CountingStore()
+    admin = TenantAdmin(store, clock)
+    fired(Deferred.fromCoroutine(admin.create_tenant("acme")))
+    tokens = [fired(Deferred.fromCoroutine(admin.create_key("acme"))) for _ in range(3)]
+    auth = APIKeys(store, clock, cache_seconds=30)
+    guard = TenantGuard(memory_service(clock), clock, TenantQuotas(), store)
+    watch = TenantWatch(clock, store, guard.quotas, auth, guard)
+    watch.start()
+    closed: list[str] = []
+    for token in tokens:
+        guard.open_session(fired(auth.authenticate(None, token)), closed.append)
+    reads = store.key_reads
+    fired(Deferred.fromCoroutine(admin.revoke_key(tokens[0])))
+    clock.advance(WATCH_INTERVAL)
+    assert len(closed) == 1 and "revoked" in closed[0]
+    assert store.key_reads == reads  # the three open keys were not read again
     watch.stop()
