@@ -12,7 +12,6 @@ from twisted.web.server import Request
 from qgate.core.auth import IAuthenticator
 from qgate.core.errors import QGateError
 from qgate.core.limits import NAME_RE
-from qgate.core.sessions import open_session
 from qgate.protocols.http import wire
 from qgate.protocols.http.errors import (
     BodyTooLarge,
@@ -23,6 +22,7 @@ from qgate.protocols.http.errors import (
     invalid_param,
 )
 from qgate.protocols.http.signed import SIGNATURE, SignedURLs
+from qgate.protocols.web import count_connection
 
 
 class Call:
@@ -91,19 +91,11 @@ class Call:
         return tenant
 
     def _count_connection(self, tenant: str) -> None:
-        """Count this request's connection toward ``tenant``'s connections, once, until
-        it closes (a kept-alive connection carrying several tenants' requests counts for
-        each of them); over the quota the answer is a 403 and the connection closes."""
-        channel: Any = getattr(self.request, "channel", None)
-        held = getattr(channel, "tenant_sessions", None)
-        plain = str(tenant)
-        if held is None or self._service is None or plain in held:
-            return
+        """This connection counts toward ``tenant``'s ``max_connections``
+        (``protocols.web.count_connection``); over it, a 403 and the connection closes."""
         try:
-            held[plain] = open_session(self._service, tenant)
+            count_connection(self.request, self._service, tenant)
         except QGateError as e:
-            channel.persistent = False  # closed once this answer is written
-            self.request.setHeader(b"Connection", b"close")
             raise from_core(e) from None
 
     # -- path ------------------------------------------------------------------------------
