@@ -79,7 +79,9 @@ class IPushStore(Interface):
     def pending_deliveries(tenant, name, subscription_id, now):
         """-> list[Delivery] taken and not settled, by marker."""
 
-    def settle_delivery(tenant, name, subscription_id, marker, settlement, next_at, error, now):
+    def settle_delivery(
+        tenant, name, subscription_id, marker, settlement, next_at, error, now
+    ):
         """-> bool (whether the delivery was pending): records an attempt's end (a
         ``Settlement``): delivered or given up removes the delivery; retry counts the
         attempt and makes it due at ``next_at``. Failures keep ``error`` as the last. A
@@ -415,7 +417,9 @@ class IQueueService(Interface):
     def pending_deliveries(tenant, name, subscription_id):
         """-> list[Delivery] taken and not settled."""
 
-    def settle_delivery(tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None):
+    def settle_delivery(
+        tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None
+    ):
         """-> bool: an attempt's end recorded (``Settlement``)."""
 
     def push_stats(tenant, name, subscription_id):

@@ -28,8 +28,6 @@ _TUPLE = 1
 _MESSAGE = 2
 _OVERFLOW = 3
 _ERROR = 4
-
-
 #: Extension codes of the frozen dataclasses of ``core.model``, fields in order. New codes
 #: go at the end: both sides of a channel run the same code, so order is all they share.
 def _model_types() -> tuple[type, ...]:

@@ -317,7 +317,9 @@ class StompSession:
             token = None
         self.state = CONNECTING
         peer = getattr(self.link, "peer", None)
-        d: Deferred[str] = self.auth.authenticate(claimed, token, assumed=DEFAULT_TENANT, peer=peer)
+        d: Deferred[str] = self.auth.authenticate(
+            claimed, token, assumed=DEFAULT_TENANT, peer=peer
+        )
         return d.addCallback(self._connected, version, client_send, client_want)
 
     def _connected(self, tenant: str, version: str, client_send: int, client_want: int) -> None:

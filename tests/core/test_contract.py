@@ -428,3 +428,5 @@ async def test_stopping_answers_parked_waiters_at_once(service):
     await until(lambda: service.waiting(T, "q") == 1)
     await service.stop()
     assert await d is None
+
+

@@ -51,7 +51,6 @@ def test_a_workers_counts_are_sent_once_an_interval_and_added_to_the_hubs_series
     assert len(sent) == 1  # an idle interval sends nothing
     worker.count(PUBLISHED, 1, protocol="http")
     worker.stop()  # a stopping worker sends what it has
-    assert (
-        'qgate_messages_published_total{protocol="http"} 6.0'
-        in generate_latest(hub.registry).decode()
-    )
+    assert 'qgate_messages_published_total{protocol="http"} 6.0' in generate_latest(
+        hub.registry
+    ).decode()

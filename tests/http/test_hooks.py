@@ -65,11 +65,8 @@ async def test_every_versioned_route_needs_a_client_id_that_is_a_uuid(
 @pytest_twisted.ensureDeferred
 async def test_health_probes_answer_without_client_id_or_project(api: Api) -> None:
     """A deliberate difference: load balancers and orchestrators send neither header."""
-    for method, path, status in (
-        ("GET", "/v2/ping", 204),
-        ("HEAD", "/v2/ping", 204),
-        ("GET", "/v2/health", 200),
-    ):
+    for method, path, status in (("GET", "/v2/ping", 204), ("HEAD", "/v2/ping", 204),
+                                 ("GET", "/v2/health", 200)):
         reply = await api.request(method, path, client=None, project=None)
         assert reply.status == status, (method, path, reply.body)
 

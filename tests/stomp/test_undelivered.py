@@ -52,7 +52,9 @@ def _delivered_again(service: QueueService, store: HeldClaims, count: int) -> li
     return frames
 
 
-def test_a_claim_given_back_after_disconnect_before_any_message_does_not_count(service, store):
+def test_a_claim_given_back_after_disconnect_before_any_message_does_not_count(
+    service, store
+):
     _queue_with(service, b"job")
     client = _subscribed(service)
     client.send("DISCONNECT", {"receipt": "bye"})
@@ -73,7 +75,9 @@ def test_a_claim_given_back_after_the_connection_dropped_does_not_count(service,
     assert [(f.body, "redelivered" in f.headers) for f in frames] == [(b"a", False), (b"b", False)]
 
 
-def test_a_message_written_then_given_back_counts_and_comes_back_redelivered(service, store):
+def test_a_message_written_then_given_back_counts_and_comes_back_redelivered(
+    service, store
+):
     """The other side of the rule: a MESSAGE the client was sent counts (at-least-once)."""
     fired(service.create_queue("default", "q", QueueOptions(max_claim_count=2)))
     fired(service.publish("default", "q", [NewMessage(b"job")]))

@@ -277,3 +277,4 @@ class ClaimContract:
         assert await lease(store, "c2") == []
         assert await everything(store) == []
         assert [q.name for q in await store.list_queues(T, None, 10)] == ["q"]
+
