@@ -11,7 +11,7 @@ Counting: stored messages and bytes per tenant are an estimate kept by
 ``core.usage.UsageCounters`` (no count in storage per publish); connections, STOMP
 subscriptions and long-poll waiters are counted live, in this process. In a worker of a
 hub (``share``: ``core.shared_limits.WorkerShare``) the buckets and live counts are held
-for the tenant across every worker, within one round's error.
+for the tenant across every worker, within the error that module states.
 """
 
 from __future__ import annotations
