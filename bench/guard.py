@@ -3,7 +3,9 @@ directly and through the guard, interleaved in one run (compare the ratio).
 
     python -m bench.guard [--rounds 15] [--calls 20000]
 
-Two measurements: one ``publish`` call (the guard's cost at its most visible), and a
+Three measurements: one ``publish`` call (the guard's cost at its most visible), the same
+through a worker's guard (whose buckets note what they spend for the round with the
+hub, ``core/shared_limits.py``) against one process's, and a
 STOMP connection in memory (StringTransport, no sockets) sending 1 KiB SENDs in chunks of
 50 to an ``ack:auto`` subscriber on a transient queue, CPU time per message. On SQL a
 publish costs tens of microseconds more and the guard's share is smaller.
@@ -15,6 +17,7 @@ import argparse
 import time
 from typing import Any
 
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -23,18 +26,21 @@ from qgate.core.guard import TenantGuard
 from qgate.core.model import NewMessage
 from qgate.core.principal import Principal
 from qgate.core.service import QueueService
+from qgate.core.shared_limits import WorkerShare
 from qgate.protocols.context import ProtocolContext
 from qgate.protocols.stomp.protocol import StompFactory
 from qgate.protocols.stomp.settings import StompSettings
 from qgate.storage.memory import MemoryStorage
 
 
-def _round(guarded: bool, calls: int) -> float:
-    """Microseconds per one-message publish, on a fresh service."""
+def _round(guarded: bool, calls: int, shared: bool = False) -> float:
+    """Microseconds per one-message publish, on a fresh service (``shared``: the guard of
+    a worker, noting its spending for the round with the hub)."""
     clock = Clock()
     clock.advance(1e9)
     service = QueueService(clock, MemoryStorage(), MemoryStorage())
-    target: Any = TenantGuard(service, clock) if guarded else service
+    share = WorkerShare(clock, lambda report: succeed({})) if shared else None
+    target: Any = TenantGuard(service, clock, share=share) if guarded else service
     tenant = Principal("bench") if guarded else "bench"
     batch = [NewMessage(b"x" * 100)]
     target.publish(tenant, "q", batch)
@@ -81,16 +87,26 @@ def main() -> None:
         guarded.append(_round(True, args.calls))
     _show(f"memory publish (1 x 100 B), best of {args.rounds} x {args.calls}", plain, guarded)
     plain, guarded = [], []
+    for _ in range(args.rounds):
+        plain.append(_round(True, args.calls))
+        guarded.append(_round(True, args.calls, shared=True))
+    _show("the same, shared limits", plain, guarded, ("one process's guard", "a worker's"))
+    plain, guarded = [], []
     for _ in range(max(3, args.rounds // 2)):
         plain.append(_stomp_round(False))
         guarded.append(_stomp_round(True))
     _show("STOMP SEND -> ack:auto subscriber (1 KiB, memory), CPU per message", plain, guarded)
 
 
-def _show(what: str, plain: list[float], guarded: list[float]) -> None:
+def _show(
+    what: str,
+    plain: list[float],
+    guarded: list[float],
+    labels: tuple[str, str] = ("service", "through the guard"),
+) -> None:
     best_plain, best_guarded = min(plain), min(guarded)
     print(
-        f"{what}: service {best_plain:.2f} us, through the guard {best_guarded:.2f} us "
+        f"{what}: {labels[0]} {best_plain:.2f} us, {labels[1]} {best_guarded:.2f} us "
         f"(+{best_guarded - best_plain:.2f} us, x{best_guarded / best_plain:.2f})"
     )
 

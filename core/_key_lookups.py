@@ -1,10 +1,14 @@
 """API-key lookups that a flood of unknown keys cannot turn into database reads.
 
 ``APIKeys`` (``core.auth``) reads a key's row by its id. ``KeyLookups`` stands in front of
-that read: a key id the store does not know is remembered as unknown for ``seconds`` (at
-most ``size`` of them, least recently used first out), so asking again costs nothing; and
-concurrent lookups of one id share one read. Found rows are not kept here: what a verified
-key is remembered for, and how revocation reaches it, stays ``APIKeys``' business.
+that read. Once ``known`` holds the ids of every live key (``load``: the tenant watch loads
+them at start and again whenever the change counter moves, which every new key bumps), an
+id outside it is refused without a read, however many fresh random ids a client tries.
+Before that (or if loading failed), a key id the store does not know is remembered as
+unknown for ``seconds`` (at most ``size`` of them, least recently used first out), so
+asking again costs nothing; and concurrent lookups of one id share one read. Found rows
+are not kept here: what a verified key is remembered for, and how revocation reaches it,
+stays ``APIKeys``' business.
 """
 
 from __future__ import annotations
@@ -33,10 +37,20 @@ class KeyLookups:
         self._size = size
         self._unknown: OrderedDict[str, float] = OrderedDict()  # key id -> until
         self._reading: dict[str, list[Deferred[KeyRow | None]]] = {}
+        #: The ids of every live key as last loaded; None: not loaded (read each id).
+        self.known: frozenset[str] | None = None
         #: Store reads made (for tests and stats).
         self.reads = 0
 
+    async def load(self) -> int:
+        """Read the ids of every live key; -> how many. A key made since the last load
+        is refused until the next one (the tenant watch loads within a second)."""
+        self.known = frozenset(await self._store.key_ids())
+        return len(self.known)
+
     def find(self, key_id: str) -> Deferred[KeyRow | None]:
+        if self.known is not None and key_id not in self.known:
+            return succeed(None)  # no such key: no read
         until = self._unknown.get(key_id)
         if until is not None:
             if until > self._clock.seconds():

@@ -89,10 +89,10 @@ class APIKeys:
     Verified tokens are remembered for ``cache_seconds`` so a busy client does not cost a
     database read per request; the tenant watch (``core.tenant_watch``) makes it forget
     them (``forget_keys``) as soon as any key is revoked, so a revoked key stops working
-    within a second. Unknown key ids are remembered as unknown for ``cache_seconds``
-    (``KeyLookups``), so a flood of one unknown key costs one read. A claimed tenant that
-    differs from the key's tenant is refused. The answer is a ``Principal``: the tenant,
-    with the key's id and scope.
+    within a second. The ids of live keys are kept in memory (``KeyLookups``, loaded by
+    the tenant watch through ``load_keys``), so an unknown key id costs no read at all.
+    A claimed tenant that differs from the key's tenant is refused. The answer is a
+    ``Principal``: the tenant, with the key's id and scope.
     """
 
     def __init__(
@@ -145,6 +145,16 @@ class APIKeys:
             return self._check_claim(Principal(owner, key_id, scope), tenant)
 
         return self.lookups.find(key_id).addCallback(verify)
+
+    async def load_keys(self) -> int:
+        """Load the ids of every live key (the tenant watch calls this at start and when
+        the change counter moves); -> how many."""
+        return await self.lookups.load()
+
+    @property
+    def known_keys(self) -> frozenset[str] | None:
+        """The ids of every live key as last loaded (None: not loaded)."""
+        return self.lookups.known
 
     def forget_keys(self) -> None:
         """Verify every key again on its next use (a key was revoked somewhere)."""

@@ -9,7 +9,9 @@ calls the guard does not know are passed straight through.
 
 Counting: stored messages and bytes per tenant are an estimate kept by
 ``core.usage.UsageCounters`` (no count in storage per publish); connections, STOMP
-subscriptions and long-poll waiters are counted live, in this process.
+subscriptions and long-poll waiters are counted live, in this process. In a worker of a
+hub (``share``: ``core.shared_limits.WorkerShare``) the buckets and live counts are held
+for the tenant across every worker, within the error that module states.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qgate.core import shared_limits
 from qgate.core.errors import QGateError, QueueNotFound, QuotaExceeded, RateLimited
 from qgate.core.interfaces import IQueueService, ITenantStore
 from qgate.core.model import NewMessage
@@ -30,6 +33,7 @@ from qgate.core.principal import CONSUME, MANAGE, PUBLISH, Principal
 from qgate.core.quotas import Quotas, TenantQuotas
 from qgate.core.ratelimit import RateLimiter
 from qgate.core.sessions import ITenantSessions, TenantSession
+from qgate.core.shared_limits import CONNECTIONS, SUBSCRIPTIONS, WorkerShare
 from qgate.core.usage import NEAR, UsageCounters
 
 log = Logger()
@@ -76,6 +80,7 @@ class TenantGuard:
         clock: IReactorTime | None = None,
         quotas: TenantQuotas | None = None,
         tenants: ITenantStore | None = None,
+        share: WorkerShare | None = None,
     ) -> None:
         self.service = service
         self.clock = clock or service.clock
@@ -84,10 +89,19 @@ class TenantGuard:
         self.quotas = quotas or TenantQuotas()
         self.usage = UsageCounters(self.clock, service.tenant_usage)
         self._tenants = tenants
-        self._publishes = RateLimiter(self.clock)
-        self._requests = RateLimiter(self.clock)
+        self._share = share
         self._connections: dict[str, int] = {}
         self._subscriptions: dict[str, int] = {}
+        self._publishes: RateLimiter
+        self._requests: RateLimiter
+        if share is None:
+            self._publishes = RateLimiter(self.clock)
+            self._requests = RateLimiter(self.clock)
+        else:
+            self._publishes = share.limiters[shared_limits.PUBLISH]
+            self._requests = share.limiters[shared_limits.REQUEST]
+            share.count_in(CONNECTIONS, self._connections)
+            share.count_in(SUBSCRIPTIONS, self._subscriptions)
         self._by_key: dict[str, set[TenantSession]] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -356,9 +370,18 @@ class TenantGuard:
 
     # -- subscriptions: push ones are stored, STOMP ones and waiters are live --------------
 
+    def _others(self, kind: str, tenant: str) -> int:
+        """What the other workers count (0 in one process)."""
+        return 0 if self._share is None else self._share.others(kind, tenant)
+
+    def _changed(self, kind: str, tenant: str) -> None:
+        if self._share is not None:
+            self._share.changed(kind, tenant)
+
     def _hold_subscription(self, tenant: str, stored: int | None = None) -> None:
         limit = self.of(tenant).max_subscriptions
-        live = self._subscriptions.get(tenant, 0)
+        own = self._subscriptions.get(tenant, 0)
+        live = own + self._others(SUBSCRIPTIONS, tenant)
         if limit:
             if stored is None:
                 known = self.usage.known(tenant)
@@ -369,7 +392,8 @@ class TenantGuard:
                     limit,
                     f"tenant has {live + stored} subscriptions and waiters",
                 )
-        self._subscriptions[tenant] = live + 1
+        self._subscriptions[tenant] = own + 1
+        self._changed(SUBSCRIPTIONS, tenant)
 
     def _release_subscriptions(self, tenant: str, count: int) -> None:
         left = self._subscriptions.get(tenant, 0) - count
@@ -377,6 +401,7 @@ class TenantGuard:
             self._subscriptions[tenant] = left
         else:
             self._subscriptions.pop(tenant, None)
+        self._changed(SUBSCRIPTIONS, tenant)
 
     def create_subscription(self, tenant: str, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -389,7 +414,7 @@ class TenantGuard:
         limit = self.of(tenant).max_subscriptions
         if limit:
             stored = (await self.usage.exact(tenant)).subscriptions
-            live = self._subscriptions.get(tenant, 0)
+            live = self._subscriptions.get(tenant, 0) + self._others(SUBSCRIPTIONS, tenant)
             if live + stored >= limit:
                 raise QuotaExceeded(
                     "max_subscriptions",
@@ -423,11 +448,13 @@ class TenantGuard:
     ) -> TenantSession:
         plain = str(tenant)
         limit = self.of(plain).max_connections
-        open_now = self._connections.get(plain, 0)
+        own = self._connections.get(plain, 0)
+        open_now = own + self._others(CONNECTIONS, plain)
         if limit and open_now >= limit:
             raise QuotaExceeded("max_connections", limit, f"tenant has {open_now} connections")
         session = TenantSession(tenant, on_revoked, self)
-        self._connections[plain] = open_now + 1
+        self._connections[plain] = own + 1
+        self._changed(CONNECTIONS, plain)
         key_id = getattr(tenant, "key_id", None)
         if key_id:
             self._by_key.setdefault(key_id, set()).add(session)
@@ -446,6 +473,7 @@ class TenantGuard:
             self._connections[tenant] = left
         else:
             self._connections.pop(tenant, None)
+        self._changed(CONNECTIONS, tenant)
         key_id = session.principal.key_id
         if key_id and key_id in self._by_key:
             self._by_key[key_id].discard(session)
@@ -453,17 +481,22 @@ class TenantGuard:
                 del self._by_key[key_id]
 
     def connections(self, tenant: str) -> int:
-        """Open sessions of ``tenant`` in this process."""
+        """Open connections of ``tenant`` in this process (STOMP sessions, HTTP
+        connections)."""
         return self._connections.get(tenant, 0)
 
-    async def check_keys(self) -> int:
+    async def check_keys(self, live: frozenset[str] | None = None) -> int:
         """Close the sessions whose API key is revoked (the tenant watch calls this when
-        keys changed); -> how many were closed."""
-        if self._tenants is None:
+        keys changed, with the ids of the live keys it has just loaded: without them, each
+        key is read); -> how many were closed."""
+        if self._tenants is None and live is None:
             return 0
         closed = 0
         for key_id in list(self._by_key):
-            if await self._tenants.find_key(key_id) is not None:
+            if live is not None:
+                if key_id in live:
+                    continue
+            elif self._tenants is not None and await self._tenants.find_key(key_id) is not None:
                 continue
             for session in list(self._by_key.pop(key_id, ())):
                 session.revoked("the API key of this connection was revoked")

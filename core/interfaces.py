@@ -481,8 +481,8 @@ class ITenantStore(Interface):
         """-> list[Tenant] by name."""
 
     def add_key(tenant, key_id, secret_hash, now, queues=None, ops=None):
-        """-> None. ``queues`` and ``ops``: the key's scope as comma-separated text
-        (``core.principal.Scope.to_text``), None for unlimited."""
+        """-> None, and bumps ``tenant_version``. ``queues`` and ``ops``: the key's scope
+        as comma-separated text (``core.principal.Scope.to_text``), None for unlimited."""
 
     def find_key_scope(key_id):
         """-> (queues, ops) text of a key that is not revoked, or None."""
@@ -495,8 +495,12 @@ class ITenantStore(Interface):
         """-> dict[tenant, dict[quota, float]]: every stored override."""
 
     def tenant_version():
-        """-> int: a counter that every revocation and quota change bumps (cheap to
-        read; processes poll it to see changes at once)."""
+        """-> int: a counter that every new key, revocation and quota change bumps (cheap
+        to read; processes poll it to see changes at once)."""
+
+    def key_ids():
+        """-> list[str]: the ids of every key that is not revoked (processes keep them in
+        memory, so an unknown id is refused without a read: ``core._key_lookups``)."""
 
     def find_key(key_id):
         """-> (tenant, secret_hash) of a key that is not revoked, or None."""

@@ -28,7 +28,7 @@ class Quotas:
     max_bytes: int = 10 * 1024**3
     #: STOMP subscriptions, push subscriptions and long-poll waiters, together.
     max_subscriptions: int = 10_000
-    #: Open STOMP sessions (TCP and WebSocket).
+    #: Open connections, all protocols: STOMP sessions (TCP and WebSocket), HTTP connections.
     max_connections: int = 10_000
     #: Messages per second a tenant may publish (token bucket refill) ...
     publish_rate: float = 100_000.0

@@ -82,6 +82,29 @@ class RateLimiter:
         bucket = self._bucket(tenant, rate, burst)
         return -bucket.tokens / rate if bucket.tokens < 0 else 0.0
 
+    def __contains__(self, tenant: object) -> bool:
+        """Whether ``tenant`` has a bucket (one not full, or not yet forgotten)."""
+        return tenant in self._buckets
+
+    def settle(self, tenant: str, rate: float, burst: float, count: float) -> None:
+        """Spend ``count`` tokens that were spent bit by bit since the bucket was last
+        seen (a worker's report): the refill is capped after the spending, not before,
+        as it would have been had each been spent here."""
+        if not rate:
+            return
+        now = self._clock.seconds()
+        bucket = self._buckets.get(tenant)
+        if bucket is None:
+            bucket = self._bucket(tenant, rate, burst)
+        elif now > bucket.stamp:
+            bucket.tokens += (now - bucket.stamp) * rate
+            bucket.stamp = now
+        bucket.tokens = min(max(burst, 1.0), bucket.tokens - count)
+
+    def level(self, tenant: str, rate: float, burst: float) -> float:
+        """The tokens in ``tenant``'s bucket now (negative: its debt)."""
+        return self._bucket(tenant, rate, burst).tokens
+
     def _forget_full(self, rate: float, burst: float, now: float) -> None:
         for tenant, bucket in list(self._buckets.items()):
             bucket.refill(rate, burst, now)

@@ -2,8 +2,10 @@
 
 Every ``interval`` seconds it reads the tenant store's change counter (one indexed row:
 ``ITenantStore.tenant_version``); when it has moved — a quota set, a key revoked, here or
-in another process — it reloads the quota overrides, makes the authenticator forget the
-keys it verified, and has the guard close the sessions of revoked keys. One read in
+in another process — it reloads the quota overrides and the ids of the live API keys
+(so a new key works, and unknown ones are refused without a read), makes the
+authenticator forget the keys it verified, and has the guard close the sessions of
+revoked keys. One read in
 flight at a time; a failed read is logged and tried again next round.
 """
 
@@ -69,6 +71,9 @@ class TenantWatch:
                 return
             first = self._version is None
             self._quotas.replace_overrides(await self._store.quota_overrides())
+            load = getattr(self._auth, "load_keys", None)
+            if load is not None:
+                await load()
             self._version = version
             if first:
                 return
@@ -76,6 +81,6 @@ class TenantWatch:
             if forget is not None:
                 forget()
             if self._guard is not None:
-                await self._guard.check_keys()
+                await self._guard.check_keys(getattr(self._auth, "known_keys", None))
         finally:
             self._busy = False

@@ -24,12 +24,14 @@ from qgate.core.metrics import DEAD_LETTERED, EXPIRED
 from qgate.core.model import QueueOptions
 from qgate.core.quotas import TenantQuotas
 from qgate.core.service import QueueService
+from qgate.core.shared_limits import WorkerShare
 from qgate.core.tenant_watch import TenantWatch
 from qgate.gateway import access, registry, tls
 from qgate.gateway.config import Config, ConfigError, ListenerConfig
 from qgate.gateway.connections import ConnectionBudget, LimitedFactory, fd_budget, raise_fd_limit
 from qgate.gateway.metrics import ConnectionCounter, DepthSampler, PrometheusMetrics
 from qgate.gateway.status import GatewayStatus, ListenerState, qgate_version
+from qgate.storage._trim import HeapTrimmer
 from qgate.storage.memory import MemoryStorage
 
 log = Logger()
@@ -109,19 +111,25 @@ def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueServic
     return QueueService(
         reactor,
         store,
-        MemoryStorage(max_bytes=config.queues.transient_max_bytes),
+        MemoryStorage(max_bytes=config.queues.transient_max_bytes, trim=HeapTrimmer(reactor)),
         limits=config.limits,
         default_options=default_options(config),
     )
 
 
 def make_guard(
-    reactor: Any, config: Config, service: Any, tenants: ITenantStore, auth: Any
+    reactor: Any,
+    config: Config,
+    service: Any,
+    tenants: ITenantStore,
+    auth: Any,
+    share: WorkerShare | None = None,
 ) -> tuple[TenantQuotas, TenantGuard, TenantWatch]:
     """What protocols call: ``service`` with every tenant bounded (core.guard), kept up
-    to date with stored quotas and revocations by the tenant watch (start it)."""
+    to date with stored quotas and revocations by the tenant watch (start it). A worker
+    passes its ``share`` of the tenants' rates and counts (``core.shared_limits``)."""
     quotas = TenantQuotas(config.quotas)
-    guard = TenantGuard(service, reactor, quotas, tenants)
+    guard = TenantGuard(service, reactor, quotas, tenants, share)
     return quotas, guard, TenantWatch(reactor, tenants, quotas, auth, guard)
 
 

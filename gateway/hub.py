@@ -25,12 +25,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qgate.core.interfaces import ITenantStore
+from qgate.core.shared_limits import HubShare
 from qgate.gateway import tls
 from qgate.gateway.app import Gateway, endpoint_type, server_endpoint, where
 from qgate.gateway.config import Config, ConfigError, ListenerConfig
 from qgate.gateway.metrics import MetricsSink
 from qgate.gateway.proxy import SERVICE_METHODS, TENANT_METHODS
-from qgate.gateway.rpc import METRICS, SERVICE, TENANTS, HubChannel
+from qgate.gateway.rpc import LIMITS, METRICS, SERVICE, TENANTS, HubChannel
 from qgate.gateway.status import ListenerState
 
 log = Logger()
@@ -109,6 +110,8 @@ class Hub(Gateway):
     ) -> None:
         check_shareable(config)
         super().__init__(reactor, config)
+        #: The tenants' rates and live counts across the workers (``core.shared_limits``).
+        self.share = HubShare(reactor)
         self.count = count
         #: Arguments of ``python -m qgate.gateway.worker`` (config file, log level).
         self.worker_args = list(worker_args)
@@ -116,6 +119,7 @@ class Hub(Gateway):
             SERVICE: (self.core, SERVICE_METHODS),
             TENANTS: (ITenantStore(self.store, None), TENANT_METHODS),
             METRICS: (MetricsSink(self.metrics, self.status.rates), frozenset({"record"})),
+            LIMITS: (self.share, frozenset({"sync"})),
         }
         self.status.workers = count
         #: The listening sockets the workers accept on, in ``[[listeners]]`` order.
@@ -209,6 +213,7 @@ class Hub(Gateway):
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
+            self.share.forget(worker.index)  # its connections are gone
         if self._stopping:
             return
         lived = self.reactor.seconds() - worker.started_at

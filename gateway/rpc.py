@@ -25,8 +25,9 @@ from qgate.core.errors import StorageUnavailable
 from qgate.gateway.codec import packb, unpackb
 
 CALL, CANCEL, RESULT, ERROR = 0, 1, 2, 3
-#: Targets of calls: the core, the tenant store, the hub's metrics (workers' counts).
-SERVICE, TENANTS, METRICS = 0, 1, 2
+#: Targets of calls: the core, the tenant store, the hub's metrics (workers' counts), the
+#: tenants' rates and live counts across workers (``core.shared_limits``).
+SERVICE, TENANTS, METRICS, LIMITS = 0, 1, 2, 3
 #: Largest frame: a publish of max_batch bodies of max_body bytes fits many times over.
 MAX_FRAME = 1 << 30
 

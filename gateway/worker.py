@@ -21,6 +21,7 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from qgate.core.shared_limits import WorkerShare
 from qgate.gateway import registry
 from qgate.gateway.app import (
     FLUSH_GRACE,
@@ -34,7 +35,7 @@ from qgate.gateway.connections import ConnectionBudget, fd_budget, raise_fd_limi
 from qgate.gateway.hub import CHANNEL_FD, FIRST_LISTENER_FD, served_by_workers
 from qgate.gateway.metrics import ForwardingMetrics
 from qgate.gateway.proxy import RemoteQueueService, RemoteTenantStore
-from qgate.gateway.rpc import METRICS, WorkerChannel
+from qgate.gateway.rpc import LIMITS, METRICS, WorkerChannel
 
 log = Logger()
 
@@ -52,6 +53,7 @@ class Worker:
         families: Sequence[int],
         channel_fd: int = CHANNEL_FD,
         first_listener_fd: int = FIRST_LISTENER_FD,
+        index: int = 0,
     ) -> None:
         self.reactor = reactor
         self._stopping = False
@@ -67,9 +69,16 @@ class Worker:
         tenants = RemoteTenantStore(self.channel)
         self.auth = make_authenticator(reactor, config, tenants)
         # Tenants are bounded here, where their connections and sessions are: rates and
-        # live counts per worker, stored counts and quotas from the hub's storage.
-        _, self.guard, self.watch = make_guard(reactor, config, self.service, tenants, self.auth)
+        # live counts synced with the hub's every 0.1 s (held for the tenant across every
+        # worker), stored counts and quotas from the hub's storage.
+        self.share = WorkerShare(
+            reactor, lambda report: channel.call(LIMITS, "sync", (index, report), {})
+        )
+        _, self.guard, self.watch = make_guard(
+            reactor, config, self.service, tenants, self.auth, self.share
+        )
         self.watch.start()
+        self.share.start()
         self.metrics = ForwardingMetrics(
             reactor, lambda *batch: channel.call(METRICS, "record", batch, {})
         )
@@ -120,6 +129,7 @@ class Worker:
         self._stopping = True
         self.metrics.stop()
         self.watch.stop()
+        self.share.stop()
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
         self.ports = []
         waited = 0.0
@@ -144,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    worker = Worker(reactor, config, families)
+    worker = Worker(reactor, config, families, index=args.index)
     hup = reactor.callFromThread  # type: ignore[attr-defined]
     signal.signal(signal.SIGHUP, lambda *_: hup(worker.reload))
     reactor.addSystemEventTrigger(

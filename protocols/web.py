@@ -26,12 +26,15 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from qgate.core import jsonsafe
+from qgate.core.errors import QGateError
+from qgate.core.sessions import open_session
 
 __all__ = [
     "INTERNAL_ERROR_DESCRIPTION",
     "INTERNAL_ERROR_TITLE",
     "JSON_CONTENT_TYPE",
     "Answer",
+    "count_connection",
     "error_answer",
     "error_body",
     "header",
@@ -140,3 +143,21 @@ class _Exchange:
             request.loseConnection()
             return
         write(request, error_answer(500, INTERNAL_ERROR_TITLE, INTERNAL_ERROR_DESCRIPTION))
+
+
+def count_connection(request: Request, service: Any, tenant: str) -> None:
+    """Count ``request``'s connection toward ``tenant``'s ``max_connections``, once,
+    until it closes (the channel's ``tenant_sessions``, ``protocols.http.channel``); a
+    kept-alive connection carrying several tenants' requests counts for each of them.
+    Over the quota: ``QuotaExceeded``, and the connection closes after this answer."""
+    channel: Any = getattr(request, "channel", None)
+    held = getattr(channel, "tenant_sessions", None)
+    plain = str(tenant)
+    if held is None or service is None or plain in held:
+        return
+    try:
+        held[plain] = open_session(service, tenant)
+    except QGateError:
+        channel.persistent = False  # closed once this answer is written
+        request.setHeader(b"Connection", b"close")
+        raise

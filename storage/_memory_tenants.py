@@ -53,6 +53,11 @@ class MemoryTenants:
         ops: str | None = None,
     ) -> None:
         self._keys[key_id] = _Key(tenant, secret_hash, queues, ops)
+        self._tenant_version += 1
+
+    @fired
+    def key_ids(self) -> list[str]:
+        return [k for k, found in self._keys.items() if not found.revoked]
 
     @fired
     def find_key(self, key_id: str) -> tuple[str, str] | None:

@@ -49,7 +49,7 @@ from qgate.storage._memory_push import MemoryPush
 from qgate.storage._memory_queue import ClaimRecord, MemoryQueue, Msg, Usage, cost
 from qgate.storage._memory_subscriptions import MemorySubscriptions, live
 from qgate.storage._memory_tenants import MemoryTenants
-from qgate.storage._trim import TRIM_AFTER, trim_heap
+from qgate.storage._trim import TRIM_AFTER
 
 
 def _writers(q: MemoryQueue, now: float) -> list[int]:
@@ -85,10 +85,15 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
     ``max_bytes`` bounds what every queue together holds (bodies, headers and
     ``MESSAGE_OVERHEAD`` per message; ``[queues] transient_max_bytes``): a publish past it
     is refused with ``QueueFull`` naming the limit. ``tenant_bytes`` tells what one
-    tenant's queues hold, for per-tenant quotas."""
+    tenant's queues hold, for per-tenant quotas. ``trim`` (``storage._trim.HeapTrimmer``)
+    is asked to give freed heap back once enough has been freed; without it, nothing is
+    trimmed."""
 
-    def __init__(self, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, max_bytes: int | None = None, trim: Callable[[], object] | None = None
+    ) -> None:
         self.max_bytes = max_bytes
+        self._trim = trim
         self.usage = Usage()
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
         self._init_tenants()
@@ -191,8 +196,8 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         """Hand freed heap back to the system once enough has been freed."""
         if self.usage.freed >= TRIM_AFTER:
             self.usage.freed = 0
-            if trim_heap is not None:
-                trim_heap()
+            if self._trim is not None:
+                self._trim()  # in a thread, never here: it stalls for tens of ms
 
     def tenant_bytes(self, tenant: str) -> int:
         """Bytes ``tenant``'s queues hold here, counted as ``max_bytes`` counts them."""

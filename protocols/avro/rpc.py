@@ -14,7 +14,9 @@ translates its records to and from core values. Core errors come back as the dec
 error ``QGateError {title, description, field}``.
 
 Tenant: from the HTTP request's ``X-Project-Id`` and ``X-Auth-Token`` headers, checked by
-``ctx.auth`` (once per request, when the message needs a tenant: ``ping`` does not). Call
+``ctx.auth`` (once per request, when the message needs a tenant: ``ping`` does not). The
+HTTP connection then counts toward that tenant's ``max_connections``, as the Zaqar API's
+do (``protocols.web.count_connection``). Call
 metadata is not used for this: headers are what every HTTP client can set, and apache
 avro's requestor offers no way to set call metadata.
 
@@ -41,7 +43,14 @@ from qgate.protocols.avro import qgate_protocol, records
 from qgate.protocols.avro.ipc import CONTENT_TYPE, AvroError, Responder
 from qgate.protocols.avro.settings import AvroSettings
 from qgate.protocols.context import ProtocolContext
-from qgate.protocols.web import JSON_CONTENT_TYPE, Answer, error_answer, header, serve
+from qgate.protocols.web import (
+    JSON_CONTENT_TYPE,
+    Answer,
+    count_connection,
+    error_answer,
+    header,
+    serve,
+)
 
 __all__ = ["AvroRpcResource", "QGateCalls", "rpc_resource"]
 
@@ -58,6 +67,8 @@ class QGateCalls:
     token: str | None
     #: The client's address, for throttling failed authentications.
     peer: str | None = None
+    #: The HTTP request, whose connection counts toward the tenant's max_connections.
+    request: Request | None = None
     _tenant: str | None = field(default=None, init=False)
 
     async def __call__(self, name: str, params: dict[str, Any]) -> Any:
@@ -71,7 +82,10 @@ class QGateCalls:
 
     async def tenant(self) -> str:
         if self._tenant is None:
-            self._tenant = await self.auth.authenticate(self.project, self.token, peer=self.peer)
+            tenant = await self.auth.authenticate(self.project, self.token, peer=self.peer)
+            if self.request is not None:
+                count_connection(self.request, self.service, tenant)
+            self._tenant = tenant
         return self._tenant
 
     def _now(self) -> float:
@@ -121,9 +135,7 @@ class QGateCalls:
             messages = await self._messages(queue, claim.messages)
         except BaseException:
             # Committed but not answered: give the messages back (as HTTP and STOMP do).
-            self.service.release(
-                await self.tenant(), queue, claim.id, undelivered=True
-            ).addErrback(
+            self.service.release(await self.tenant(), queue, claim.id, undelivered=True).addErrback(
                 lambda f: log.failure("releasing an unanswered claim failed", f)
             )
             raise
@@ -220,6 +232,7 @@ class AvroRpcResource(Resource):
             header(request, b"X-Project-Id") or None,
             header(request, b"X-Auth-Token") or None,
             getattr(request.getClientAddress(), "host", None),
+            request,
         )
         try:
             response = await self.responder.respond_framed(

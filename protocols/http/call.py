@@ -22,6 +22,7 @@ from qgate.protocols.http.errors import (
     invalid_param,
 )
 from qgate.protocols.http.signed import SIGNATURE, SignedURLs
+from qgate.protocols.web import count_connection
 
 
 class Call:
@@ -35,8 +36,10 @@ class Call:
         auth: IAuthenticator,
         max_request_body: int,
         signed: SignedURLs | None = None,
+        service: Any = None,
     ) -> None:
         self.request = request
+        self._service = service
         self.method = method
         self.params = params
         self._auth = auth
@@ -72,19 +75,28 @@ class Call:
 
     async def tenant(self) -> str:
         """The tenant this call acts for, from ``X-Project-ID`` and ``X-Auth-Token``
-        (or from the pre-signed URL it carries)."""
+        (or from the pre-signed URL it carries). The connection is counted toward that
+        tenant's ``max_connections`` (``_count_connection``)."""
         if self._signed_tenant is not None:
+            self._count_connection(self._signed_tenant)
             return self._signed_tenant
         project = self.header("X-Project-ID")
         token = self.header("X-Auth-Token")
         try:
             peer = getattr(self.request.getClientAddress(), "host", None)
-            tenant: str = await self._auth.authenticate(
-                project or None, token or None, peer=peer
-            )
+            tenant: str = await self._auth.authenticate(project or None, token or None, peer=peer)
         except QGateError as e:
             raise from_core(e) from None
+        self._count_connection(tenant)
         return tenant
+
+    def _count_connection(self, tenant: str) -> None:
+        """This connection counts toward ``tenant``'s ``max_connections``
+        (``protocols.web.count_connection``); over it, a 403 and the connection closes."""
+        try:
+            count_connection(self.request, self._service, tenant)
+        except QGateError as e:
+            raise from_core(e) from None
 
     # -- path ------------------------------------------------------------------------------
 

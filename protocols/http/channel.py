@@ -7,6 +7,10 @@ and headers) must arrive within ``head_timeout`` seconds of its first byte; an i
 keep-alive connection is still governed by the idle timeout alone. A request line longer
 than ``max_url_length`` is answered 414, more than ``max_headers`` header lines or a head
 of more than ``max_header_bytes`` 431; a late head 408. Each answer closes the connection.
+
+The channel also holds the tenants its requests authenticated as (``tenant_sessions``,
+one ``core.sessions.TenantSession`` each, opened by ``call.Call.tenant``): a connection
+counts toward each such tenant's ``max_connections`` until it closes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 
+from qgate.core.sessions import TenantSession
 from qgate.protocols.web import JSON_CONTENT_TYPE, error_body
 
 log = Logger()
@@ -69,6 +74,11 @@ class BoundedChannel(HTTPChannel):
     _head_lines = 0
     _head_bytes = 0
     _refused = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: tenant -> its session (count) for this connection, closed with it.
+        self.tenant_sessions: dict[str, TenantSession] = {}
 
     def _limits(self) -> HeadLimits | None:
         limits = getattr(getattr(self, "site", None), "head_limits", None)
@@ -165,4 +175,7 @@ class BoundedChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._end_head()
+        sessions, self.tenant_sessions = self.tenant_sessions, {}
+        for session in sessions.values():
+            session.close()
         super().connectionLost(reason)

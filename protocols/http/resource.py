@@ -60,6 +60,7 @@ class ApiResource(Resource):
     def __init__(self, ctx: ProtocolContext[HTTPSettings]) -> None:
         super().__init__()
         self._auth = ctx.auth
+        self._service = ctx.service
         http = ctx.settings
         self._cors_origins: tuple[str, ...] = tuple(http.cors_origins)
         self._max_request_body: int = http.max_request_body
@@ -110,7 +111,13 @@ class ApiResource(Resource):
                 response = self._options(request, route)
             else:
                 call = Call(
-                    request, method, params, self._auth, self._max_request_body, self._signed
+                    request,
+                    method,
+                    params,
+                    self._auth,
+                    self._max_request_body,
+                    self._signed,
+                    self._service,
                 )
                 # Zaqar's hooks run on every matched route, before its responder (even
                 # the 405 of a method the route lacks).

@@ -475,6 +475,9 @@ class SQLStorage:
     def find_key(self, key_id: str) -> Deferred[tuple[str, str] | None]:
         return self._read(tenants.find_key, key_id)
 
+    def key_ids(self) -> Deferred[list[str]]:
+        return self._read(tenants.key_ids)
+
     def revoke_key(self, key_id: str, now: float) -> Deferred[bool]:
         return self._write(tenants.revoke_key, key_id, now)
 

@@ -42,6 +42,11 @@ def find_key(conn: sa.Connection, key_id: str) -> tuple[str, str] | None:
     return None if row is None else (row.tenant, row.secret_hash)
 
 
+def key_ids(conn: sa.Connection) -> list[str]:
+    rows = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.revoked_at.is_(None)))
+    return [row.id for row in rows]
+
+
 def find_key_scope(conn: sa.Connection, key_id: str) -> tuple[str | None, str | None] | None:
     row = conn.execute(
         sa.select(api_keys.c.queues, api_keys.c.ops).where(
@@ -128,6 +133,7 @@ def add_key(
             ops=ops,
         )
     )
+    _bump(conn)  # running processes add it to the key ids they know
 
 
 @each

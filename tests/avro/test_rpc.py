@@ -456,3 +456,27 @@ async def test_a_publish_over_a_quota_is_the_declared_error_naming_it(
     finally:
         client.close()
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_rpc_connection_counts_toward_max_connections_like_any_http_one(
+    reactor: Any, rpc_service: QueueService
+) -> None:
+    from qgate.core.guard import TenantGuard
+    from qgate.core.quotas import Quotas, TenantQuotas
+
+    guard = TenantGuard(rpc_service, reactor, TenantQuotas(Quotas(max_connections=1)))
+    listening = listen(reactor, guard)  # type: ignore[arg-type]
+    first, second = Client(listening.getHost().port), Client(listening.getHost().port)
+    try:
+        assert await first.call("createQueue", {"queue": "q", "options": None, "metadata": None})
+        assert guard.connections(T) == 1
+        error = await second.fails("stats", {"queue": "q"})
+        assert error["title"] == "Quota exceeded" and error["field"] == "max_connections"
+        assert guard.connections(T) == 1
+        first.close()
+        await until(lambda: guard.connections(T) == 0)
+    finally:
+        first.close()
+        second.close()
+        await listening.stopListening()

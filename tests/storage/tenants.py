@@ -35,10 +35,11 @@ class TenantContract:
         start = await store.tenant_version()
         await store.create_tenant(T, NOW)
         await store.add_key(T, "k1", "hash", NOW)
-        assert await store.tenant_version() == start  # nothing to see for running processes
+        after_key = await store.tenant_version()
+        assert after_key > start  # running processes learn the new key id
         await store.set_quota(T, "max_queues", 5.0)
         after_quota = await store.tenant_version()
-        assert after_quota > start
+        assert after_quota > after_key
         assert await store.revoke_key("k1", NOW) is True
         after_revoke = await store.tenant_version()
         assert after_revoke > after_quota
@@ -53,9 +54,11 @@ class TenantContract:
         assert await store.find_key_scope("scoped") == ("jobs.*,logs", "publish")
         assert await store.find_key_scope("open") == (None, None)
         assert await store.find_key("scoped") == (T, "h1")
+        assert sorted(await store.key_ids()) == ["open", "scoped"]
         await store.revoke_key("scoped", NOW)
         assert await store.find_key_scope("scoped") is None
         assert await store.find_key_scope("missing") is None
+        assert await store.key_ids() == ["open"]
 
     @pytest_twisted.ensureDeferred
     async def test_tenant_usage_counts_queues_messages_bytes_and_live_subscriptions(
