@@ -303,7 +303,9 @@ def _delete_slice(conn: sa.Connection, queue_id: int, upto: int | None, limit: i
     if limit is None:
         return int(conn.execute(sa.delete(messages).where(*where)).rowcount)
     first = sa.select(m.marker).where(*where).order_by(m.marker).limit(limit)
-    return int(conn.execute(sa.delete(messages).where(*where, m.marker.in_(first))).rowcount)
+    # The bound only in the subquery: repeated outside, SQLite scans the whole range.
+    doomed = sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(first))
+    return int(conn.execute(doomed).rowcount)
 
 
 @each
