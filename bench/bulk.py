@@ -13,17 +13,21 @@ victim's queue, one after the other, until the bulk work is done (a delete: its 
 swept too). The table shows the victim's publish latency (p50, p99, max, from submit to
 commit) of the publishes that started meanwhile, how many there were, when the bulk call
 answered and when its work was done. The first row of each backend is the
-victim alone, the baseline of the same run. SQLite runs with qgate's default
+victim alone, the baseline of the same run. The last two: tenant ``bench`` submits
+``--flood`` one-message publishes at once, the victims publish meanwhile, first in
+``bench``'s own lane of the writer (queued behind the flood, as every write was before
+the writer's fair share), then as their own tenant. SQLite runs with qgate's default
 ``synchronous = "FULL"``; PostgreSQL in a database of its own, dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +49,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--slice", type=int, default=1000, help="messages per transaction")
     parser.add_argument("--victims", type=int, default=4, help="concurrent victim publishers")
+    parser.add_argument("--flood", type=int, default=5000, help="publishes queued at once")
     parser.add_argument("--backends", default="sqlite", help="sqlite,postgres")
     return parser.parse_args(argv)
 
 
-async def victims(store: SQLStorage, loops: int, work: Awaitable[Any]) -> list[float]:
+@contextlib.contextmanager
+def fresh_database(backend: str) -> Iterator[str]:
+    """The URL of a new, empty database of ``backend``, removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="qgate-bulk-") as directory:
+            yield f"sqlite:///{Path(directory) / 'bulk.db'}"
+        return
+    database = TemporaryDatabase()
+    try:
+        yield database.url
+    finally:
+        database.drop()
+
+
+async def victims(
+    store: SQLStorage, loops: int, work: Awaitable[Any], tenant: str = VICTIM
+) -> list[float]:
     """Publish latencies (seconds) of ``loops`` sequential publishers, of the publishes
     that started before ``work`` was done (alone: for ``MIN_SECONDS``)."""
     done = False
@@ -58,7 +79,7 @@ async def victims(store: SQLStorage, loops: int, work: Awaitable[Any]) -> list[f
     async def loop() -> None:
         while not done:
             start = time.perf_counter()
-            await store.publish(VICTIM, "v", [NewMessage(b"v")], time.time(), None)
+            await store.publish(tenant, "v", [NewMessage(b"v")], time.time(), None)
             samples.append(time.perf_counter() - start)
 
     loops_done = defer.gatherResults([defer.ensureDeferred(loop()) for _ in range(loops)])
@@ -107,6 +128,34 @@ async def scenario(
     return row
 
 
+async def flood(reactor: Any, url: str, lane: str, args: argparse.Namespace) -> list[str]:
+    """``--flood`` one-message publishes of tenant ``bench`` submitted at once, and the
+    victims publishing from tenant ``lane`` (``bench`` itself: its writes queue behind the
+    flood, as every write did before the writer's fair share)."""
+    upgrade(url)
+    store = SQLStorage(reactor, url)
+    try:
+        await store.create_queue(lane, "v", QueueOptions(), {}, time.time())
+        await store.create_queue(T, "big", QueueOptions(), {}, time.time())
+        start = time.perf_counter()
+        now = time.time()
+        ds = [store.publish(T, "big", [NewMessage(b"f")], now, None) for _ in range(args.flood)]
+        work = defer.gatherResults(ds)
+        samples = await victims(store, args.victims, work, lane)
+        took = time.perf_counter() - start
+    finally:
+        await store.close()
+    ms = sorted(s * 1000 for s in samples)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    label = f"{args.flood:,} publishes queued, victim " + (
+        "in the same lane (FIFO)" if lane == T else "its own tenant"
+    )
+    row = [label, "", f"{statistics.median(ms):.1f}", f"{p99:.1f}", f"{ms[-1]:.1f}"]
+    row += [f"{len(ms)}", "", f"{took:.2f}"]
+    print(" ", " | ".join(row), flush=True)
+    return row
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     header = ["scenario", "slice", "p50 ms", "p99 ms", "max ms", "publishes"]
     header += ["answer s", "done s"]
@@ -116,17 +165,12 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     for backend in args.backends.split(","):
         rows = []
         for op, size in cases:
-            if backend == "sqlite":
-                with tempfile.TemporaryDirectory(prefix="qgate-bulk-") as directory:
-                    url = f"sqlite:///{Path(directory) / 'bulk.db'}"
-                    rows.append(await scenario(reactor, url, op, size, args))
-            else:
-                database = TemporaryDatabase()
-                try:
-                    rows.append(await scenario(reactor, database.url, op, size, args))
-                finally:
-                    database.drop()
-        title = f"{backend}: a victim's publish while another tenant purges or deletes"
+            with fresh_database(backend) as url:
+                rows.append(await scenario(reactor, url, op, size, args))
+        for lane in (T, VICTIM):
+            with fresh_database(backend) as url:
+                rows.append(await flood(reactor, url, lane, args))
+        title = f"{backend}: a victim's publish while another tenant purges, deletes or floods"
         print_table(f"{title} ({args.victims} victim publishers)", header, rows)
 
 

@@ -294,31 +294,40 @@ def delete_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -
     return q.id
 
 
-def _delete_slice(conn: sa.Connection, queue_id: int, upto: int | None, limit: int | None) -> int:
+def _delete_slice(
+    conn: sa.Connection, queue_id: int, upto: int | None, limit: int | None
+) -> tuple[int, bool]:
     """Delete the first ``limit`` (None: every) messages of ``queue_id``, by marker, of
-    those at or below ``upto`` (None: all); -> how many."""
+    those at or below ``upto`` (None: all). -> (how many, whether any are left)."""
     where = [m.queue_id == queue_id]
     if upto is not None:
         where.append(m.marker <= upto)
     if limit is None:
-        return int(conn.execute(sa.delete(messages).where(*where)).rowcount)
-    first = sa.select(m.marker).where(*where).order_by(m.marker).limit(limit)
-    # The bound only in the subquery: repeated outside, SQLite scans the whole range.
-    doomed = sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(first))
-    return int(conn.execute(doomed).rowcount)
+        count = int(conn.execute(sa.delete(messages).where(*where)).rowcount)
+    else:
+        first = sa.select(m.marker).where(*where).order_by(m.marker).limit(limit)
+        # The bound only in the subquery: repeated outside, SQLite scans the whole range.
+        doomed = sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(first))
+        count = int(conn.execute(doomed).rowcount)
+        if count >= limit:
+            return count, True
+    # Fewer than asked for is the end, unless another process (PostgreSQL) deleted some of
+    # the slice after this statement's snapshot: then more may be left. One indexed look.
+    return count, conn.execute(sa.select(m.marker).where(*where).limit(1)).first() is not None
 
 
 @each
 def sweep_slice(conn: sa.Connection, limit: int | None) -> tuple[int, bool]:
     """Delete up to ``limit`` (None: every) orphaned messages of one deleted queue, and
     forget the queue once none are left. -> (messages deleted, whether there was a deleted
-    queue to sweep)."""
+    queue to sweep). On PostgreSQL, processes sweeping at once take different queues."""
     dq = deleted_queues.c
-    queue_id = conn.execute(sa.select(dq.queue_id).order_by(dq.queue_id).limit(1)).scalar()
+    first = sa.select(dq.queue_id).order_by(dq.queue_id).limit(1)
+    queue_id = conn.execute(first.with_for_update(skip_locked=True)).scalar()
     if queue_id is None:
         return 0, False
-    count = _delete_slice(conn, queue_id, None, limit)
-    if limit is None or count < limit:
+    count, left = _delete_slice(conn, queue_id, None, limit)
+    if not left:
         conn.execute(sa.delete(deleted_queues).where(dq.queue_id == queue_id))
     return count, True
 
@@ -326,19 +335,20 @@ def sweep_slice(conn: sa.Connection, limit: int | None) -> tuple[int, bool]:
 @each
 def purge_start(
     conn: sa.Connection, sql: Statements, tenant: str, name: str, limit: int | None
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, bool]:
     """The first slice of a purge: the queue's claims, and up to ``limit`` (None: every)
     of its messages. The purge deletes what the queue holds now, up to its last marker;
-    messages published later stay. -> (queue id, that last marker, messages deleted)."""
+    messages published later stay. -> (queue id, that last marker, messages deleted,
+    whether any of them are left)."""
     q = sql.need_queue(conn, tenant, name)
     upto = conn.execute(sa.select(queues.c.last_marker).where(queues.c.id == q.id)).scalar_one()
     conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
-    return q.id, int(upto), _delete_slice(conn, q.id, upto, limit)
+    return (q.id, int(upto), *_delete_slice(conn, q.id, upto, limit))
 
 
 @each
-def purge_slice(conn: sa.Connection, queue_id: int, upto: int, limit: int) -> int:
-    """A further slice of a purge (``purge_start``); -> messages deleted."""
+def purge_slice(conn: sa.Connection, queue_id: int, upto: int, limit: int) -> tuple[int, bool]:
+    """A further slice of a purge (``purge_start``): -> (deleted, whether any are left)."""
     return _delete_slice(conn, queue_id, upto, limit)
 
 

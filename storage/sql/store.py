@@ -281,14 +281,13 @@ class SQLStorage:
 
     async def _purge(self, tenant: str, name: str) -> int:
         limit = self._bulk_slice
-        queue_id, upto, n = await self._write(
+        queue_id, upto, total, left = await self._write(
             tenant, queues.purge_start, self._sql, tenant, name, limit
         )
-        total = n
-        while limit is not None and n >= limit:
-            n = await self._write(tenant, queues.purge_slice, queue_id, upto, limit)
+        while left and limit is not None:  # no limit: one transaction deleted them all
+            n, left = await self._write(tenant, queues.purge_slice, queue_id, upto, limit)
             total += n
-        return total
+        return total  # type: ignore[no-any-return]
 
     # -- messages --------------------------------------------------------------------------
 
