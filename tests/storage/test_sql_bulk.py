@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from qgate.core.model import NewMessage, QueueOptions
 from qgate.storage.sql import queues
-from qgate.storage.sql.schema import deleted_queues, messages
+from qgate.storage.sql.schema import claims, deleted_queues, messages
 from qgate.storage.sql.statements import Statements
 from qgate.storage.sql.store import SQLStorage
 from tests.storage.base import NOW, T, make_queue, put
@@ -172,11 +172,17 @@ async def test_queue_ids_are_never_reused(open_store):
 
 @pytest_twisted.ensureDeferred
 async def test_reaping_deletes_at_most_a_batch_of_each_kind_per_transaction(open_store):
+    """Expired messages and expired claims, 3 of each per transaction at most."""
     store = open_store()
-    await make_queue(store, "q", default_ttl=10.0)
+    await make_queue(store, "q", default_ttl=100.0)
     await put(store, *[b"m%d" % i for i in range(7)])
+    for i in range(5):
+        await store.claim(T, "q", f"c{i}", 1, 10.0, 0.0, NOW)
     deletes = MessageDeletes(store)
-    assert await store.reap(NOW + 20, 3) == 3
-    assert await store.reap(NOW + 20, 3) == 3
-    assert await store.reap(NOW + 20, 3) == 1
-    assert deletes.counts == [3, 3, 1]
+    assert await store.reap(NOW + 20, 3) == 0  # the claims expired, the messages not yet
+    assert count(store, claims) == 2
+    assert await store.reap(NOW + 200, 3) == 3
+    assert count(store, claims) == 0
+    assert await store.reap(NOW + 200, 3) == 3
+    assert await store.reap(NOW + 200, 3) == 1
+    assert deletes.counts == [0, 3, 3, 1]
