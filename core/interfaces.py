@@ -141,7 +141,9 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
 
     def delete_queue(tenant, name):
         """-> bool (whether it existed); deletes its messages, claims, cursors and
-        subscriptions."""
+        subscriptions. The queue is gone for every reader when this fires; a store may
+        delete its messages afterwards (SQL: in bounded slices), but a queue made again
+        under the name never sees them."""
 
     def list_queues(tenant, marker, limit):
         """-> list[Queue] whose names sort after ``marker`` (or from the start), by name."""
@@ -157,7 +159,9 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
     def purge_queue(tenant, name):
         """-> int, the number of messages deleted (expired ones not yet reaped included);
         claims go too. Cursors and subscriptions stay: markers never go back, so their
-        positions keep their meaning."""
+        positions keep their meaning. A purge deletes the messages the queue holds when
+        it starts, and fires once they are all gone; messages published meanwhile stay
+        (SQL deletes in bounded slices, and other writes commit between them)."""
 
     def publish(tenant, name, messages, now, schema, handoff=None):
         """-> list[int], the markers of the new messages, in order; all or nothing.

@@ -94,6 +94,7 @@ def make_storage(reactor: Any, config: Config) -> IQueueStorage:
         read_threads=config.storage.read_threads,
         synchronous=config.storage.synchronous,
         busy_timeout=config.storage.busy_timeout,
+        bulk_slice=config.storage.bulk_slice,
     )
 
 

@@ -41,6 +41,9 @@ class StorageConfig:
     read_threads: int = 4
     #: SQLite: seconds a write waits for another process's lock before it fails with 503.
     busy_timeout: float = 5.0
+    #: Messages a purge, or the sweep of a deleted queue, deletes per write transaction:
+    #: other tenants' writes commit between the slices.
+    bulk_slice: int = 1000
     #: Where transient queues live: only ``memory`` today.
     transient: str = "memory"
 
@@ -314,6 +317,8 @@ def _storage(value: Any, name: str) -> StorageConfig:
         )
     if storage.read_threads < 1:
         raise ConfigError(f"{name}.read_threads: must be at least 1")
+    if storage.bulk_slice < 1:
+        raise ConfigError(f"{name}.bulk_slice: must be at least 1")
     if not 0 < storage.busy_timeout <= 3600:
         raise ConfigError(f"{name}.busy_timeout: must be more than 0 and at most 3600 seconds")
     return storage

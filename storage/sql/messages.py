@@ -391,8 +391,14 @@ def reap(conn: sa.Connection, now: float, limit: int) -> int:
             sa.tuple_(m.queue_id, m.marker).in_(sa.select(doomed.c.queue_id, doomed.c.marker))
         )
     ).rowcount
-    conn.execute(sa.delete(claims).where(claims.c.expires_at <= now))
-    conn.execute(sa.delete(push_subscriptions).where(push_subscriptions.c.expires_at <= now))
+    # Claims and push subscriptions too at most ``limit`` per transaction: the reaper's
+    # writes share the writer with every tenant's, so none of them is one long write.
+    c = claims.c
+    expired = sa.select(c.id).where(c.expires_at <= now).limit(limit)
+    conn.execute(sa.delete(claims).where(c.id.in_(expired)))
+    ps = push_subscriptions.c
+    expired = sa.select(ps.id).where(ps.expires_at <= now).limit(limit)
+    conn.execute(sa.delete(push_subscriptions).where(ps.id.in_(expired)))
     pd = push_deliveries.c
     conn.execute(  # the deliveries of subscriptions that are gone
         sa.delete(push_deliveries).where(

@@ -20,6 +20,7 @@ from qgate.core.errors import QueueExists, UncheckedWriters
 from qgate.core.model import Queue, QueueOptions, QueueStats
 from qgate.storage.sql.schema import (
     claims,
+    deleted_queues,
     messages,
     push_deliveries,
     push_subscriptions,
@@ -105,8 +106,10 @@ def queue_depths(conn: sa.Connection, sql: Statements, now: float, limit: int) -
         ids.append(row[0])
         n, c, d = int(row[3]), int(row[4]), int(row[5])
         top.append(QueueDepth(row[1], row[2], n - c - d, c, d, row[6]))
-    rest = sa.select(total, n_claimed, n_delayed, sa.func.min(m.created_at)).where(
-        m.expires_at > now
+    rest = (  # joined: a deleted queue's messages not yet swept are no queue's
+        sa.select(total, n_claimed, n_delayed, sa.func.min(m.created_at))
+        .select_from(messages.join(queues, m.queue_id == q.id))
+        .where(m.expires_at > now)
     )
     if ids:
         rest = rest.where(m.queue_id.not_in(ids))
@@ -271,26 +274,82 @@ def owns_schema(conn: sa.Connection, tenant: str, fingerprint: int) -> bool:
 
 
 @each
-def delete_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> bool:
+def delete_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> int | None:
+    """The queue's row and its small state (claims, cursors, push subscriptions and their
+    deliveries) in one short transaction: the queue is gone for every reader at once.
+    Its messages stay, orphaned, for ``sweep_slice``: the queue's id is recorded in
+    ``deleted_queues``, and ids are never reused, so a queue made again under the name
+    never sees them. -> the deleted queue's id, None when there was none."""
     q = sql.queue_row(conn, tenant, name)
     if q is None:
-        return False
-    conn.execute(sa.delete(messages).where(m.queue_id == q.id))
+        return None
     conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
     conn.execute(sa.delete(subscriptions).where(subscriptions.c.queue_id == q.id))
     doomed = sa.select(push_subscriptions.c.id).where(push_subscriptions.c.queue_id == q.id)
     conn.execute(sa.delete(push_deliveries).where(push_deliveries.c.subscription_id.in_(doomed)))
     conn.execute(sa.delete(push_subscriptions).where(push_subscriptions.c.queue_id == q.id))
+    stmt = sql.upsert(deleted_queues).values(queue_id=q.id)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[deleted_queues.c.queue_id]))
     conn.execute(sa.delete(queues).where(queues.c.id == q.id))
-    return True
+    return q.id
+
+
+def _delete_slice(
+    conn: sa.Connection, queue_id: int, upto: int | None, limit: int | None
+) -> tuple[int, bool]:
+    """Delete the first ``limit`` (None: every) messages of ``queue_id``, by marker, of
+    those at or below ``upto`` (None: all). -> (how many, whether any are left)."""
+    where = [m.queue_id == queue_id]
+    if upto is not None:
+        where.append(m.marker <= upto)
+    if limit is None:
+        count = int(conn.execute(sa.delete(messages).where(*where)).rowcount)
+    else:
+        first = sa.select(m.marker).where(*where).order_by(m.marker).limit(limit)
+        # The bound only in the subquery: repeated outside, SQLite scans the whole range.
+        doomed = sa.delete(messages).where(m.queue_id == queue_id, m.marker.in_(first))
+        count = int(conn.execute(doomed).rowcount)
+        if count >= limit:
+            return count, True
+    # Fewer than asked for is the end, unless another process (PostgreSQL) deleted some of
+    # the slice after this statement's snapshot: then more may be left. One indexed look.
+    return count, conn.execute(sa.select(m.marker).where(*where).limit(1)).first() is not None
 
 
 @each
-def purge_queue(conn: sa.Connection, sql: Statements, tenant: str, name: str) -> int:
+def sweep_slice(conn: sa.Connection, limit: int | None) -> tuple[int, bool]:
+    """Delete up to ``limit`` (None: every) orphaned messages of one deleted queue, and
+    forget the queue once none are left. -> (messages deleted, whether there was a deleted
+    queue to sweep). On PostgreSQL, processes sweeping at once take different queues."""
+    dq = deleted_queues.c
+    first = sa.select(dq.queue_id).order_by(dq.queue_id).limit(1)
+    queue_id = conn.execute(first.with_for_update(skip_locked=True)).scalar()
+    if queue_id is None:
+        return 0, False
+    count, left = _delete_slice(conn, queue_id, None, limit)
+    if not left:
+        conn.execute(sa.delete(deleted_queues).where(dq.queue_id == queue_id))
+    return count, True
+
+
+@each
+def purge_start(
+    conn: sa.Connection, sql: Statements, tenant: str, name: str, limit: int | None
+) -> tuple[int, int, int, bool]:
+    """The first slice of a purge: the queue's claims, and up to ``limit`` (None: every)
+    of its messages. The purge deletes what the queue holds now, up to its last marker;
+    messages published later stay. -> (queue id, that last marker, messages deleted,
+    whether any of them are left)."""
     q = sql.need_queue(conn, tenant, name)
-    count = conn.execute(sa.delete(messages).where(m.queue_id == q.id)).rowcount
+    upto = conn.execute(sa.select(queues.c.last_marker).where(queues.c.id == q.id)).scalar_one()
     conn.execute(sa.delete(claims).where(claims.c.queue_id == q.id))
-    return int(count)
+    return (q.id, int(upto), *_delete_slice(conn, q.id, upto, limit))
+
+
+@each
+def purge_slice(conn: sa.Connection, queue_id: int, upto: int, limit: int) -> tuple[int, bool]:
+    """A further slice of a purge (``purge_start``): -> (deleted, whether any are left)."""
+    return _delete_slice(conn, queue_id, upto, limit)
 
 
 @each

@@ -20,6 +20,19 @@ queues = sa.Table(
     # an observer reading "after marker M" never misses a message committed later below M.
     sa.Column("last_marker", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("tenant", "name", name="uq_queues_tenant_name"),
+    # Ids are never reused (0006; PostgreSQL's sequence never reuses one either): messages
+    # of a deleted queue are swept after its row is gone (``deleted_queues``), and a queue
+    # made meanwhile must not take the old id and find them.
+    sqlite_autoincrement=True,
+)
+
+# Queues deleted whose messages are still being swept, a bounded slice per transaction
+# (``queues.sweep_slice``); the row goes once the last slice is deleted. Read at start-up
+# and by the reaper, so a sweep cut short by a crash finishes later.
+deleted_queues = sa.Table(
+    "deleted_queues",
+    metadata,
+    sa.Column("queue_id", sa.Integer, primary_key=True, autoincrement=False),
 )
 
 messages = sa.Table(

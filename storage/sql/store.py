@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -58,6 +60,12 @@ T = TypeVar("T")
 
 READ_DOWN = "storage unavailable: the database cannot be read right now"
 
+#: Messages a purge, or the sweep of a deleted queue, deletes per transaction: a slice
+#: takes the writer some 10 ms on SQLite, so other tenants' writes wait no longer than that.
+BULK_SLICE = 1000
+
+log = Logger()
+
 
 @implementer(IQueueStorage, ITenantStore, IWakeupSource, IHandoffStorage)
 class SQLStorage:
@@ -72,6 +80,7 @@ class SQLStorage:
         synchronous: str = "FULL",
         max_batch: int = 512,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        bulk_slice: int | None = BULK_SLICE,
     ) -> None:
         self.url = url
         self._reactor = reactor
@@ -90,6 +99,14 @@ class SQLStorage:
         self._listener = Listener(reactor, url, token)
         self._closed: Deferred[None] | None = None
         self._dead_lettered: Callable[[str, str, int], None] | None = None
+        if bulk_slice is not None and bulk_slice < 1:
+            raise ValueError(f"bulk_slice must be at least 1 (got {bulk_slice})")
+        #: Messages a purge or a deleted queue's sweep deletes per transaction (None: all
+        #: at once, as one write that holds up every other writer until it is done).
+        self._bulk_slice = bulk_slice
+        self._sweeping: Deferred[None] | None = None
+        self._sweep_again = False
+        self._sweep_waiters: list[Deferred[None]] = []
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -105,8 +122,10 @@ class SQLStorage:
                 raise StorageUnavailable(READ_DOWN) from e
             raise
 
-    def _write(self, group: Any, *args: Any) -> Deferred[Any]:
-        return self._writer.submit(group, *args)
+    def _write(self, tenant: str, group: Any, *args: Any) -> Deferred[Any]:
+        """``group`` on the writer, in ``tenant``'s fair share of its batches ("": work of
+        no tenant)."""
+        return self._writer.submit(group, *args, tenant=tenant)
 
     @property
     def writer(self) -> GroupCommitWriter:
@@ -146,7 +165,9 @@ class SQLStorage:
         metadata: Mapping[str, Any],
         now: float,
     ) -> Deferred[Queue]:
-        return self._write(queues.create_queue, self._sql, tenant, name, options, metadata, now)
+        return self._write(
+            tenant, queues.create_queue, self._sql, tenant, name, options, metadata, now
+        )
 
     def get_queue(self, tenant: str, name: str) -> Deferred[Queue | None]:
         return self._read(queues.get_queue, self._sql, tenant, name)
@@ -154,7 +175,7 @@ class SQLStorage:
     def update_queue(
         self, tenant: str, name: str, options: QueueOptions, metadata: Mapping[str, Any]
     ) -> Deferred[Queue]:
-        return self._write(queues.update_queue, self._sql, tenant, name, options, metadata)
+        return self._write(tenant, queues.update_queue, self._sql, tenant, name, options, metadata)
 
     def set_queue_schema(
         self,
@@ -166,26 +187,82 @@ class SQLStorage:
         now: float,
     ) -> Deferred[Queue]:
         return self._write(
-            queues.set_queue_schema, self._sql, tenant, name, fingerprint, text, list(writers), now
+            tenant,
+            queues.set_queue_schema,
+            self._sql,
+            tenant,
+            name,
+            fingerprint,
+            text,
+            list(writers),
+            now,
         )
 
     def schema_writers(self, tenant: str, name: str, now: float) -> Deferred[list[int]]:
         return self._read(queues.schema_writers, self._sql, tenant, name, now)
 
     def put_schema(self, fingerprint: int, text: str) -> Deferred[None]:
-        return self._write(queues.put_schema, self._sql, fingerprint, text)
+        return self._write("", queues.put_schema, self._sql, fingerprint, text)
 
     def get_schema(self, fingerprint: int) -> Deferred[str | None]:
         return self._read(queues.get_schema, fingerprint)
 
     def own_schema(self, tenant: str, fingerprint: int) -> Deferred[None]:
-        return self._write(queues.own_schema, self._sql, tenant, fingerprint)
+        return self._write(tenant, queues.own_schema, self._sql, tenant, fingerprint)
 
     def owns_schema(self, tenant: str, fingerprint: int) -> Deferred[bool]:
         return self._read(queues.owns_schema, tenant, fingerprint)
 
     def delete_queue(self, tenant: str, name: str) -> Deferred[bool]:
-        return self._write(queues.delete_queue, self._sql, tenant, name)
+        """Fires once the queue is gone (one short transaction); its messages are swept
+        afterwards, ``bulk_slice`` per transaction (``swept``)."""
+        d = self._write(tenant, queues.delete_queue, self._sql, tenant, name)
+        return d.addCallback(self._deleted)
+
+    def _deleted(self, queue_id: int | None) -> bool:
+        if queue_id is None:
+            return False
+        self.sweep()
+        return True
+
+    def sweep(self) -> None:
+        """Sweep the messages of deleted queues, one slice per write, in the background
+        (a sweep under way carries on, and looks again before it ends)."""
+        if self._closed is not None:
+            return
+        if self._sweeping is not None:
+            self._sweep_again = True
+            return
+        self._sweeping = Deferred.fromCoroutine(self._sweep())
+        self._sweeping.addBoth(self._swept)
+
+    async def _sweep(self) -> None:
+        while True:
+            self._sweep_again = False
+            found = True
+            while found and self._closed is None:
+                _, found = await self._write("", queues.sweep_slice, self._bulk_slice)
+            if not self._sweep_again or self._closed is not None:
+                return
+
+    def _swept(self, result: object) -> None:
+        self._sweeping = None
+        waiting, self._sweep_waiters = self._sweep_waiters, []
+        if isinstance(result, Failure) and not result.check(StorageUnavailable):
+            log.failure("sweeping the messages of deleted queues failed", result)
+        # StorageUnavailable: the database is away or the store closes; the reaper's next
+        # round sweeps again (as after a crash: the deleted queues are in the database).
+        for d in waiting:
+            d.callback(None)
+
+    def swept(self) -> Deferred[None]:
+        """Fires once no sweep of deleted queues' messages is under way."""
+        d: Deferred[None] = Deferred()
+        if self._sweeping is None:
+            d.callback(None)
+        else:
+            self._sweep_waiters.append(d)
+        return d
 
     def list_queues(self, tenant: str, marker: str | None, limit: int) -> Deferred[list[Queue]]:
         return self._read(queues.list_queues, self._sql, tenant, marker, limit)
@@ -197,7 +274,20 @@ class SQLStorage:
         return self._read(queues.queue_stats, self._sql, tenant, name, now)
 
     def purge_queue(self, tenant: str, name: str) -> Deferred[int]:
-        return self._write(queues.purge_queue, self._sql, tenant, name)
+        """Deletes, ``bulk_slice`` per transaction, the messages the queue holds when the
+        purge starts (up to its last marker then; messages published meanwhile stay) and
+        its claims; fires once they are all gone with how many this purge deleted."""
+        return Deferred.fromCoroutine(self._purge(tenant, name))
+
+    async def _purge(self, tenant: str, name: str) -> int:
+        limit = self._bulk_slice
+        queue_id, upto, total, left = await self._write(
+            tenant, queues.purge_start, self._sql, tenant, name, limit
+        )
+        while left and limit is not None:  # no limit: one transaction deleted them all
+            n, left = await self._write(tenant, queues.purge_slice, queue_id, upto, limit)
+            total += n
+        return total  # type: ignore[no-any-return]
 
     # -- messages --------------------------------------------------------------------------
 
@@ -211,7 +301,7 @@ class SQLStorage:
         handoff: Handoff | None = None,
     ) -> Deferred[list[int]]:
         return self._write(
-            messages.publish_group, self._sql, tenant, name, new, now, schema, handoff
+            tenant, messages.publish_group, self._sql, tenant, name, new, now, schema, handoff
         )
 
     def get_messages(
@@ -229,15 +319,19 @@ class SQLStorage:
     ) -> Deferred[list[int]]:
         if claim_id is not None:
             # What a claim holder deletes is an ack: one DELETE with the commit's acks.
-            return self._write(claims.ack_group, tenant, name, claim_id, sorted(set(markers)))
+            return self._write(
+                tenant, claims.ack_group, tenant, name, claim_id, sorted(set(markers))
+            )
         return self._write(
-            messages.delete_messages, self._sql, tenant, name, list(markers), claim_id, now
+            tenant, messages.delete_messages, self._sql, tenant, name, list(markers), claim_id, now
         )
 
     def pop_messages(
         self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
     ) -> Deferred[list[Message]]:
-        return self._write(messages.pop_messages, self._sql, tenant, name, limit, now, handoff)
+        return self._write(
+            tenant, messages.pop_messages, self._sql, tenant, name, limit, now, handoff
+        )
 
     def observe(
         self, tenant: str, name: str, query: ObserveQuery, now: float
@@ -250,7 +344,10 @@ class SQLStorage:
         return self._read(messages.next_wake, self._sql, tenant, name, now, after)
 
     def reap(self, now: float, limit: int) -> Deferred[int]:
-        return self._write(messages.reap, now, limit)
+        """Also starts a sweep of deleted queues' messages: one cut short (a crash, the
+        database away) finishes in the reaper's next round."""
+        self.sweep()
+        return self._write("", messages.reap, now, limit)
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -266,7 +363,17 @@ class SQLStorage:
         handoff: Handoff | None = None,
     ) -> Deferred[list[Message]]:
         d = self._write(
-            claims.claim_group, self._sql, tenant, name, claim_id, limit, ttl, grace, now, handoff
+            tenant,
+            claims.claim_group,
+            self._sql,
+            tenant,
+            name,
+            claim_id,
+            limit,
+            ttl,
+            grace,
+            now,
+            handoff,
         )
         return d.addCallback(self._claimed, tenant)
 
@@ -288,7 +395,9 @@ class SQLStorage:
     def renew_claim(
         self, tenant: str, name: str, claim_id: str, ttl: float, grace: float, now: float
     ) -> Deferred[bool]:
-        return self._write(claims.renew_claim, self._sql, tenant, name, claim_id, ttl, grace, now)
+        return self._write(
+            tenant, claims.renew_claim, self._sql, tenant, name, claim_id, ttl, grace, now
+        )
 
     def release(
         self,
@@ -302,13 +411,22 @@ class SQLStorage:
     ) -> Deferred[int]:
         wanted = None if markers is None else list(markers)
         return self._write(
-            claims.release, self._sql, tenant, name, claim_id, wanted, delay, now, undelivered
+            tenant,
+            claims.release,
+            self._sql,
+            tenant,
+            name,
+            claim_id,
+            wanted,
+            delay,
+            now,
+            undelivered,
         )
 
     def ack(
         self, tenant: str, name: str, claim_id: str, markers: Sequence[int], now: float
     ) -> Deferred[list[int]]:
-        return self._write(claims.ack_group, tenant, name, claim_id, list(markers))
+        return self._write(tenant, claims.ack_group, tenant, name, claim_id, list(markers))
 
     # -- durable subscriptions -------------------------------------------------------------
 
@@ -318,7 +436,7 @@ class SQLStorage:
     def set_cursor(
         self, tenant: str, name: str, subscription: str, marker: int | None
     ) -> Deferred[None]:
-        return self._write(queues.set_cursor, self._sql, tenant, name, subscription, marker)
+        return self._write(tenant, queues.set_cursor, self._sql, tenant, name, subscription, marker)
 
     # -- push subscriptions ----------------------------------------------------------------
 
@@ -329,7 +447,9 @@ class SQLStorage:
         new: NewSubscription,
         now: float,
     ) -> Deferred[tuple[Subscription, bool]]:
-        return self._write(subscriptions.create_subscription, self._sql, tenant, name, new, now)
+        return self._write(
+            tenant, subscriptions.create_subscription, self._sql, tenant, name, new, now
+        )
 
     def get_subscription(
         self, tenant: str, name: str, subscription_id: str, now: float
@@ -354,6 +474,7 @@ class SQLStorage:
         now: float,
     ) -> Deferred[Subscription]:
         return self._write(
+            tenant,
             subscriptions.update_subscription,
             self._sql,
             tenant,
@@ -367,6 +488,7 @@ class SQLStorage:
         self, tenant: str, name: str, subscription_id: str, marker: int, now: float
     ) -> Deferred[int | None]:
         return self._write(
+            tenant,
             subscriptions.advance_subscription,
             self._sql,
             tenant,
@@ -378,27 +500,35 @@ class SQLStorage:
 
     def delete_subscription(self, tenant: str, name: str, subscription_id: str) -> Deferred[bool]:
         return self._write(
-            subscriptions.delete_subscription, self._sql, tenant, name, subscription_id
+            tenant, subscriptions.delete_subscription, self._sql, tenant, name, subscription_id
         )
 
     def purge_subscriptions(self, tenant: str, name: str) -> Deferred[int]:
-        return self._write(subscriptions.purge_subscriptions, self._sql, tenant, name)
+        return self._write(tenant, subscriptions.purge_subscriptions, self._sql, tenant, name)
 
     # -- push delivery (storage/sql/push.py) -----------------------------------------------
 
     def lease_push(
         self, owner: str, lease: float, limit: int, now: float
     ) -> Deferred[list[PushLease]]:
-        return self._write(push.lease_push, self._sql, owner, lease, limit, now)
+        return self._write("", push.lease_push, self._sql, owner, lease, limit, now)
 
     def release_push(self, owner: str, subscription_ids: Sequence[str]) -> Deferred[int]:
-        return self._write(push.release_push, self._sql, owner, list(subscription_ids))
+        return self._write("", push.release_push, self._sql, owner, list(subscription_ids))
 
     def take_deliveries(
         self, tenant: str, name: str, subscription_id: str, owner: str, limit: int, now: float
     ) -> Deferred[list[Delivery]]:
         return self._write(
-            push.take_deliveries, self._sql, tenant, name, subscription_id, owner, limit, now
+            tenant,
+            push.take_deliveries,
+            self._sql,
+            tenant,
+            name,
+            subscription_id,
+            owner,
+            limit,
+            now,
         )
 
     def pending_deliveries(
@@ -418,6 +548,7 @@ class SQLStorage:
         now: float,
     ) -> Deferred[bool]:
         return self._write(
+            tenant,
             push.settle_deliveries,
             self._sql,
             tenant,
@@ -438,7 +569,7 @@ class SQLStorage:
     # -- tenants ---------------------------------------------------------------------------
 
     def create_tenant(self, name: str, now: float) -> Deferred[tuple[Tenant, bool]]:
-        return self._write(tenants.create_tenant, name, now)
+        return self._write("", tenants.create_tenant, name, now)
 
     def get_tenant(self, name: str) -> Deferred[Tenant | None]:
         return self._read(tenants.get_tenant, name)
@@ -455,13 +586,13 @@ class SQLStorage:
         queues: str | None = None,
         ops: str | None = None,
     ) -> Deferred[None]:
-        return self._write(tenants.add_key, tenant, key_id, secret_hash, now, queues, ops)
+        return self._write(tenant, tenants.add_key, tenant, key_id, secret_hash, now, queues, ops)
 
     def find_key_scope(self, key_id: str) -> Deferred[tuple[str | None, str | None] | None]:
         return self._read(tenants.find_key_scope, key_id)
 
     def set_quota(self, tenant: str, quota: str, value: float | None) -> Deferred[None]:
-        return self._write(tenants.set_quota, tenant, quota, value)
+        return self._write(tenant, tenants.set_quota, tenant, quota, value)
 
     def quota_overrides(self) -> Deferred[dict[str, dict[str, float]]]:
         return self._read(tenants.quota_overrides)
@@ -479,7 +610,7 @@ class SQLStorage:
         return self._read(tenants.key_ids)
 
     def revoke_key(self, key_id: str, now: float) -> Deferred[bool]:
-        return self._write(tenants.revoke_key, key_id, now)
+        return self._write("", tenants.revoke_key, key_id, now)
 
     # -- cross-process wakeups (PostgreSQL LISTEN/NOTIFY) ----------------------------------
 

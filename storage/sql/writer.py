@@ -1,9 +1,18 @@
 """Group commit: one writer thread, one connection, many callers per transaction.
 
-Callers on the reactor thread submit write operations; the writer thread takes everything
-that is queued (up to ``max_batch``), runs it in ONE transaction and commits, then fires
-each caller's Deferred on the reactor thread. Concurrent publishers and ackers therefore
-share fsyncs and round trips, and every Deferred fires only after its commit.
+Callers on the reactor thread submit write operations; the writer thread takes what is
+queued (up to ``max_batch``), runs it in ONE transaction and commits, then fires each
+caller's Deferred on the reactor thread. Concurrent publishers and ackers therefore share
+fsyncs and round trips, and every Deferred fires only after its commit.
+
+Fair share: each operation names its tenant ("" for work of no tenant: the reaper, the
+sweep of deleted queues, push leases), and a batch is taken round-robin over the tenants
+with operations queued, one operation of each in turn, the round carrying on where the
+last batch stopped. A tenant with one operation queued is in the next batch whatever
+another tenant has queued (with fewer than ``max_batch`` tenants waiting), and a tenant
+with thousands queued still fills the rest of every batch, so group commits stay large
+under load. The operations of one tenant keep their submission order in every batch and
+across batches.
 
 Operations come in groups: a group function receives the arguments of every queued
 operation of its kind and may serve them with one statement (all publishes in a batch
@@ -34,8 +43,8 @@ busy timeout, the disk is full), the writer thread carries on; no caller is left
   retries may store the message twice, which is the at-least-once delivery every protocol
   already promises and what any broker acknowledging over a network gives. A success
   always means committed.
-- Stopping: ``close()`` queues a stop mark behind everything submitted; the writer drains
-  the queue in order, and once an attempt has failed while stopping, refuses the rest
+- Stopping: ``close()`` queues a stop mark behind everything submitted; the writer serves
+  everything taken before the mark, and once an attempt has failed while stopping, refuses the rest
   without another attempt. ``close()`` thus fires in bounded time whatever the database
   does, and a SIGTERM ends the process.
 - Anything unexpected (a bug) fails that batch's callers and is logged; the thread lives.
@@ -52,6 +61,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +163,7 @@ class _Op:
     group: Group
     args: tuple[Any, ...]
     deferred: Deferred[Any]
+    tenant: str
 
 
 class _CommitFailed(Exception):
@@ -183,6 +194,9 @@ class GroupCommitWriter:
         self._closed: Deferred[None] | None = None
         self._stopping = threading.Event()
         # The writer thread's own state.
+        #: operations taken off the queue and not yet in a batch, by tenant, in turn order
+        self._lanes: dict[str, deque[_Op]] = {}
+        self._stop_seen = False  # the stop mark came off the queue
         self._conn: sa.Connection | None = None
         self._backoff = 0.0  # seconds: 0 while the database works
         self._retry_at = 0.0  # time.monotonic() before which no attempt is made
@@ -196,11 +210,13 @@ class GroupCommitWriter:
         self.on_batch: Callable[[int, float], None] | None = None
         self._thread.start()
 
-    def submit(self, group: Group, *args: Any) -> Deferred[Any]:
+    def submit(self, group: Group, *args: Any, tenant: str = "") -> Deferred[Any]:
+        """Run ``group`` for ``args`` in a coming transaction, in ``tenant``'s turn (its
+        fair share of each batch, see the module docstring); -> the group's result."""
         if self._closed is not None:
             return fail(StorageUnavailable(SHUTTING_DOWN))
         d: Deferred[Any] = Deferred()
-        self._queue.put(_Op(group, args, d))
+        self._queue.put(_Op(group, args, d, str(tenant)))
         return d
 
     def close(self) -> Deferred[None]:
@@ -238,20 +254,33 @@ class GroupCommitWriter:
         self._reactor.callFromThread(self._finished)
 
     def _take(self) -> tuple[list[_Op], bool]:
-        """The next batch (waiting for its first operation), and whether a stop came."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        while len(batch) < self._max_batch:
+        """The next batch, round-robin over tenants (waiting for an operation when none is
+        queued), and whether the stop mark has come with nothing left behind the batch."""
+        if not self._lanes and not self._stop_seen:
+            self._enqueue(self._queue.get())
+        while not self._stop_seen:  # nothing is submitted after the stop mark
             try:
-                item = self._queue.get_nowait()
+                self._enqueue(self._queue.get_nowait())
             except queue.Empty:
                 break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
+        lanes = self._lanes
+        batch: list[_Op] = []
+        while lanes and len(batch) < self._max_batch:
+            tenant = next(iter(lanes))
+            lane = lanes.pop(tenant)
+            batch.append(lane.popleft())
+            if lane:
+                lanes[tenant] = lane  # to the back of the round
+        return batch, self._stop_seen and not lanes
+
+    def _enqueue(self, item: Any) -> None:
+        if item is _STOP:
+            self._stop_seen = True
+            return
+        lane = self._lanes.get(item.tenant)
+        if lane is None:
+            self._lanes[item.tenant] = lane = deque()
+        lane.append(item)
 
     def _serve(self, batch: list[_Op]) -> list[Any]:
         """The outcome of each operation of ``batch``; never raises."""

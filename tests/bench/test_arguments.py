@@ -3,7 +3,7 @@ argument parsing is checked here, so a rename breaks the suite and not the integ
 
 import pytest
 
-from bench import http, latency, pg, stomp, workers
+from bench import bulk, http, latency, pg, stomp, workers
 
 
 @pytest.mark.parametrize("module", [http, latency, pg, stomp, workers])
@@ -30,3 +30,8 @@ def test_workers_default_to_one_and_two():
 def test_the_stomp_scenarios_have_distinct_keys():
     keys = [s.key for s in stomp.SCENARIOS]
     assert len(set(keys)) == len(keys) == 4
+
+
+def test_the_bulk_bench_compares_one_transaction_with_slices_of_a_thousand():
+    args = bulk.parse_args([])
+    assert (args.messages, args.slice, args.backends) == (200_000, 1000, "sqlite")

@@ -225,6 +225,33 @@ def test_the_push_subscriptions_migration_keeps_the_durable_cursors(tmp_path):
     assert pushed == 0
 
 
+def test_the_queue_sweeps_migration_keeps_the_queues_and_never_reuses_their_ids(tmp_path):
+    """0006 rebuilds ``queues`` on SQLite with AUTOINCREMENT: rows, ids and the unique
+    name stay, and the highest id, once deleted, is not handed out again."""
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url, "0005")
+    engine = sa.create_engine(url)
+    insert = (
+        "INSERT INTO queues (tenant, name, options, metadata, created_at, last_marker)"
+        " VALUES ('t', '{0}', '{{}}', '{{}}', 0, 7)"
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(insert.format("a"))
+        conn.exec_driver_sql(insert.format("b"))
+    upgrade(url)
+    with engine.begin() as conn:
+        rows = conn.exec_driver_sql("SELECT id, name, last_marker FROM queues ORDER BY id")
+        assert [tuple(row) for row in rows] == [(1, "a", 7), (2, "b", 7)]
+        with pytest.raises(sa.exc.IntegrityError):
+            with conn.begin_nested():
+                conn.exec_driver_sql(insert.format("a"))
+        conn.exec_driver_sql("DELETE FROM queues WHERE id = 2")
+        conn.exec_driver_sql(insert.format("c"))
+        assert conn.exec_driver_sql("SELECT id FROM queues WHERE name = 'c'").scalar() == 3
+        assert conn.exec_driver_sql("SELECT count(*) FROM deleted_queues").scalar() == 0
+    engine.dispose()
+
+
 @pytest_twisted.ensureDeferred
 async def test_push_subscriptions_and_their_positions_outlive_the_process(reactor, sql_url, clock):
     service, store = make_service(reactor, sql_url, clock)

@@ -36,6 +36,7 @@ def test_shipped_postgres_example_parses():
         ({"stomp": {"prefetch": 1.5}}, "stomp.prefetch: expected a whole number"),
         ({"storage": {"url": "mysql://x"}}, "storage.url: use sqlite"),
         ({"storage": {"busy_timeout": 0}}, "storage.busy_timeout: must be more than 0"),
+        ({"storage": {"bulk_slice": 0}}, "storage.bulk_slice: must be at least 1"),
         (
             {"listeners": [{"protocol": "ftp", "endpoint": "tcp:1"}]},
             "listeners[0].protocol: must be one of",

@@ -232,6 +232,23 @@ class MessageContract:
         assert await store.purge_queue(T, "q") == 1
 
     @pytest_twisted.ensureDeferred
+    async def test_a_queue_deleted_and_made_again_holds_none_of_the_old_messages(self, store):
+        """Whether or not the old messages are swept yet (SQL sweeps them after the
+        delete has answered), the new queue under the name sees only its own."""
+        await make_queue(store, "other")
+        await make_queue(store)
+        await put(store, b"old-1", b"old-2")
+        await lease(store, "c1", 1)
+        assert await store.delete_queue(T, "q") is True
+        await make_queue(store)
+        assert await everything(store) == []
+        assert await store.get_claim(T, "q", "c1", NOW) is None
+        await put(store, b"new")
+        assert await everything(store) == [b"new"]
+        assert await store.purge_queue(T, "q") == 1
+        assert (await store.tenant_usage(T, NOW)).messages == 0
+
+    @pytest_twisted.ensureDeferred
     async def test_stats_count_each_live_message_once(self, store):
         await make_queue(store)
         stats = await store.queue_stats(T, "q", NOW)

@@ -36,6 +36,7 @@ TABLES = (
     "tenant_quotas",
     "tenant_changes",
     "tenant_schemas",
+    "deleted_queues",
 )
 
 
