@@ -20,7 +20,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from qgate.protocols.avro.ipc import HandshakeRequest, frame, write_handshake_request
@@ -527,7 +527,7 @@ async def purge(spec: Spec) -> Stats:
     return stats
 
 
-ATTACKS: dict[str, Callable[[Spec], Awaitable[Stats]]] = {
+ATTACKS: dict[str, Callable[[Spec], Coroutine[Any, Any, Stats]]] = {
     "idle-stomp": idle_stomp,
     "slowloris": slowloris,
     "ws-tls-idle": ws_tls_idle,

@@ -53,15 +53,11 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import ROOT, QgateServer, TemporaryDatabase, need_psutil, print_table
+from qgate.core.quotas import QUOTA_KEYS
 
 CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
 TIMEOUT = 10.0
 KINDS = ("publish", "claim", "stomp")
-QUOTA_KEYS = (
-    "max_queues max_messages max_bytes max_subscriptions max_connections publish_rate "
-    "publish_burst request_rate request_burst"
-).split()
-
 #: Each attack: its parameters at full size and with ``--quick``.
 ATTACKS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "idle-stomp": (
@@ -335,11 +331,10 @@ def qgate_cli(server: QgateServer, *args: str) -> str:
     return done.stdout.strip()
 
 
-def config(workdir: Path, quotas: bool, tls_port: int, overrides: list[str]) -> str:
-    sys.path.insert(0, str(ROOT))
-    from tests.support.certs import make_certs
-
-    certs = make_certs(workdir)
+def auth_and_quotas(quotas: bool, overrides: list[str]) -> str:
+    """The ``[auth]`` and ``[quotas]`` tables: keys; with ``quotas`` false every quota and
+    rate 0 (none) and no throttling of failed authentications; ``overrides`` (``KEY=VALUE``)
+    on top."""
     text = '[auth]\nmode = "keys"\n'
     values = {} if quotas else dict.fromkeys(QUOTA_KEYS, "0")
     if not quotas:
@@ -349,7 +344,17 @@ def config(workdir: Path, quotas: bool, tls_port: int, overrides: list[str]) -> 
         values[key.strip()] = value.strip()
     if values:
         text += "[quotas]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-    return text + (
+    return text
+
+
+def config(workdir: Path, quotas: bool, tls_port: int, overrides: list[str]) -> str:
+    """What ``qgate serve`` gets besides storage and the HTTP and STOMP listeners: auth,
+    quotas and a STOMP/TLS listener (test certificates written into ``workdir``)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.certs import make_certs
+
+    certs = make_certs(workdir)
+    return auth_and_quotas(quotas, overrides) + (
         f'[[listeners]]\nprotocol = "stomp"\nendpoint = "tcp:{tls_port}:interface=127.0.0.1"\n'
         f'[listeners.tls]\ncertificate = "{certs.server_cert}"\nkey = "{certs.server_key}"\n'
     )
@@ -421,8 +426,8 @@ def run_attack(
         p.wait()
         results.append(json.loads(out.strip().splitlines()[-1]) if out.strip() else {})
     end = time.time()
-    for p in spies:
-        p.wait()
+    for spy_proc in spies:
+        spy_proc.wait()
     rss, cpu = watch.finish()
     load = max(load, os.getloadavg()[0])
     merged: dict[str, Any] = {"counts": Counter(), "errors": Counter(), "cpu": 0.0, "peak": 0}
@@ -451,10 +456,7 @@ def fmt(v: float) -> str:
     return "-" if math.isnan(v) else (f"{v:.0f}" if v >= 100 else f"{v:.1f}")
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "victim":
-        run_victim(json.loads(sys.argv[2]))
-        return
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -479,11 +481,24 @@ def main() -> None:
         help="a [quotas] value (repeatable), e.g. request_rate=200",
     )
     parser.add_argument("--settle", type=float, default=5.0, help="quiet seconds after each attack")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = [n.strip() for n in args.attacks.split(",") if n.strip()]
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         parser.error(f"unknown attacks: {', '.join(unknown)}")
+    for item in args.quota:
+        if item.partition("=")[0].strip() not in QUOTA_KEYS:
+            parser.error(f"--quota {item}: not KEY=VALUE with KEY one of {', '.join(QUOTA_KEYS)}")
+    args.names = names
+    return args
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "victim":
+        run_victim(json.loads(sys.argv[2]))
+        return
+    args = parse_args(sys.argv[1:])
+    names = args.names
     seconds = args.seconds or (5.0 if args.quick else 15.0)
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -536,7 +551,8 @@ def main() -> None:
             [sys.executable, "-m", "bench.tenants", "victim", json.dumps(victim_args)],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        stack.callback(lambda: (victim.terminate(), victim.wait()))
+        stack.callback(victim.wait)
+        stack.callback(victim.terminate)
         time.sleep(2)  # warm-up, not measured
         print(
             f"qgate serve {args.serve_args} on {args.storage}, quotas "
