@@ -303,20 +303,13 @@ async def subscriptions(spec: Spec) -> Stats:
     stats, sem = Stats(), asyncio.Semaphore(8)
     n = spec["subscriptions"] // 2
 
-    def frames(c: int) -> Callable[[], tuple[bytes, bytes, int]]:
-        subs = b"".join(
+    def frames(c: int) -> bytes:
+        return b"".join(
             b"SUBSCRIBE\ndestination:/queue/sub%d_%d\nid:%d\n\n\x00" % (c, i, i) for i in range(n)
         )
-        state = {"sent": False}
-
-        def make() -> tuple[bytes, bytes, int]:
-            state["sent"] = False
-            return subs, b"", 0
-
-        return make
 
     async def one(c: int) -> None:
-        make = frames(c)
+        subs = frames(c)
         deadline = spec["deadline"]
         while _left(deadline) > 0:
             try:
@@ -327,8 +320,7 @@ async def subscriptions(spec: Spec) -> Stats:
                 await asyncio.sleep(1)
                 continue
             stats.opened()
-            first, _, _ = make()
-            writer.write(first)
+            writer.write(subs)
             stats.counts["SUBSCRIBEs sent"] += n
             try:
                 await asyncio.wait_for(writer.drain(), max(0.1, _left(deadline)))
