@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_to_drop
+from qgate.core.dead_letter import claim_order
 from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
 from qgate.core.handoff import Handoff, earliest, handoff_order
 from qgate.core.limits import resolve_times
@@ -24,8 +25,8 @@ from qgate.storage.sql.statements import (
     MESSAGE_COLUMNS,
     Statements,
     chunks,
-    in_claim_order,
     message,
+    message_of,
     queue_options,
 )
 from qgate.storage.sql.writer import each
@@ -369,18 +370,24 @@ def pop_messages(
     now: float,
     handoff: Handoff | None = None,
 ) -> list[Message]:
+    """Claim and delete the next ``limit`` claimable messages in ONE statement at the
+    driver level; the queue is looked for on its own only when it gave nothing."""
     if handoff is not None and handoff.taken:
         return []  # a publish of this transaction or an earlier one handed it messages
-    q = sql.need_queue(conn, tenant, name)
-    rows = conn.execute(
-        sa.delete(messages)
-        .where(m.queue_id == q.id, sql.among(sql.claimable(q.id, limit, now)))
-        .returning(*MESSAGE_COLUMNS)
-    )
-    found = in_claim_order([message(row) for row in rows])
-    if found and handoff is not None:
+    params = {"tenant": tenant, "name": name, "now": now, "n": limit}
+    rows = conn.exec_driver_sql(sql.pop_sql, params).fetchall()
+    if not rows:
+        if conn.exec_driver_sql(sql.queue_exists_sql, params).first() is None:
+            raise QueueNotFound(name)
+        return []
+    found = sorted(map(message_of, rows), key=_claim_key)
+    if handoff is not None:
         handoff.spend()
     return found
+
+
+def _claim_key(msg: Message) -> tuple[int, int]:
+    return claim_order(msg.priority, msg.marker)
 
 
 @each

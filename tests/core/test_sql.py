@@ -315,6 +315,75 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_pop_is_one_statement_and_looks_for_the_queue_only_when_it_finds_nothing(
+    reactor, sql_url
+):
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    begin = 1 if store.dialect == "sqlite" else 0
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        await store.publish(
+            T, "q", [NewMessage(b"a", priority=1), NewMessage(b"b", priority=5)], EPOCH, None
+        )
+        before = store.writer.stats()
+        popped = await store.pop_messages(T, "q", 10, EPOCH)
+        assert [(m.body, m.headers, m.claim_count) for m in popped] == [
+            (b"b", {}, 0),
+            (b"a", {}, 0),
+        ]
+        popping = store.writer.stats() - before
+        assert (popping.operations, popping.statements) == (1, begin + 1)
+        assert await store.pop_messages(T, "q", 10, EPOCH) == []
+        empty = store.writer.stats() - before - popping
+        assert (empty.operations, empty.statements) == (1, begin + 2)
+        with pytest.raises(QueueNotFound):
+            await store.pop_messages(T, "gone", 10, EPOCH)
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_past_sqlites_parameter_limit_in_one_transaction_all_delete(reactor, sql_url):
+    """1,200 single-message acks (STOMP's client-individual) of 12 claims sharing one
+    transaction: SQLite's statements stay within its 999 bound parameters, PostgreSQL
+    gets one; every ack deletes its message and nothing else."""
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL", max_batch=2048)
+    begin = 1 if store.dialect == "sqlite" else 0
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        bodies = [NewMessage(b"%d" % i, headers={"n": str(i)}) for i in range(100)]
+        for _ in range(13):
+            await store.publish(T, "q", bodies, EPOCH, None)
+        claims = [await store.claim(T, "q", f"c{i}", 100, 60, 60, EPOCH) for i in range(12)]
+        assert claims[0][5].headers == {"n": "5"}
+        gate = threading.Event()
+
+        @each
+        def block(conn: sa.Connection) -> None:
+            gate.wait(5)
+
+        held = store.writer.submit(block)
+        before = store.writer.stats()
+        acks = [
+            store.ack(T, "q", f"c{i}", [msg.marker], EPOCH + 1)
+            for i, found in enumerate(claims)
+            for msg in found
+        ]
+        gate.set()
+        await held
+        assert await defer.gatherResults(acks) == [
+            [msg.marker] for found in claims for msg in found
+        ]
+        done = store.writer.stats() - before
+        expected = 2 if store.dialect == "sqlite" else 1  # the blocker's batch: its BEGIN only
+        assert done.statements == done.batches * begin + expected
+        left = await store.claim(T, "q", "rest", 100, 60, 60, EPOCH + 1)
+        assert [msg.marker for msg in left] == list(range(1201, 1301))
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_acks_sharing_a_transaction_on_a_missing_queue_fail_with_queue_not_found(
     reactor, sql_url
 ):
