@@ -331,7 +331,7 @@ def _ack_all(conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]
     deleted: dict[str, set[int]] = {}
     pg = conn.dialect.name == "postgresql"
     for text, params in ack_statements(pg, [(*key, sorted(held)) for key, held in terms.items()]):
-        for claim_id, marker in conn.exec_driver_sql(text, params):
+        for claim_id, marker in conn.exec_driver_sql(text, params).fetchall():
             deleted.setdefault(claim_id, set()).add(marker)
     missing: dict[tuple[str, str], list[int]] = {}
     for i, (tenant, name, claim_id, markers) in enumerate(batch):

@@ -50,26 +50,14 @@ MESSAGE_COLUMNS = (
 
 
 def message(row: Any) -> Message:
-    """The message of a row selecting ``MESSAGE_COLUMNS``."""
-    return Message(
-        marker=row.marker,
-        body=bytes(row.body),
-        content_type=row.content_type,
-        headers=json.loads(row.headers) if row.headers else {},
-        producer=row.producer,
-        priority=row.priority,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        available_at=row.available_at,
-        claim_id=row.claim_id,
-        claim_expires=row.claim_expires,
-        claim_count=row.claim_count,
-    )
+    """The message of a row whose first columns are ``MESSAGE_COLUMNS``, in that order
+    (by position: a SQLAlchemy row's attributes cost more than the rest of the mapping)."""
+    return message_of(row)
 
 
 def message_of(row: Sequence[Any]) -> Message:
-    """The message of a driver-level row of ``MESSAGE_SQL`` (a plain tuple: no
-    SQLAlchemy row processing; PostgreSQL gives the body as a memoryview)."""
+    """The message of a row of ``MESSAGE_SQL`` or ``MESSAGE_COLUMNS`` (PostgreSQL gives
+    the body as a memoryview)."""
     headers = row[3]
     return Message(
         row[0],
@@ -230,6 +218,13 @@ class Statements:
             f"DELETE FROM messages WHERE queue_id = {queue_id} AND {chosen(queue_id)} "
             f"RETURNING {MESSAGE_SQL}"
         )
+        #: What an observer that sees claimed and delayed messages reads (a topic
+        #: subscriber; parameters: tenant, name, now, after, n).
+        self.observe_all_sql = (
+            f"SELECT {MESSAGE_SQL} FROM messages WHERE queue_id = {queue_id} "
+            f"AND expires_at > {p('now')} AND marker > {p('after')} ORDER BY marker "
+            f"LIMIT {p('n')}"
+        )
         self.queue_exists_sql = (
             f"SELECT 1 FROM queues WHERE tenant = {p('tenant')} AND name = {p('name')}"
         )
@@ -338,7 +333,7 @@ class Statements:
         }
         if isinstance(limit_or_markers, int):
             params.update(now=now, n=limit_or_markers)
-            rows = conn.exec_driver_sql(self.lease_next_sql, params)
+            rows = conn.exec_driver_sql(self.lease_next_sql, params).fetchall()
             return [message_of(row) for row in rows]
         params["markers"] = limit_or_markers
         return [message(row) for row in conn.execute(self._claim_these, params)]
