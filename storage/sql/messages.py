@@ -29,7 +29,7 @@ from qgate.storage.sql.statements import (
     message_of,
     queue_options,
 )
-from qgate.storage.sql.writer import each
+from qgate.storage.sql.writer import answered_before_commit, each
 
 m = messages.c
 
@@ -368,8 +368,7 @@ def delete_messages(
     return sorted(row.marker for row in rows)
 
 
-@each
-def pop_messages(
+def _pop(
     conn: sa.Connection,
     sql: Statements,
     tenant: str,
@@ -379,7 +378,10 @@ def pop_messages(
     handoff: Handoff | None = None,
 ) -> list[Message]:
     """Claim and delete the next ``limit`` claimable messages in ONE statement at the
-    driver level; the queue is looked for on its own only when it gave nothing."""
+    driver level; the queue is looked for on its own only when it gave nothing. The
+    ``pop_messages_promptly`` answers its caller once the statement ran, before the
+    commit: a pop that then does not commit (a crash, a failed COMMIT) leaves them
+    stored, and they are delivered again."""
     if handoff is not None and handoff.taken:
         return []  # a publish of this transaction or an earlier one handed it messages
     params = {"tenant": tenant, "name": name, "now": now, "n": limit}
@@ -396,6 +398,11 @@ def pop_messages(
 
 def _claim_key(msg: Message) -> tuple[int, int]:
     return claim_order(msg.priority, msg.marker)
+
+
+pop_messages = each(_pop)
+#: ``IQueueStorage.pop_messages(..., prompt=True)``: answered before the commit.
+pop_messages_promptly = answered_before_commit(each(_pop))
 
 
 @each

@@ -10,17 +10,17 @@ import pytest_twisted
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.task import Clock
 
 from qgate.core.errors import QueueNotFound
-from qgate.core.model import NewMessage, QueueOptions, Subscription
+from qgate.core.model import NewMessage, ObserveQuery, QueueOptions, Subscription
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
 from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
 from qgate.storage.sql.schema import metadata
 from qgate.storage.sql.store import SQLStorage, make_engine
-from qgate.storage.sql.writer import GroupCommitWriter, each
+from qgate.storage.sql.writer import FIRST_BACKOFF, GroupCommitWriter, each
 from tests.support.core import EPOCH, TEST_LIMITS
 from tests.support.deferreds import until
 from tests.support.stores import clean_pg, sqlite_url
@@ -338,6 +338,60 @@ async def test_a_pop_is_one_statement_and_looks_for_the_queue_only_when_it_finds
         assert (empty.operations, empty.statements) == (1, begin + 2)
         with pytest.raises(QueueNotFound):
             await store.pop_messages(T, "gone", 10, EPOCH)
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prompt_pop_is_answered_while_its_commit_is_still_to_come(reactor, sql_url):
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        await store.publish(T, "q", [NewMessage(b"a"), NewMessage(b"b")], EPOCH, None)
+        gate, released = threading.Event(), []
+
+        def hold(conn: sa.Connection) -> None:
+            released.append(gate.wait(5))
+
+        sa.event.listen(store.write_engine, "commit", hold)
+        try:
+            [a] = await store.pop_messages(T, "q", 1, EPOCH, prompt=True)
+            assert released == []  # the COMMIT still waits
+            plain = store.pop_messages(T, "q", 1, EPOCH)
+            gate.set()
+            [b] = await plain
+            assert released == [True, True]  # the plain pop answered after its commit
+        finally:
+            sa.event.remove(store.write_engine, "commit", hold)
+        assert (a.body, b.body) == (b"a", b"b")
+        assert await store.observe(T, "q", ObserveQuery(10), EPOCH) == []
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_prompt_pop_took_stays_stored_when_its_commit_fails(reactor, sql_url):
+    """At-least-once: the popped message was delivered, and is delivered again."""
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        await store.publish(T, "q", [NewMessage(b"a")], EPOCH, None)
+
+        failed = threading.Event()
+
+        def fail(conn: sa.Connection) -> None:
+            failed.set()
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("the disk is gone"))
+
+        sa.event.listen(store.write_engine, "commit", fail)
+        try:
+            [a] = await store.pop_messages(T, "q", 1, EPOCH, prompt=True)
+            await until(failed.is_set)  # the answer came first, the COMMIT fails after it
+        finally:
+            sa.event.remove(store.write_engine, "commit", fail)
+        await task.deferLater(reactor, 2 * FIRST_BACKOFF, lambda: None)  # the writer's pause
+        [again] = await store.pop_messages(T, "q", 1, EPOCH)
+        assert (again.marker, again.body) == (a.marker, b"a")
     finally:
         await store.close()
 
