@@ -378,10 +378,10 @@ def _pop(
     handoff: Handoff | None = None,
 ) -> list[Message]:
     """Claim and delete the next ``limit`` claimable messages in ONE statement at the
-    driver level; the queue is looked for on its own only when it gave nothing. The
+    driver level; the queue is looked for on its own only when it gave nothing.
     ``pop_messages_promptly`` answers its caller once the statement ran, before the
-    commit: a pop that then does not commit (a crash, a failed COMMIT) leaves them
-    stored, and they are delivered again."""
+    commit: a pop that then does not commit (a crash, a failed COMMIT) leaves the
+    messages stored, and they are delivered again."""
     if handoff is not None and handoff.taken:
         return []  # a publish of this transaction or an earlier one handed it messages
     params = {"tenant": tenant, "name": name, "now": now, "n": limit}
