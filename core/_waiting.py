@@ -381,7 +381,13 @@ class QueueWaits:
         return result
 
     async def pop(
-        self, store: IQueueStorage, tenant: str, name: str, limit: int, wait: float
+        self,
+        store: IQueueStorage,
+        tenant: str,
+        name: str,
+        limit: int,
+        wait: float,
+        prompt: bool = False,
     ) -> list[Message]:
         """A pop (claim and delete in one step) that waits up to ``wait`` seconds for
         messages, and for a queue that does not exist yet; [] when nothing came. Each
@@ -390,7 +396,7 @@ class QueueWaits:
 
         async def attempt(store: IQueueStorage, offer: Handoff | None) -> list[Message]:
             try:
-                return await self._pop_once(store, tenant, name, limit, offer)
+                return await self._pop_once(store, tenant, name, limit, offer, prompt)
             except QueueNotFound:
                 return []  # wait for the publish that creates the queue
 
@@ -408,6 +414,7 @@ class QueueWaits:
         name: str,
         limit: int,
         offer: Handoff | None = None,
+        prompt: bool = False,
     ) -> Deferred[list[Message]]:
         """Pop, shielded from cancellation: a caller that gives up while the store is
         working gets CancelledError at once. What that store call then takes is gone
@@ -431,9 +438,11 @@ class QueueWaits:
                 result.errback(f)
 
         now = self._clock.seconds()
-        if offer is None:
-            d = store.pop_messages(tenant, name, limit, now)
-        else:
-            d = store.pop_messages(tenant, name, limit, now, handoff=offer)
+        options: dict[str, Any] = {}
+        if offer is not None:
+            options["handoff"] = offer
+        if prompt:
+            options["prompt"] = True
+        d = store.pop_messages(tenant, name, limit, now, **options)
         d.addCallbacks(done, failed)
         return result

@@ -79,9 +79,7 @@ class IPushStore(Interface):
     def pending_deliveries(tenant, name, subscription_id, now):
         """-> list[Delivery] taken and not settled, by marker."""
 
-    def settle_delivery(
-        tenant, name, subscription_id, marker, settlement, next_at, error, now
-    ):
+    def settle_delivery(tenant, name, subscription_id, marker, settlement, next_at, error, now):
         """-> bool (whether the delivery was pending): records an attempt's end (a
         ``Settlement``): delivered or given up removes the delivery; retry counts the
         attempt and makes it due at ``next_at``. Failures keep ``error`` as the last. A
@@ -191,10 +189,15 @@ class IQueueStorage(ISubscriptionStore, IPushStore):
         """-> list[int] deleted. With a claim id, only messages held by that claim go;
         without one, a message held by a live claim fails the call with MessageClaimed."""
 
-    def pop_messages(tenant, name, limit, now, handoff=None):
+    def pop_messages(tenant, name, limit, now, handoff=None, prompt=False):
         """-> list[Message] claimed and deleted in one step, in claim order.
 
-        ``handoff``: the waiting pop's own offer (see ``claim``)."""
+        ``handoff``: the waiting pop's own offer (see ``claim``). ``prompt``: answer once
+        the messages are taken, before that is durable (SQL: before the COMMIT, so the
+        caller does not wait for an fsync). Nobody else can take them meanwhile; a pop
+        that then does not commit (a crash, a failed COMMIT) leaves them stored, to be
+        delivered again, and a reader may still see them until the commit. For a caller
+        that only delivers what it pops (a STOMP ``ack:auto`` subscription)."""
 
     def observe(tenant, name, query, now):
         """-> list[Message] that the core.model.ObserveQuery ``query`` asks for (markers
@@ -343,11 +346,12 @@ class IQueueService(Interface):
     def delete_messages(tenant, name, ids, claim_id=None):
         """-> list[str] deleted ids."""
 
-    def pop_messages(tenant, name, limit, wait=0):
+    def pop_messages(tenant, name, limit, wait=0, prompt=False):
         """-> list[Message] removed from the queue (claimed and deleted in one step),
         waiting up to ``wait`` seconds for some as ``claim`` does; [] when none came. A
         caller that cancels a waiting pop makes it take nothing more, but what a storage
-        call already in flight takes is gone (no claim to give back)."""
+        call already in flight takes is gone (no claim to give back). ``prompt``: answered
+        before the removal is durable (``IQueueStorage.pop_messages``)."""
 
     def observe(
         tenant,
@@ -421,9 +425,7 @@ class IQueueService(Interface):
     def pending_deliveries(tenant, name, subscription_id):
         """-> list[Delivery] taken and not settled."""
 
-    def settle_delivery(
-        tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None
-    ):
+    def settle_delivery(tenant, name, subscription_id, marker, settlement, next_at=0.0, error=None):
         """-> bool: an attempt's end recorded (``Settlement``)."""
 
     def push_stats(tenant, name, subscription_id):

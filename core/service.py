@@ -421,13 +421,15 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
 
     @_as_deferred
     async def pop_messages(
-        self, tenant: str, name: str, limit: int, wait: float = 0
+        self, tenant: str, name: str, limit: int, wait: float = 0, prompt: bool = False
     ) -> list[Message]:
         store = self._store(tenant, name)
         limit = check_count(limit, "pop", self.limits.max_claim)
         wait = check_wait(wait, self.limits)
         if wait:
-            return await self._waits.pop(store, tenant, name, limit, wait)
+            return await self._waits.pop(store, tenant, name, limit, wait, prompt)
+        if prompt:
+            return await store.pop_messages(tenant, name, limit, self._now(), prompt=True)
         return await store.pop_messages(tenant, name, limit, self._now())
 
     @_as_deferred

@@ -379,9 +379,15 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
 
     @fired
     def pop_messages(
-        self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
+        self,
+        tenant: str,
+        name: str,
+        limit: int,
+        now: float,
+        handoff: Handoff | None = None,
+        prompt: bool = False,
     ) -> list[Message]:
-        q = self._get(tenant, name)
+        q = self._get(tenant, name)  # nothing to commit: every pop answers at once
         if handoff is not None and handoff.taken:
             return []
         out = []

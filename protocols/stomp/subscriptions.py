@@ -316,6 +316,8 @@ class QueueSubscription(Subscription):
                     self.queue,
                     min(room, limits.max_claim),
                     wait=min(WAIT, limits.max_wait),
+                    # Delivered, never read back: no need to wait for the commit.
+                    prompt=True,
                 )
             )
             if popped:
@@ -361,9 +363,7 @@ class QueueSubscription(Subscription):
         if rest:
             # Stopped before (or in the middle of) the batch: the rest goes straight back,
             # and as no MESSAGE frame carried it, this claim does not count for it.
-            await self.service.release(
-                self.tenant, self.queue, claim.id, rest, undelivered=True
-            )
+            await self.service.release(self.tenant, self.queue, claim.id, rest, undelivered=True)
         if self.ack == "auto" and delivered:
             # ack:auto: the message counts as acknowledged once it is sent. Not awaited: the
             # next claim goes to the core meanwhile (with SQL, in the same group commit).

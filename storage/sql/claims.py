@@ -26,9 +26,9 @@ from qgate.storage.sql.statements import (
     MESSAGE_COLUMNS,
     QueueRow,
     Statements,
+    ack_statements,
     in_claim_order,
     message,
-    queue_id_of,
 )
 from qgate.storage.sql.writer import each
 
@@ -322,21 +322,16 @@ def ack_group(conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int
 
 def _ack_all(conn: sa.Connection, batch: Sequence[tuple[str, str, str, list[int]]]) -> list[Any]:
     out: list[Any] = [[] for _ in batch]
-    ids: dict[tuple[str, str], sa.ScalarSelect[Any]] = {}
-    terms = []
+    # One term per claim: the acks of one claim (one per message under STOMP's
+    # client-individual) share it.
+    terms: dict[tuple[str, str, str], set[int]] = {}
     for tenant, name, claim_id, markers in batch:
         if markers:
-            queue_id = ids.get((tenant, name))
-            if queue_id is None:
-                queue_id = ids[(tenant, name)] = queue_id_of(tenant, name)
-            terms.append(
-                sa.and_(m.queue_id == queue_id, m.marker.in_(markers), m.claim_id == claim_id)
-            )
+            terms.setdefault((tenant, name, claim_id), set()).update(markers)
     deleted: dict[str, set[int]] = {}
-    if terms:
-        where = terms[0] if len(terms) == 1 else sa.or_(*terms)
-        rows = conn.execute(sa.delete(messages).where(where).returning(m.claim_id, m.marker))
-        for claim_id, marker in rows:
+    pg = conn.dialect.name == "postgresql"
+    for text, params in ack_statements(pg, [(*key, sorted(held)) for key, held in terms.items()]):
+        for claim_id, marker in conn.exec_driver_sql(text, params).fetchall():
             deleted.setdefault(claim_id, set()).add(marker)
     missing: dict[tuple[str, str], list[int]] = {}
     for i, (tenant, name, claim_id, markers) in enumerate(batch):

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from qgate.core.bounds import admit, counts_fill, drops_oldest, excess, oldest_to_drop
+from qgate.core.dead_letter import claim_order
 from qgate.core.errors import MessageClaimed, QueueNotFound, SchemaChanged
 from qgate.core.handoff import Handoff, earliest, handoff_order
 from qgate.core.limits import resolve_times
@@ -24,11 +25,11 @@ from qgate.storage.sql.statements import (
     MESSAGE_COLUMNS,
     Statements,
     chunks,
-    in_claim_order,
     message,
+    message_of,
     queue_options,
 )
-from qgate.storage.sql.writer import each
+from qgate.storage.sql.writer import answered_before_commit, each
 
 m = messages.c
 
@@ -58,6 +59,15 @@ def get_messages(
 def observe(
     conn: sa.Connection, sql: Statements, tenant: str, name: str, query: ObserveQuery, now: float
 ) -> list[Message]:
+    if query.include_claimed and query.include_delayed and query.exclude_producer is None:
+        # A topic subscriber's read: one prebuilt statement; the queue is looked for on
+        # its own only when it gave nothing.
+        after = -1 if query.after is None else query.after
+        params = {"tenant": tenant, "name": name, "now": now, "after": after, "n": query.limit}
+        rows = conn.exec_driver_sql(sql.observe_all_sql, params).fetchall()
+        if not rows:
+            sql.need_queue(conn, tenant, name)
+        return [message_of(row) for row in rows]
     q = sql.need_queue(conn, tenant, name)
     select = sa.select(*MESSAGE_COLUMNS).where(m.queue_id == q.id, m.expires_at > now)
     if query.after is not None:
@@ -71,8 +81,7 @@ def observe(
         select = select.where(m.visible_at <= now)
     if query.exclude_producer is not None:
         select = select.where(sa.or_(m.producer.is_(None), m.producer != query.exclude_producer))
-    rows = conn.execute(select.order_by(m.marker).limit(query.limit))
-    return [message(row) for row in rows]
+    return [message(row) for row in conn.execute(select.order_by(m.marker).limit(query.limit))]
 
 
 def next_wake(
@@ -359,8 +368,7 @@ def delete_messages(
     return sorted(row.marker for row in rows)
 
 
-@each
-def pop_messages(
+def _pop(
     conn: sa.Connection,
     sql: Statements,
     tenant: str,
@@ -369,18 +377,32 @@ def pop_messages(
     now: float,
     handoff: Handoff | None = None,
 ) -> list[Message]:
+    """Claim and delete the next ``limit`` claimable messages in ONE statement at the
+    driver level; the queue is looked for on its own only when it gave nothing.
+    ``pop_messages_promptly`` answers its caller once the statement ran, before the
+    commit: a pop that then does not commit (a crash, a failed COMMIT) leaves the
+    messages stored, and they are delivered again."""
     if handoff is not None and handoff.taken:
         return []  # a publish of this transaction or an earlier one handed it messages
-    q = sql.need_queue(conn, tenant, name)
-    rows = conn.execute(
-        sa.delete(messages)
-        .where(m.queue_id == q.id, sql.among(sql.claimable(q.id, limit, now)))
-        .returning(*MESSAGE_COLUMNS)
-    )
-    found = in_claim_order([message(row) for row in rows])
-    if found and handoff is not None:
+    params = {"tenant": tenant, "name": name, "now": now, "n": limit}
+    rows = conn.exec_driver_sql(sql.pop_sql, params).fetchall()
+    if not rows:
+        if conn.exec_driver_sql(sql.queue_exists_sql, params).first() is None:
+            raise QueueNotFound(name)
+        return []
+    found = sorted(map(message_of, rows), key=_claim_key)
+    if handoff is not None:
         handoff.spend()
     return found
+
+
+def _claim_key(msg: Message) -> tuple[int, int]:
+    return claim_order(msg.priority, msg.marker)
+
+
+pop_messages = each(_pop)
+#: ``IQueueStorage.pop_messages(..., prompt=True)``: answered before the commit.
+pop_messages_promptly = answered_before_commit(each(_pop))
 
 
 @each

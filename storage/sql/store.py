@@ -327,11 +327,16 @@ class SQLStorage:
         )
 
     def pop_messages(
-        self, tenant: str, name: str, limit: int, now: float, handoff: Handoff | None = None
+        self,
+        tenant: str,
+        name: str,
+        limit: int,
+        now: float,
+        handoff: Handoff | None = None,
+        prompt: bool = False,
     ) -> Deferred[list[Message]]:
-        return self._write(
-            tenant, messages.pop_messages, self._sql, tenant, name, limit, now, handoff
-        )
+        group = messages.pop_messages_promptly if prompt else messages.pop_messages
+        return self._write(tenant, group, self._sql, tenant, name, limit, now, handoff)
 
     def observe(
         self, tenant: str, name: str, query: ObserveQuery, now: float

@@ -3,7 +3,9 @@
 Callers on the reactor thread submit write operations; the writer thread takes what is
 queued (up to ``max_batch``), runs it in ONE transaction and commits, then fires each
 caller's Deferred on the reactor thread. Concurrent publishers and ackers therefore share
-fsyncs and round trips, and every Deferred fires only after its commit.
+fsyncs and round trips, and every Deferred fires only after its commit, except those of a
+group marked ``answered_before_commit`` (a prompt pop), which fire once the whole batch's
+statements have run, just before its COMMIT.
 
 Fair share: each operation names its tenant ("" for work of no tenant: the reaper, the
 sweep of deleted queues, push leases), and a batch is taken round-robin over the tenants
@@ -158,12 +160,23 @@ class WriterStats:
         )
 
 
+def answered_before_commit(group: Group) -> Group:
+    """Mark ``group`` as one whose callers are answered once its statements (and those of
+    the whole batch) have run, before the COMMIT: a caller that does not need the commit
+    (a pop: what it took is delivered without a lease, and a pop that did not commit
+    leaves its messages stored, delivered again later) then does not wait for the fsync."""
+    group.answers_before_commit = True  # type: ignore[attr-defined]
+    return group
+
+
 @dataclass(slots=True)
 class _Op:
     group: Group
     args: tuple[Any, ...]
     deferred: Deferred[Any]
     tenant: str
+    #: Answered before the commit (``answered_before_commit``): skipped after it.
+    answered: bool = False
 
 
 class _CommitFailed(Exception):
@@ -175,6 +188,17 @@ class _CommitFailed(Exception):
 
 
 _STOP = object()
+
+
+def _early(op: _Op) -> bool:
+    return getattr(op.group, "answers_before_commit", False)
+
+
+def _answer(op: _Op, outcome: Any) -> None:
+    if isinstance(outcome, Failure | QGateError):
+        op.deferred.errback(outcome)
+    else:
+        op.deferred.callback(outcome)
 
 
 class GroupCommitWriter:
@@ -357,6 +381,15 @@ class GroupCommitWriter:
         except BaseException:
             self._reset(conn)
             raise
+        early = [i for i, op in enumerate(batch) if _early(op)]
+        if early:
+            # Only the COMMIT is left, and a failed COMMIT is never retried: these callers
+            # get exactly what ran (see ``answered_before_commit``).
+            for i in early:
+                batch[i].answered = True
+            self._reactor.callFromThread(
+                self._deliver_early, [batch[i] for i in early], [outcomes[i] for i in early]
+            )
         try:
             transaction.commit()
         except Exception as e:
@@ -428,10 +461,12 @@ class GroupCommitWriter:
 
     def _deliver(self, batch: list[_Op], outcomes: list[Any]) -> None:
         for op, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Failure | QGateError):
-                op.deferred.errback(outcome)
-            else:
-                op.deferred.callback(outcome)
+            if not op.answered:
+                _answer(op, outcome)
+
+    def _deliver_early(self, batch: list[_Op], outcomes: list[Any]) -> None:
+        for op, outcome in zip(batch, outcomes, strict=True):
+            _answer(op, outcome)
 
     def _finished(self) -> None:
         assert self._closed is not None

@@ -3,7 +3,7 @@ argument parsing is checked here, so a rename breaks the suite and not the integ
 
 import pytest
 
-from bench import bulk, http, latency, pg, stomp, workers
+from bench import bulk, http, latency, pg, stomp, workers, writer
 
 
 @pytest.mark.parametrize("module", [http, latency, pg, stomp, workers])
@@ -35,3 +35,11 @@ def test_the_stomp_scenarios_have_distinct_keys():
 def test_the_bulk_bench_compares_one_transaction_with_slices_of_a_thousand():
     args = bulk.parse_args([])
     assert (args.messages, args.slice, args.backends) == (200_000, 1000, "sqlite")
+
+
+def test_the_writer_benchmark_runs_the_group_functions_it_names(capsys):
+    """bench.writer calls the SQL group functions directly: a change of their arguments
+    breaks it here, not in the hands of whoever measures next."""
+    writer.main(["--rounds", "1"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(table) == 5  # the head and four scenarios

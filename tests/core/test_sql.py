@@ -10,17 +10,17 @@ import pytest_twisted
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.task import Clock
 
 from qgate.core.errors import QueueNotFound
-from qgate.core.model import NewMessage, QueueOptions, Subscription
+from qgate.core.model import NewMessage, ObserveQuery, QueueOptions, Subscription
 from qgate.core.service import QueueService
 from qgate.storage.memory import MemoryStorage
 from qgate.storage.sql.migrate import current_revision, head_revision, upgrade
 from qgate.storage.sql.schema import metadata
 from qgate.storage.sql.store import SQLStorage, make_engine
-from qgate.storage.sql.writer import GroupCommitWriter, each
+from qgate.storage.sql.writer import FIRST_BACKOFF, GroupCommitWriter, each
 from tests.support.core import EPOCH, TEST_LIMITS
 from tests.support.deferreds import until
 from tests.support.stores import clean_pg, sqlite_url
@@ -337,6 +337,132 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(
         assert store.writer.stats().batches - before in (1, 2)
         left = await service.observe(T, "q", limit=10, include_claimed=True)
         assert [m.id for m in left] == [fresh.messages[1].id, "5", "6"]
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pop_is_one_statement_and_looks_for_the_queue_only_when_it_finds_nothing(
+    reactor, sql_url
+):
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    begin = 1 if store.dialect == "sqlite" else 0
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        await store.publish(
+            T, "q", [NewMessage(b"a", priority=1), NewMessage(b"b", priority=5)], EPOCH, None
+        )
+        before = store.writer.stats()
+        popped = await store.pop_messages(T, "q", 10, EPOCH)
+        assert [(m.body, m.headers, m.claim_count) for m in popped] == [
+            (b"b", {}, 0),
+            (b"a", {}, 0),
+        ]
+        popping = store.writer.stats() - before
+        assert (popping.operations, popping.statements) == (1, begin + 1)
+        assert await store.pop_messages(T, "q", 10, EPOCH) == []
+        empty = store.writer.stats() - before - popping
+        assert (empty.operations, empty.statements) == (1, begin + 2)
+        with pytest.raises(QueueNotFound):
+            await store.pop_messages(T, "gone", 10, EPOCH)
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prompt_pop_is_answered_while_its_commit_is_still_to_come(reactor, sql_url):
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        await store.publish(T, "q", [NewMessage(b"a"), NewMessage(b"b")], EPOCH, None)
+        gate, released = threading.Event(), []
+
+        def hold(conn: sa.Connection) -> None:
+            released.append(gate.wait(5))
+
+        sa.event.listen(store.write_engine, "commit", hold)
+        try:
+            [a] = await store.pop_messages(T, "q", 1, EPOCH, prompt=True)
+            assert released == []  # the COMMIT still waits
+            plain = store.pop_messages(T, "q", 1, EPOCH)
+            gate.set()
+            [b] = await plain
+            assert released == [True, True]  # the plain pop answered after its commit
+        finally:
+            sa.event.remove(store.write_engine, "commit", hold)
+        assert (a.body, b.body) == (b"a", b"b")
+        assert await store.observe(T, "q", ObserveQuery(10), EPOCH) == []
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_prompt_pop_took_stays_stored_when_its_commit_fails(reactor, sql_url):
+    """At-least-once: the popped message was delivered, and is delivered again."""
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        await store.publish(T, "q", [NewMessage(b"a")], EPOCH, None)
+
+        failed = threading.Event()
+
+        def fail(conn: sa.Connection) -> None:
+            failed.set()
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("the disk is gone"))
+
+        sa.event.listen(store.write_engine, "commit", fail)
+        try:
+            [a] = await store.pop_messages(T, "q", 1, EPOCH, prompt=True)
+            await until(failed.is_set)  # the answer came first, the COMMIT fails after it
+        finally:
+            sa.event.remove(store.write_engine, "commit", fail)
+        await task.deferLater(reactor, 2 * FIRST_BACKOFF, lambda: None)  # the writer's pause
+        [again] = await store.pop_messages(T, "q", 1, EPOCH)
+        assert (again.marker, again.body) == (a.marker, b"a")
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_acks_past_sqlites_parameter_limit_in_one_transaction_all_delete(reactor, sql_url):
+    """1,200 single-message acks (STOMP's client-individual) of 12 claims sharing one
+    transaction: SQLite's statements stay within its 999 bound parameters, PostgreSQL
+    gets one; every ack deletes its message and nothing else."""
+    store = SQLStorage(reactor, sql_url, synchronous="NORMAL", max_batch=2048)
+    begin = 1 if store.dialect == "sqlite" else 0
+    try:
+        await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
+        bodies = [NewMessage(b"%d" % i, headers={"n": str(i)}) for i in range(100)]
+        for _ in range(13):
+            await store.publish(T, "q", bodies, EPOCH, None)
+        claims = [await store.claim(T, "q", f"c{i}", 100, 60, 60, EPOCH) for i in range(12)]
+        assert claims[0][5].headers == {"n": "5"}
+        started, gate = threading.Event(), threading.Event()
+
+        @each
+        def block(conn: sa.Connection) -> None:
+            started.set()
+            gate.wait(5)
+
+        before = store.writer.stats()
+        held = store.writer.submit(block)
+        assert started.wait(5)  # the blocker's batch is taken: the acks queue behind it
+        acks = [
+            store.ack(T, "q", f"c{i}", [msg.marker], EPOCH + 1)
+            for i, found in enumerate(claims)
+            for msg in found
+        ]
+        gate.set()
+        await held
+        assert await defer.gatherResults(acks) == [
+            [msg.marker] for found in claims for msg in found
+        ]
+        done = store.writer.stats() - before
+        assert done.batches == 2  # the blocker's, then every ack
+        expected = 2 if store.dialect == "sqlite" else 1
+        assert done.statements == 2 * begin + expected
+        left = await store.claim(T, "q", "rest", 100, 60, 60, EPOCH + 1)
+        assert [msg.marker for msg in left] == list(range(1201, 1301))
     finally:
         await store.close()
 

@@ -25,9 +25,12 @@ class CountedCalls(Delegating):
     def __init__(self, target: Any) -> None:
         super().__init__(target)
         self.calls: list[tuple[str, int]] = []
+        #: Each pop's ``prompt``.
+        self.prompt: list[bool] = []
 
     def pop_messages(self, tenant: str, name: str, limit: int, now: float, **kw: Any) -> Any:
         self.calls.append(("pop", limit))
+        self.prompt.append(kw.get("prompt", False))
         return self.target.pop_messages(tenant, name, limit, now, **kw)
 
     def claim(
@@ -77,6 +80,8 @@ def test_an_auto_ack_subscriber_gets_everything_in_order_by_pops_of_its_prefetch
     # Batches of at most prefetch-count, one storage call each, then a parked wait.
     assert store.calls[:3] == [("pop", 3)] * 3
     assert {name for name, _ in store.calls} == {"pop"}
+    # What it pops it only delivers: answered before the storage commits (SQL).
+    assert set(store.prompt) == {True}
 
 
 def test_an_auto_ack_subscriber_waits_for_what_is_published_after_subscribe(service, store):
