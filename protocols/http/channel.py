@@ -69,6 +69,14 @@ class BoundedChannel(HTTPChannel):
     _head_lines = 0
     _head_bytes = 0
     _refused = False
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        """The server's address of this connection, asked of the socket once: twisted.web
+        asks on every request (a ``getsockname`` system call each)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def _limits(self) -> HeadLimits | None:
         limits = getattr(getattr(self, "site", None), "head_limits", None)
