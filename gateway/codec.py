@@ -21,6 +21,7 @@ import msgpack
 from qgate.core import model
 from qgate.core.admin import DepthReport, QueueDepth
 from qgate.core.errors import QGateError
+from qgate.core.jsonsafe import StrictJSON
 from qgate.core.push_policy import PushOptions, RetryPolicy
 from qgate.core.usage import TenantUsage
 
@@ -28,6 +29,11 @@ _TUPLE = 1
 _MESSAGE = 2
 _OVERFLOW = 3
 _ERROR = 4
+#: A body ``jsonsafe.dumps`` wrote (a worker parsed and re-wrote it): it stays one, so the
+#: hub's core does not parse it again to check that it is JSON.
+_STRICT_JSON = 5
+
+
 #: Extension codes of the frozen dataclasses of ``core.model``, fields in order. New codes
 #: go at the end: both sides of a channel run the same code, so order is all they share.
 def _model_types() -> tuple[type, ...]:
@@ -118,6 +124,8 @@ def _default(value: Any) -> Any:
         return [_HEADS[_MESSAGE], *value]
     if kind is tuple:
         return [_HEADS[_TUPLE], *value]
+    if kind is StrictJSON:
+        return [_HEADS[_STRICT_JSON], bytes(value)]
     code = _CODES.get(kind)
     if code is not None:
         return [_HEADS[code], *[getattr(value, f) for f in _FIELDS[kind]]]
@@ -153,6 +161,8 @@ def _list_hook(items: list[Any]) -> Any:
         return model.Message._make(items[1:])
     if code == _TUPLE:
         return tuple(items[1:])
+    if code == _STRICT_JSON:
+        return StrictJSON(items[1])
     if code == _OVERFLOW:
         return model.Overflow(items[1])
     if code == _ERROR:

@@ -128,6 +128,12 @@ class PrometheusMetrics:
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._child(self._histograms, name, labels).observe(value)
 
+    def observe_all(self, name: str, values: Sequence[float], **labels: str) -> None:
+        """``observe`` of each of ``values``, the series found once (a worker's interval)."""
+        child = self._child(self._histograms, name, labels)
+        for value in values:
+            child.observe(value)
+
     def adjust(self, name: str, delta: float, **labels: str) -> None:
         self._child(self._gauges, name, labels).inc(delta)
 
@@ -159,7 +165,7 @@ class MetricsSink:
     def record(
         self,
         counts: list[tuple[str, float, dict[str, str]]],
-        observations: list[tuple[str, float, dict[str, str]]],
+        observations: list[tuple[str, list[float], dict[str, str]]],
         connections: dict[str, int],
         published: Sequence[tuple[str, str, int]] = (),
         acked: Sequence[tuple[str, str, int]] = (),
@@ -176,9 +182,9 @@ class MetricsSink:
         for name, amount, labels in counts:
             if name in _COUNTERS:
                 self._metrics.count(name, amount, **labels)
-        for name, value, labels in observations:
+        for name, values, labels in observations:
             if name in _HISTOGRAMS:
-                self._metrics.observe(name, value, **labels)
+                self._metrics.observe_all(name, values, **labels)
         for protocol, delta in connections.items():
             self._metrics.connections.labels(protocol).inc(delta)
 
@@ -213,7 +219,9 @@ class ForwardingMetrics:
     def __init__(self, clock: IReactorTime, send: Callable[..., Any], interval: float = 1.0):
         self._send = send
         self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self._observations: list[tuple[str, float, dict[str, str]]] = []
+        #: Values by series (name and labels as the caller gave them): every HTTP request
+        #: observes its duration, and a series' labels cross the channel once an interval.
+        self._observations: dict[tuple[Any, ...], tuple[str, list[float], dict[str, str]]] = {}
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.connections = _Connections()
         #: The worker's per-queue counts (``MeteredService``), sent on and emptied.
@@ -235,7 +243,12 @@ class ForwardingMetrics:
         self._counts[key] = self._counts.get(key, 0) + amount
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        self._observations.append((name, value, labels))
+        key = (name, *labels.items())
+        found = self._observations.get(key)
+        if found is None:
+            self._observations[key] = (name, [value], labels)
+        else:
+            found[1].append(value)
 
     def adjust(self, name: str, delta: float, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -255,7 +268,7 @@ class ForwardingMetrics:
         if not (self._counts or self._observations or deltas or published or acked or gauges):
             return
         counts = [(name, amount, dict(labels)) for (name, labels), amount in self._counts.items()]
-        observations, self._observations = self._observations, []
+        observations, self._observations = list(self._observations.values()), {}
         self._counts = {}
         self.connections.deltas.clear()
         d = self._send(counts, observations, deltas, published, acked, gauges)

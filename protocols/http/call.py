@@ -44,9 +44,12 @@ class Call:
         self.params = params
         self._auth = auth
         self._max_request_body = max_request_body
+        #: Headers and the Client-ID as read once: the hooks and the handler both ask.
+        self._headers: dict[str, str | None] = {}
+        self._client_id: str | None = None
         uri: bytes = request.uri
         _, _, query = uri.partition(b"?")
-        self._query = parse_qs(query.decode("ascii", "replace"), errors="replace")
+        self._query = parse_qs(query.decode("ascii", "replace"), errors="replace") if query else {}
         # Zaqar's first hook: a request carrying URL-Signature is let in by it (as the
         # signed project, no token) or refused with 404, before any other check.
         self._signed_tenant: str | None = None
@@ -56,22 +59,29 @@ class Call:
     # -- headers ---------------------------------------------------------------------------
 
     def header(self, name: str) -> str | None:
+        try:
+            return self._headers[name]
+        except KeyError:
+            pass
         value = self.request.getHeader(name.encode("ascii"))
-        if value is None:
-            return None
-        return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        text = value if value is None or isinstance(value, str) else value.decode("latin-1")
+        self._headers[name] = text
+        return text
 
     def client_id(self) -> str:
         """The required ``Client-ID`` header: any UUID form, with or without dashes, in its
         canonical form so echo filtering matches however the client spells it."""
+        if self._client_id is not None:
+            return self._client_id
         raw = self.header("Client-ID")
         if raw is None:
             # Falcon's HTTPMissingHeader('Client-Id'), raised by Zaqar's require_client_id.
             raise HTTPError(400, "Missing header value", 'The "Client-Id" header is required.')
         try:
-            return str(uuid.UUID(raw.strip()))
+            self._client_id = str(uuid.UUID(raw.strip()))
         except ValueError:
             raise HTTPError(400, "Wrong UUID value", "Malformed hexadecimal UUID.") from None
+        return self._client_id
 
     async def tenant(self) -> str:
         """The tenant this call acts for, from ``X-Project-ID`` and ``X-Auth-Token``

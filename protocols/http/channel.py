@@ -74,6 +74,14 @@ class BoundedChannel(HTTPChannel):
     _head_lines = 0
     _head_bytes = 0
     _refused = False
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        """The server's address of this connection, asked of the socket once: twisted.web
+        asks on every request (a ``getsockname`` system call each)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def __init__(self) -> None:
         super().__init__()

@@ -90,19 +90,19 @@ class ApiResource(Resource):
 
     async def _answer(self, request: Request, method: str) -> Answer:
         started = self._clock.seconds()
-        answer = await self._dispatch(request, method)
+        answer, route = await self._dispatch(request, method)
         # By route template (``/v2/queues/{queue}/messages``): bounded labels.
-        route = self.router.template_of(_segments(request.path))
         self._metrics.observe(
             HTTP_SECONDS,
             self._clock.seconds() - started,
             protocol="http",
             method=method,
-            route=route,
+            route=self.router.label(route),
         )
         return answer
 
-    async def _dispatch(self, request: Request, method: str) -> Answer:
+    async def _dispatch(self, request: Request, method: str) -> tuple[Answer, Route[Call] | None]:
+        """The answer to ``request`` and the route it took (None: no route matched)."""
         route: Route[Call] | None = None
         try:
             segments = _segments(request.path)
@@ -139,7 +139,7 @@ class ApiResource(Resource):
             response = _error(e)
         except QGateError as e:
             response = _error(from_core(e))
-        return self._encode(response, request, method)
+        return self._encode(response, request, method), route
 
     def too_large(self, method: bytes, target: bytes, limit: int) -> Answer:
         """The answer to a body over ``limit`` sent with ``method`` to ``target``, before

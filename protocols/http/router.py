@@ -39,6 +39,11 @@ class Route(Generic[C]):
     handlers: Mapping[str, Handler[C]]
     #: Media types a method's handler answers besides JSON (``Accept`` may ask for them).
     media: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The template as a path (``/v2/queues/{queue}``): the route's label in metrics.
+    path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", "/" + "/".join(self.template))
 
     def match(self, segments: Sequence[str]) -> dict[str, str] | None:
         if len(segments) != len(self.template):
@@ -107,10 +112,16 @@ class Router(Generic[C]):
     def template_of(self, segments: Sequence[str]) -> str:
         """The template of the route a path takes (``/v2/queues/{queue}``), or
         ``unmatched``: a label of bounded values for metrics."""
-        for route in self._routes:
-            if route.match(segments) is not None:
-                return "/" + "/".join(route.template)
-        return "unmatched"
+        try:
+            route, _ = self.find(segments)
+        except HTTPError:
+            return "unmatched"
+        return route.path
+
+    @staticmethod
+    def label(route: Route[C] | None) -> str:
+        """``template_of`` for a route already found (None: ``unmatched``)."""
+        return "unmatched" if route is None else route.path
 
     @staticmethod
     def handler(route: Route[C], method: str) -> Handler[C]:

@@ -43,3 +43,16 @@ def test_the_writer_benchmark_runs_the_group_functions_it_names(capsys):
     writer.main(["--rounds", "1"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(table) == 5  # the head and four scenarios
+
+
+def test_the_cpu_benchmark_serves_201s_through_one_process_and_through_a_hub():
+    from twisted.internet.task import Clock
+
+    from bench import http_cpu
+
+    assert http_cpu.parse_args([]).requests == 3000
+    clock = Clock()
+    for make in (http_cpu.one_process, http_cpu.worker_and_hub):
+        step = make(clock)
+        answers = b"".join(step() for _ in range(8))  # the hub's answers are pumped every 4
+        assert answers.count(b"HTTP/1.1 201 Created\r\n") == 8

@@ -32,6 +32,7 @@ def test_a_workers_counts_are_sent_once_an_interval_and_added_to_the_hubs_series
     worker.count(PUBLISHED, 2, protocol="http")
     worker.count(PUBLISHED, 3, protocol="http")
     worker.observe(HTTP_SECONDS, 0.004, protocol="http", method="POST", route="/x")
+    worker.observe(HTTP_SECONDS, 0.006, protocol="http", method="POST", route="/x")
     worker.adjust(SUBSCRIPTIONS, 2, protocol="stomp")
     opened = worker.connections.labels("stomp")
     opened.inc()
@@ -43,7 +44,11 @@ def test_a_workers_counts_are_sent_once_an_interval_and_added_to_the_hubs_series
     text = generate_latest(hub.registry).decode()
     assert 'qgate_messages_published_total{protocol="http"} 5.0' in text
     assert 'qgate_connections_open{protocol="stomp"} 1.0' in text
-    assert 'route="/x"' in text
+    assert 'route="/x"} 2.0' in text  # the _count of both observations
+    # One series' values cross once, its labels with them.
+    assert sent[0][1] == [
+        (HTTP_SECONDS, [0.004, 0.006], {"protocol": "http", "method": "POST", "route": "/x"})
+    ]
     assert 'qgate_subscriptions_open{protocol="stomp"} 2.0' in text
     assert hub_rates.of("t", "jobs") == (4, 1)  # the console's rates, from the worker
     assert worker.rates.published == {}  # sent once, not again
@@ -51,6 +56,7 @@ def test_a_workers_counts_are_sent_once_an_interval_and_added_to_the_hubs_series
     assert len(sent) == 1  # an idle interval sends nothing
     worker.count(PUBLISHED, 1, protocol="http")
     worker.stop()  # a stopping worker sends what it has
-    assert 'qgate_messages_published_total{protocol="http"} 6.0' in generate_latest(
-        hub.registry
-    ).decode()
+    assert (
+        'qgate_messages_published_total{protocol="http"} 6.0'
+        in generate_latest(hub.registry).decode()
+    )

@@ -11,7 +11,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.testing import StringTransport
 from zope.interface.verify import verifyObject
 
-from qgate.core import errors, model
+from qgate.core import errors, jsonsafe, model
 from qgate.core.interfaces import IQueueService, ITenantStore
 from qgate.core.limits import Limits
 from qgate.core.model import QueueOptions
@@ -120,6 +120,17 @@ def test_every_value_type_of_the_core_model_crosses_the_channel():
             assert obj in _DATACLASSES, obj
     stats = model.PushStats(delivered=3, failed=1, last_error="503")
     assert unpackb(packb(stats)) == stats
+
+
+def test_a_body_jsonsafe_wrote_stays_strict_json_so_the_hub_does_not_parse_it_again():
+    """A worker's parsed-and-written JSON body keeps its mark across the channel; plain
+    bytes stay plain (the hub's core checks those)."""
+    strict = jsonsafe.dumps({"event": "click"})
+    message = model.NewMessage(strict, content_type="application/json")
+    back = unpackb(packb([message, b"plain"]))
+    assert back == [message, b"plain"]
+    assert type(back[0].body) is jsonsafe.StrictJSON
+    assert type(back[1]) is bytes
 
 
 def test_read_only_mappings_cross_as_dicts():

@@ -79,6 +79,27 @@ def test_a_request_is_served_through_the_site(ctx: ProtocolContext, service: Que
     assert not transport.disconnecting
 
 
+class CountingHost(StringTransport):
+    """Counts how often the server's address is asked (a ``getsockname`` on a socket)."""
+
+    asked = 0
+
+    def getHost(self) -> Any:
+        self.asked += 1
+        return super().getHost()
+
+
+def test_a_connection_asks_its_socket_for_the_servers_address_once(
+    ctx: ProtocolContext,
+) -> None:
+    transport = CountingHost()
+    _, _, protocol = connect(ctx, transport)
+    for _ in range(3):
+        protocol.dataReceived(request_head("GET", "/v2/queues/jobs/stats"))
+    assert transport.value().count(b"HTTP/1.1 ") == 3
+    assert transport.asked == 1  # twisted.web's Request asks on each request
+
+
 class HalfClosable(StringTransport):
     """A TCP-like transport in memory: it can close its write side alone."""
 
