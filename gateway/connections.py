@@ -7,6 +7,14 @@ HTTP 503 JSON, a STOMP ERROR frame) is written when it has one and the listener 
 TLS, then the connection is closed. Refusals are logged once per ``log_interval``, with how
 many there were, never once per attempt.
 
+At the total cap a new connection is not refused while a silent one is open: one that has
+sent nothing since it was accepted (every client of qgate's protocols speaks first: a
+request, a CONNECT frame, a TLS or WebSocket handshake). The oldest silent connection is
+aborted and the new one admitted instead, so connections opened and left mute, from however
+many addresses, cannot lock other clients out until their deadlines
+(``[stomp] connect_timeout``, ``[http] head_timeout``) end them. Only when every open
+connection has spoken is a new one refused.
+
 The total cap stays below the process's descriptor limit (``RLIMIT_NOFILE``, raised from
 its soft to its hard value at start-up by ``raise_fd_limit``) minus ``reserved_fds`` kept
 for the database, files and the listening sockets: a process at its fd limit can no
@@ -103,9 +111,10 @@ def peer_gone(transport: Any) -> bool:
 class _RateLog:
     """A log line at most once per ``interval``, counting what it did not say."""
 
-    def __init__(self, clock: IReactorTime, interval: float) -> None:
+    def __init__(self, clock: IReactorTime, interval: float, what: str = "Refused") -> None:
         self.clock = clock
         self.interval = interval
+        self.what = what
         self._next = 0.0
         self._quiet: dict[str, int] = {}
 
@@ -118,7 +127,8 @@ class _RateLog:
         quiet, self._quiet = self._quiet, {}
         for reason, count in sorted(quiet.items()):
             log.warn(
-                "Refused {count} connection(s) in the last {interval:g} s: {reason}",
+                "{what} {count} connection(s) in the last {interval:g} s: {reason}",
+                what=self.what,
                 count=count,
                 interval=self.interval,
                 reason=reason,
@@ -143,10 +153,17 @@ class ConnectionBudget:
         self.open = 0
         self.by_ip: dict[str, int] = {}
         self.log = _RateLog(clock, config.log_interval)
+        self.eviction_log = _RateLog(clock, config.log_interval, "Closed")
+        #: Connections that have sent nothing yet, oldest first (a dict keeps its order).
+        self.silent: dict[_Counted, None] = {}
+        #: Silent connections aborted to make room, not yet gone (still counted in open).
+        self.evicting = 0
+        #: Silent connections aborted to make room, ever (for the log and tests).
+        self.evicted = 0
 
     def admit(self, host: str | None) -> str | None:
         """Count a new connection from ``host``; why it is refused, None when admitted."""
-        if self.open >= self.total:
+        if self.open - self.evicting >= self.total and not self._evict_silent():
             why = f"the server holds its most connections ({self.total}, [connections])"
             self.log.refused(why)
             return why
@@ -159,6 +176,24 @@ class ConnectionBudget:
             self.by_ip[host] = count + 1
         self.open += 1
         return None
+
+    def _evict_silent(self) -> bool:
+        """Abort the oldest connection that has sent nothing; whether there was one."""
+        while self.silent:
+            oldest = next(iter(self.silent))
+            del self.silent[oldest]
+            transport = oldest.transport
+            if transport is None or oldest.evicted:
+                continue
+            oldest.evicted = True
+            self.evicting += 1
+            self.evicted += 1
+            self.eviction_log.refused(
+                f"silent since accepted, at the total cap ({self.total}): room for new ones"
+            )
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return True
+        return False
 
     def release(self, host: str | None) -> None:
         self.open -= 1
@@ -184,9 +219,22 @@ class _Counted(ProtocolWrapper):
 
     factory: LimitedFactory
     host: str | None = None
+    #: Aborted by the budget to make room (``ConnectionBudget._evict_silent``).
+    evicted = False
+    _spoke = False
     _watch: IDelayedCall | None = None
     _paused = False
     _was_paused = False
+
+    def makeConnection(self, transport: Any) -> None:
+        self.factory.budget.silent[self] = None
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._spoke:
+            self._spoke = True
+            self.factory.budget.silent.pop(self, None)
+        super().dataReceived(data)
 
     def pauseProducing(self) -> None:
         self._paused = self._was_paused = True
@@ -223,7 +271,11 @@ class _Counted(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._stop_watch()
-        self.factory.budget.release(self.host)
+        budget = self.factory.budget
+        budget.silent.pop(self, None)
+        if self.evicted:
+            budget.evicting -= 1
+        budget.release(self.host)
         super().connectionLost(reason)
 
 

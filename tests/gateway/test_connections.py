@@ -62,11 +62,18 @@ def _budget(clock: Clock, total: int = 100, **config: Any) -> ConnectionBudget:
     return ConnectionBudget(clock, ConnectionsConfig(**config), total)
 
 
+def _spoken(factory: LimitedFactory, host: str = "10.0.0.1") -> tuple[Any, StringTransport]:
+    """A connection that has sent something (never closed to make room)."""
+    proto, transport = _connect(factory, host)
+    proto.dataReceived(b"x")
+    return proto, transport
+
+
 def test_connections_past_the_total_cap_are_closed_at_once_until_one_ends(clock: Clock) -> None:
     budget = _budget(clock, total=2, max_per_ip=0)
     factory = _factory(budget)
-    first, _ = _connect(factory, "10.0.0.1")
-    _connect(factory, "10.0.0.2")
+    first, _ = _spoken(factory, "10.0.0.1")
+    _spoken(factory, "10.0.0.2")
     _, refused = _connect(factory, "10.0.0.3")
     assert refused.disconnecting and budget.open == 2
     first.connectionLost(None)
@@ -101,14 +108,38 @@ def test_unix_socket_connections_count_only_toward_the_total(clock: Clock) -> No
 def test_refusals_are_logged_once_per_interval_with_their_count(clock: Clock) -> None:
     budget = _budget(clock, total=1, log_interval=60.0)
     factory = _factory(budget)
-    _connect(factory)
+    _spoken(factory)
     with capturedLogs() as events:
         for _ in range(50):
             _connect(factory)
         clock.advance(61)
         _connect(factory)
-    lines = [e for e in events if "Refused" in e.get("log_format", "")]
+    lines = [e for e in events if e.get("what") == "Refused"]
     assert [e["count"] for e in lines] == [1, 50]
+
+
+def test_at_the_total_cap_the_oldest_silent_connection_makes_room(clock: Clock) -> None:
+    """Mute connections (never a CONNECT, never a request line) from many addresses cannot
+    lock others out: at the cap the oldest that has sent nothing is aborted instead."""
+    budget = _budget(clock, total=3, max_per_ip=0)
+    factory = _factory(budget)
+    talker, talking = _spoken(factory, "10.0.0.1")
+    _, mute1 = _connect(factory, "10.0.0.2")
+    _, mute2 = _connect(factory, "10.0.0.3")
+    with capturedLogs() as events:
+        _, joined = _connect(factory, "10.0.0.4")
+    assert not joined.disconnecting and mute1.disconnecting and not mute2.disconnecting
+    assert not talking.disconnecting and budget.evicted == 1
+    assert [e["what"] for e in events if "count" in e] == ["Closed"]
+    # Until the aborted one is gone it is still counted, and it makes room only once.
+    assert budget.open == 4 and budget.evicting == 1
+    _, next_one = _connect(factory, "10.0.0.5")
+    assert mute2.disconnecting and not next_one.disconnecting
+    # Once every open connection has spoken, a new one is refused as before.
+    for proto in list(budget.silent):
+        proto.dataReceived(b"x")
+    _, refused = _connect(factory, "10.0.0.6")
+    assert refused.disconnecting and budget.evicted == 2
 
 
 def test_an_http_connection_over_the_cap_gets_a_503_json_and_a_stomp_one_an_error_frame(
