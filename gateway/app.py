@@ -109,10 +109,13 @@ def default_options(config: Config) -> QueueOptions:
 
 def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueService:
     """The one queue service of a process (or of the hub of workers)."""
+    trimmer = HeapTrimmer(reactor)
     return QueueService(
         reactor,
         store,
-        MemoryStorage(max_bytes=config.queues.transient_max_bytes, trim=HeapTrimmer(reactor)),
+        MemoryStorage(
+            max_bytes=config.queues.transient_max_bytes, trim=trimmer, discard=trimmer.discard
+        ),
         limits=config.limits,
         default_options=default_options(config),
     )

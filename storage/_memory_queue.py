@@ -283,6 +283,19 @@ class MemoryQueue:
             return None
         return msg
 
+    def contents(self) -> list[Any]:
+        """The containers that hold its messages and their index entries (for freeing a
+        deleted or purged queue a slice at a time: ``storage._trim.HeapTrimmer.discard``)."""
+        return [
+            self.msgs,
+            self.order,
+            *self.fresh,
+            *self.returned,
+            self.waiting,
+            self.expiry,
+            self.claims,
+        ]
+
     def forget(self) -> None:
         """The queue is deleted or emptied: it no longer counts in its ``usage``."""
         if self.usage is not None and self.footprint:

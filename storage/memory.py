@@ -87,13 +87,18 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
     is refused with ``QueueFull`` naming the limit. ``tenant_bytes`` tells what one
     tenant's queues hold, for per-tenant quotas. ``trim`` (``storage._trim.HeapTrimmer``)
     is asked to give freed heap back once enough has been freed; without it, nothing is
-    trimmed."""
+    trimmed. ``discard`` (``HeapTrimmer.discard``) is handed the containers of a deleted or
+    purged queue, to free them a slice at a time; without it they are freed at once."""
 
     def __init__(
-        self, max_bytes: int | None = None, trim: Callable[[], object] | None = None
+        self,
+        max_bytes: int | None = None,
+        trim: Callable[[], object] | None = None,
+        discard: Callable[..., object] | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self._trim = trim
+        self._discard = discard
         self.usage = Usage()
         self._queues: dict[tuple[str, str], MemoryQueue] = {}
         self._init_tenants()
@@ -188,7 +193,9 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         if q is None:
             return False
         q.forget()
-        del q  # its messages are freed now, before the heap is trimmed
+        if self._discard is not None:
+            self._discard(*q.contents())  # freed a slice per reactor turn, then trimmed
+        del q  # without discard, its messages are freed now, before the heap is trimmed
         self._give_back()
         return True
 
@@ -257,6 +264,8 @@ class MemoryStorage(MemorySubscriptions, MemoryPush, MemoryTenants):
         fresh.subscriptions = q.subscriptions
         fresh.push = q.push
         self._queues[(tenant, name)] = fresh
+        if self._discard is not None:
+            self._discard(*q.contents())
         del q
         self._give_back()
         return count

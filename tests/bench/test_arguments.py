@@ -56,3 +56,14 @@ def test_the_cpu_benchmark_serves_201s_through_one_process_and_through_a_hub():
         step = make(clock)
         answers = b"".join(step() for _ in range(8))  # the hub's answers are pumped every 4
         assert answers.count(b"HTTP/1.1 201 Created\r\n") == 8
+
+
+def test_the_memory_release_bench_frees_everything_it_discards(capsys):
+    from bench import memory_release
+
+    memory_release.main(["--messages", "12000", "--rounds", "1"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
+    turns = {row[0]: int(row[3]) for row in rows}
+    assert turns["delete, at once (before)"] == 0
+    assert turns["delete, a slice of 5,000 per turn"] > 1

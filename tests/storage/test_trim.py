@@ -100,3 +100,57 @@ def test_without_malloc_trim_nothing_is_asked_of_the_pool() -> None:
     reactor = Reactor()
     HeapTrimmer(reactor, None)()
     assert reactor.pool.jobs == []
+
+
+def one_turn(clock: Clock) -> None:
+    """Run what is due now, as one reactor iteration does: a ``callLater(0)`` made meanwhile
+    waits for the next one (``Clock.advance(0)`` would run it too)."""
+    due = [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.func(*call.args, **call.kw)
+
+
+def _filled(reactor: Reactor, trimmer: HeapTrimmer, messages: int) -> QueueService:
+    transient = MemoryStorage(trim=trimmer, discard=trimmer.discard)
+    service = QueueService(reactor, MemoryStorage(), transient, limits=TEST_LIMITS)
+    fired(service.create_queue("t", "big", QueueOptions(durable=False)))
+    body = b"x" * (256 * 1024)  # one body object: cheap to hold, counted in full
+    for _ in range(messages // 100):
+        fired(service.publish("t", "big", [NewMessage(body)] * 100))
+    return service
+
+
+def test_a_deleted_queue_is_freed_a_slice_per_reactor_turn_then_trimmed() -> None:
+    """Freeing 200,000 messages at once stalled the reactor ~50 ms: a deleted queue's
+    messages go a slice per turn, and the trim comes after the last slice."""
+    reactor = Reactor()
+    trimmer = HeapTrimmer(reactor, lambda: None, release_slice=100)
+    service = _filled(reactor, trimmer, 300)  # 75 MiB counted: past TRIM_AFTER
+    assert 300 * 256 * 1024 > TRIM_AFTER
+    fired(service.delete_queue("t", "big"))
+    left = [trimmer.discarding]
+    assert left[0] >= 300  # the messages and their index entries, none freed yet
+    while trimmer.discarding:
+        assert reactor.pool.jobs == []  # no trim before everything is freed
+        one_turn(reactor)
+        left.append(trimmer.discarding)
+        assert left[-2] - left[-1] <= 100  # one slice per turn
+    assert len(left) > 4 and len(reactor.pool.jobs) == 1 and trimmer.started == 1
+    # The queue is gone at once: a new one of the name starts empty.
+    fired(service.create_queue("t", "big", QueueOptions(durable=False)))
+    assert fired(service.queue_stats("t", "big")).total == 0
+
+
+def test_a_purged_queue_is_freed_a_slice_per_turn_and_keeps_taking_messages() -> None:
+    reactor = Reactor()
+    trimmer = HeapTrimmer(reactor, None, release_slice=50)
+    service = _filled(reactor, trimmer, 200)
+    assert fired(service.purge_queue("t", "big")) == 200
+    assert trimmer.discarding >= 200
+    fired(service.publish("t", "big", [NewMessage(b"after")]))
+    one_turn(reactor)
+    assert 0 < trimmer.discarding
+    while trimmer.discarding:
+        one_turn(reactor)
+    assert fired(service.queue_stats("t", "big")).total == 1
