@@ -290,6 +290,15 @@ class GroupCommitWriter:
         lanes = self._lanes
         batch: list[_Op] = []
         while lanes and len(batch) < self._max_batch:
+            if len(lanes) == 1:  # one tenant left: the rest of the batch is its, in order
+                tenant, lane = next(iter(lanes.items()))
+                room = self._max_batch - len(batch)
+                if len(lane) <= room:
+                    batch.extend(lane)
+                    del lanes[tenant]
+                else:
+                    batch.extend(lane.popleft() for _ in range(room))
+                break
             tenant = next(iter(lanes))
             lane = lanes.pop(tenant)
             batch.append(lane.popleft())
