@@ -96,9 +96,8 @@ def _connect(factory: Any) -> tuple[Any, StringTransport]:
     return protocol, transport
 
 
-def bare() -> Callable[[], bytes]:
-    site = server.Site(_Created())
-    protocol, transport = _connect(site)
+def _stepper(protocol: Any, transport: StringTransport) -> Callable[[], bytes]:
+    """One request through ``protocol``: what it answered."""
 
     def step() -> bytes:
         protocol.dataReceived(REQUEST)
@@ -107,6 +106,11 @@ def bare() -> Callable[[], bytes]:
         return out
 
     return step
+
+
+def bare() -> Callable[[], bytes]:
+    site = server.Site(_Created())
+    return _stepper(*_connect(site))
 
 
 def one_process(clock: Clock) -> Callable[[], bytes]:
@@ -116,15 +120,7 @@ def one_process(clock: Clock) -> Callable[[], bytes]:
     ((_, factory),) = listener_factories(
         clock, config, gateway.protocols, gateway.metrics, gateway.budget
     )
-    protocol, transport = _connect(factory)
-
-    def step() -> bytes:
-        protocol.dataReceived(REQUEST)
-        out = transport.value()
-        transport.clear()
-        return out
-
-    return step
+    return _stepper(*_connect(factory))
 
 
 def worker_and_hub(clock: Clock) -> Callable[[], bytes]:
