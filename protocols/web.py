@@ -147,7 +147,7 @@ class _Exchange:
 
 def count_connection(request: Request, service: Any, tenant: str) -> None:
     """Count ``request``'s connection toward ``tenant``'s ``max_connections``, once,
-    until it closes (the channel's ``tenant_sessions``, ``protocols.http.channel``); a
+    until it closes (the channel's ``tenant_sessions``, ``protocols.channel``); a
     kept-alive connection carrying several tenants' requests counts for each of them.
     Over the quota: ``QuotaExceeded``, and the connection closes after this answer."""
     channel: Any = getattr(request, "channel", None)

@@ -29,7 +29,7 @@ from qgate.core.errors import QGateError
 from qgate.protocols.admin.api import AdminAPI, call_of, ok
 from qgate.protocols.admin.settings import AdminSettings
 from qgate.protocols.context import ProtocolContext
-from qgate.protocols.http.site import QGateSite
+from qgate.protocols.site import QGateSite
 from qgate.protocols.web import Answer, error_answer, header, serve
 
 __all__ = ["AdminResource", "AdminSite", "listener_factory"]
@@ -119,7 +119,7 @@ class AdminResource(Resource):
 
 class AdminSite(QGateSite):
     """The admin ``Site``: the public HTTP listener's bounds on request heads and bodies
-    (``protocols/http/site.py``), with the admin's own body limit. Its access log is the
+    (``protocols/site.py``), with the admin's own body limit. Its access log is the
     gateway's (``gateway/access.py``)."""
 
 

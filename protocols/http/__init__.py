@@ -18,11 +18,11 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
+from qgate.protocols.channel import HeadLimits
 from qgate.protocols.context import ProtocolContext
-from qgate.protocols.http.channel import HeadLimits
 from qgate.protocols.http.resource import ApiResource, RootResource, build_resource
 from qgate.protocols.http.settings import HTTPSettings
-from qgate.protocols.http.site import QGateSite
+from qgate.protocols.site import QGateSite
 
 __all__ = [
     "ApiResource",

@@ -26,7 +26,7 @@ from qgate.protocols.http.endpoints import ZaqarAPI
 from qgate.protocols.http.errors import BodyTooLarge, HTTPError, from_core
 from qgate.protocols.http.router import Response, Route, Router
 from qgate.protocols.http.settings import HTTPSettings
-from qgate.protocols.http.site import default_refusal
+from qgate.protocols.site import default_refusal
 from qgate.protocols.web import Answer, header, serve
 
 log = Logger()

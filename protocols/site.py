@@ -1,4 +1,5 @@
-"""The HTTP listener's ``Site``: idle timeouts, and request bodies bounded before reading.
+"""The ``Site`` of every qgate HTTP listener (the public API's and the admin's): idle
+timeouts, and request bodies bounded before reading.
 
 A body larger than ``http.max_request_body`` is answered as soon as it is known to be too
 large: from ``Content-Length`` once the headers are in, or while counting the chunks of a
@@ -27,7 +28,7 @@ from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from qgate.protocols.http.channel import BoundedChannel, HeadLimits, raw_answer
+from qgate.protocols.channel import BoundedChannel, HeadLimits, raw_answer
 from qgate.protocols.web import JSON_CONTENT_TYPE, Answer, error_answer
 
 log = Logger()
@@ -141,7 +142,7 @@ class BoundedRequest(Request):
 
 
 class QGateSite(Site):
-    """A ``Site`` with bounded request bodies and heads (``channel.py``), an idle timeout
+    """A ``Site`` with bounded request bodies and heads (``protocols.channel``), an idle timeout
     and no tracebacks shown."""
 
     protocol = BoundedChannel  # type: ignore[assignment]  # no HTTP/2: no wrapper
