@@ -17,6 +17,7 @@ that comes back after a hand-off parks again without asking storage.
 
 from __future__ import annotations
 
+import random as _random
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
@@ -51,11 +52,23 @@ class QueueWaits:
     """Waiters by queue, the loops they wait in (``poll``; ``take`` for claims and pops),
     and the claim and pop that wait in them (an observe that waits brings its own
     attempt). ``store_for`` picks a queue's store again after each wait (a queue a waiter
-    waited for may have been created meanwhile)."""
+    waited for may have been created meanwhile).
 
-    def __init__(self, clock: IReactorTime, store_for: Callable[[str, str], IQueueStorage]) -> None:
+    ``jitter``: a wait that finds nothing ends up to this fraction of its ``wait`` early, a
+    random amount per wait, so waits begun together (5,000 long polls of one tenant, or
+    every client after a restart) do not all end, and come back, in the same instant."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store_for: Callable[[str, str], IQueueStorage],
+        jitter: float = 0.0,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
         self._clock = clock
         self._store_for = store_for
+        self._jitter = jitter
+        self._random = random
         self._wakeups = WakeupRegistry(clock)
         self._generations: dict[Hashable, int] = {}
         #: Per queue: bumped by whatever may have made a message claimable.
@@ -171,6 +184,11 @@ class QueueWaits:
 
     # -- the wait loops --------------------------------------------------------------------
 
+    def _deadline(self, wait: float) -> float:
+        if wait and self._jitter:
+            wait *= 1.0 - self._jitter * self._random()
+        return float(self._clock.seconds()) + wait
+
     async def poll(
         self,
         store: IQueueStorage,
@@ -187,7 +205,7 @@ class QueueWaits:
         ``timed`` a wait also ends when the queue's next message after the marker
         ``after`` becomes due (delay or lease over)."""
         key = (tenant, name)
-        deadline = self._clock.seconds() + wait
+        deadline = self._deadline(wait)
         while True:
             generation = self._generations.get(key, 0)
             found = await attempt(store)
@@ -237,7 +255,7 @@ class QueueWaits:
 
             return await self.poll(store, tenant, name, wait, plain)
         key = (tenant, name)
-        deadline = self._clock.seconds() + wait
+        deadline = self._deadline(wait)
         pending = self._offers.open(key, new_offer())
         try:
             while True:

@@ -92,13 +92,14 @@ class QueueService(SubscriptionCalls, AdminCalls, PushCalls):
         reap_interval: float = 5.0,
         reap_batch: int = 1000,
         ping_timeout: float = 2.0,
+        wait_jitter: float = 0.0,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.default_options = check_options(default_options or QueueOptions(), self.limits)
         self._durable = durable
         self._transient = transient
-        self._waits = QueueWaits(clock, self._store)
+        self._waits = QueueWaits(clock, self._store, jitter=wait_jitter)
         self._checked: set[tuple[str, str]] = set()
         # Stores that answer the hot calls synchronously, by identity (memory).
         self._synchronous: dict[int, ISynchronousStorage] = {

@@ -118,6 +118,7 @@ def make_core(reactor: Any, config: Config, store: IQueueStorage) -> QueueServic
         ),
         limits=config.limits,
         default_options=default_options(config),
+        wait_jitter=config.queues.wait_jitter,
     )
 
 

@@ -127,6 +127,9 @@ class QueueDefaults:
     #: ``storage.memory.MESSAGE_OVERHEAD`` per message. A publish past it is refused as
     #: the queue being full, naming this key.
     transient_max_bytes: int = 1024 * 1024 * 1024
+    #: A wait (long poll, Avro RPC claim) that finds nothing ends up to this fraction of
+    #: its ``wait`` early, at random, so waits begun together do not all end together.
+    wait_jitter: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,8 @@ def _queues(value: Any, name: str) -> QueueDefaults:
     queues = _build(QueueDefaults, value, name)
     if queues.transient_max_bytes < 1:
         raise ConfigError(f"{name}.transient_max_bytes: must be at least 1")
+    if not 0 <= queues.wait_jitter < 1:
+        raise ConfigError(f"{name}.wait_jitter: must be from 0 up to (not including) 1")
     return queues
 
 

@@ -42,7 +42,7 @@ class ClaimEndpoints(Handlers):
         call.client_id()
         tenant, name = await self._scope(call)
         limit = query_limit(call, self.bounds.claim)
-        wait = self._wait(call)
+        wait = call.query_wait(self.bounds.max_wait)
         # Zaqar: a claim without a body takes the default TTL and grace.
         ttl, grace = self._claim_times(call.json(default={}), check_grace=True)
         try:

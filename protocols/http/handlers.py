@@ -3,7 +3,6 @@ paths and links, and the Avro forms of message answers."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -53,15 +52,6 @@ class Handlers:
         self.defaults: QueueOptions = ctx.service.default_options
         #: Zaqar's ``enable_checksum``: messages shown carry their body's MD5.
         self.checksums: bool = ctx.settings.enable_checksum
-        self._jitter = ctx.settings.wait_jitter
-        self._random = random.Random()
-
-    def _wait(self, call: Call) -> float:
-        """The ``wait=`` of a long poll, shortened by up to ``[http] wait_jitter`` of it."""
-        wait = call.query_wait(self.bounds.max_wait)
-        if wait and self._jitter:
-            wait *= 1.0 - self._jitter * self._random.random()
-        return wait
 
     def _now(self) -> float:
         return float(self.service.clock.seconds())

@@ -87,7 +87,7 @@ class MessageEndpoints(Handlers):
         echo = call.query_bool("echo")
         include_claimed = call.query_bool("include_claimed")
         include_delayed = call.query_bool("include_delayed")
-        wait = self._wait(call)
+        wait = call.query_wait(self.bounds.max_wait)
 
         async def observe(after: str | None) -> list[Message]:
             try:

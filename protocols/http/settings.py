@@ -9,11 +9,6 @@ from dataclasses import dataclass, field
 class HTTPSettings:
     #: Longest ``wait=`` a long poll may ask for, in seconds.
     max_wait: float = 30.0
-    #: A long poll that finds nothing answers up to this fraction of its ``wait=`` early,
-    #: a random amount per poll: polls issued together (5,000 of one tenant, or every
-    #: client after a restart) then do not all expire, and come back, in the same instant.
-    #: 0 keeps every wait exact.
-    wait_jitter: float = 0.2
     #: Origins allowed by CORS (``["*"]`` for any); empty disables CORS headers.
     cors_origins: tuple[str, ...] = ("*",)
     #: Largest request body read, in bytes; a larger one is answered (400 on the API, as
@@ -40,7 +35,3 @@ class HTTPSettings:
     #: skips it altogether: formatting and emitting the line costs ~6% of a one-message
     #: POST even when ``--log-level warn`` then drops it (bench.http, docs/benchmarks.md).
     access_log: bool = True
-
-    def check(self, limits: object) -> None:
-        if not 0 <= self.wait_jitter < 1:
-            raise ValueError("wait_jitter: must be from 0 up to (not including) 1")

@@ -66,3 +66,25 @@ def test_the_reaper_carries_on_after_a_failed_round():
     clock.advance(5)  # the next round runs and reaps
     assert fired(durable.get_messages("t", "q", [1], 0.0)) == []
     fired(service.stop())
+
+
+def test_waits_begun_together_end_spread_over_the_last_part_of_their_wait():
+    """With ``wait_jitter`` 0.2 (the gateway's default, ``[queues] wait_jitter``) 200
+    claims of ``wait=10`` begun at once end between 8 and 10 s, not all in one instant;
+    without it every wait is exact."""
+    for jitter, first, last in ((0.2, 8.0, 10.0), (0.0, 10.0, 10.0)):
+        clock = Clock()
+        service = QueueService(
+            clock, MemoryStorage(), MemoryStorage(), limits=TEST_LIMITS, wait_jitter=jitter
+        )
+        fired(service.create_queue("t", "q"))
+        claims = [service.claim("t", "q", limit=1, ttl=60, grace=60, wait=10) for _ in range(200)]
+        ended_at: list[float] = []
+        for d in claims:
+            d.addCallback(lambda _, out=ended_at, c=clock: out.append(c.seconds()))
+        while len(ended_at) < 200 and clock.seconds() < 11:
+            clock.advance(0.05)
+        assert len(ended_at) == 200
+        assert first - 0.05 <= min(ended_at) and max(ended_at) <= last + 0.05
+        if jitter:
+            assert len(set(ended_at)) >= 20  # spread over at least 20 of the 40 steps

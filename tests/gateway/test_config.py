@@ -140,3 +140,10 @@ def test_quotas_take_their_defaults_overrides_and_refuse_unknown_keys_or_bad_val
     ):
         with pytest.raises(ConfigError, match=named):
             parse({"quotas": bad})
+
+
+def test_queues_wait_jitter_is_a_fraction_below_one():
+    assert Config().queues.wait_jitter == 0.2
+    assert parse({"queues": {"wait_jitter": 0.0}}).queues.wait_jitter == 0.0
+    with pytest.raises(ConfigError, match="queues.wait_jitter"):
+        parse({"queues": {"wait_jitter": 1.0}})

@@ -66,41 +66,6 @@ async def test_a_waiting_listing_times_out_with_the_empty_answer(api: Api, clock
     assert clock.getDelayedCalls() == []
 
 
-def test_polls_issued_together_expire_spread_over_the_last_part_of_their_wait(
-    service: QueueService, clock: Clock
-) -> None:
-    """With ``wait_jitter`` (0.2 by default) 200 polls of ``wait=10`` sent at once stop
-    waiting between 8 and 10 s, not all in one instant."""
-    from dataclasses import replace
-
-    from qgate.protocols.http import build_resource
-    from qgate.protocols.http.settings import HTTPSettings
-    from tests.support.http import HTTP_TEST_CONFIG, make_ctx
-
-    assert HTTPSettings().wait_jitter == 0.2
-    api = Api(build_resource(make_ctx(service, http=replace(HTTP_TEST_CONFIG, wait_jitter=0.2))))
-    for _ in range(200):
-        api.start("POST", "/v2/queues/jobs/claims?wait=10", {"ttl": 60})
-    api.flush()
-    clock.advance(7.99)
-    assert service.waiting("p1", "jobs") == 200
-    left = []
-    for _ in range(21):
-        clock.advance(0.1)
-        left.append(service.waiting("p1", "jobs"))
-    assert left[-1] == 0
-    ended = [a - b for a, b in zip([200, *left], left, strict=False)]
-    assert max(ended) < 40 and sum(1 for n in ended if n) >= 15, ended
-
-
-def test_wait_jitter_is_a_fraction_below_one() -> None:
-    from qgate.protocols.http.settings import HTTPSettings
-
-    with pytest.raises(ValueError, match="wait_jitter"):
-        HTTPSettings(wait_jitter=1.0).check(None)
-    HTTPSettings(wait_jitter=0.0).check(None)
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_waiting_listing_of_a_missing_queue_answers_on_its_first_message(
     api: Api, clock: Clock

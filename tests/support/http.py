@@ -25,10 +25,7 @@ from tests.support.core import protocol_ctx
 CLIENT = "3381af92-2b9e-11e3-b191-71861300734c"
 OTHER_CLIENT = "7ab4e8c62b9e11e3b19171861300734d"
 
-#: Long polls wait exactly their ``wait=`` here (``wait_jitter`` has a test of its own).
-HTTP_TEST_CONFIG = HTTPSettings(
-    max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0, wait_jitter=0.0
-)
+HTTP_TEST_CONFIG = HTTPSettings(max_wait=30.0, max_request_body=512 * 1024, idle_timeout=60.0)
 
 _DEFAULT = object()
 
