@@ -3,10 +3,32 @@ functions by self time and including callees (qgate's own code)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def spy_on(
+    pid: int,
+    seconds: float,
+    output: Path,
+    *,
+    subprocesses: bool = True,
+    threads: bool = True,
+    rate: int = 250,
+) -> subprocess.Popen[bytes]:
+    """py-spy (the bench extra) recording ``pid`` (and its children with
+    ``subprocesses``) for ``seconds`` into ``output``, raw collapsed stacks, without
+    stopping it (``--nonblocking``). Wait for the returned process before reading."""
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+    command += ["--subprocesses"] if subprocesses else []
+    command += ["--threads"] if threads else []
+    command += ["--format", "raw", "--rate", str(rate), "--duration"]
+    command += [str(max(1, round(seconds))), "--output", str(output), "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def summarize_profile(path: Path, top: int = 12) -> None:

@@ -57,7 +57,7 @@ from bench._common import (
     print_table,
     wrk_post,
 )
-from bench._profile import summarize_profile
+from bench._profile import spy_on, summarize_profile
 
 BARE_SITE = """
 import json, sys, uuid
@@ -140,31 +140,6 @@ def post_load(
     if spy is not None:
         spy.wait(timeout=60)
     return Measured(result, meter.summary())
-
-
-def spy_on(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
-    """py-spy (the bench extra) recording ``pid`` and its children for ``seconds``."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "py-spy"),
-            "record",
-            "--pid",
-            str(pid),
-            "--subprocesses",
-            "--format",
-            "raw",
-            "--threads",
-            "--rate",
-            "250",
-            "--duration",
-            str(max(1, round(seconds))),
-            "--output",
-            str(output),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def raw_sqlite_commits(path: Path, seconds: float) -> float:

@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import os
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -54,7 +53,7 @@ from bench._common import (
     port_open,
 )
 from bench._common import print_table as print_table_md
-from bench._profile import summarize_profile
+from bench._profile import spy_on, summarize_profile
 from bench._stomp_client import Conn, StompError, header
 
 BODY = b"x" * 1024
@@ -289,27 +288,7 @@ async def run_scenario(
     start = time.perf_counter()
     spy = None
     if profile is not None and broker.profile and broker.target.pids:
-        spy = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--pid",
-                str(broker.target.pids[0]),
-                "--subprocesses",
-                "--format",
-                "raw",
-                "--threads",
-                "--rate",
-                "250",
-                "--duration",
-                str(max(1, round(seconds))),
-                "--output",
-                str(profile / profile_name(sc, broker)),
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy = spy_on(broker.target.pids[0], seconds, profile / profile_name(sc, broker))
     await asyncio.sleep(seconds)
     count = slowest() - start_count
     elapsed = time.perf_counter() - start

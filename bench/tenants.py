@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import ROOT, QgateServer, TemporaryDatabase, need_psutil, print_table
+from bench._profile import spy_on
 from qgate.core.quotas import QUOTA_KEYS
 
 CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -365,27 +366,8 @@ def profile(pid: int, seconds: float, out: Path) -> list[subprocess.Popen[bytes]
     stopping them (``--nonblocking``), as collapsed stacks in ``out``-<pid>.txt."""
     psutil = need_psutil()
     pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
-    spy = Path(sys.executable).with_name("py-spy")
     return [
-        subprocess.Popen(
-            [
-                str(spy),
-                "record",
-                "--nonblocking",
-                "-r",
-                "50",
-                "-d",
-                str(max(1, int(seconds))),
-                "-f",
-                "raw",
-                "-o",
-                f"{out}-{p}.txt",
-                "--pid",
-                str(p),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy_on(p, seconds, Path(f"{out}-{p}.txt"), subprocesses=False, threads=False, rate=50)
         for p in pids
     ]
 
