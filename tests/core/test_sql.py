@@ -28,6 +28,21 @@ from tests.support.stores import clean_pg, sqlite_url
 T = "t"
 
 
+def hold(writer: GroupCommitWriter) -> tuple[threading.Event, defer.Deferred[None]]:
+    """Keep ``writer`` busy with a batch that waits until the returned event is set: what
+    is submitted meanwhile queues behind it and is taken as the next batch, together."""
+    started, gate = threading.Event(), threading.Event()
+
+    @each
+    def block(conn: sa.Connection) -> None:
+        started.set()
+        gate.wait(5)
+
+    held = writer.submit(block)
+    assert started.wait(5)
+    return gate, held
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sql_url(request, tmp_path):
     if request.param == "sqlite":
@@ -106,16 +121,8 @@ async def test_the_writer_counts_its_batches_operations_and_statements(reactor, 
     begin = 1 if store.dialect == "sqlite" else 0
     try:
         await store.create_queue(T, "q", QueueOptions(), {}, EPOCH)
-        started, gate = threading.Event(), threading.Event()
-
-        @each
-        def block(conn: sa.Connection) -> None:
-            started.set()
-            gate.wait(5)
-
         before = store.writer.stats()
-        held = store.writer.submit(block)
-        assert started.wait(5)  # the blocker's batch is taken: the publishes queue behind it
+        gate, held = hold(store.writer)  # the publishes below queue behind it
         publishes = [
             store.publish(T, "q", [NewMessage(b"%d" % i)] * 2, EPOCH, None) for i in range(5)
         ]
@@ -176,14 +183,8 @@ async def test_a_database_error_rolls_back_only_its_own_operation(reactor, tmp_p
         conn.exec_driver_sql(f"INSERT INTO t VALUES ({x})")
         return x
 
-    gate = threading.Event()
-
-    @each
-    def block(conn: sa.Connection) -> None:
-        gate.wait(5)
-
     try:
-        held = writer.submit(block)  # keeps the writer busy so the next three share a batch
+        gate, held = hold(writer)  # so the next three share a batch
         ds = [writer.submit(insert, 1), writer.submit(insert, 1), writer.submit(insert, 2)]
         gate.set()
         await held
@@ -315,13 +316,7 @@ async def test_acks_sharing_a_transaction_delete_only_what_each_claim_holds(
         fresh = await service.claim(T, "q", limit=2, ttl=60)
         other = await service.claim(T, "q", limit=2, ttl=60)
         assert [m.id for m in fresh.messages] == [m.id for m in stale.messages]
-        gate = threading.Event()
-
-        @each
-        def block(conn: sa.Connection) -> None:
-            gate.wait(5)
-
-        held = store.writer.submit(block)  # so the three acks below share one transaction
+        gate, held = hold(store.writer)  # so the three acks below share one transaction
         before = store.writer.stats().batches
         acks = [
             service.ack(T, "q", stale.id, [m.id for m in stale.messages]),  # too late
@@ -437,16 +432,8 @@ async def test_acks_past_sqlites_parameter_limit_in_one_transaction_all_delete(r
             await store.publish(T, "q", bodies, EPOCH, None)
         claims = [await store.claim(T, "q", f"c{i}", 100, 60, 60, EPOCH) for i in range(12)]
         assert claims[0][5].headers == {"n": "5"}
-        started, gate = threading.Event(), threading.Event()
-
-        @each
-        def block(conn: sa.Connection) -> None:
-            started.set()
-            gate.wait(5)
-
         before = store.writer.stats()
-        held = store.writer.submit(block)
-        assert started.wait(5)  # the blocker's batch is taken: the acks queue behind it
+        gate, held = hold(store.writer)  # the acks below queue behind it
         acks = [
             store.ack(T, "q", f"c{i}", [msg.marker], EPOCH + 1)
             for i, found in enumerate(claims)
@@ -473,13 +460,7 @@ async def test_acks_sharing_a_transaction_on_a_missing_queue_fail_with_queue_not
 ):
     store = SQLStorage(reactor, sql_url, synchronous="NORMAL")
     try:
-        gate = threading.Event()
-
-        @each
-        def block(conn: sa.Connection) -> None:
-            gate.wait(5)
-
-        held = store.writer.submit(block)  # so the two acks below share one transaction
+        gate, held = hold(store.writer)  # so the two acks below share one transaction
         acks = [store.ack(T, "gone", "c1", [1], 0.0), store.ack(T, "gone", "c2", [2], 0.0)]
         gate.set()
         await held
